@@ -1,0 +1,288 @@
+/*
+ * dshm wire format: the one definition of every message exchanged by
+ *   - dshmd and its local clients (patched QEMU, libdshm-client, dshmctl)
+ *     over the unix socket of the host (client channel), and
+ *   - dshmd and dshmd over TCP between hosts (peer channel),
+ * and of the ivshmem BAR0 DSM registers seen by guests.
+ *
+ * This header is C (C99 + _Static_assert) so that dshmd (C++20), the QEMU
+ * patch (C) and the guest tools (C++20) share it verbatim.  docs/protocol.md
+ * is the prose specification: state machines, ordering, visibility.
+ *
+ * Encoding rules (MUST):
+ *   - Every message is one struct dshm_hdr followed by hdr.len payload bytes.
+ *   - All integers are little-endian; every struct below has explicit sizes,
+ *     natural alignment and no implicit padding (checked by the asserts at
+ *     the end of this file).  dshm runs on little-endian hosts only.
+ *   - Fixed payloads have exactly the size of their struct; variable payloads
+ *     are a fixed struct followed by the bytes described at the type.
+ *   - Names (segment, VM) are NUL-padded and MUST contain a NUL.
+ *   - A receiver checks hdr.magic, hdr.type, hdr.len against the bounds for
+ *     the type and channel BEFORE looking at the payload; a message that
+ *     fails any check is a protocol error: the receiver logs it and closes
+ *     the connection.
+ *   - File descriptors travel as SCM_RIGHTS ancillary data on the client
+ *     channel only, attached to the first byte of the message that carries
+ *     them (DSHM_MSG_ATTACHED: the segment memfd; DSHM_MSG_UFFD: the uffd).
+ */
+#ifndef DSHM_WIRE_H
+#define DSHM_WIRE_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DSHM_MAGIC            0x4d485344u /* "DSHM" as little-endian bytes */
+#define DSHM_PROTO_VERSION    1u
+#define DSHM_PAGE_SIZE        4096u
+#define DSHM_PAGE_SHIFT       12u
+#define DSHM_SEGNAME_LEN      32u  /* segment names: 1..31 chars + NUL */
+#define DSHM_VMNAME_LEN       64u  /* VM / client names: 0..63 chars + NUL */
+#define DSHM_MAX_LOCKS        256u /* lock ids per segment: 0..255 */
+#define DSHM_MAX_HOSTS        64u  /* host ids: 0..63 (copy sets are bitmasks) */
+#define DSHM_MAX_PAYLOAD      (1u << 20) /* absolute bound, any type */
+#define DSHM_MAX_INVAL_PAGES  1024u /* pages per INVALIDATE / INVAL_ACK */
+
+/* ------------------------------------------------------------------ */
+/* Header                                                              */
+/* ------------------------------------------------------------------ */
+
+struct dshm_hdr {
+    uint32_t magic;   /* DSHM_MAGIC */
+    uint16_t type;    /* enum dshm_msg_type */
+    uint16_t flags;   /* per type; 0 unless stated */
+    uint32_t len;     /* payload bytes after this header */
+    uint32_t tag;     /* request id chosen by the requester, echoed in the reply */
+};
+
+enum dshm_msg_type {
+    /* both channels */
+    DSHM_MSG_HELLO          = 0x0001, /* struct dshm_hello */
+    DSHM_MSG_ERROR          = 0x0002, /* struct dshm_error + text */
+
+    /* client channel: client -> dshmd */
+    DSHM_MSG_ATTACH         = 0x0010, /* struct dshm_attach */
+    DSHM_MSG_UFFD           = 0x0011, /* struct dshm_uffd, + uffd fd */
+    DSHM_MSG_ACQUIRE        = 0x0012, /* struct dshm_lock_req */
+    DSHM_MSG_RELEASE        = 0x0013, /* struct dshm_lock_req */
+    DSHM_MSG_DETACH         = 0x0014, /* empty */
+    DSHM_MSG_CTL_QUERY      = 0x0015, /* struct dshm_ctl_query (dshmctl) */
+    /* client channel: dshmd -> client */
+    DSHM_MSG_ATTACHED       = 0x0020, /* struct dshm_attached, + memfd */
+    DSHM_MSG_READY          = 0x0021, /* empty: faults are served from now on */
+    DSHM_MSG_GRANTED        = 0x0022, /* struct dshm_lock_reply */
+    DSHM_MSG_RELEASED       = 0x0023, /* struct dshm_lock_reply */
+    DSHM_MSG_LOCK_FAILED    = 0x0024, /* struct dshm_lock_reply (status != 0) */
+    DSHM_MSG_CTL_REPLY      = 0x0025, /* JSON text, not NUL-terminated */
+
+    /* peer channel (dshmd <-> dshmd) */
+    DSHM_MSG_FETCH          = 0x0040, /* struct dshm_fetch */
+    DSHM_MSG_PAGE           = 0x0041, /* struct dshm_page + DSHM_PAGE_SIZE bytes */
+    DSHM_MSG_P_ACQUIRE      = 0x0042, /* struct dshm_p_lock */
+    DSHM_MSG_P_GRANT        = 0x0043, /* struct dshm_p_lock */
+    DSHM_MSG_WRITEBACK      = 0x0044, /* struct dshm_writeback + encoded diff */
+    DSHM_MSG_P_RELEASE      = 0x0045, /* struct dshm_p_release */
+    DSHM_MSG_P_RELEASE_ACK  = 0x0046, /* struct dshm_p_release_ack */
+    DSHM_MSG_INVALIDATE     = 0x0047, /* struct dshm_pagelist + u32 pages[count] */
+    DSHM_MSG_INVAL_ACK      = 0x0048, /* struct dshm_pagelist + u32 kept[count] */
+    DSHM_MSG_UPDATE         = 0x0049, /* struct dshm_page + DSHM_PAGE_SIZE bytes */
+    DSHM_MSG_UPDATE_ACK     = 0x004a, /* struct dshm_page (no data) */
+    DSHM_MSG_CLIENT_GONE    = 0x004b, /* struct dshm_p_lock (lock_id ignored) */
+};
+
+/* ------------------------------------------------------------------ */
+/* Status codes (ERROR, LOCK_FAILED, P_RELEASE_ACK)                    */
+/* ------------------------------------------------------------------ */
+
+enum dshm_status {
+    DSHM_OK                 = 0,
+    DSHM_E_PROTO            = 1,  /* malformed or unexpected message */
+    DSHM_E_VERSION          = 2,  /* protocol version not supported */
+    DSHM_E_NO_SEGMENT       = 3,  /* unknown segment name */
+    DSHM_E_BAD_LOCK         = 4,  /* lock id >= DSHM_MAX_LOCKS */
+    DSHM_E_NOT_HELD         = 5,  /* release of a lock the client does not hold */
+    DSHM_E_PENDING          = 6,  /* a request for this lock is already pending */
+    DSHM_E_ALREADY_HELD     = 7,  /* acquire of a lock the client holds */
+    DSHM_E_OWNER_LOST       = 8,  /* the owner host is unreachable */
+    DSHM_E_NOT_ATTACHED     = 9,  /* lock request before ATTACH/UFFD */
+    DSHM_E_UFFD             = 10, /* the uffd was unusable (features, range) */
+    DSHM_E_INTERNAL         = 11,
+    DSHM_E_NOT_OWNER        = 12, /* peer request sent to a host that does not own the segment */
+};
+
+/* ------------------------------------------------------------------ */
+/* Payloads                                                            */
+/* ------------------------------------------------------------------ */
+
+enum dshm_role {
+    DSHM_ROLE_CLIENT = 1, /* a VM (QEMU) or libdshm-client user */
+    DSHM_ROLE_PEER   = 2, /* another dshmd */
+    DSHM_ROLE_CTL    = 3, /* dshmctl */
+};
+
+/* HELLO: first message each way on every connection. */
+struct dshm_hello {
+    uint16_t version;   /* DSHM_PROTO_VERSION */
+    uint16_t role;      /* enum dshm_role */
+    uint32_t host_id;   /* peers: the sender's host id; clients: 0 */
+    uint64_t incarnation; /* peers: changes each time dshmd starts */
+    char name[DSHM_VMNAME_LEN]; /* host name, or client/VM name */
+};
+
+/* ERROR: the sender is about to close the connection (or refuses a request). */
+struct dshm_error {
+    uint32_t status;    /* enum dshm_status */
+    uint16_t ref_type;  /* type of the message that caused it, or 0 */
+    uint16_t reserved;
+    /* followed by 0..1024 bytes of UTF-8 text, not NUL-terminated */
+};
+#define DSHM_ERROR_TEXT_MAX 1024u
+
+/* ATTACH: a client asks to map a segment. */
+struct dshm_attach {
+    char segment[DSHM_SEGNAME_LEN];
+    char vm_name[DSHM_VMNAME_LEN]; /* libvirt domain name, or a process name */
+    uint8_t vm_uuid[16];           /* all zero if unknown */
+};
+
+/* ATTACHED: reply to ATTACH; SCM_RIGHTS carries the segment memfd. */
+struct dshm_attached {
+    uint64_t size;        /* bytes, a multiple of DSHM_PAGE_SIZE */
+    uint32_t page_size;   /* DSHM_PAGE_SIZE */
+    uint32_t nlocks;      /* DSHM_MAX_LOCKS */
+    uint32_t client_id;   /* unique on this host while dshmd runs */
+    uint32_t owner_host;  /* current owner host id */
+    uint64_t uffd_features; /* UFFD_FEATURE_* the client MUST request */
+    uint64_t uffd_ioctls;   /* UFFDIO_REGISTER_MODE_* the client MUST register */
+};
+
+/* UFFD: the client mapped the memfd at [base, base+length) and registered it
+ * with the userfaultfd passed in SCM_RIGHTS. */
+struct dshm_uffd {
+    uint64_t base;
+    uint64_t length;      /* MUST equal dshm_attached.size */
+};
+
+/* ACQUIRE / RELEASE from a client. */
+struct dshm_lock_req {
+    uint32_t lock_id;
+    uint32_t flags;       /* 0 */
+};
+
+/* GRANTED / RELEASED / LOCK_FAILED to a client. */
+struct dshm_lock_reply {
+    uint32_t lock_id;
+    uint32_t status;          /* enum dshm_status; 0 for GRANTED/RELEASED */
+    uint32_t pages_written;   /* RELEASED: pages written back to the owner */
+    uint32_t bytes_written;   /* RELEASED: diff bytes written back */
+};
+
+enum dshm_ctl_what {
+    DSHM_CTL_SEGMENTS = 1,
+    DSHM_CTL_PEERS    = 2,
+    DSHM_CTL_STATS    = 3,
+};
+
+struct dshm_ctl_query {
+    uint32_t what;        /* enum dshm_ctl_what */
+    uint32_t flags;
+};
+
+/* Peer messages name segments by name. */
+struct dshm_fetch {
+    char segment[DSHM_SEGNAME_LEN];
+    uint32_t page;        /* page index */
+    uint32_t flags;       /* DSHM_FETCH_WRITE: the fault was a write */
+};
+#define DSHM_FETCH_WRITE 0x1u
+
+/* PAGE (reply to FETCH), UPDATE and UPDATE_ACK. */
+struct dshm_page {
+    char segment[DSHM_SEGNAME_LEN];
+    uint32_t page;
+    uint32_t status;      /* PAGE: 0, or an error (then no data follows) */
+    /* PAGE/UPDATE with status 0: followed by DSHM_PAGE_SIZE bytes */
+};
+
+/* P_ACQUIRE / P_GRANT / CLIENT_GONE: a lock for (host, client). */
+struct dshm_p_lock {
+    char segment[DSHM_SEGNAME_LEN];
+    uint32_t lock_id;
+    uint32_t host_id;     /* the host of the client */
+    uint32_t client_id;   /* unique within that host */
+    uint32_t status;      /* P_GRANT: 0 or an error */
+};
+
+enum dshm_diff_encoding {
+    DSHM_ENC_RUNS = 1, /* { u16 offset; u16 length; u8 bytes[length] }*, length > 0 */
+    DSHM_ENC_MASK = 2, /* u8 mask[DSHM_PAGE_SIZE / 8], then one byte per set bit */
+    DSHM_ENC_FULL = 3, /* DSHM_PAGE_SIZE bytes: every byte changed */
+};
+
+/* WRITEBACK: the changed bytes of one page, relative to the writer's twin.
+ * Buffered by the owner and applied only when the P_RELEASE that follows
+ * arrives (a release is all-or-nothing). */
+struct dshm_writeback {
+    char segment[DSHM_SEGNAME_LEN];
+    uint32_t page;
+    uint16_t encoding;    /* enum dshm_diff_encoding */
+    uint16_t reserved;
+    /* followed by the encoded diff (hdr.len - sizeof(struct dshm_writeback) bytes) */
+};
+
+/* P_RELEASE: closes a release; `npages` WRITEBACKs precede it. */
+struct dshm_p_release {
+    char segment[DSHM_SEGNAME_LEN];
+    uint32_t lock_id;
+    uint32_t host_id;
+    uint32_t client_id;
+    uint32_t npages;
+};
+
+struct dshm_p_release_ack {
+    char segment[DSHM_SEGNAME_LEN];
+    uint32_t lock_id;
+    uint32_t client_id;
+    uint32_t status;
+    uint32_t reserved;
+};
+
+/* INVALIDATE (owner -> holder) and INVAL_ACK (holder -> owner). */
+struct dshm_pagelist {
+    char segment[DSHM_SEGNAME_LEN];
+    uint32_t count;       /* <= DSHM_MAX_INVAL_PAGES */
+    uint32_t reserved;
+    /* followed by uint32_t pages[count] */
+};
+
+/* ------------------------------------------------------------------ */
+/* Layout checks                                                       */
+/* ------------------------------------------------------------------ */
+
+_Static_assert(sizeof(struct dshm_hdr) == 16, "dshm_hdr");
+_Static_assert(sizeof(struct dshm_hello) == 80, "dshm_hello");
+_Static_assert(sizeof(struct dshm_error) == 8, "dshm_error");
+_Static_assert(sizeof(struct dshm_attach) == 112, "dshm_attach");
+_Static_assert(sizeof(struct dshm_attached) == 40, "dshm_attached");
+_Static_assert(sizeof(struct dshm_uffd) == 16, "dshm_uffd");
+_Static_assert(sizeof(struct dshm_lock_req) == 8, "dshm_lock_req");
+_Static_assert(sizeof(struct dshm_lock_reply) == 16, "dshm_lock_reply");
+_Static_assert(sizeof(struct dshm_ctl_query) == 8, "dshm_ctl_query");
+_Static_assert(sizeof(struct dshm_fetch) == 40, "dshm_fetch");
+_Static_assert(sizeof(struct dshm_page) == 40, "dshm_page");
+_Static_assert(sizeof(struct dshm_p_lock) == 48, "dshm_p_lock");
+_Static_assert(sizeof(struct dshm_writeback) == 40, "dshm_writeback");
+_Static_assert(sizeof(struct dshm_p_release) == 48, "dshm_p_release");
+_Static_assert(sizeof(struct dshm_p_release_ack) == 48, "dshm_p_release_ack");
+_Static_assert(sizeof(struct dshm_pagelist) == 40, "dshm_pagelist");
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "dshm's wire format is little-endian; big-endian hosts are not supported"
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DSHM_WIRE_H */
