@@ -261,22 +261,29 @@ struct dshm_pagelist {
 /* Layout checks                                                       */
 /* ------------------------------------------------------------------ */
 
-_Static_assert(sizeof(struct dshm_hdr) == 16, "dshm_hdr");
-_Static_assert(sizeof(struct dshm_hello) == 80, "dshm_hello");
-_Static_assert(sizeof(struct dshm_error) == 8, "dshm_error");
-_Static_assert(sizeof(struct dshm_attach) == 112, "dshm_attach");
-_Static_assert(sizeof(struct dshm_attached) == 40, "dshm_attached");
-_Static_assert(sizeof(struct dshm_uffd) == 16, "dshm_uffd");
-_Static_assert(sizeof(struct dshm_lock_req) == 8, "dshm_lock_req");
-_Static_assert(sizeof(struct dshm_lock_reply) == 16, "dshm_lock_reply");
-_Static_assert(sizeof(struct dshm_ctl_query) == 8, "dshm_ctl_query");
-_Static_assert(sizeof(struct dshm_fetch) == 40, "dshm_fetch");
-_Static_assert(sizeof(struct dshm_page) == 40, "dshm_page");
-_Static_assert(sizeof(struct dshm_p_lock) == 48, "dshm_p_lock");
-_Static_assert(sizeof(struct dshm_writeback) == 40, "dshm_writeback");
-_Static_assert(sizeof(struct dshm_p_release) == 48, "dshm_p_release");
-_Static_assert(sizeof(struct dshm_p_release_ack) == 48, "dshm_p_release_ack");
-_Static_assert(sizeof(struct dshm_pagelist) == 40, "dshm_pagelist");
+/* _Static_assert is C11 only; C++ spells it static_assert. */
+#ifdef __cplusplus
+#define DSHM_STATIC_ASSERT(expr, msg) static_assert(expr, msg)
+#else
+#define DSHM_STATIC_ASSERT(expr, msg) _Static_assert(expr, msg)
+#endif
+
+DSHM_STATIC_ASSERT(sizeof(struct dshm_hdr) == 16, "dshm_hdr");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_hello) == 80, "dshm_hello");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_error) == 8, "dshm_error");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_attach) == 112, "dshm_attach");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_attached) == 40, "dshm_attached");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_uffd) == 16, "dshm_uffd");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_lock_req) == 8, "dshm_lock_req");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_lock_reply) == 16, "dshm_lock_reply");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_ctl_query) == 8, "dshm_ctl_query");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_fetch) == 40, "dshm_fetch");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_page) == 40, "dshm_page");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_p_lock) == 48, "dshm_p_lock");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_writeback) == 40, "dshm_writeback");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_p_release) == 48, "dshm_p_release");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_p_release_ack) == 48, "dshm_p_release_ack");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_pagelist) == 40, "dshm_pagelist");
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "dshm's wire format is little-endian; big-endian hosts are not supported"
 #endif

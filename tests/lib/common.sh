@@ -1,0 +1,104 @@
+# shellcheck shell=bash
+# Common environment for dshm's integration tests, the demo and the benches.
+# Source it first; then source testbed.sh if the test needs simulated hosts.
+#
+#   DSHM_ACCEL=kvm|tcg   accelerator for guests (default: probed, see dshm_accel)
+#   DSHM_TEST_VERBOSE=1  echo every step
+
+set -euo pipefail
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD=$TOP/build
+QEMU_BIN=${QEMU_BIN:-$BUILD/qemu/build/qemu-system-x86_64}
+IVSHMEM_SERVER=$BUILD/qemu/build/contrib/ivshmem-server/ivshmem-server
+IMAGE_KERNEL=$BUILD/images/vmlinuz
+IMAGE_INITRD=$BUILD/images/initramfs.cpio.gz
+MESON_BUILD=$BUILD/meson
+TB_REAPER=$MESON_BUILD/tests/tb-reaper
+DSHM_TOOL=$MESON_BUILD/guest-tools/dshm-tool
+QEMU_FIRMWARE=(-L /usr/share/seabios -L /usr/share/qemu -L /usr/lib/ipxe/qemu)
+
+say() { printf '%s\n' "$*"; }
+step() { printf -- '-- %s\n' "$*"; }
+fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+
+# assert_eq ACTUAL EXPECTED WHAT
+assert_eq() { [ "$1" = "$2" ] || fail "$3: got '$1', expected '$2'"; }
+# assert_match TEXT REGEX WHAT
+assert_match() { grep -Eq -- "$2" <<<"$1" || fail "$3: '$2' not found in: $1"; }
+# assert_file_match FILE REGEX WHAT
+assert_file_match() { grep -Eq -- "$2" "$1" || { tail -n 30 "$1" >&2; fail "$3: '$2' not in $1"; }; }
+
+need_built() {
+    local f
+    for f in "$QEMU_BIN" "$IMAGE_KERNEL" "$IMAGE_INITRD" "$TB_REAPER" "$DSHM_TOOL"; do
+        [ -e "$f" ] || fail "$f is missing: run 'make' first"
+    done
+}
+
+# wait_for_file_match FILE REGEX TIMEOUT_S: poll until FILE matches.
+wait_for_file_match() {
+    local file=$1 re=$2 t=$3 i
+    for i in $(seq 1 $((t * 10))); do
+        grep -Eq -- "$re" "$file" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# ---------------------------------------------------------------- guests
+
+# qemu_guest_args APPEND: the common QEMU arguments of a dshm guest (serial
+# console on stdout, no default devices, our kernel and initramfs).
+qemu_guest_args() {
+    local accel
+    accel=$(dshm_accel)
+    printf '%s\n' "${QEMU_FIRMWARE[@]}" -accel "$accel" -m 128 -nodefaults -no-user-config \
+        -display none -no-reboot -serial stdio \
+        -kernel "$IMAGE_KERNEL" -initrd "$IMAGE_INITRD" \
+        -append "console=ttyS0 panic=-1 quiet $1"
+}
+
+# guest_cmd_append CMD: kernel command-line fragment that makes the guest
+# run CMD (base64, so any quoting survives) and power off.
+guest_cmd_append() { printf 'dshm.cmd64=%s' "$(printf '%s' "$1" | base64 -w0)"; }
+
+# guest_exit_status LOG: the exit status the guest command reported, or
+# "none" when the guest never finished it.
+guest_exit_status() {
+    local s
+    s=$(sed -n 's/^DSHM-CMD-EXIT=\([0-9]*\).*/\1/p' "$1" | tail -n 1)
+    echo "${s:-none}"
+}
+
+# ---------------------------------------------------------------- accelerator
+
+# dshm_accel: prints kvm or tcg.  DSHM_ACCEL overrides.  Otherwise probes
+# once per boot of this machine (cached in build/accel.probe): a short KVM
+# guest boot that must reach userspace within 20 s; else TCG.
+dshm_accel() {
+    if [ -n "${DSHM_ACCEL:-}" ]; then
+        case "$DSHM_ACCEL" in kvm | tcg) echo "$DSHM_ACCEL"; return ;; esac
+        fail "DSHM_ACCEL must be kvm or tcg, not '$DSHM_ACCEL'"
+    fi
+    local cache=$BUILD/accel.probe boot
+    boot=$(cat /proc/sys/kernel/random/boot_id)
+    if [ -f "$cache" ] && [ "$(sed -n 1p "$cache")" = "$boot" ]; then
+        sed -n 2p "$cache"
+        return
+    fi
+    local result=tcg
+    if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+        local log
+        log=$(mktemp)
+        timeout 20 "$QEMU_BIN" "${QEMU_FIRMWARE[@]}" -accel kvm -m 128 -nodefaults \
+            -no-user-config -display none -no-reboot -serial stdio \
+            -kernel "$IMAGE_KERNEL" -initrd "$IMAGE_INITRD" \
+            -append "console=ttyS0 panic=-1 quiet $(guest_cmd_append 'echo DSHM-PROBE-OK')" \
+            >"$log" 2>&1 </dev/null || true
+        grep -q '^DSHM-PROBE-OK' "$log" && result=kvm
+        rm -f "$log"
+    fi
+    printf '%s\n%s\n' "$boot" "$result" >"$cache"
+    echo "$result"
+}

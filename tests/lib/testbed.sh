@@ -1,0 +1,229 @@
+# shellcheck shell=bash
+# dshm testbed: N simulated hosts on one machine.
+#
+# Each host h1..hN is
+#   - a network namespace "dshm-hI" whose eth0 (198.18.0.I/24, RFC 2544
+#     benchmarking range) is a veth into the bridge br0 of the lab namespace
+#     "dshm-lab"; there is no route anywhere else, so hosts reach each other
+#     and nothing else;
+#   - a PID namespace whose PID 1 is tb-reaper: killing it kills everything
+#     that runs on the host;
+#   - a mount namespace (private propagation) with its own /run, /dev/shm,
+#     /etc/hosts, /etc/hostname and libvirt directories (/etc/libvirt,
+#     /var/lib/libvirt, /var/log/libvirt, /var/cache/libvirt), backed by
+#     $TB_STATE/hI/;
+#   - a UTS namespace with hostname hI.
+# Nothing of the testbed lives in the root network namespace.
+#
+# Usage (from a bash test, after sourcing tests/lib/common.sh):
+#   tb_init 3                  # hosts h1 h2 h3; installs the teardown traps
+#   tb_run h2 CMD...           # run CMD on h2, wait for it
+#   tb_spawn h2 NAME CMD...    # start CMD on h2 in the background; log in
+#                              #   $TB_STATE/h2/NAME.log, pid (host-local) in NAME.pid
+#   tb_kill h2 NAME [SIG]      # signal a spawned process
+#   tb_addr h2                 # 198.18.0.2
+#   tb_teardown                # also runs on EXIT, INT, TERM
+#
+# Teardown runs on every exit path (normal exit, failed assertion under set -e,
+# Ctrl-C, SIGTERM); a testbed left behind by a killed run is cleaned up by the
+# next tb_init before it starts.
+
+TB_PREFIX=dshm
+TB_STATE=${TB_STATE:-/var/tmp/dshm-testbed}
+TB_NET=198.18.0
+TB_HOSTS=()
+
+_tb_log() { printf 'testbed: %s\n' "$*" >&2; }
+_tb_die() { printf 'testbed: error: %s\n' "$*" >&2; exit 1; }
+
+# Start time of a pid (field 22 of /proc/PID/stat), to tell a live owner from
+# a recycled pid.
+_tb_starttime() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
+
+# Remove everything a previous testbed may have left: namespaces named
+# dshm-*, the processes in them, the state directory.  Refuses to run while
+# another live testbed owns the state.
+tb_cleanup_stale() {
+    if [ -f "$TB_STATE/owner" ]; then
+        local pid start
+        read -r pid start <"$TB_STATE/owner"
+        if [ "$pid" != "$$" ] && [ -n "$pid" ] && [ "$(_tb_starttime "$pid")" = "$start" ]; then
+            _tb_die "another testbed is running (owner pid $pid); wait for it or kill it"
+        fi
+    fi
+    local ns found=0 stale_pid1s
+    stale_pid1s=$(cat "$TB_STATE"/*/pid1 2>/dev/null || true)
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^${TB_PREFIX}-" || true); do
+        found=1
+        _tb_kill_netns "$ns"
+    done
+    # shellcheck disable=SC2086
+    _tb_wait_gone $stale_pid1s
+    [ $found = 1 ] && _tb_log "cleaned up leftovers of an earlier run"
+    rm -rf "$TB_STATE"
+}
+
+# _tb_wait_gone PID...: wait (up to 10 s) until the killed hosts' PID 1s are
+# gone.  A dying PID 1 waits for every zombie of its namespace to be reaped,
+# including those whose parent lives outside, which this machine's init
+# reaps only every few seconds.
+_tb_wait_gone() {
+    local p i
+    for p in "$@"; do
+        kill -KILL "$p" 2>/dev/null || true
+        for i in $(seq 1 100); do
+            [ -d "/proc/$p" ] || break
+            sleep 0.1
+        done
+    done
+}
+
+_tb_kill_netns() {
+    local ns=$1 pids i
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        pids=$(ip netns pids "$ns" 2>/dev/null || true)
+        [ -z "$pids" ] && break
+        # shellcheck disable=SC2086
+        kill -KILL $pids 2>/dev/null || true
+        sleep 0.1
+    done
+    ip netns del "$ns" 2>/dev/null || true
+}
+
+tb_init() {
+    local n=$1 i
+    command -v ip >/dev/null || _tb_die "iproute2 missing (make deps)"
+    [ "$(id -u)" = 0 ] || _tb_die "the testbed needs root (namespaces, veth)"
+    [ -x "$TB_REAPER" ] || _tb_die "tb-reaper not built ($TB_REAPER): run 'make tools'"
+    tb_cleanup_stale
+    mkdir -p "$TB_STATE"
+    echo "$$ $(_tb_starttime $$)" >"$TB_STATE/owner"
+    trap 'tb_teardown' EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+
+    ip netns add "$TB_PREFIX-lab"
+    ip -n "$TB_PREFIX-lab" link set lo up
+    ip -n "$TB_PREFIX-lab" link add br0 type bridge
+    ip -n "$TB_PREFIX-lab" link set br0 up
+    for i in $(seq 1 "$n"); do TB_HOSTS+=("h$i"); done
+    # /etc/hosts for every host names all hosts.
+    {
+        echo "127.0.0.1 localhost"
+        for i in $(seq 1 "$n"); do echo "$TB_NET.$i h$i"; done
+    } >"$TB_STATE/hosts"
+    for i in $(seq 1 "$n"); do _tb_add_host "h$i" "$i"; done
+}
+
+_tb_add_host() {
+    local h=$1 idx=$2 ns=$TB_PREFIX-$1 dir=$TB_STATE/$1
+    ip netns add "$ns"
+    ip -n "$TB_PREFIX-lab" link add "v-$h" type veth peer name eth0 netns "$ns"
+    ip -n "$TB_PREFIX-lab" link set "v-$h" master br0 up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" addr add "$TB_NET.$idx/24" dev eth0
+    ip -n "$ns" link set eth0 up
+
+    mkdir -p "$dir"/{etc-libvirt,var-lib-libvirt,var-log-libvirt,var-cache-libvirt}
+    [ -d /etc/libvirt ] && cp -a /etc/libvirt/. "$dir/etc-libvirt/"
+    cp "$TB_STATE/hosts" "$dir/hosts"
+    echo "$h" >"$dir/hostname"
+
+    # The host's init: set up the private mounts, then become tb-reaper.
+    ip netns exec "$ns" unshare --mount --uts --pid --fork --mount-proc --propagation private \
+        /bin/bash -c '
+            set -e
+            d=$1
+            hostname "$2"
+            mount -t tmpfs -o mode=0755 tmpfs /run
+            mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+            mount --bind "$d/hosts" /etc/hosts
+            mount --bind "$d/hostname" /etc/hostname
+            for m in etc/libvirt var/lib/libvirt var/log/libvirt var/cache/libvirt; do
+                mkdir -p "/$m" 2>/dev/null || true
+                [ -d "/$m" ] && mount --bind "$d/${m//\//-}" "/$m"
+            done
+            touch "$d/ready"
+            exec "$3"' tb-host "$dir" "$h" "$TB_REAPER" \
+        </dev/null >"$dir/init.log" 2>&1 &
+    local launcher=$! pid1="" i
+    for i in $(seq 1 100); do
+        [ -f "$dir/ready" ] && pid1=$(pgrep -P "$launcher" | head -n 1) && [ -n "$pid1" ] && break
+        kill -0 "$launcher" 2>/dev/null || break
+        sleep 0.05
+    done
+    [ -n "$pid1" ] || { cat "$dir/init.log" >&2; _tb_die "host $h did not start"; }
+    echo "$pid1" >"$dir/pid1"
+}
+
+tb_addr() { echo "$TB_NET.${1#h}"; }
+_tb_pid1() { cat "$TB_STATE/$1/pid1" 2>/dev/null || _tb_die "no host $1"; }
+
+# tb_run HOST CMD...: run CMD inside HOST (all its namespaces), in the current
+# directory, and return its exit status.
+tb_run() {
+    local h=$1
+    shift
+    nsenter -t "$(_tb_pid1 "$h")" -m -u -n -p --wd="$PWD" -- "$@"
+}
+
+# tb_spawn HOST NAME CMD...: start CMD in the background inside HOST.
+# Output goes to $TB_STATE/HOST/NAME.log, the host-local pid to NAME.pid.
+tb_spawn() {
+    local h=$1 name=$2
+    shift 2
+    local dir=$TB_STATE/$h
+    rm -f "$dir/$name.pid"
+    tb_run "$h" /bin/bash -c 'echo $$ >"$1"; shift; exec "$@"' tb-spawn "$dir/$name.pid" "$@" \
+        </dev/null >"$dir/$name.log" 2>&1 &
+    local i
+    for i in $(seq 1 100); do
+        [ -s "$dir/$name.pid" ] && return 0
+        sleep 0.02
+    done
+    _tb_die "could not spawn $name on $h"
+}
+
+tb_log() { echo "$TB_STATE/$1/$2.log"; }
+
+# tb_kill HOST NAME [SIGNAL]
+tb_kill() {
+    local pid
+    pid=$(cat "$TB_STATE/$1/$2.pid" 2>/dev/null) || return 1
+    tb_run "$1" kill "-${3:-TERM}" "$pid" 2>/dev/null
+}
+
+# tb_alive HOST NAME: is the spawned process still running?
+tb_alive() {
+    local pid
+    pid=$(cat "$TB_STATE/$1/$2.pid" 2>/dev/null) || return 1
+    tb_run "$1" kill -0 "$pid" 2>/dev/null
+}
+
+tb_teardown() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local h pid1
+    for h in "${TB_HOSTS[@]}"; do
+        pid1=$(cat "$TB_STATE/$h/pid1" 2>/dev/null || true)
+        [ -n "$pid1" ] && kill -KILL "$pid1" 2>/dev/null
+    done
+    for h in "${TB_HOSTS[@]}"; do _tb_kill_netns "$TB_PREFIX-$h"; done
+    _tb_kill_netns "$TB_PREFIX-lab"
+    # shellcheck disable=SC2046
+    _tb_wait_gone $(cat "$TB_STATE"/*/pid1 2>/dev/null)
+    rm -rf "$TB_STATE"
+    TB_HOSTS=()
+    return $rc
+}
+
+# tb_leftovers: prints what a testbed left behind (nothing when clean).
+tb_leftovers() {
+    ip netns list 2>/dev/null | awk '{print $1}' | grep "^${TB_PREFIX}-" | sed 's/^/netns /' || true
+    grep -E " /run/netns/${TB_PREFIX}-" /proc/mounts | awk '{print "mount " $2}' || true
+    ip -o link show 2>/dev/null | grep -E ': (v-h[0-9]+|br0)[@:]' | sed 's/^/link /' || true
+    # live processes only: a killed host's PID 1 may stay a zombie until the
+    # machine's init reaps it, which is no leftover
+    ps -eo pid=,stat=,args= | awk '$2 !~ /^Z/ && /tb-reaper/ && !/awk/ {print "process " $0}' || true
+    [ -e "$TB_STATE" ] && echo "state $TB_STATE" || true
+}

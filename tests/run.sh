@@ -1,0 +1,74 @@
+#!/bin/bash
+# dshm test runner: `make check` calls this after building everything.
+#
+#   tests/run.sh                 all tests
+#   tests/run.sh t-testbed ...   only the named integration tests (no unit tests)
+#
+# 1. Unit tests (Check), in the normal build and in an ASan/UBSan build.
+# 2. Integration tests tests/t-*.sh, each in its own process with a time
+#    limit; their output goes to build/test-logs/NAME.log and is shown when
+#    they fail.
+# Ends with one line "dshm tests: N passed, M failed"; exit status 0 only if
+# nothing failed.
+set -uo pipefail
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+cd "$TOP"
+LOGS=$TOP/build/test-logs
+mkdir -p "$LOGS"
+passed=0 failed=0 failures=()
+
+result() {  # result NAME STATUS SECONDS
+    if [ "$2" = 0 ]; then
+        passed=$((passed + 1)); printf 'PASS %-34s %4ss\n' "$1" "$3"
+    else
+        failed=$((failed + 1)); failures+=("$1"); printf 'FAIL %-34s %4ss\n' "$1" "$3"
+    fi
+}
+
+run_unit() {  # run_unit BUILDDIR LABEL [meson setup args...]
+    local dir=$1 label=$2 start rc
+    shift 2
+    start=$(date +%s)
+    if [ ! -f "$dir/build.ninja" ]; then
+        meson setup "$dir" "$@" >"$LOGS/setup-$label.log" 2>&1 || { cat "$LOGS/setup-$label.log"; result "unit ($label)" 1 0; return; }
+    fi
+    ninja -C "$dir" >"$LOGS/build-$label.log" 2>&1 || { tail -n 40 "$LOGS/build-$label.log"; result "unit ($label)" 1 0; return; }
+    echo "== unit tests ($label): Check output"
+    meson test -C "$dir" --suite unit -v --num-processes 2 2>&1 | grep -E '^(Running suite|[0-9]+%: Checks|.*:[EF]:|Ok:|Fail:)' 
+    rc=${PIPESTATUS[0]}
+    result "unit ($label)" "$rc" $(($(date +%s) - start))
+}
+
+selected=("$@")
+if [ ${#selected[@]} = 0 ]; then
+    run_unit build/meson plain
+    run_unit build/meson-asan asan-ubsan -Db_sanitize=address,undefined -Db_lundef=false -Dguest_static=false
+    mapfile -t selected < <(cd tests && ls t-*.sh | sed 's/\.sh$//')
+fi
+
+# Probe the accelerator once for all tests (DSHM_ACCEL overrides).
+source tests/lib/common.sh
+set +e
+if [ -z "${DSHM_ACCEL:-}" ]; then
+    DSHM_ACCEL=$(dshm_accel) || exit 1
+fi
+export DSHM_ACCEL
+echo "== integration tests (accelerator: $DSHM_ACCEL)"
+
+for t in "${selected[@]}"; do
+    t=${t%.sh}
+    [ -f "tests/$t.sh" ] || { echo "no such test: $t"; result "$t" 1 0; continue; }
+    limit=$(sed -n 's/^# timeout: \([0-9]*\).*/\1/p' "tests/$t.sh"); limit=${limit:-300}
+    start=$(date +%s)
+    timeout --kill-after=10 "$limit" bash "tests/$t.sh" >"$LOGS/$t.log" 2>&1 </dev/null
+    rc=$?
+    [ $rc = 124 ] && echo "(timed out after ${limit}s)" >>"$LOGS/$t.log"
+    result "$t" $rc $(($(date +%s) - start))
+    if [ $rc != 0 ]; then
+        sed 's/^/    | /' "$LOGS/$t.log" | tail -n 40
+    fi
+done
+
+[ ${#failures[@]} -gt 0 ] && echo "failed: ${failures[*]} (logs in build/test-logs/)"
+echo "dshm tests: $passed passed, $failed failed"
+[ "$failed" = 0 ]
