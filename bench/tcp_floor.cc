@@ -1,0 +1,455 @@
+// tcp_floor: the TCP floor under the dshm peer channel (one TCP connection
+// per pair of hosts, docs/protocol.md section 1): request/reply round-trip
+// time (a FETCH is a small request answered by a 4 KiB page) and streaming
+// throughput.  Two endpoints, so it runs across network namespaces.
+//
+//   tcp_floor server --listen ADDR:PORT [--timeout SEC]
+//   tcp_floor client --connect ADDR:PORT [--iterations N]
+//                    [--mode blocking|busypoll|both] [--request BYTES]
+//                    [--reply BYTES] [--throughput BYTES] [--timeout SEC]
+//
+// The server serves exactly ONE client session and exits; it also exits on
+// its own (status 2) after --timeout seconds (default 30) whatever happens.
+// PORT 0 picks a free port; the server prints
+//   tcp_floor listening addr=ADDR port=PORT
+// once it listens.  ADDR is numeric (IPv4, or IPv6 in brackets); no name
+// lookups, and only the given address is used.
+//
+// A session is a sequence of phases announced by the client (struct Phase),
+// so the server always waits the same way as the client:
+//   rtt         N x (client sends --request bytes, server answers --reply
+//               bytes); the client times each exchange with CLOCK_MONOTONIC
+//               (after min(100, N/10) untimed warm-up exchanges);
+//   throughput  the client streams BYTES in 64 KiB writes, the server
+//               answers 8 bytes (its byte count) after the last one;
+//   end.
+// mode=blocking: both sides block in recv/send.  mode=busypoll: both sockets
+// are O_NONBLOCK and both sides spin on recv/send.  TCP_NODELAY everywhere.
+// Without --reply the client measures reply=4096 and reply=64; without
+// --throughput and without --iterations it runs 10000 iterations; with
+// --throughput only it runs just the throughput phase.
+//
+// Output (client, stable and grep-able):
+//   tcp_rtt mode=blocking req=64 reply=4096 n=10000 p50_us=.. p90_us=.. p99_us=.. mean_us=..
+//   tcp_throughput mode=blocking bytes=.. seconds=.. mb_per_s=..   (MB = 10^6 bytes)
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr uint32_t kMagic = 0x544d4844;  // "DHMT"
+constexpr size_t kStreamChunk = 64 * 1024;
+constexpr uint32_t kMaxMsg = 16u << 20;
+
+enum Kind : uint32_t { kRtt = 1, kThroughput = 2, kEnd = 3 };
+enum Mode : uint32_t { kBlocking = 0, kBusyPoll = 1 };
+
+struct Phase {
+    uint32_t magic;
+    uint32_t kind;
+    uint32_t mode;
+    uint32_t request;
+    uint32_t reply;
+    uint32_t reserved;
+    uint64_t count;  // rtt: exchanges (including warm-up); throughput: bytes
+};
+static_assert(sizeof(Phase) == 32);
+
+const char *ModeName(uint32_t m) {
+    return m == kBusyPoll ? "busypoll" : "blocking";
+}
+
+[[noreturn]] void Die(const std::string &msg) {
+    fprintf(stderr, "tcp_floor: %s\n", msg.c_str());
+    exit(1);
+}
+
+[[noreturn]] void DieErrno(const std::string &what) {
+    Die(what + ": " + strerror(errno));
+}
+
+void OnAlarm(int) {
+    static const char msg[] = "tcp_floor: timeout, exiting\n";
+    ssize_t ignored = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)ignored;
+    _exit(2);
+}
+
+void ArmTimeout(unsigned seconds) {
+    struct sigaction sa {};
+    sa.sa_handler = OnAlarm;
+    sigaction(SIGALRM, &sa, nullptr);
+    alarm(seconds);
+}
+
+uint64_t NowNs() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// Resolves numeric "ADDR:PORT" / "[V6ADDR]:PORT"; never does a name lookup.
+addrinfo *Resolve(const std::string &spec, bool passive) {
+    size_t colon = spec.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == spec.size()) {
+        Die("bad address '" + spec + "' (want ADDR:PORT)");
+    }
+    std::string host = spec.substr(0, colon), port = spec.substr(colon + 1);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+        host = host.substr(1, host.size() - 2);
+    }
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+    addrinfo *res = nullptr;
+    int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
+    if (rc != 0) {
+        Die("address '" + spec + "': " + gai_strerror(rc));
+    }
+    return res;
+}
+
+void SetNoDelay(int fd) {
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) {
+        DieErrno("TCP_NODELAY");
+    }
+}
+
+void SetMode(int fd, uint32_t mode) {
+    int fl = fcntl(fd, F_GETFL);
+    fl = mode == kBusyPoll ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
+    if (fcntl(fd, F_SETFL, fl) != 0) {
+        DieErrno("fcntl");
+    }
+}
+
+// Exactly len bytes; in busypoll mode (O_NONBLOCK) spins on EAGAIN.
+// Returns false on EOF before the first byte when eof_ok.
+bool RecvAll(int fd, void *buf, size_t len, bool eof_ok = false) {
+    auto *p = static_cast<char *>(buf);
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = recv(fd, p + done, len - done, 0);
+        if (n > 0) {
+            done += static_cast<size_t>(n);
+        } else if (n == 0) {
+            if (eof_ok && done == 0) {
+                return false;
+            }
+            Die("peer closed the connection");
+        } else if (errno != EAGAIN && errno != EINTR) {
+            DieErrno("recv");
+        }
+    }
+    return true;
+}
+
+void SendAll(int fd, const void *buf, size_t len) {
+    const auto *p = static_cast<const char *>(buf);
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = send(fd, p + done, len - done, MSG_NOSIGNAL);
+        if (n > 0) {
+            done += static_cast<size_t>(n);
+        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            DieErrno("send");
+        }
+    }
+}
+
+// ---- server ------------------------------------------------------------------
+
+int Server(const std::string &listen_spec, unsigned timeout) {
+    ArmTimeout(timeout);
+    addrinfo *ai = Resolve(listen_spec, true);
+    int lfd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (lfd < 0) {
+        DieErrno("socket");
+    }
+    int one = 1;
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(lfd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        DieErrno("bind " + listen_spec);
+    }
+    freeaddrinfo(ai);
+    if (listen(lfd, 1) != 0) {
+        DieErrno("listen");
+    }
+    sockaddr_storage ss{};
+    socklen_t sl = sizeof ss;
+    getsockname(lfd, reinterpret_cast<sockaddr *>(&ss), &sl);
+    char host[INET6_ADDRSTRLEN] = "?";
+    char port[16] = "?";
+    getnameinfo(reinterpret_cast<sockaddr *>(&ss), sl, host, sizeof host, port, sizeof port,
+                NI_NUMERICHOST | NI_NUMERICSERV);
+    printf("tcp_floor listening addr=%s port=%s\n", host, port);
+    fflush(stdout);
+
+    int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) {
+        DieErrno("accept");
+    }
+    close(lfd);  // one session only
+    SetNoDelay(fd);
+
+    std::vector<char> req, reply, stream(kStreamChunk);
+    for (;;) {
+        SetMode(fd, kBlocking);
+        Phase ph;
+        if (!RecvAll(fd, &ph, sizeof ph, true)) {
+            break;  // client went away between phases
+        }
+        if (ph.magic != kMagic || ph.request == 0 || ph.request > kMaxMsg || ph.reply > kMaxMsg ||
+            ph.mode > kBusyPoll) {
+            Die("bad phase header from client");
+        }
+        if (ph.kind == kEnd) {
+            break;
+        }
+        SetMode(fd, ph.mode);
+        if (ph.kind == kRtt) {
+            req.resize(ph.request);
+            reply.assign(ph.reply, 'r');
+            for (uint64_t i = 0; i < ph.count; i++) {
+                RecvAll(fd, req.data(), req.size());
+                SendAll(fd, reply.data(), reply.size());
+            }
+        } else if (ph.kind == kThroughput) {
+            uint64_t got = 0;
+            while (got < ph.count) {
+                size_t want =
+                    static_cast<size_t>(std::min<uint64_t>(stream.size(), ph.count - got));
+                ssize_t n = recv(fd, stream.data(), want, 0);
+                if (n > 0) {
+                    got += static_cast<uint64_t>(n);
+                } else if (n == 0) {
+                    Die("peer closed during throughput phase");
+                } else if (errno != EAGAIN && errno != EINTR) {
+                    DieErrno("recv");
+                }
+            }
+            SendAll(fd, &got, sizeof got);
+        } else {
+            Die("unknown phase kind");
+        }
+    }
+    close(fd);
+    return 0;
+}
+
+// ---- client ------------------------------------------------------------------
+
+struct Stats {
+    size_t n = 0;
+    double p50 = 0, p90 = 0, p99 = 0, mean = 0;
+};
+
+Stats Summarize(std::vector<uint64_t> ns) {
+    Stats s;
+    s.n = ns.size();
+    if (ns.empty()) {
+        return s;
+    }
+    std::sort(ns.begin(), ns.end());
+    auto pct = [&](double p) {
+        size_t i = static_cast<size_t>(p * static_cast<double>(ns.size() - 1) + 0.5);
+        return static_cast<double>(ns[i]) / 1000.0;
+    };
+    s.p50 = pct(0.50);
+    s.p90 = pct(0.90);
+    s.p99 = pct(0.99);
+    double sum = 0;
+    for (uint64_t v : ns) {
+        sum += static_cast<double>(v);
+    }
+    s.mean = sum / static_cast<double>(ns.size()) / 1000.0;
+    return s;
+}
+
+void SendPhase(int fd, Kind kind, uint32_t mode, uint32_t request, uint32_t reply, uint64_t count) {
+    SetMode(fd, kBlocking);
+    Phase ph{kMagic, kind, mode, request, reply, 0, count};
+    SendAll(fd, &ph, sizeof ph);
+    SetMode(fd, mode);
+}
+
+void RunRtt(int fd, uint32_t mode, uint32_t request, uint32_t reply, uint64_t iterations) {
+    uint64_t warmup = std::min<uint64_t>(100, iterations / 10);
+    SendPhase(fd, kRtt, mode, request, reply, warmup + iterations);
+    std::vector<char> req(request, 'q'), rep(reply);
+    std::vector<uint64_t> ns;
+    ns.reserve(iterations);
+    for (uint64_t i = 0; i < warmup + iterations; i++) {
+        uint64_t t0 = NowNs();
+        SendAll(fd, req.data(), req.size());
+        RecvAll(fd, rep.data(), rep.size());
+        uint64_t t1 = NowNs();
+        if (i >= warmup) {
+            ns.push_back(t1 - t0);
+        }
+    }
+    Stats s = Summarize(std::move(ns));
+    printf(
+        "tcp_rtt mode=%s req=%u reply=%u n=%zu p50_us=%.2f p90_us=%.2f p99_us=%.2f "
+        "mean_us=%.2f\n",
+        ModeName(mode), request, reply, s.n, s.p50, s.p90, s.p99, s.mean);
+    fflush(stdout);
+}
+
+void RunThroughput(int fd, uint32_t mode, uint64_t bytes) {
+    SendPhase(fd, kThroughput, mode, 1, 8, bytes);
+    std::vector<char> chunk(kStreamChunk, 's');
+    uint64_t t0 = NowNs();
+    uint64_t sent = 0;
+    while (sent < bytes) {
+        size_t n = static_cast<size_t>(std::min<uint64_t>(chunk.size(), bytes - sent));
+        SendAll(fd, chunk.data(), n);
+        sent += n;
+    }
+    uint64_t acked = 0;
+    RecvAll(fd, &acked, sizeof acked);
+    uint64_t t1 = NowNs();
+    if (acked != bytes) {
+        Die("server acknowledged " + std::to_string(acked) + " bytes");
+    }
+    double sec = static_cast<double>(t1 - t0) / 1e9;
+    printf("tcp_throughput mode=%s bytes=%llu seconds=%.4f mb_per_s=%.1f\n", ModeName(mode),
+           static_cast<unsigned long long>(bytes), sec, static_cast<double>(bytes) / 1e6 / sec);
+    fflush(stdout);
+}
+
+struct ClientOpts {
+    std::string connect;
+    uint64_t iterations = 0;
+    bool iterations_given = false;
+    std::vector<uint32_t> modes{kBlocking};
+    uint32_t request = 64;
+    std::vector<uint32_t> replies{4096, 64};
+    uint64_t throughput = 0;
+};
+
+int Client(const ClientOpts &o, unsigned timeout) {
+    ArmTimeout(timeout);
+    addrinfo *ai = Resolve(o.connect, false);
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        DieErrno("socket");
+    }
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        DieErrno("connect " + o.connect);
+    }
+    freeaddrinfo(ai);
+    SetNoDelay(fd);
+    uint64_t iterations = o.iterations_given ? o.iterations : (o.throughput > 0 ? 0 : 10000);
+    for (uint32_t mode : o.modes) {
+        if (iterations > 0) {
+            for (uint32_t reply : o.replies) {
+                RunRtt(fd, mode, o.request, reply, iterations);
+            }
+        }
+        if (o.throughput > 0) {
+            RunThroughput(fd, mode, o.throughput);
+        }
+    }
+    SendPhase(fd, kEnd, kBlocking, 1, 0, 0);
+    close(fd);
+    return 0;
+}
+
+[[noreturn]] void Usage() {
+    fprintf(stderr,
+            "usage: tcp_floor server --listen ADDR:PORT [--timeout SEC]\n"
+            "       tcp_floor client --connect ADDR:PORT [--iterations N]\n"
+            "                        [--mode blocking|busypoll|both] [--request BYTES]\n"
+            "                        [--reply BYTES] [--throughput BYTES] [--timeout SEC]\n");
+    exit(2);
+}
+
+uint64_t ParseU64(const std::string &s, uint64_t min, uint64_t max) {
+    char *end = nullptr;
+    errno = 0;
+    unsigned long long v = strtoull(s.c_str(), &end, 0);
+    if (errno != 0 || end == s.c_str() || *end != '\0' || v < min || v > max || s[0] == '-') {
+        fprintf(stderr, "tcp_floor: bad number '%s'\n", s.c_str());
+        Usage();
+    }
+    return v;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        Usage();
+    }
+    std::string role = argv[1];
+    if (role != "server" && role != "client") {
+        Usage();
+    }
+    std::string listen_spec;
+    unsigned timeout = 30;
+    ClientOpts o;
+    for (int i = 2; i < argc; i++) {
+        std::string a = argv[i];
+        if (i + 1 >= argc) {
+            Usage();
+        }
+        std::string v = argv[++i];
+        if (a == "--timeout") {
+            timeout = static_cast<unsigned>(ParseU64(v, 1, 86400));
+        } else if (role == "server" && a == "--listen") {
+            listen_spec = v;
+        } else if (role == "client" && a == "--connect") {
+            o.connect = v;
+        } else if (role == "client" && a == "--iterations") {
+            o.iterations = ParseU64(v, 0, 1ull << 32);
+            o.iterations_given = true;
+        } else if (role == "client" && a == "--mode") {
+            if (v == "blocking") {
+                o.modes = {kBlocking};
+            } else if (v == "busypoll") {
+                o.modes = {kBusyPoll};
+            } else if (v == "both") {
+                o.modes = {kBlocking, kBusyPoll};
+            } else {
+                Usage();
+            }
+        } else if (role == "client" && a == "--request") {
+            o.request = static_cast<uint32_t>(ParseU64(v, 1, kMaxMsg));
+        } else if (role == "client" && a == "--reply") {
+            o.replies = {static_cast<uint32_t>(ParseU64(v, 1, kMaxMsg))};
+        } else if (role == "client" && a == "--throughput") {
+            o.throughput = ParseU64(v, 1, 1ull << 40);
+        } else {
+            Usage();
+        }
+    }
+    if (role == "server") {
+        if (listen_spec.empty()) {
+            Usage();
+        }
+        return Server(listen_spec, timeout);
+    }
+    if (o.connect.empty()) {
+        Usage();
+    }
+    return Client(o, timeout);
+}

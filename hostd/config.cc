@@ -1,0 +1,201 @@
+#include "config.h"
+
+#include <glib.h>
+
+#include <cctype>
+#include <memory>
+#include <optional>
+#include <set>
+
+namespace dshm {
+namespace {
+
+struct KeyFileDeleter {
+    void operator()(GKeyFile *k) const { g_key_file_free(k); }
+};
+struct StrvDeleter {
+    void operator()(gchar **v) const { g_strfreev(v); }
+};
+
+std::optional<uint64_t> ParseSize(std::string s) {
+    if (s.empty()) return std::nullopt;
+    uint64_t mult = 1;
+    switch (s.back()) {
+        case 'K': case 'k': mult = 1ull << 10; break;
+        case 'M': case 'm': mult = 1ull << 20; break;
+        case 'G': case 'g': mult = 1ull << 30; break;
+        default: break;
+    }
+    if (mult != 1) s.pop_back();
+    if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos || s.size() > 12) {
+        return std::nullopt;
+    }
+    return std::stoull(s) * mult;
+}
+
+bool ValidSegmentName(const std::string &n) {
+    if (n.empty() || n.size() >= DSHM_SEGNAME_LEN) return false;
+    for (char c : n) {
+        if (!isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') return false;
+    }
+    return true;
+}
+
+class Reader {
+public:
+    Reader(GKeyFile *kf, const std::string &origin) : kf_(kf), origin_(origin) {}
+
+    Status Get(const char *group, const char *key, bool required, std::string *out) {
+        GError *err = nullptr;
+        gchar *v = g_key_file_get_string(kf_, group, key, &err);
+        if (!v) {
+            bool missing = err && (err->code == G_KEY_FILE_ERROR_KEY_NOT_FOUND ||
+                                   err->code == G_KEY_FILE_ERROR_GROUP_NOT_FOUND);
+            std::string msg = err ? err->message : "?";
+            g_clear_error(&err);
+            if (missing && !required) return Status::OK();
+            return Status::Proto(Where(group, key) + (missing ? "missing" : msg));
+        }
+        *out = g_strstrip(v);
+        g_free(v);
+        return Status::OK();
+    }
+
+    Status GetU32(const char *group, const char *key, bool required, uint32_t max, uint32_t *out) {
+        std::string s;
+        Status st = Get(group, key, required, &s);
+        if (!st.ok() || s.empty()) return st;
+        if (s.find_first_not_of("0123456789") != std::string::npos || s.size() > 10 ||
+            std::stoull(s) > max) {
+            return Status::Proto(Where(group, key) + "'" + s + "' is not a number in 0.." +
+                                 std::to_string(max));
+        }
+        *out = static_cast<uint32_t>(std::stoul(s));
+        return Status::OK();
+    }
+
+    std::string Where(const char *group, const char *key) const {
+        return origin_ + ": [" + group + "] " + key + ": ";
+    }
+
+private:
+    GKeyFile *kf_;
+    std::string origin_;
+};
+
+}  // namespace
+
+bool SplitHostPort(const std::string &addr, std::string *host, uint16_t *port) {
+    auto colon = addr.rfind(':');
+    if (colon == std::string::npos || colon == 0) return false;
+    std::string p = addr.substr(colon + 1);
+    if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos) {
+        return false;
+    }
+    unsigned long v = std::stoul(p);
+    if (v == 0 || v > 65535) return false;
+    *host = addr.substr(0, colon);
+    if (host->size() > 2 && host->front() == '[' && host->back() == ']') {
+        *host = host->substr(1, host->size() - 2);
+    }
+    *port = static_cast<uint16_t>(v);
+    return true;
+}
+
+Status ParseConfig(const std::string &text, const std::string &origin, Config *out) {
+    std::unique_ptr<GKeyFile, KeyFileDeleter> kf(g_key_file_new());
+    GError *err = nullptr;
+    if (!g_key_file_load_from_data(kf.get(), text.data(), text.size(), G_KEY_FILE_NONE, &err)) {
+        Status st = Status::Proto(origin + ": " + err->message);
+        g_error_free(err);
+        return st;
+    }
+    Reader r(kf.get(), origin);
+    Config c;
+    if (!g_key_file_has_group(kf.get(), "dshmd")) return Status::Proto(origin + ": no [dshmd] group");
+    Status st = r.GetU32("dshmd", "host-id", true, DSHM_MAX_HOSTS - 1, &c.host_id);
+    if (st.ok()) st = r.Get("dshmd", "listen", true, &c.listen);
+    if (st.ok()) st = r.Get("dshmd", "socket", false, &c.socket_path);
+    if (st.ok()) st = r.Get("dshmd", "name", false, &c.host_name);
+    if (st.ok()) st = r.GetU32("dshmd", "poll-us", false, 1000000, &c.poll_us);
+    if (st.ok()) st = r.GetU32("dshmd", "ack-timeout-ms", false, 3600000, &c.ack_timeout_ms);
+    if (!st.ok()) return st;
+    std::string h;
+    uint16_t port;
+    if (!SplitHostPort(c.listen, &h, &port)) {
+        return Status::Proto(r.Where("dshmd", "listen") + "'" + c.listen + "' is not host:port");
+    }
+    if (c.host_name.empty()) c.host_name = "host" + std::to_string(c.host_id);
+
+    std::set<uint32_t> ids{c.host_id};
+    std::set<std::string> segs;
+    gsize ngroups = 0;
+    std::unique_ptr<gchar *, StrvDeleter> groups(g_key_file_get_groups(kf.get(), &ngroups));
+    for (gsize i = 0; i < ngroups; i++) {
+        std::string g = groups.get()[i];
+        if (g == "dshmd") continue;
+        if (g.rfind("peer ", 0) == 0) {
+            PeerConfig p;
+            p.name = g.substr(5);
+            st = r.GetU32(g.c_str(), "host-id", true, DSHM_MAX_HOSTS - 1, &p.host_id);
+            if (st.ok()) st = r.Get(g.c_str(), "address", true, &p.address);
+            if (!st.ok()) return st;
+            if (!SplitHostPort(p.address, &h, &port)) {
+                return Status::Proto(r.Where(g.c_str(), "address") + "'" + p.address +
+                                     "' is not host:port");
+            }
+            if (!ids.insert(p.host_id).second) {
+                return Status::Proto(r.Where(g.c_str(), "host-id") + "host id " +
+                                     std::to_string(p.host_id) + " is used twice");
+            }
+            c.peers.push_back(std::move(p));
+        } else if (g.rfind("segment ", 0) == 0) {
+            SegmentConfig s;
+            s.name = g.substr(8);
+            if (!ValidSegmentName(s.name)) {
+                return Status::Proto(origin + ": [" + g +
+                                     "]: segment names are 1..31 characters of A-Z a-z 0-9 . _ -");
+            }
+            if (!segs.insert(s.name).second) {
+                return Status::Proto(origin + ": [" + g + "]: segment defined twice");
+            }
+            std::string size;
+            st = r.Get(g.c_str(), "size", true, &size);
+            if (st.ok()) st = r.GetU32(g.c_str(), "owner", true, DSHM_MAX_HOSTS - 1, &s.owner);
+            if (!st.ok()) return st;
+            auto v = ParseSize(size);
+            if (!v || *v == 0 || *v % DSHM_PAGE_SIZE != 0 || *v > (64ull << 30)) {
+                return Status::Proto(r.Where(g.c_str(), "size") + "'" + size +
+                                     "' is not a multiple of 4096 between 4K and 64G");
+            }
+            s.size = *v;
+            c.segments.push_back(std::move(s));
+        } else {
+            return Status::Proto(origin + ": unknown group [" + g + "]");
+        }
+    }
+    for (const auto &s : c.segments) {
+        if (!ids.count(s.owner)) {
+            return Status::Proto(origin + ": [segment " + s.name + "] owner: host " +
+                                 std::to_string(s.owner) + " is neither this host nor a peer");
+        }
+    }
+    *out = std::move(c);
+    return Status::OK();
+}
+
+Status LoadConfig(const std::string &path, Config *out) {
+    gchar *text = nullptr;
+    gsize len = 0;
+    GError *err = nullptr;
+    if (!g_file_get_contents(path.c_str(), &text, &len, &err)) {
+        Status st = Status::Proto(std::string("cannot read config: ") + err->message);
+        g_error_free(err);
+        return st;
+    }
+    Status st = ParseConfig(std::string(text, len), path, out);
+    g_free(text);
+    return st;
+}
+
+}  // namespace dshm

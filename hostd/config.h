@@ -1,0 +1,68 @@
+// dshmd configuration: a GKeyFile (default /etc/dshm/dshmd.conf).
+//
+//   [dshmd]
+//   host-id = 1                      # 0..63, unique among the hosts
+//   listen = 198.18.0.1:7450         # peer TCP address of this host
+//   socket = /run/dshm/dshmd.sock    # client unix socket
+//   poll-us = 0                      # busy-poll window after each event, µs
+//                                    # (0: block in poll at once; see docs)
+//   ack-timeout-ms = 10000           # a peer that does not acknowledge an
+//                                    # invalidation in time is disconnected
+//
+//   [peer h2]                        # one group per other host
+//   host-id = 2
+//   address = 198.18.0.2:7450
+//
+//   [segment counters]               # one group per segment this host serves
+//   size = 1M                        # bytes, multiple of 4096 (K/M/G suffixes)
+//   owner = 1                        # host id of the initial owner
+//
+// Every host of a cluster lists the same segments with the same size and
+// owner.  Parsing checks everything and reports the first problem with its
+// group and key.
+//
+// Thread safety: a Config is a plain value.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "status.h"
+
+namespace dshm {
+
+struct PeerConfig {
+    std::string name;     // group name after "peer "
+    uint32_t host_id = 0;
+    std::string address;  // host:port
+};
+
+struct SegmentConfig {
+    std::string name;
+    uint64_t size = 0;
+    uint32_t owner = 0;
+};
+
+struct Config {
+    uint32_t host_id = 0;
+    std::string host_name;  // from the [dshmd] name key, else "host<id>"
+    std::string listen;     // host:port
+    std::string socket_path = "/run/dshm/dshmd.sock";
+    uint32_t poll_us = 0;
+    uint32_t ack_timeout_ms = 10000;
+    std::vector<PeerConfig> peers;
+    std::vector<SegmentConfig> segments;
+};
+
+// Parses a key file's text.  `origin` names it in error messages.
+Status ParseConfig(const std::string &text, const std::string &origin, Config *out);
+
+// Reads and parses a file.
+Status LoadConfig(const std::string &path, Config *out);
+
+// Splits "host:port" (port 1..65535).
+bool SplitHostPort(const std::string &addr, std::string *host, uint16_t *port);
+
+}  // namespace dshm

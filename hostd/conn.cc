@@ -1,0 +1,184 @@
+#include "conn.h"
+
+#include <fcntl.h>
+#include <glib-unix.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "os/unix_socket.h"
+
+namespace dshm {
+
+Conn::Conn(os::UniqueFd fd, Channel channel, Receiver receiver, ClientRole role, std::string label)
+    : fd_(std::move(fd)), reader_(channel, receiver, role), label_(std::move(label)) {
+    int fl = fcntl(fd_.get(), F_GETFL);
+    if (fl >= 0) fcntl(fd_.get(), F_SETFL, fl | O_NONBLOCK);
+}
+
+Conn::~Conn() {
+    if (watch_) g_source_remove(watch_);
+    for (auto &o : out_) {
+        if (o.fd >= 0) close(o.fd);
+    }
+}
+
+void Conn::Start(FrameFn on_frame, CloseFn on_close) {
+    if (delivering_) {
+        next_on_frame_ = std::move(on_frame);
+        next_on_close_ = std::move(on_close);
+        have_next_ = true;
+        return;
+    }
+    on_frame_ = std::move(on_frame);
+    on_close_ = std::move(on_close);
+    UpdateWatch();
+}
+
+void Conn::UpdateWatch() {
+    if (closed_) return;
+    GIOCondition want = GIOCondition(G_IO_IN | G_IO_HUP | G_IO_ERR | (out_.empty() ? 0 : G_IO_OUT));
+    if (watch_ && want == watch_cond_) return;
+    if (watch_) g_source_remove(watch_);
+    watch_ = g_unix_fd_add(fd_.get(), want, &Conn::OnIo, this);
+    watch_cond_ = want;
+}
+
+gboolean Conn::OnIo(gint, GIOCondition cond, gpointer p) {
+    auto *self = static_cast<Conn *>(p);
+    if (cond & G_IO_OUT) self->Flush();
+    if (!self->closed_ && (cond & (G_IO_IN | G_IO_HUP | G_IO_ERR))) self->ReadSome();
+    if (self->closed_) {
+        self->watch_ = 0;  // returning FALSE removes the source
+        return G_SOURCE_REMOVE;
+    }
+    return G_SOURCE_CONTINUE;
+}
+
+void Conn::ReadSome() {
+    uint8_t buf[64 * 1024];
+    // A bounded number of reads per wake-up keeps one busy peer from
+    // starving the others.
+    for (int round = 0; round < 8 && !closed_; round++) {
+        std::vector<int> fds;
+        auto r = os::RecvWithFds(fd_.get(), buf, sizeof buf, &fds);
+        if (!r.ok()) {
+            if (r.err() == EAGAIN || r.err() == EINTR) return;
+            Close(Status::Proto(label_ + ": read: " + r.error().what));
+            return;
+        }
+        if (*r == 0) {
+            for (int fd : fds) close(fd);
+            Close(Status::OK());
+            return;
+        }
+        bytes_in_ += *r;
+        reader_.AddFds(fds);
+        reader_.Feed(buf, *r);
+        delivering_ = true;
+        while (!closed_) {
+            std::optional<Frame> f;
+            Status st = reader_.Next(&f);
+            if (!st.ok()) {
+                delivering_ = false;
+                Fail(st);
+                return;
+            }
+            if (!f) break;
+            on_frame_(std::move(*f));
+            if (have_next_) {
+                // Handlers replaced from inside the handler: swap now that
+                // it has returned.
+                have_next_ = false;
+                on_frame_ = std::move(next_on_frame_);
+                if (!closed_) on_close_ = std::move(next_on_close_);
+            }
+        }
+        delivering_ = false;
+        if (*r < sizeof buf) return;
+    }
+}
+
+void Conn::Send(std::vector<uint8_t> msg, int fd) {
+    if (closed_) return;
+    Out o;
+    o.bytes = std::move(msg);
+    if (fd >= 0) o.fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    queued_ += o.bytes.size();
+    out_.push_back(std::move(o));
+    if (queued_ > kMaxQueuedBytes) {
+        Close(Status::Proto(label_ + ": peer is not reading (output queue over " +
+                            std::to_string(kMaxQueuedBytes >> 20) + " MiB)"));
+        return;
+    }
+    if (out_.size() == 1) Flush();
+    UpdateWatch();
+}
+
+void Conn::Flush() {
+    while (!out_.empty() && !closed_) {
+        Out &o = out_.front();
+        ssize_t n;
+        if (o.fd >= 0 && o.off == 0) {
+            struct iovec iov = {o.bytes.data(), o.bytes.size()};
+            union {
+                char buf[CMSG_SPACE(sizeof(int))];
+                struct cmsghdr align;
+            } u;
+            memset(&u, 0, sizeof u);
+            struct msghdr mh = {};
+            mh.msg_iov = &iov;
+            mh.msg_iovlen = 1;
+            mh.msg_control = u.buf;
+            mh.msg_controllen = sizeof u.buf;
+            struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(c), &o.fd, sizeof(int));
+            n = sendmsg(fd_.get(), &mh, MSG_NOSIGNAL);
+            if (n > 0) {
+                close(o.fd);
+                o.fd = -1;
+            }
+        } else {
+            n = send(fd_.get(), o.bytes.data() + o.off, o.bytes.size() - o.off, MSG_NOSIGNAL);
+        }
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) break;
+            Close(Status::Proto(label_ + ": write: " + strerror(errno)));
+            return;
+        }
+        o.off += n;
+        bytes_out_ += n;
+        queued_ -= n;
+        if (o.off == o.bytes.size()) out_.pop_front();
+    }
+    UpdateWatch();
+}
+
+void Conn::Fail(const Status &why, uint16_t ref_type) {
+    if (closed_) return;
+    // Best effort: one non-blocking write of the ERROR, then close.
+    auto msg = EncodeError(0, why, ref_type);
+    if (out_.empty()) (void)!send(fd_.get(), msg.data(), msg.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    Close(why);
+}
+
+void Conn::Close(const Status &why) {
+    if (closed_) return;
+    closed_ = true;
+    if (watch_) {
+        g_source_remove(watch_);
+        watch_ = 0;
+    }
+    fd_.reset();
+    CloseFn fn = std::move(have_next_ ? next_on_close_ : on_close_);
+    on_close_ = nullptr;
+    next_on_close_ = nullptr;
+    if (fn) fn(why);
+}
+
+}  // namespace dshm

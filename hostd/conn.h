@@ -1,0 +1,99 @@
+// Conn: one non-blocking stream connection of dshmd (client unix socket or
+// peer TCP socket) driven by the GLib main loop.
+//
+// Input: every byte read goes through a FrameReader (frame.h, the one
+// validation boundary); validated frames are handed to the FrameFn in order.
+// A protocol error is answered with an ERROR message (best effort) and closes
+// the connection.  Output: Send() queues a message and writes as much as the
+// socket takes; the rest is written when the socket becomes writable.  A
+// message may carry one fd (SCM_RIGHTS on the client channel), attached to
+// its first byte.  The queue is bounded (kMaxQueuedBytes): a peer that stops
+// reading is disconnected rather than growing dshmd's memory without limit.
+//
+// Closing: Close() (or EOF, an I/O error, a protocol error) detaches the
+// GLib sources at once, closes the socket, and calls the CloseFn exactly
+// once.  Handlers may call Close() from inside the FrameFn; no frame is
+// delivered after Close().  The owner destroys the Conn later (never from
+// inside its own callbacks): use Daemon's deferred deletion.
+//
+// Thread safety: a Conn belongs to the thread running its GMainContext.
+#pragma once
+
+#include <glib.h>
+
+#include <deque>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "frame.h"
+#include "os/result.h"
+
+namespace dshm {
+
+class Conn {
+public:
+    using FrameFn = std::function<void(Frame &&)>;
+    using CloseFn = std::function<void(const Status &why)>;
+
+    static constexpr size_t kMaxQueuedBytes = 64u << 20;
+
+    // `fd` must be a connected stream socket; it is made non-blocking.
+    Conn(os::UniqueFd fd, Channel channel, Receiver receiver, ClientRole role, std::string label);
+    ~Conn();
+    Conn(const Conn &) = delete;
+    Conn &operator=(const Conn &) = delete;
+
+    // Starts reading, or replaces the handlers of a started connection.  May
+    // be called from inside the FrameFn: the new handlers take over from the
+    // next frame on (the running handler is not destroyed while it runs).
+    // REQUIRES: not closed.
+    void Start(FrameFn on_frame, CloseFn on_close);
+
+    // Queues one encoded message; `fd` (>= 0) is duplicated by the kernel
+    // when sent and stays owned by the caller... until this call returns: it
+    // is dup()ed here.  Does nothing once closed.
+    void Send(std::vector<uint8_t> msg, int fd = -1);
+
+    // Sends an ERROR for `why` (best effort) and closes.
+    void Fail(const Status &why, uint16_t ref_type = 0);
+
+    // Closes now; calls the CloseFn once.  Idempotent.
+    void Close(const Status &why);
+
+    bool closed() const { return closed_; }
+    const std::string &label() const { return label_; }
+    void set_label(std::string l) { label_ = std::move(l); }
+    ClientRole role() const { return reader_.role(); }
+    uint64_t bytes_in() const { return bytes_in_; }
+    uint64_t bytes_out() const { return bytes_out_; }
+
+private:
+    struct Out {
+        std::vector<uint8_t> bytes;
+        size_t off = 0;
+        int fd = -1;  // owned dup, sent with the first byte
+    };
+    static gboolean OnIo(gint fd, GIOCondition cond, gpointer self);
+    void ReadSome();
+    void Flush();
+    void UpdateWatch();
+
+    os::UniqueFd fd_;
+    FrameReader reader_;
+    std::string label_;
+    FrameFn on_frame_;
+    CloseFn on_close_;
+    FrameFn next_on_frame_;  // set by Start() during delivery
+    CloseFn next_on_close_;
+    bool have_next_ = false;
+    guint watch_ = 0;
+    GIOCondition watch_cond_ = GIOCondition(0);
+    std::deque<Out> out_;
+    size_t queued_ = 0;
+    bool closed_ = false;
+    bool delivering_ = false;
+    uint64_t bytes_in_ = 0, bytes_out_ = 0;
+};
+
+}  // namespace dshm

@@ -1,0 +1,1285 @@
+#include "daemon.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <glib-unix.h>
+#include <json-glib/json-glib.h>
+#include <linux/userfaultfd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "diff.h"
+#include "os/memfd.h"
+#include "os/uffd.h"
+
+namespace dshm {
+namespace {
+
+constexpr uint32_t kPage = DSHM_PAGE_SIZE;
+
+uint64_t NowNs() {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+std::string SegOf(const char (&name)[DSHM_SEGNAME_LEN]) { return std::string(NameOf(name)); }
+
+void SetNoDelay(int fd) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+// Resolves host:port to a sockaddr (numeric or via the resolver).
+bool Resolve(const std::string &addr, sockaddr_storage *out, socklen_t *len) {
+    std::string host;
+    uint16_t port;
+    if (!SplitHostPort(addr, &host, &port)) return false;
+    struct addrinfo hints = {}, *res = nullptr;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0 || !res) {
+        return false;
+    }
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return true;
+}
+
+}  // namespace
+
+Daemon::Daemon(Config config) : cfg_(std::move(config)), zero_page_(kPage, 0) {
+    incarnation_ = (static_cast<uint64_t>(time(nullptr)) << 20) ^ getpid();
+    ctx_ = g_main_context_default();
+    for (const auto &sc : cfg_.segments) {
+        auto s = std::make_unique<Segment>();
+        s->cfg = sc;
+        s->npages = static_cast<uint32_t>(sc.size / kPage);
+        s->owner = sc.owner;
+        s->pages.resize(s->npages);
+        segments_[sc.name] = std::move(s);
+    }
+    for (const auto &pc : cfg_.peers) {
+        auto p = std::make_unique<Peer>();
+        p->cfg = pc;
+        p->daemon = this;
+        peers_[pc.host_id] = std::move(p);
+    }
+}
+
+Daemon::~Daemon() {
+    for (auto &[id, c] : clients_) {
+        if (c->uffd_watch) g_source_remove(c->uffd_watch);
+    }
+    for (auto &[id, p] : peers_) {
+        if (p->retry_timer) g_source_remove(p->retry_timer);
+        if (p->connect_watch) g_source_remove(p->connect_watch);
+        if (p->connecting_fd >= 0) close(p->connecting_fd);
+    }
+    for (auto &[id, r] : releases_) {
+        if (r->timer) g_source_remove(r->timer);
+    }
+    if (graveyard_idle_) g_source_remove(graveyard_idle_);
+    if (client_listen_watch_) g_source_remove(client_listen_watch_);
+    if (peer_listen_watch_) g_source_remove(peer_listen_watch_);
+    for (guint w : signal_watches_) g_source_remove(w);
+    for (auto &[n, s] : segments_) {
+        if (s->map) munmap(s->map, s->cfg.size);
+    }
+    if (!cfg_.socket_path.empty()) unlink(cfg_.socket_path.c_str());
+}
+
+// ---------------------------------------------------------------- set-up
+
+Status Daemon::Start() {
+    for (auto &[name, s] : segments_) {
+        if (IsOwner(s.get())) {
+            Status st = EnsureMemfd(s.get());
+            if (!st.ok()) return st;
+            for (auto &pg : s->pages) pg.state = PageInfo::kValid;
+        }
+    }
+    Status st = ListenClients();
+    if (st.ok()) st = ListenPeers();
+    if (!st.ok()) return st;
+    for (auto &[id, p] : peers_) {
+        if (id > cfg_.host_id) DialPeer(p.get());
+    }
+    auto quit = [](gpointer self) -> gboolean {
+        static_cast<Daemon *>(self)->Quit();
+        return G_SOURCE_CONTINUE;
+    };
+    signal_watches_.push_back(g_unix_signal_add(SIGINT, quit, this));
+    signal_watches_.push_back(g_unix_signal_add(SIGTERM, quit, this));
+    g_message("dshmd host %u (%s): peers on %s, clients on %s, %zu segment(s), poll-us %u",
+              cfg_.host_id, cfg_.host_name.c_str(), cfg_.listen.c_str(),
+              cfg_.socket_path.c_str(), segments_.size(), cfg_.poll_us);
+    return Status::OK();
+}
+
+Status Daemon::EnsureMemfd(Segment *s) {
+    if (s->memfd.valid()) return Status::OK();
+    auto fd = os::CreateSegmentMemfd(s->cfg.name, s->cfg.size);
+    if (!fd.ok()) return Status::Internal("memfd for " + s->cfg.name + ": " + fd.error().what);
+    void *m = mmap(nullptr, s->cfg.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd->get(), 0);
+    if (m == MAP_FAILED) return Status::Internal("mmap segment " + s->cfg.name + ": " + strerror(errno));
+    s->memfd = std::move(*fd);
+    s->map = static_cast<uint8_t *>(m);
+    return Status::OK();
+}
+
+Status Daemon::ListenClients() {
+    std::string dir = cfg_.socket_path.substr(0, cfg_.socket_path.rfind('/'));
+    if (!dir.empty()) g_mkdir_with_parents(dir.c_str(), 0755);
+    struct sockaddr_un sa = {};
+    sa.sun_family = AF_UNIX;
+    if (cfg_.socket_path.size() >= sizeof sa.sun_path) return Status::Proto("socket path too long");
+    strcpy(sa.sun_path, cfg_.socket_path.c_str());
+    os::UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    // A stale socket of a dead dshmd is replaced; a live one is not.
+    if (connect(fd.get(), reinterpret_cast<sockaddr *>(&sa), sizeof sa) == 0) {
+        return Status::Internal("another dshmd is listening on " + cfg_.socket_path);
+    }
+    fd.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    unlink(cfg_.socket_path.c_str());
+    if (bind(fd.get(), reinterpret_cast<sockaddr *>(&sa), sizeof sa) < 0 || listen(fd.get(), 64) < 0) {
+        return Status::Internal("listen on " + cfg_.socket_path + ": " + strerror(errno));
+    }
+    chmod(cfg_.socket_path.c_str(), 0660);
+    client_listen_ = std::move(fd);
+    client_listen_watch_ = g_unix_fd_add(client_listen_.get(), G_IO_IN, &Daemon::OnClientAccept, this);
+    return Status::OK();
+}
+
+Status Daemon::ListenPeers() {
+    sockaddr_storage ss;
+    socklen_t len;
+    if (!Resolve(cfg_.listen, &ss, &len)) return Status::Proto("cannot resolve listen address " + cfg_.listen);
+    os::UniqueFd fd(socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    int one = 1;
+    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd.get(), reinterpret_cast<sockaddr *>(&ss), len) < 0 || listen(fd.get(), 64) < 0) {
+        return Status::Internal("listen on " + cfg_.listen + ": " + strerror(errno));
+    }
+    peer_listen_ = std::move(fd);
+    peer_listen_watch_ = g_unix_fd_add(peer_listen_.get(), G_IO_IN, &Daemon::OnPeerAccept, this);
+    return Status::OK();
+}
+
+void Daemon::Run() {
+    const uint64_t window = static_cast<uint64_t>(cfg_.poll_us) * 1000;
+    while (!quit_) {
+        if (window) {
+            // Bounded busy-polling: keep dispatching without sleeping while
+            // events keep coming, up to `window` after the last one.
+            uint64_t last = NowNs();
+            while (!quit_ && NowNs() - last < window) {
+                if (g_main_context_iteration(ctx_, FALSE)) last = NowNs();
+            }
+            if (quit_) break;
+        }
+        g_main_context_iteration(ctx_, TRUE);
+    }
+    g_message("dshmd host %u: shutting down", cfg_.host_id);
+}
+
+void Daemon::Quit() {
+    quit_ = true;
+    g_main_context_wakeup(ctx_);
+}
+
+void Daemon::DeferDelete(std::unique_ptr<Conn> conn) {
+    if (!conn) return;
+    graveyard_.push_back(std::move(conn));
+    if (!graveyard_idle_) {
+        graveyard_idle_ = g_idle_add(
+            [](gpointer p) -> gboolean {
+                auto *d = static_cast<Daemon *>(p);
+                d->graveyard_.clear();
+                d->graveyard_idle_ = 0;
+                return G_SOURCE_REMOVE;
+            },
+            this);
+    }
+}
+
+Daemon::Segment *Daemon::FindSegment(std::string_view name) {
+    auto it = segments_.find(name);
+    return it == segments_.end() ? nullptr : it->second.get();
+}
+
+Daemon::Client *Daemon::FindClient(uint32_t id) {
+    auto it = clients_.find(id);
+    return it == clients_.end() ? nullptr : it->second.get();
+}
+
+Daemon::Peer *Daemon::FindPeer(uint32_t host) {
+    auto it = peers_.find(host);
+    return it == peers_.end() ? nullptr : it->second.get();
+}
+
+// ---------------------------------------------------------------- client channel
+
+gboolean Daemon::OnClientAccept(gint lfd, GIOCondition, gpointer p) {
+    auto *d = static_cast<Daemon *>(p);
+    for (;;) {
+        int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) break;
+        auto c = std::make_unique<Client>();
+        c->id = d->next_client_id_++;
+        c->daemon = d;
+        c->conn = std::make_unique<Conn>(os::UniqueFd(fd), Channel::kClient, Receiver::kDaemon,
+                                         ClientRole::kUnknown, "client " + std::to_string(c->id));
+        Client *raw = c.get();
+        d->clients_[c->id] = std::move(c);
+        raw->conn->Start([d, raw](Frame &&f) { d->OnClientFrame(raw, std::move(f)); },
+                         [d, raw](const Status &why) { d->OnClientClosed(raw, why); });
+    }
+    return G_SOURCE_CONTINUE;
+}
+
+void Daemon::OnClientFrame(Client *c, Frame &&f) {
+    switch (f.hdr.type) {
+        case DSHM_MSG_HELLO: return OnClientHello(c, f);
+        case DSHM_MSG_ERROR: return c->conn->Close(Status::OK());
+        case DSHM_MSG_ATTACH: return OnAttach(c, f);
+        case DSHM_MSG_UFFD: return OnUffd(c, f);
+        case DSHM_MSG_ACQUIRE: return OnAcquire(c, f);
+        case DSHM_MSG_RELEASE: return OnRelease(c, f);
+        case DSHM_MSG_DETACH: return c->conn->Close(Status::OK());
+        case DSHM_MSG_CTL_QUERY: return OnCtlQuery(c, f);
+        default:
+            return c->conn->Fail(Status::Proto("unexpected " + MsgTypeName(f.hdr.type)), f.hdr.type);
+    }
+}
+
+void Daemon::OnClientHello(Client *c, const Frame &f) {
+    auto h = f.Fixed<dshm_hello>();
+    c->name = std::string(NameOf(h.name));
+    c->conn->set_label("client " + std::to_string(c->id) + " (" + c->name + ")");
+    dshm_hello r = {};
+    r.version = DSHM_PROTO_VERSION;
+    r.role = h.role;
+    r.host_id = cfg_.host_id;
+    r.incarnation = incarnation_;
+    SetName(r.name, cfg_.host_name.substr(0, DSHM_VMNAME_LEN - 1));
+    c->conn->Send(EncodeMsg(DSHM_MSG_HELLO, f.hdr.tag, r));
+}
+
+void Daemon::OnAttach(Client *c, const Frame &f) {
+    if (c->seg) return c->conn->Fail(Status::Proto("second ATTACH on one connection"), f.hdr.type);
+    auto a = f.Fixed<dshm_attach>();
+    Segment *s = FindSegment(NameOf(a.segment));
+    if (!s) {
+        return c->conn->Fail(Status::NoSegment("no segment '" + SegOf(a.segment) + "' on host " +
+                                               cfg_.host_name),
+                             f.hdr.type);
+    }
+    Status st = EnsureMemfd(s);
+    if (!st.ok()) return c->conn->Fail(st, f.hdr.type);
+    if (std::string vm(NameOf(a.vm_name)); !vm.empty()) {
+        c->name = vm;
+        c->conn->set_label("client " + std::to_string(c->id) + " (" + c->name + ")");
+    }
+    c->seg = s;
+    s->clients.push_back(c->id);
+    dshm_attached r = {};
+    r.size = s->cfg.size;
+    r.page_size = kPage;
+    r.nlocks = DSHM_MAX_LOCKS;
+    r.client_id = c->id;
+    r.owner_host = s->owner;
+    r.uffd_features = os::kClientUffdFeatures;
+    r.uffd_ioctls = os::kClientRegisterModes;
+    c->conn->Send(EncodeMsg(DSHM_MSG_ATTACHED, f.hdr.tag, r), s->memfd.get());
+    g_message("%s attached to segment %s", c->conn->label().c_str(), s->cfg.name.c_str());
+}
+
+void Daemon::OnUffd(Client *c, Frame &f) {
+    if (!c->seg || c->uffd.valid()) {
+        return c->conn->Fail(Status::Proto("UFFD before ATTACH, or twice"), f.hdr.type);
+    }
+    auto u = f.Fixed<dshm_uffd>();
+    os::UniqueFd uffd(f.TakeFd(0));
+    if (u.length != c->seg->cfg.size || u.base % kPage != 0) {
+        return c->conn->Fail(Status::Uffd("UFFD range does not match the segment"), f.hdr.type);
+    }
+    int fl = fcntl(uffd.get(), F_GETFL);
+    if (fl < 0 || fcntl(uffd.get(), F_SETFL, fl | O_NONBLOCK) < 0) {
+        return c->conn->Fail(Status::Uffd("received fd is unusable"), f.hdr.type);
+    }
+    // Invariant W for the new client: every page write-protected, including
+    // never-mapped ones (uffd-wp markers on shmem).
+    auto wp = os::WriteProtect(uffd.get(), u.base, u.length, true);
+    if (!wp.ok()) {
+        return c->conn->Fail(Status::Uffd("write-protecting the mapping: " + wp.error().what),
+                             f.hdr.type);
+    }
+    c->uffd = std::move(uffd);
+    c->base = u.base;
+    c->ready = true;
+    c->uffd_watch = g_unix_fd_add(c->uffd.get(), G_IO_IN, &Daemon::OnUffdEvent, c);
+    c->conn->Send(EncodeEmpty(DSHM_MSG_READY, f.hdr.tag));
+}
+
+void Daemon::LockFailed(Client *c, uint32_t lock, uint32_t tag, const Status &st) {
+    dshm_lock_reply r = {};
+    r.lock_id = lock;
+    r.status = st.code();
+    c->conn->Send(EncodeMsg(DSHM_MSG_LOCK_FAILED, tag, r));
+}
+
+void Daemon::OnAcquire(Client *c, const Frame &f) {
+    auto q = f.Fixed<dshm_lock_req>();
+    uint32_t L = q.lock_id;
+    if (!c->ready) return LockFailed(c, L, f.hdr.tag, Status::NotAttached("not attached"));
+    if (L >= DSHM_MAX_LOCKS) return LockFailed(c, L, f.hdr.tag, Status::BadLock("lock id"));
+    if (c->pending.count(L)) return LockFailed(c, L, f.hdr.tag, Status::Pending("pending"));
+    if (c->held.count(L)) return LockFailed(c, L, f.hdr.tag, Status::AlreadyHeld("held"));
+    Segment *s = c->seg;
+    c->pending[L] = PendingLock{false, f.hdr.tag};
+    Holder who{cfg_.host_id, c->id};
+    if (IsOwner(s)) {
+        bool now = false;
+        Status st = s->locks.Acquire(L, who, &now);
+        if (!st.ok()) {
+            c->pending.erase(L);
+            return LockFailed(c, L, f.hdr.tag, st);
+        }
+        if (now) Grant(s, L, who);
+        return;
+    }
+    dshm_p_lock m = {};
+    SetName(m.segment, s->cfg.name);
+    m.lock_id = L;
+    m.host_id = cfg_.host_id;
+    m.client_id = c->id;
+    SendPeer(s->owner, EncodeMsg(DSHM_MSG_P_ACQUIRE, 0, m));
+}
+
+std::vector<Daemon::Diff> Daemon::CollectDirty(Client *c) {
+    Segment *s = c->seg;
+    std::vector<Diff> out;
+    for (uint32_t p : c->dirty) {
+        PageInfo &pg = s->pages[p];
+        auto wp = os::WriteProtect(c->uffd.get(), c->base + uint64_t(p) * kPage, kPage, true);
+        if (!wp.ok()) g_warning("%s: re-protecting page %u: %s", c->conn->label().c_str(), p, wp.error().what.c_str());
+        Diff d;
+        d.page = p;
+        d.encoding = EncodeDiff(s->Page(p), pg.twin.get(), &d.data);
+        if (d.encoding) out.push_back(std::move(d));
+        if (--pg.ndirtiers == 0) {
+            pg.twin.reset();
+        } else {
+            memcpy(pg.twin.get(), s->Page(p), kPage);
+        }
+    }
+    c->dirty.clear();
+    return out;
+}
+
+void Daemon::OnRelease(Client *c, const Frame &f) {
+    auto q = f.Fixed<dshm_lock_req>();
+    uint32_t L = q.lock_id;
+    if (!c->ready) return LockFailed(c, L, f.hdr.tag, Status::NotAttached("not attached"));
+    if (L >= DSHM_MAX_LOCKS) return LockFailed(c, L, f.hdr.tag, Status::BadLock("lock id"));
+    if (c->pending.count(L)) return LockFailed(c, L, f.hdr.tag, Status::Pending("pending"));
+    if (!c->held.count(L)) return LockFailed(c, L, f.hdr.tag, Status::NotHeld("not held"));
+    Segment *s = c->seg;
+    std::vector<Diff> diffs = CollectDirty(c);
+    uint32_t bytes = 0;
+    std::vector<uint32_t> changed;
+    for (const auto &d : diffs) {
+        bytes += d.data.size();
+        changed.push_back(d.page);
+    }
+    s->stats.pages_written_back += diffs.size();
+    s->stats.bytes_written_back += bytes;
+    c->stats.pages_written_back += diffs.size();
+    c->stats.bytes_written_back += bytes;
+    c->pending[L] = PendingLock{true, f.hdr.tag, static_cast<uint32_t>(diffs.size()), bytes};
+    Holder who{cfg_.host_id, c->id};
+    if (IsOwner(s)) {
+        StartOwnerRelease(s, L, who, f.hdr.tag, changed, bytes);
+        return;
+    }
+    for (const auto &d : diffs) {
+        dshm_writeback w = {};
+        SetName(w.segment, s->cfg.name);
+        w.page = d.page;
+        w.encoding = d.encoding;
+        SendPeer(s->owner, EncodeMsg(DSHM_MSG_WRITEBACK, 0, w, d.data.data(), d.data.size()));
+    }
+    dshm_p_release m = {};
+    SetName(m.segment, s->cfg.name);
+    m.lock_id = L;
+    m.host_id = cfg_.host_id;
+    m.client_id = c->id;
+    m.npages = static_cast<uint32_t>(diffs.size());
+    SendPeer(s->owner, EncodeMsg(DSHM_MSG_P_RELEASE, 0, m));
+}
+
+void Daemon::OnClientClosed(Client *c, const Status &why) {
+    if (!why.ok()) g_warning("%s: closed: %s", c->conn->label().c_str(), why.ToString().c_str());
+    if (Segment *s = c->seg) {
+        // Unreleased writes never leave the host: pages only this client
+        // dirtied go back to their twin (others are write-protected in every
+        // other client, so nobody writes them meanwhile).
+        for (uint32_t p : c->dirty) {
+            PageInfo &pg = s->pages[p];
+            if (--pg.ndirtiers == 0) {
+                memcpy(s->Page(p), pg.twin.get(), kPage);
+                pg.twin.reset();
+            }
+        }
+        c->dirty.clear();
+        for (auto &pg : s->pages) {
+            if (!pg.waiters.empty()) {
+                std::erase_if(pg.waiters, [c](const auto &w) { return w.first == c->id; });
+            }
+        }
+        std::erase(s->clients, c->id);
+        if (!c->held.empty() || !c->pending.empty()) {
+            g_message("%s died holding %zu lock(s), %zu request(s) pending: dropping them",
+                      c->conn->label().c_str(), c->held.size(), c->pending.size());
+        }
+        Holder who{cfg_.host_id, c->id};
+        if (IsOwner(s)) {
+            DropClientLocks(s, who);
+        } else {
+            dshm_p_lock m = {};
+            SetName(m.segment, s->cfg.name);
+            m.host_id = cfg_.host_id;
+            m.client_id = c->id;
+            SendPeer(s->owner, EncodeMsg(DSHM_MSG_CLIENT_GONE, 0, m));
+        }
+    }
+    if (c->uffd_watch) g_source_remove(c->uffd_watch);
+    auto it = clients_.find(c->id);
+    if (it != clients_.end()) {
+        DeferDelete(std::move(it->second->conn));
+        clients_.erase(it);  // frees c; the Conn lives until idle
+    }
+}
+
+void Daemon::DropClientLocks(Segment *s, Holder who) {
+    for (const auto &[lock, next] : s->locks.DropClient(who)) Grant(s, lock, next);
+}
+
+void Daemon::OnCtlQuery(Client *c, const Frame &f) {
+    auto q = f.Fixed<dshm_ctl_query>();
+    std::string json = StatusJson(q.what);
+    c->conn->Send(Encode(DSHM_MSG_CTL_REPLY, f.hdr.tag, json.data(), json.size()));
+}
+
+// ---------------------------------------------------------------- faults
+
+gboolean Daemon::OnUffdEvent(gint fd, GIOCondition, gpointer p) {
+    auto *c = static_cast<Client *>(p);
+    Daemon *d = c->daemon;
+    uffd_msg msgs[16];
+    for (;;) {
+        auto n = os::ReadEvents(fd, msgs, 16);
+        if (!n.ok()) {
+            g_warning("%s: reading its userfaultfd: %s", c->conn->label().c_str(), n.error().what.c_str());
+            c->uffd_watch = 0;
+            c->conn->Close(Status::Uffd("userfaultfd unreadable"));
+            return G_SOURCE_REMOVE;
+        }
+        if (*n == 0) break;
+        for (size_t i = 0; i < *n; i++) {
+            if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
+            uint64_t addr = msgs[i].arg.pagefault.address & ~uint64_t(kPage - 1);
+            if (addr < c->base || addr >= c->base + c->seg->cfg.size) continue;
+            uint32_t page = static_cast<uint32_t>((addr - c->base) / kPage);
+            if (msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
+                d->HandleWriteFault(c, page, addr);
+            } else {
+                d->HandleMissing(c, page, addr);
+            }
+        }
+        if (*n < 16) break;
+    }
+    return G_SOURCE_CONTINUE;
+}
+
+void Daemon::HandleMissing(Client *c, uint32_t page, uint64_t addr) {
+    Segment *s = c->seg;
+    PageInfo &pg = s->pages[page];
+    s->stats.missing_faults++;
+    c->stats.missing_faults++;
+    if (IsOwner(s)) {
+        // A hole at the owner reads as zeros.
+        auto r = os::CopyPage(c->uffd.get(), addr, zero_page_.data(), true, false);
+        if (!r.ok() && r.err() == EEXIST) (void)os::Wake(c->uffd.get(), addr, kPage);
+        return;
+    }
+    switch (pg.state) {
+        case PageInfo::kValid:
+            (void)os::Wake(c->uffd.get(), addr, kPage);
+            return;
+        case PageInfo::kFetching:
+            pg.waiters.emplace_back(c->id, addr);
+            return;
+        case PageInfo::kInvalid: {
+            pg.state = PageInfo::kFetching;
+            pg.waiters.emplace_back(c->id, addr);
+            dshm_fetch m = {};
+            SetName(m.segment, s->cfg.name);
+            m.page = page;
+            s->stats.fetches_sent++;
+            SendPeer(s->owner, EncodeMsg(DSHM_MSG_FETCH, 0, m));
+            return;
+        }
+    }
+}
+
+void Daemon::HandleWriteFault(Client *c, uint32_t page, uint64_t addr) {
+    Segment *s = c->seg;
+    PageInfo &pg = s->pages[page];
+    if (pg.state != PageInfo::kValid) {
+        // Punched after the fault was raised: let it fault MISSING.
+        (void)os::Wake(c->uffd.get(), addr, kPage);
+        return;
+    }
+    if (c->dirty.insert(page).second) {
+        s->stats.wp_faults++;
+        c->stats.wp_faults++;
+        if (pg.ndirtiers++ == 0) {
+            pg.twin.reset(new uint8_t[kPage]);
+            memcpy(pg.twin.get(), s->Page(page), kPage);
+        }
+    }
+    auto r = os::WriteProtect(c->uffd.get(), addr, kPage, false);
+    if (!r.ok()) g_warning("%s: unprotecting page %u: %s", c->conn->label().c_str(), page, r.error().what.c_str());
+}
+
+void Daemon::PunchLocal(Segment *s, uint32_t page) {
+    auto r = os::PunchPage(s->memfd.get(), uint64_t(page) * kPage, kPage);
+    if (!r.ok()) g_warning("segment %s: punching page %u: %s", s->cfg.name.c_str(), page, r.error().what.c_str());
+    s->pages[page].state = PageInfo::kInvalid;
+    s->stats.invalidations_received++;
+}
+
+// ---------------------------------------------------------------- peers
+
+void Daemon::SendPeer(uint32_t host, std::vector<uint8_t> msg) {
+    Peer *p = FindPeer(host);
+    if (!p) {
+        g_warning("no peer with host id %u", host);
+        return;
+    }
+    if (p->up && p->conn && !p->conn->closed()) {
+        p->conn->Send(std::move(msg));
+    } else {
+        p->queued.push_back(std::move(msg));
+    }
+}
+
+void Daemon::DialPeer(Peer *p) {
+    sockaddr_storage ss;
+    socklen_t len;
+    if (!Resolve(p->cfg.address, &ss, &len)) {
+        g_warning("peer %s: cannot resolve %s", p->cfg.name.c_str(), p->cfg.address.c_str());
+        p->retry_timer = g_timeout_add(1000, &Daemon::OnRetryTimer, p);
+        return;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (connect(fd, reinterpret_cast<sockaddr *>(&ss), len) < 0 && errno != EINPROGRESS) {
+        close(fd);
+        p->retry_timer = g_timeout_add(200, &Daemon::OnRetryTimer, p);
+        return;
+    }
+    p->connecting_fd = fd;
+    p->connect_watch = g_unix_fd_add(fd, G_IO_OUT, &Daemon::OnDialReady, p);
+}
+
+gboolean Daemon::OnRetryTimer(gpointer pp) {
+    auto *p = static_cast<Peer *>(pp);
+    p->retry_timer = 0;
+    p->daemon->DialPeer(p);
+    return G_SOURCE_REMOVE;
+}
+
+gboolean Daemon::OnDialReady(gint fd, GIOCondition, gpointer pp) {
+    auto *p = static_cast<Peer *>(pp);
+    p->connect_watch = 0;
+    p->connecting_fd = -1;
+    int err = 0;
+    socklen_t el = sizeof err;
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+    if (err) {
+        close(fd);
+        p->retry_timer = g_timeout_add(200, &Daemon::OnRetryTimer, p);
+        return G_SOURCE_REMOVE;
+    }
+    SetNoDelay(fd);
+    p->daemon->AttachPeerConn(p, std::make_unique<Conn>(os::UniqueFd(fd), Channel::kPeer, Receiver::kDaemon,
+                                                        ClientRole::kUnknown, "peer " + p->cfg.name));
+    return G_SOURCE_REMOVE;
+}
+
+gboolean Daemon::OnPeerAccept(gint lfd, GIOCondition, gpointer pd) {
+    auto *d = static_cast<Daemon *>(pd);
+    for (;;) {
+        int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) break;
+        SetNoDelay(fd);
+        // Unidentified until its HELLO names a configured peer.
+        auto conn = std::make_unique<Conn>(os::UniqueFd(fd), Channel::kPeer, Receiver::kDaemon,
+                                           ClientRole::kUnknown, "incoming peer");
+        Conn *raw = conn.get();
+        d->unidentified_.push_back(std::move(conn));
+        auto take = [d, raw]() -> std::unique_ptr<Conn> {
+            for (auto &u : d->unidentified_) {
+                if (u.get() == raw) {
+                    auto out = std::move(u);
+                    std::erase(d->unidentified_, nullptr);
+                    return out;
+                }
+            }
+            return nullptr;
+        };
+        raw->Start(
+            [d, raw, take](Frame &&f) {
+                if (f.hdr.type != DSHM_MSG_HELLO) return raw->Close(Status::OK());
+                auto h = f.Fixed<dshm_hello>();
+                Peer *p = d->FindPeer(h.host_id);
+                if (!p || h.host_id >= d->cfg_.host_id) {
+                    return raw->Fail(Status::Proto("host id " + std::to_string(h.host_id) +
+                                                   " is not a peer that dials this host"),
+                                     DSHM_MSG_HELLO);
+                }
+                auto conn = take();
+                d->AttachPeerConn(p, std::move(conn));
+                d->OnPeerFrame(p, std::move(f));
+            },
+            [d, take](const Status &why) {
+                if (!why.ok()) g_warning("incoming peer connection: %s", why.ToString().c_str());
+                d->DeferDelete(take());
+            });
+    }
+    return G_SOURCE_CONTINUE;
+}
+
+void Daemon::AttachPeerConn(Peer *p, std::unique_ptr<Conn> conn) {
+    if (p->conn) {
+        Conn *old = p->conn.get();
+        old->Close(Status::OK());  // the peer restarted: the old session is over
+    }
+    p->conn = std::move(conn);
+    p->up = false;
+    p->conn->set_label("peer " + p->cfg.name);
+    Conn *raw = p->conn.get();
+    raw->Start([this, p, raw](Frame &&f) {
+                   if (p->conn.get() == raw) OnPeerFrame(p, std::move(f));
+               },
+               [this, p, raw](const Status &why) {
+                   if (p->conn.get() == raw) OnPeerClosed(p, why);
+               });
+    dshm_hello h = {};
+    h.version = DSHM_PROTO_VERSION;
+    h.role = DSHM_ROLE_PEER;
+    h.host_id = cfg_.host_id;
+    h.incarnation = incarnation_;
+    SetName(h.name, cfg_.host_name.substr(0, DSHM_VMNAME_LEN - 1));
+    raw->Send(EncodeMsg(DSHM_MSG_HELLO, 0, h));
+}
+
+void Daemon::OnPeerClosed(Peer *p, const Status &why) {
+    g_warning("peer %s (host %u) lost: %s", p->cfg.name.c_str(), p->cfg.host_id,
+              why.ok() ? "connection closed" : why.ToString().c_str());
+    bool was_up = p->up;
+    p->up = false;
+    DeferDelete(std::move(p->conn));
+    const uint32_t host = p->cfg.host_id;
+    if (was_up) {
+        for (auto &[name, s] : segments_) {
+            if (IsOwner(s.get())) {
+                // Its copies, its buffered write-backs and its locks are gone.
+                s->buffered.erase(host);
+                for (auto &pg : s->pages) pg.copyset &= ~(uint64_t(1) << host);
+                for (const auto &[lock, next] : s->locks.DropHost(host)) Grant(s.get(), lock, next);
+            } else if (s->owner == host) {
+                // Invalidations may be missed while disconnected: drop every
+                // clean copy; fail lock requests in flight.
+                for (uint32_t pg = 0; pg < s->npages; pg++) {
+                    PageInfo &pi = s->pages[pg];
+                    if (pi.state == PageInfo::kValid && pi.ndirtiers == 0) PunchLocal(s.get(), pg);
+                }
+                for (uint32_t cid : s->clients) {
+                    Client *c = FindClient(cid);
+                    if (!c) continue;
+                    for (auto &[lock, pl] : c->pending) {
+                        LockFailed(c, lock, pl.tag, Status::OwnerLost("owner host lost"));
+                    }
+                    c->pending.clear();
+                    c->held.clear();
+                }
+            }
+        }
+        std::vector<uint32_t> ids;
+        for (auto &[id, r] : releases_) {
+            if (r->outstanding.count(host)) ids.push_back(id);
+        }
+        for (uint32_t id : ids) AckOwnerRelease(id, host, -1000000);
+    }
+    // Messages queued while the peer was not up stay queued for the next
+    // connection.
+    if (host > cfg_.host_id && !p->retry_timer) {
+        p->retry_timer = g_timeout_add(200, &Daemon::OnRetryTimer, p);
+    }
+}
+
+void Daemon::OnPeerFrame(Peer *p, Frame &&f) {
+    if (f.hdr.type == DSHM_MSG_HELLO) {
+        auto h = f.Fixed<dshm_hello>();
+        if (h.host_id != p->cfg.host_id) {
+            return p->conn->Fail(Status::Proto("HELLO from host " + std::to_string(h.host_id) +
+                                               ", expected " + std::to_string(p->cfg.host_id)),
+                                 f.hdr.type);
+        }
+        p->up = true;
+        p->incarnation = h.incarnation;
+        g_message("peer %s (host %u) up", p->cfg.name.c_str(), p->cfg.host_id);
+        // Re-request pages whose FETCH may have been lost with a previous
+        // connection, then send what was queued.
+        for (auto &[name, s] : segments_) {
+            if (s->owner != p->cfg.host_id) continue;
+            for (uint32_t pg = 0; pg < s->npages; pg++) {
+                if (s->pages[pg].state == PageInfo::kFetching) {
+                    dshm_fetch m = {};
+                    SetName(m.segment, s->cfg.name);
+                    m.page = pg;
+                    p->conn->Send(EncodeMsg(DSHM_MSG_FETCH, 0, m));
+                }
+            }
+        }
+        auto q = std::move(p->queued);
+        p->queued.clear();
+        for (auto &m : q) p->conn->Send(std::move(m));
+        return;
+    }
+    if (!p->up) return p->conn->Fail(Status::Proto("message before HELLO"), f.hdr.type);
+    switch (f.hdr.type) {
+        case DSHM_MSG_ERROR: return p->conn->Close(Status::Proto("peer sent ERROR"));
+        case DSHM_MSG_FETCH: return OnFetch(p, f);
+        case DSHM_MSG_PAGE: return OnPage(p, f);
+        case DSHM_MSG_P_ACQUIRE: return OnPAcquire(p, f);
+        case DSHM_MSG_P_GRANT: return OnPGrant(p, f);
+        case DSHM_MSG_WRITEBACK: return OnWriteback(p, std::move(f));
+        case DSHM_MSG_P_RELEASE: return OnPRelease(p, f);
+        case DSHM_MSG_P_RELEASE_ACK: return OnPReleaseAck(p, f);
+        case DSHM_MSG_INVALIDATE: return OnInvalidate(p, f);
+        case DSHM_MSG_INVAL_ACK: return OnInvalAck(p, f);
+        case DSHM_MSG_UPDATE: return OnUpdate(p, f);
+        case DSHM_MSG_UPDATE_ACK: return OnUpdateAck(p, f);
+        case DSHM_MSG_CLIENT_GONE: return OnClientGone(p, f);
+        default: return p->conn->Fail(Status::Proto("unexpected " + MsgTypeName(f.hdr.type)), f.hdr.type);
+    }
+}
+
+// Checks that a peer message names a known segment and a page inside it;
+// closes the connection otherwise.  Returns the segment or nullptr.
+#define PEER_SEGMENT(var, msg, needs_owner)                                                      \
+    Segment *var = FindSegment(NameOf((msg).segment));                                            \
+    if (!var) {                                                                                   \
+        return p->conn->Fail(Status::NoSegment("unknown segment '" + SegOf((msg).segment) + "'"), \
+                             f.hdr.type);                                                         \
+    }                                                                                             \
+    if ((needs_owner) && !IsOwner(var)) {                                                         \
+        return p->conn->Fail(Status::NotOwner("this host does not own " + var->cfg.name),        \
+                             f.hdr.type);                                                         \
+    }
+
+#define PEER_PAGE(seg, page)                                                                 \
+    if ((page) >= (seg)->npages) {                                                           \
+        return p->conn->Fail(Status::Proto("page " + std::to_string(page) + " out of range"), \
+                             f.hdr.type);                                                    \
+    }
+
+void Daemon::OnFetch(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_fetch>();
+    PEER_SEGMENT(s, m, true);
+    PEER_PAGE(s, m.page);
+    PageInfo &pg = s->pages[m.page];
+    dshm_page r = {};
+    SetName(r.segment, s->cfg.name);
+    r.page = m.page;
+    // Locally dirty: serve the last released content (the twin).
+    const uint8_t *src = pg.twin ? pg.twin.get() : s->Page(m.page);
+    pg.copyset |= uint64_t(1) << p->cfg.host_id;
+    s->stats.fetches_served++;
+    p->conn->Send(EncodeMsg(DSHM_MSG_PAGE, f.hdr.tag, r, src, kPage));
+}
+
+void Daemon::OnPage(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_page>();
+    PEER_SEGMENT(s, m, false);
+    PEER_PAGE(s, m.page);
+    PageInfo &pg = s->pages[m.page];
+    if (pg.state != PageInfo::kFetching) return;  // late duplicate after a reconnect
+    if (m.status != DSHM_OK) {
+        g_warning("segment %s page %u: owner refused the fetch: %s", s->cfg.name.c_str(), m.page,
+                  StatusCodeName(m.status));
+        return;
+    }
+    const uint8_t *data = f.Extra(sizeof m).data();
+    bool installed = false;
+    for (const auto &[cid, addr] : pg.waiters) {
+        Client *c = FindClient(cid);
+        if (!c || !c->uffd.valid()) continue;
+        if (!installed) {
+            auto r = os::CopyPage(c->uffd.get(), addr, data, true, false);
+            if (r.ok() || r.err() == EEXIST) {
+                installed = true;
+                if (!r.ok()) (void)os::Wake(c->uffd.get(), addr, kPage);
+            }
+        } else {
+            (void)os::Wake(c->uffd.get(), addr, kPage);
+        }
+    }
+    pg.waiters.clear();
+    pg.state = installed ? PageInfo::kValid : PageInfo::kInvalid;
+}
+
+void Daemon::OnPAcquire(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_p_lock>();
+    PEER_SEGMENT(s, m, true);
+    if (m.host_id != p->cfg.host_id) return p->conn->Fail(Status::Proto("P_ACQUIRE for another host"), f.hdr.type);
+    bool now = false;
+    Holder who{m.host_id, m.client_id};
+    Status st = s->locks.Acquire(m.lock_id, who, &now);
+    if (!st.ok()) {
+        m.status = st.code();
+        p->conn->Send(EncodeMsg(DSHM_MSG_P_GRANT, 0, m));
+        return;
+    }
+    if (now) Grant(s, m.lock_id, who);
+}
+
+void Daemon::Grant(Segment *s, uint32_t lock, Holder who) {
+    if (who.host == cfg_.host_id) {
+        Client *c = FindClient(who.client);
+        if (!c) {
+            // Gone meanwhile: pass the lock on.
+            DropClientLocks(s, who);
+            return;
+        }
+        auto it = c->pending.find(lock);
+        uint32_t tag = it == c->pending.end() ? 0 : it->second.tag;
+        if (it != c->pending.end()) c->pending.erase(it);
+        c->held.insert(lock);
+        s->stats.acquires++;
+        c->stats.acquires++;
+        dshm_lock_reply r = {};
+        r.lock_id = lock;
+        c->conn->Send(EncodeMsg(DSHM_MSG_GRANTED, tag, r));
+        return;
+    }
+    dshm_p_lock m = {};
+    SetName(m.segment, s->cfg.name);
+    m.lock_id = lock;
+    m.host_id = who.host;
+    m.client_id = who.client;
+    SendPeer(who.host, EncodeMsg(DSHM_MSG_P_GRANT, 0, m));
+}
+
+void Daemon::OnPGrant(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_p_lock>();
+    PEER_SEGMENT(s, m, false);
+    Client *c = FindClient(m.client_id);
+    if (!c || c->seg != s) return;  // died meanwhile; the owner drops it on CLIENT_GONE
+    auto it = c->pending.find(m.lock_id);
+    if (it == c->pending.end() || it->second.release) return;
+    uint32_t tag = it->second.tag;
+    c->pending.erase(it);
+    if (m.status != DSHM_OK) return LockFailed(c, m.lock_id, tag, Status::FromCode(m.status, "owner refused"));
+    c->held.insert(m.lock_id);
+    s->stats.acquires++;
+    c->stats.acquires++;
+    dshm_lock_reply r = {};
+    r.lock_id = m.lock_id;
+    c->conn->Send(EncodeMsg(DSHM_MSG_GRANTED, tag, r));
+}
+
+void Daemon::OnWriteback(Peer *p, Frame &&f) {
+    auto m = f.Fixed<dshm_writeback>();
+    PEER_SEGMENT(s, m, true);
+    PEER_PAGE(s, m.page);
+    auto &buf = s->buffered[p->cfg.host_id];
+    if (buf.size() >= s->npages) {
+        return p->conn->Fail(Status::Proto("more write-backs than pages before a P_RELEASE"), f.hdr.type);
+    }
+    buf.push_back(std::move(f));
+}
+
+void Daemon::OnPRelease(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_p_release>();
+    PEER_SEGMENT(s, m, true);
+    auto frames = std::move(s->buffered[p->cfg.host_id]);
+    s->buffered.erase(p->cfg.host_id);
+    Holder who{p->cfg.host_id, m.client_id};
+    dshm_p_release_ack ack = {};
+    SetName(ack.segment, s->cfg.name);
+    ack.lock_id = m.lock_id;
+    ack.client_id = m.client_id;
+    if (m.host_id != p->cfg.host_id || frames.size() != m.npages) {
+        return p->conn->Fail(Status::Proto("P_RELEASE does not match the write-backs before it"), f.hdr.type);
+    }
+    if (s->locks.HolderOf(m.lock_id) != std::optional<Holder>(who)) {
+        // Not (or no longer) the holder: its writes must not be applied.
+        ack.status = DSHM_E_NOT_HELD;
+        p->conn->Send(EncodeMsg(DSHM_MSG_P_RELEASE_ACK, f.hdr.tag, ack));
+        return;
+    }
+    std::vector<uint32_t> changed;
+    uint32_t bytes = 0;
+    for (const Frame &w : frames) {
+        auto wb = w.Fixed<dshm_writeback>();
+        auto data = w.Extra(sizeof wb);
+        Status st = ApplyDiff(s->Page(wb.page), wb.encoding, data.data(), data.size());
+        if (st.ok() && s->pages[wb.page].twin) {
+            st = ApplyDiff(s->pages[wb.page].twin.get(), wb.encoding, data.data(), data.size());
+        }
+        if (!st.ok()) g_warning("segment %s: applying write-back: %s", s->cfg.name.c_str(), st.ToString().c_str());
+        changed.push_back(wb.page);
+        bytes += data.size();
+    }
+    s->stats.writebacks_applied += changed.size();
+    StartOwnerRelease(s, m.lock_id, who, f.hdr.tag, changed, bytes);
+}
+
+void Daemon::StartOwnerRelease(Segment *s, uint32_t lock, Holder who, uint32_t reply_tag,
+                               const std::vector<uint32_t> &changed, uint32_t bytes) {
+    auto r = std::make_unique<OwnerRelease>();
+    r->id = next_release_id_++;
+    r->seg = s;
+    r->lock = lock;
+    r->who = who;
+    r->reply_tag = reply_tag;
+    r->pages = static_cast<uint32_t>(changed.size());
+    r->bytes = bytes;
+    const uint64_t self = uint64_t(1) << cfg_.host_id, writer = uint64_t(1) << who.host;
+    std::map<uint32_t, std::vector<uint32_t>> inval;
+    for (uint32_t pgno : changed) {
+        PageInfo &pg = s->pages[pgno];
+        uint64_t targets = pg.copyset & ~self & ~writer;
+        for (uint32_t h = 0; h < DSHM_MAX_HOSTS; h++) {
+            if (targets & (uint64_t(1) << h)) inval[h].push_back(pgno);
+        }
+        pg.copyset &= ~targets;
+        if (who.host != cfg_.host_id) pg.copyset |= writer;
+        // Owner-local dirtiers keep a twin = last released content; a
+        // release by one of them moved it forward (CollectDirty).
+    }
+    for (auto &[h, pages] : inval) {
+        Peer *p = FindPeer(h);
+        if (!p || !p->up) continue;  // its copy is void anyway (punched when it lost us)
+        for (size_t i = 0; i < pages.size(); i += DSHM_MAX_INVAL_PAGES) {
+            size_t n = std::min<size_t>(DSHM_MAX_INVAL_PAGES, pages.size() - i);
+            dshm_pagelist m = {};
+            SetName(m.segment, s->cfg.name);
+            m.count = static_cast<uint32_t>(n);
+            p->conn->Send(EncodeMsg(DSHM_MSG_INVALIDATE, r->id, m, pages.data() + i, n * 4));
+            r->outstanding[h]++;
+        }
+        s->stats.invalidations_sent += pages.size();
+    }
+    OwnerRelease *raw = r.get();
+    releases_[r->id] = std::move(r);
+    if (raw->outstanding.empty()) return FinishOwnerRelease(raw);
+    raw->timer = g_timeout_add(cfg_.ack_timeout_ms, &Daemon::OnReleaseTimeout,
+                               new std::pair<Daemon *, uint32_t>(this, raw->id));
+}
+
+gboolean Daemon::OnReleaseTimeout(gpointer data) {
+    auto *pr = static_cast<std::pair<Daemon *, uint32_t> *>(data);
+    Daemon *d = pr->first;
+    uint32_t id = pr->second;
+    delete pr;
+    auto it = d->releases_.find(id);
+    if (it == d->releases_.end()) return G_SOURCE_REMOVE;
+    it->second->timer = 0;
+    std::vector<uint32_t> late;
+    for (auto &[h, n] : it->second->outstanding) late.push_back(h);
+    for (uint32_t h : late) {
+        Peer *p = d->FindPeer(h);
+        g_warning("peer host %u did not acknowledge invalidations within %u ms: disconnecting it", h,
+                  d->cfg_.ack_timeout_ms);
+        if (p && p->conn) p->conn->Close(Status::Proto("acknowledgement timeout"));
+    }
+    return G_SOURCE_REMOVE;
+}
+
+void Daemon::AckOwnerRelease(uint32_t id, uint32_t host, int delta) {
+    auto it = releases_.find(id);
+    if (it == releases_.end()) return;
+    OwnerRelease *r = it->second.get();
+    auto o = r->outstanding.find(host);
+    if (o == r->outstanding.end()) return;
+    o->second += delta;
+    if (o->second <= 0) r->outstanding.erase(o);
+    if (r->outstanding.empty()) FinishOwnerRelease(r);
+}
+
+void Daemon::FinishOwnerRelease(OwnerRelease *r) {
+    Segment *s = r->seg;
+    std::optional<Holder> next;
+    Status st = s->locks.Release(r->lock, r->who, &next);
+    if (next) Grant(s, r->lock, *next);
+    if (r->who.host == cfg_.host_id) {
+        if (Client *c = FindClient(r->who.client)) {
+            c->pending.erase(r->lock);
+            c->held.erase(r->lock);
+            s->stats.releases++;
+            c->stats.releases++;
+            dshm_lock_reply rep = {};
+            rep.lock_id = r->lock;
+            rep.status = st.code();
+            rep.pages_written = r->pages;
+            rep.bytes_written = r->bytes;
+            c->conn->Send(EncodeMsg(st.ok() ? DSHM_MSG_RELEASED : DSHM_MSG_LOCK_FAILED, r->reply_tag, rep));
+        }
+    } else {
+        dshm_p_release_ack ack = {};
+        SetName(ack.segment, s->cfg.name);
+        ack.lock_id = r->lock;
+        ack.client_id = r->who.client;
+        ack.status = st.code();
+        SendPeer(r->who.host, EncodeMsg(DSHM_MSG_P_RELEASE_ACK, r->reply_tag, ack));
+    }
+    if (r->timer) g_source_remove(r->timer);
+    releases_.erase(r->id);
+}
+
+void Daemon::OnPReleaseAck(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_p_release_ack>();
+    PEER_SEGMENT(s, m, false);
+    Client *c = FindClient(m.client_id);
+    if (!c || c->seg != s) return;
+    auto it = c->pending.find(m.lock_id);
+    if (it == c->pending.end() || !it->second.release) return;
+    PendingLock pl = it->second;
+    c->pending.erase(it);
+    c->held.erase(m.lock_id);
+    dshm_lock_reply r = {};
+    r.lock_id = m.lock_id;
+    r.status = m.status;
+    r.pages_written = pl.pages;
+    r.bytes_written = pl.bytes;
+    if (m.status == DSHM_OK) {
+        s->stats.releases++;
+        c->stats.releases++;
+    }
+    c->conn->Send(EncodeMsg(m.status == DSHM_OK ? DSHM_MSG_RELEASED : DSHM_MSG_LOCK_FAILED, pl.tag, r));
+}
+
+void Daemon::OnInvalidate(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_pagelist>();
+    PEER_SEGMENT(s, m, false);
+    if (s->owner != p->cfg.host_id) return p->conn->Fail(Status::NotOwner("INVALIDATE from a non-owner"), f.hdr.type);
+    auto extra = f.Extra(sizeof m);
+    std::vector<uint32_t> kept;
+    for (uint32_t i = 0; i < m.count; i++) {
+        uint32_t pgno;
+        memcpy(&pgno, extra.data() + 4 * i, 4);
+        PEER_PAGE(s, pgno);
+        PageInfo &pg = s->pages[pgno];
+        if (pg.state != PageInfo::kValid) continue;
+        if (pg.ndirtiers > 0) {
+            kept.push_back(pgno);  // local writers inside a critical section: merge instead
+        } else {
+            PunchLocal(s, pgno);
+        }
+    }
+    dshm_pagelist r = {};
+    SetName(r.segment, s->cfg.name);
+    r.count = static_cast<uint32_t>(kept.size());
+    p->conn->Send(EncodeMsg(DSHM_MSG_INVAL_ACK, f.hdr.tag, r, kept.data(), kept.size() * 4));
+}
+
+void Daemon::OnInvalAck(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_pagelist>();
+    PEER_SEGMENT(s, m, true);
+    auto extra = f.Extra(sizeof m);
+    int more = 0;
+    for (uint32_t i = 0; i < m.count; i++) {
+        uint32_t pgno;
+        memcpy(&pgno, extra.data() + 4 * i, 4);
+        PEER_PAGE(s, pgno);
+        PageInfo &pg = s->pages[pgno];
+        dshm_page u = {};
+        SetName(u.segment, s->cfg.name);
+        u.page = pgno;
+        const uint8_t *src = pg.twin ? pg.twin.get() : s->Page(pgno);
+        p->conn->Send(EncodeMsg(DSHM_MSG_UPDATE, f.hdr.tag, u, src, kPage));
+        pg.copyset |= uint64_t(1) << p->cfg.host_id;
+        more++;
+    }
+    AckOwnerRelease(f.hdr.tag, p->cfg.host_id, more - 1);
+}
+
+void Daemon::OnUpdate(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_page>();
+    PEER_SEGMENT(s, m, false);
+    PEER_PAGE(s, m.page);
+    PageInfo &pg = s->pages[m.page];
+    if (pg.state == PageInfo::kValid) {
+        if (pg.twin) {
+            MergeUpdate(s->Page(m.page), pg.twin.get(), f.Extra(sizeof m).data());
+            s->stats.updates++;
+        } else {
+            PunchLocal(s, m.page);  // released meanwhile: fetch the merged page later
+        }
+    }
+    dshm_page r = {};
+    SetName(r.segment, s->cfg.name);
+    r.page = m.page;
+    p->conn->Send(EncodeMsg(DSHM_MSG_UPDATE_ACK, f.hdr.tag, r));
+}
+
+void Daemon::OnUpdateAck(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_page>();
+    PEER_SEGMENT(s, m, true);
+    AckOwnerRelease(f.hdr.tag, p->cfg.host_id, -1);
+}
+
+void Daemon::OnClientGone(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_p_lock>();
+    PEER_SEGMENT(s, m, true);
+    if (m.host_id != p->cfg.host_id) return p->conn->Fail(Status::Proto("CLIENT_GONE for another host"), f.hdr.type);
+    DropClientLocks(s, Holder{m.host_id, m.client_id});
+}
+
+// ---------------------------------------------------------------- dshmctl
+
+std::string Daemon::StatusJson(uint32_t what) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "host_id");
+    json_builder_add_int_value(b, cfg_.host_id);
+    json_builder_set_member_name(b, "host_name");
+    json_builder_add_string_value(b, cfg_.host_name.c_str());
+    if (what == DSHM_CTL_SEGMENTS || what == DSHM_CTL_STATS) {
+        json_builder_set_member_name(b, "segments");
+        json_builder_begin_array(b);
+        for (auto &[name, s] : segments_) {
+            uint64_t valid = 0, dirty = 0, copies = 0;
+            for (const auto &pg : s->pages) {
+                if (pg.state == PageInfo::kValid && (s->memfd.valid() && !IsOwner(s.get()))) valid++;
+                if (pg.twin) dirty++;
+                copies += __builtin_popcountll(pg.copyset);
+            }
+            if (IsOwner(s.get()) && s->memfd.valid()) {
+                // Present pages of the owner's memfd.
+                for (uint32_t i = 0; i < s->npages; i++) {
+                    auto pr = os::PageIsPresent(s->memfd.get(), uint64_t(i) * kPage);
+                    if (pr.ok() && *pr) valid++;
+                }
+            }
+            json_builder_begin_object(b);
+            json_builder_set_member_name(b, "name");
+            json_builder_add_string_value(b, name.c_str());
+            json_builder_set_member_name(b, "size");
+            json_builder_add_int_value(b, s->cfg.size);
+            json_builder_set_member_name(b, "owner");
+            json_builder_add_int_value(b, s->owner);
+            json_builder_set_member_name(b, "local_copy");
+            json_builder_add_boolean_value(b, s->memfd.valid());
+            json_builder_set_member_name(b, "valid_pages");
+            json_builder_add_int_value(b, valid);
+            json_builder_set_member_name(b, "dirty_pages");
+            json_builder_add_int_value(b, dirty);
+            json_builder_set_member_name(b, "remote_copies");
+            json_builder_add_int_value(b, copies);
+            json_builder_set_member_name(b, "stats");
+            json_builder_begin_object(b);
+            auto add = [b](const char *k, uint64_t v) {
+                json_builder_set_member_name(b, k);
+                json_builder_add_int_value(b, v);
+            };
+            const SegmentStats &st = s->stats;
+            add("missing_faults", st.missing_faults);
+            add("wp_faults", st.wp_faults);
+            add("fetches_sent", st.fetches_sent);
+            add("fetches_served", st.fetches_served);
+            add("pages_written_back", st.pages_written_back);
+            add("bytes_written_back", st.bytes_written_back);
+            add("writebacks_applied", st.writebacks_applied);
+            add("invalidations_sent", st.invalidations_sent);
+            add("invalidations_received", st.invalidations_received);
+            add("updates", st.updates);
+            add("acquires", st.acquires);
+            add("releases", st.releases);
+            json_builder_end_object(b);
+            json_builder_set_member_name(b, "clients");
+            json_builder_begin_array(b);
+            for (uint32_t cid : s->clients) {
+                Client *c = FindClient(cid);
+                if (!c) continue;
+                json_builder_begin_object(b);
+                json_builder_set_member_name(b, "id");
+                json_builder_add_int_value(b, c->id);
+                json_builder_set_member_name(b, "name");
+                json_builder_add_string_value(b, c->name.c_str());
+                add("locks_held", c->held.size());
+                add("missing_faults", c->stats.missing_faults);
+                add("wp_faults", c->stats.wp_faults);
+                add("pages_written_back", c->stats.pages_written_back);
+                add("bytes_written_back", c->stats.bytes_written_back);
+                add("acquires", c->stats.acquires);
+                add("releases", c->stats.releases);
+                json_builder_end_object(b);
+            }
+            json_builder_end_array(b);
+            json_builder_end_object(b);
+        }
+        json_builder_end_array(b);
+    }
+    if (what == DSHM_CTL_PEERS || what == DSHM_CTL_STATS) {
+        json_builder_set_member_name(b, "peers");
+        json_builder_begin_array(b);
+        for (auto &[id, p] : peers_) {
+            json_builder_begin_object(b);
+            json_builder_set_member_name(b, "host_id");
+            json_builder_add_int_value(b, id);
+            json_builder_set_member_name(b, "name");
+            json_builder_add_string_value(b, p->cfg.name.c_str());
+            json_builder_set_member_name(b, "address");
+            json_builder_add_string_value(b, p->cfg.address.c_str());
+            json_builder_set_member_name(b, "connected");
+            json_builder_add_boolean_value(b, p->up);
+            json_builder_set_member_name(b, "bytes_in");
+            json_builder_add_int_value(b, p->conn ? p->conn->bytes_in() : 0);
+            json_builder_set_member_name(b, "bytes_out");
+            json_builder_add_int_value(b, p->conn ? p->conn->bytes_out() : 0);
+            json_builder_end_object(b);
+        }
+        json_builder_end_array(b);
+    }
+    json_builder_end_object(b);
+    JsonGenerator *g = json_generator_new();
+    JsonNode *root = json_builder_get_root(b);
+    json_generator_set_root(g, root);
+    gchar *text = json_generator_to_data(g, nullptr);
+    std::string out(text);
+    g_free(text);
+    json_node_unref(root);
+    g_object_unref(g);
+    g_object_unref(b);
+    return out;
+}
+
+}  // namespace dshm

@@ -1,0 +1,235 @@
+// Daemon: the whole of dshmd behind main.cc (docs/architecture.md).
+//
+// Threading: ONE thread runs everything — the GLib main loop of the
+// daemon's GMainContext dispatches the client listener, client connections,
+// every client's userfaultfd, the peer listener and the peer connections.
+// All state below is owned by that thread; there are no locks.  Ordering
+// guarantees of the protocol (docs/protocol.md section 6) follow from
+// handling each connection's messages in order on this one thread.
+//
+// Waiting: with poll-us = 0 the thread blocks in poll() as soon as it is
+// idle.  With poll-us = N it keeps polling without sleeping for N µs after
+// the last event (bounded busy-polling, as NAPI busy-poll does), which saves
+// the wake-up cost on fault and lock round trips at the price of CPU time
+// while traffic flows.
+//
+// Invariants (checked by the tests in tests/):
+//   - one memfd per segment per host; every local client maps it;
+//   - Invariant W (protocol.md section 2): a page is writable in a client's
+//     mapping only while it is in that client's dirty set;
+//   - a page with a twin has ndirtiers > 0, and conversely;
+//   - at a non-owner host, a page in state kValid is present in the memfd,
+//     kInvalid/kFetching pages are holes; dshmd touches a page through its
+//     own mapping only when it is present (or when it owns the segment).
+#pragma once
+
+#include <glib.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "config.h"
+#include "conn.h"
+#include "lockq.h"
+#include "os/result.h"
+
+namespace dshm {
+
+// Counters shown by dshmctl (and used by the tests to prove behaviour).
+struct SegmentStats {
+    uint64_t missing_faults = 0;     // local missing faults
+    uint64_t wp_faults = 0;          // local write-protect faults (first writes)
+    uint64_t fetches_sent = 0;       // FETCH sent to the owner
+    uint64_t fetches_served = 0;     // FETCH answered (owner)
+    uint64_t pages_written_back = 0; // pages in releases sent (non-owner) or made (owner-local)
+    uint64_t bytes_written_back = 0; // encoded diff bytes
+    uint64_t writebacks_applied = 0; // pages applied from other hosts (owner)
+    uint64_t invalidations_sent = 0; // pages invalidated at other hosts (owner)
+    uint64_t invalidations_received = 0; // pages punched here
+    uint64_t updates = 0;            // dirty pages merged with UPDATE
+    uint64_t acquires = 0;           // locks granted to local clients
+    uint64_t releases = 0;           // releases completed for local clients
+};
+
+class Daemon {
+public:
+    explicit Daemon(Config config);
+    ~Daemon();
+    Daemon(const Daemon &) = delete;
+    Daemon &operator=(const Daemon &) = delete;
+
+    // Creates the sockets and the owned segments' memfds.
+    Status Start();
+    // Runs the main loop until Quit() (or SIGINT/SIGTERM).
+    void Run();
+    void Quit();
+
+private:
+    struct Client;
+    struct Segment;
+    struct Peer;
+    struct OwnerRelease;
+
+    struct PageInfo {
+        enum State : uint8_t { kInvalid, kFetching, kValid };
+        State state = kInvalid;
+        uint16_t ndirtiers = 0;           // local clients with the page in their dirty set
+        std::unique_ptr<uint8_t[]> twin;  // copy before the first write; iff ndirtiers > 0
+        uint64_t copyset = 0;             // owner: hosts (bits) holding a valid copy
+        std::vector<std::pair<uint32_t, uint64_t>> waiters;  // kFetching: (client, address)
+    };
+
+    struct Segment {
+        SegmentConfig cfg;
+        uint32_t npages = 0;
+        uint32_t owner = 0;
+        os::UniqueFd memfd;
+        uint8_t *map = nullptr;  // dshmd's own mapping of the memfd
+        std::vector<PageInfo> pages;
+        std::vector<uint32_t> clients;  // attached local clients
+        LockTable locks;                // meaningful on the owner only
+        // owner: write-backs received from each host, applied at P_RELEASE
+        std::map<uint32_t, std::vector<Frame>> buffered;
+        SegmentStats stats;
+        uint8_t *Page(uint32_t p) const { return map + static_cast<uint64_t>(p) * DSHM_PAGE_SIZE; }
+    };
+
+    struct PendingLock {
+        bool release = false;
+        uint32_t tag = 0;       // the client's request tag, echoed in the reply
+        uint32_t pages = 0;     // release: pages and diff bytes written back
+        uint32_t bytes = 0;
+    };
+
+    struct Client {
+        uint32_t id = 0;
+        std::unique_ptr<Conn> conn;
+        std::string name;
+        Segment *seg = nullptr;
+        os::UniqueFd uffd;
+        guint uffd_watch = 0;
+        uint64_t base = 0;
+        bool ready = false;
+        std::set<uint32_t> held;
+        std::map<uint32_t, PendingLock> pending;
+        std::unordered_set<uint32_t> dirty;
+        SegmentStats stats;
+        Daemon *daemon = nullptr;
+    };
+
+    struct Peer {
+        PeerConfig cfg;
+        std::unique_ptr<Conn> conn;
+        bool up = false;               // HELLO received on conn
+        uint64_t incarnation = 0;
+        std::vector<std::vector<uint8_t>> queued;  // sent before the peer was up
+        guint retry_timer = 0;
+        int connecting_fd = -1;
+        guint connect_watch = 0;
+        Daemon *daemon = nullptr;
+    };
+
+    struct OwnerRelease {
+        uint32_t id = 0;
+        Segment *seg = nullptr;
+        uint32_t lock = 0;
+        Holder who;
+        uint32_t reply_tag = 0;
+        uint32_t pages = 0, bytes = 0;
+        std::map<uint32_t, int> outstanding;  // host -> acks still expected
+        guint timer = 0;
+    };
+
+    // --- set-up ---
+    Status ListenClients();
+    Status ListenPeers();
+    Status EnsureMemfd(Segment *s);
+    static gboolean OnClientAccept(gint fd, GIOCondition, gpointer self);
+    static gboolean OnPeerAccept(gint fd, GIOCondition, gpointer self);
+    void DialPeer(Peer *p);
+    static gboolean OnDialReady(gint fd, GIOCondition, gpointer peer);
+    static gboolean OnRetryTimer(gpointer peer);
+
+    // --- client channel ---
+    void OnClientFrame(Client *c, Frame &&f);
+    void OnClientHello(Client *c, const Frame &f);
+    void OnAttach(Client *c, const Frame &f);
+    void OnUffd(Client *c, Frame &f);
+    void OnAcquire(Client *c, const Frame &f);
+    void OnRelease(Client *c, const Frame &f);
+    void OnCtlQuery(Client *c, const Frame &f);
+    void OnClientClosed(Client *c, const Status &why);
+    void LockFailed(Client *c, uint32_t lock, uint32_t tag, const Status &st);
+    static gboolean OnUffdEvent(gint fd, GIOCondition, gpointer client);
+    void HandleMissing(Client *c, uint32_t page, uint64_t addr);
+    void HandleWriteFault(Client *c, uint32_t page, uint64_t addr);
+
+    // --- peer channel ---
+    void AttachPeerConn(Peer *p, std::unique_ptr<Conn> conn);
+    void OnPeerFrame(Peer *p, Frame &&f);
+    void OnPeerClosed(Peer *p, const Status &why);
+    void SendPeer(uint32_t host, std::vector<uint8_t> msg);
+    void OnFetch(Peer *p, const Frame &f);
+    void OnPage(Peer *p, const Frame &f);
+    void OnPAcquire(Peer *p, const Frame &f);
+    void OnPGrant(Peer *p, const Frame &f);
+    void OnWriteback(Peer *p, Frame &&f);
+    void OnPRelease(Peer *p, const Frame &f);
+    void OnPReleaseAck(Peer *p, const Frame &f);
+    void OnInvalidate(Peer *p, const Frame &f);
+    void OnInvalAck(Peer *p, const Frame &f);
+    void OnUpdate(Peer *p, const Frame &f);
+    void OnUpdateAck(Peer *p, const Frame &f);
+    void OnClientGone(Peer *p, const Frame &f);
+
+    // --- coherence ---
+    // Write-protects and diffs c's dirty pages; returns the encoded diffs.
+    struct Diff {
+        uint32_t page;
+        uint16_t encoding;
+        std::vector<uint8_t> data;
+    };
+    std::vector<Diff> CollectDirty(Client *c);
+    void StartOwnerRelease(Segment *s, uint32_t lock, Holder who, uint32_t reply_tag,
+                           const std::vector<uint32_t> &changed, uint32_t bytes);
+    void AckOwnerRelease(uint32_t id, uint32_t host, int delta);
+    void FinishOwnerRelease(OwnerRelease *r);
+    static gboolean OnReleaseTimeout(gpointer self_and_id);
+    void Grant(Segment *s, uint32_t lock, Holder who);
+    void DropClientLocks(Segment *s, Holder who);
+    void PunchLocal(Segment *s, uint32_t page);
+
+    // --- helpers ---
+    Segment *FindSegment(std::string_view name);
+    Client *FindClient(uint32_t id);
+    Peer *FindPeer(uint32_t host);
+    bool IsOwner(const Segment *s) const { return s->owner == cfg_.host_id; }
+    std::string StatusJson(uint32_t what);
+    void DeferDelete(std::unique_ptr<Conn> conn);
+
+    Config cfg_;
+    uint64_t incarnation_;
+    GMainContext *ctx_ = nullptr;
+    bool quit_ = false;
+    os::UniqueFd client_listen_, peer_listen_;
+    guint client_listen_watch_ = 0, peer_listen_watch_ = 0;
+    std::vector<guint> signal_watches_;
+    std::map<std::string, std::unique_ptr<Segment>, std::less<>> segments_;
+    std::map<uint32_t, std::unique_ptr<Client>> clients_;
+    std::map<uint32_t, std::unique_ptr<Peer>> peers_;
+    std::vector<std::unique_ptr<Conn>> unidentified_;  // accepted peer conns before HELLO
+    std::map<uint32_t, std::unique_ptr<OwnerRelease>> releases_;
+    std::vector<std::unique_ptr<Conn>> graveyard_;  // closed conns, freed when idle
+    guint graveyard_idle_ = 0;
+    uint32_t next_client_id_ = 1;
+    uint32_t next_release_id_ = 1;
+    std::vector<uint8_t> zero_page_;
+};
+
+}  // namespace dshm

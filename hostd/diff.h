@@ -1,0 +1,80 @@
+// Multiple-writer page diffs (TreadMarks / Munin): the changed bytes of one
+// page relative to its twin, in one of the encodings of enum
+// dshm_diff_encoding (include/dshm/wire.h).
+//
+// The one rule (docs/protocol.md section 5): a diff carries EXACTLY the bytes
+// that differ from the twin, never an unchanged byte, because other hosts may
+// be writing other bytes of the same page under other locks (false sharing),
+// and an unchanged byte written back would overwrite their write with a stale
+// value.  Consequently:
+//   - RUNS: { u16 offset; u16 length; u8 bytes[length] }* with length > 0,
+//     offsets strictly increasing and runs not overlapping, all inside the
+//     page.  EncodeDiff emits maximal runs (never two adjacent runs);
+//     ApplyDiff also accepts adjacent runs, so a RUNS diff is
+//     kRunsMinSize..kRunsMaxSize bytes.
+//   - MASK: a 512-byte bitmap (bit i of byte i/8, LSB first, marks byte i)
+//     followed by one byte per set bit, in offset order; at least one bit set.
+//     kMaskMinSize..kMaskMaxSize bytes, exactly 512 + popcount(bitmap).
+//   - FULL: exactly DSHM_PAGE_SIZE bytes; EncodeDiff emits it only when every
+//     byte of the page differs from the twin.
+//
+// Thread safety: the functions keep no state; calls on distinct buffers may
+// run concurrently.  Buffer rules are stated per function.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "dshm/wire.h"
+#include "status.h"
+
+namespace dshm {
+
+inline constexpr size_t kPageSize = DSHM_PAGE_SIZE;
+inline constexpr size_t kMaskBytes = DSHM_PAGE_SIZE / 8;
+inline constexpr size_t kRunHeaderSize = 4;  // u16 offset + u16 length
+
+// Exact size bounds of a valid encoded diff, per encoding.
+inline constexpr size_t kRunsMinSize = kRunHeaderSize + 1;               // one 1-byte run
+inline constexpr size_t kRunsMaxSize = (kRunHeaderSize + 1) * kPageSize;  // 4096 1-byte runs
+inline constexpr size_t kMaskMinSize = kMaskBytes + 1;
+inline constexpr size_t kMaskMaxSize = kMaskBytes + kPageSize;
+inline constexpr size_t kFullSize = kPageSize;
+
+// Sets *min_len and *max_len to the bounds of a valid encoded diff of
+// `encoding` and returns true, or returns false for an unknown encoding.
+bool DiffSizeBounds(uint16_t encoding, size_t *min_len, size_t *max_len);
+
+// Encodes the bytes of `page` that differ from `twin` into *out (replacing
+// its contents) and returns the encoding used (DSHM_ENC_RUNS, _MASK or
+// _FULL), the smallest of the three; ties prefer RUNS over MASK.  Returns 0
+// and leaves *out empty when the page equals its twin.
+// REQUIRES: page and twin point to DSHM_PAGE_SIZE readable bytes that nobody
+//           modifies during the call.  In particular `page` must be a private
+//           snapshot (e.g. a pread of the memfd), not a live mapping: the
+//           caller then sets twin := that same snapshot, so a concurrent
+//           write that the diff missed is still different from the twin.
+uint16_t EncodeDiff(const uint8_t *page, const uint8_t *twin, std::vector<uint8_t> *out);
+
+// Checks that data[0, len) is a valid diff of `encoding` (see above) without
+// touching any page.  Returns OK or an E_PROTO status saying what is wrong.
+Status ValidateDiff(uint16_t encoding, const uint8_t *data, size_t len);
+
+// Validates the diff completely (ValidateDiff) and only then writes the
+// encoded bytes into `page`, each byte exactly once; bytes not in the diff
+// are neither read nor written.  On error `page` is untouched.
+// REQUIRES: page points to DSHM_PAGE_SIZE writable bytes; data to len bytes.
+Status ApplyDiff(uint8_t *page, uint16_t encoding, const uint8_t *data, size_t len);
+
+// Merges a complete new version of a page (an UPDATE) into a locally dirty
+// page: for every byte i with incoming[i] != twin[i], sets page[i] and
+// twin[i] to incoming[i].  Returns the number of such bytes.  Bytes of `page`
+// where incoming equals twin are never written (not even with their own
+// value), so local writers of those bytes are not disturbed; `page` is only
+// written, never read.
+// REQUIRES: the three buffers are DSHM_PAGE_SIZE bytes; twin and incoming
+//           are private to the caller; page may be a live shared mapping.
+size_t MergeUpdate(uint8_t *page, uint8_t *twin, const uint8_t *incoming);
+
+}  // namespace dshm

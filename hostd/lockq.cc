@@ -1,0 +1,110 @@
+#include "lockq.h"
+
+#include <algorithm>
+#include <cassert>
+#include <string>
+
+namespace dshm {
+
+namespace {
+
+std::string Describe(uint32_t lock, Holder who) {
+    return "lock " + std::to_string(lock) + " for client " + std::to_string(who.client) +
+           " of host " + std::to_string(who.host);
+}
+
+}  // namespace
+
+LockTable::LockTable(uint32_t nlocks) : locks_(nlocks) {
+    assert(nlocks >= 1 && nlocks <= DSHM_MAX_LOCKS);
+}
+
+Status LockTable::Acquire(uint32_t lock, Holder who, bool *granted_now) {
+    *granted_now = false;
+    if (lock >= locks_.size()) {
+        return Status::BadLock("lock " + std::to_string(lock) + " >= " +
+                               std::to_string(locks_.size()));
+    }
+    Lock &l = locks_[lock];
+    if (l.holder == who) {
+        return Status::AlreadyHeld(Describe(lock, who) + ": already held");
+    }
+    if (std::find(l.waiters.begin(), l.waiters.end(), who) != l.waiters.end()) {
+        return Status::Pending(Describe(lock, who) + ": already queued");
+    }
+    if (!l.holder) {
+        l.holder = who;
+        *granted_now = true;
+    } else {
+        l.waiters.push_back(who);
+    }
+    return Status::OK();
+}
+
+Status LockTable::Release(uint32_t lock, Holder who, std::optional<Holder> *next_holder) {
+    next_holder->reset();
+    if (lock >= locks_.size()) {
+        return Status::BadLock("lock " + std::to_string(lock) + " >= " +
+                               std::to_string(locks_.size()));
+    }
+    Lock &l = locks_[lock];
+    if (l.holder != who) {
+        return Status::NotHeld(Describe(lock, who) + ": not held by it");
+    }
+    l.holder.reset();
+    if (!l.waiters.empty()) {
+        l.holder = l.waiters.front();
+        l.waiters.pop_front();
+        *next_holder = l.holder;
+    }
+    return Status::OK();
+}
+
+template <typename Match>
+std::vector<std::pair<uint32_t, Holder>> LockTable::Drop(Match match) {
+    std::vector<std::pair<uint32_t, Holder>> grants;
+    for (uint32_t i = 0; i < locks_.size(); i++) {
+        Lock &l = locks_[i];
+        std::erase_if(l.waiters, match);
+        if (l.holder && match(*l.holder)) {
+            l.holder.reset();
+            if (!l.waiters.empty()) {
+                l.holder = l.waiters.front();
+                l.waiters.pop_front();
+                grants.emplace_back(i, *l.holder);
+            }
+        }
+    }
+    return grants;
+}
+
+std::vector<std::pair<uint32_t, Holder>> LockTable::DropClient(Holder who) {
+    return Drop([who](const Holder &h) { return h == who; });
+}
+
+std::vector<std::pair<uint32_t, Holder>> LockTable::DropHost(uint32_t host) {
+    return Drop([host](const Holder &h) { return h.host == host; });
+}
+
+std::optional<Holder> LockTable::HolderOf(uint32_t lock) const {
+    if (lock >= locks_.size()) {
+        return std::nullopt;
+    }
+    return locks_[lock].holder;
+}
+
+size_t LockTable::Waiters(uint32_t lock) const {
+    return lock < locks_.size() ? locks_[lock].waiters.size() : 0;
+}
+
+std::vector<std::tuple<uint32_t, Holder, size_t>> LockTable::Snapshot() const {
+    std::vector<std::tuple<uint32_t, Holder, size_t>> held;
+    for (uint32_t i = 0; i < locks_.size(); i++) {
+        if (locks_[i].holder) {
+            held.emplace_back(i, *locks_[i].holder, locks_[i].waiters.size());
+        }
+    }
+    return held;
+}
+
+}  // namespace dshm

@@ -1,0 +1,104 @@
+// LockTable: the lock state of one segment, kept by the segment's owner
+// (docs/protocol.md section 4).  Each lock id 0..nlocks-1 is either free or
+// held by exactly one client, identified by (host id, client id), and has a
+// FIFO queue of waiting clients.
+//
+// Thread safety: a LockTable is not synchronized.  Const methods may run
+// concurrently with each other; everything else needs external
+// synchronization (in dshmd, the owner's event loop thread owns the table).
+//
+// Invariants, for every lock L:
+//   - the queue of L is empty whenever L is free (a release or a drop hands
+//     the lock to the head of the queue at once: no lock is free while
+//     someone waits for it);
+//   - a client appears at most once in {holder of L} + queue of L;
+//   - grants happen strictly in arrival order (FIFO fairness).
+// Locks are independent: nothing done to one lock changes another.
+//
+// The table only decides; replying to clients (GRANTED, P_GRANT, ...) and the
+// write-back work of a release belong to the caller.  Cost: O(queue length)
+// per operation on one lock; DropClient/DropHost visit every lock.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "dshm/wire.h"
+#include "status.h"
+
+namespace dshm {
+
+// A lock holder or waiter: a client of some host.
+struct Holder {
+    uint32_t host;    // host id, < DSHM_MAX_HOSTS
+    uint32_t client;  // client id, unique within `host`
+
+    bool operator==(const Holder &) const = default;
+};
+
+class LockTable {
+  public:
+    // A table of `nlocks` free locks with ids 0..nlocks-1.
+    // REQUIRES: 1 <= nlocks <= DSHM_MAX_LOCKS.
+    explicit LockTable(uint32_t nlocks = DSHM_MAX_LOCKS);
+
+    uint32_t nlocks() const { return static_cast<uint32_t>(locks_.size()); }
+
+    // Requests `lock` for `who`.  If the lock is free it is granted at once
+    // (*granted_now = true); otherwise `who` is queued behind the current
+    // waiters (*granted_now = false) and will be returned by a later Release
+    // or Drop* as the next holder.
+    // Errors (nothing changes, *granted_now = false): E_BAD_LOCK if
+    // lock >= nlocks(); E_ALREADY_HELD if `who` holds it; E_PENDING if `who`
+    // is already queued for it.
+    Status Acquire(uint32_t lock, Holder who, bool *granted_now);
+
+    // Releases `lock` held by `who` and grants it to the first waiter, if
+    // any: *next_holder is that waiter (now the holder), or nullopt when the
+    // lock became free.
+    // Errors (nothing changes, *next_holder = nullopt): E_BAD_LOCK if
+    // lock >= nlocks(); E_NOT_HELD if `who` does not hold it (even if `who`
+    // is queued for it).
+    Status Release(uint32_t lock, Holder who, std::optional<Holder> *next_holder);
+
+    // Forgets client `who` (its connection closed): removes it from every
+    // queue and releases every lock it holds.  Returns the resulting grants,
+    // (lock, new holder), in increasing lock order.
+    std::vector<std::pair<uint32_t, Holder>> DropClient(Holder who);
+
+    // Forgets every client of `host` (the host is gone): as DropClient for
+    // each of them.  A lock held by a client of `host` goes to its first
+    // waiter that is not on `host`.  Returns the grants in increasing lock
+    // order.
+    std::vector<std::pair<uint32_t, Holder>> DropHost(uint32_t host);
+
+    // The holder of `lock`, or nullopt if it is free or lock >= nlocks().
+    std::optional<Holder> HolderOf(uint32_t lock) const;
+
+    // The number of clients queued for `lock` (0 if lock >= nlocks()).
+    size_t Waiters(uint32_t lock) const;
+
+    // For status display: (lock, holder, number of waiters) for every held
+    // lock, in increasing lock order.
+    std::vector<std::tuple<uint32_t, Holder, size_t>> Snapshot() const;
+
+  private:
+    struct Lock {
+        std::optional<Holder> holder;
+        std::deque<Holder> waiters;  // FIFO; front is granted next
+    };
+
+    // Removes from every queue and every hold the clients matching `match`,
+    // handing over freed locks; returns the grants in lock order.
+    template <typename Match>
+    std::vector<std::pair<uint32_t, Holder>> Drop(Match match);
+
+    std::vector<Lock> locks_;
+};
+
+}  // namespace dshm

@@ -1,0 +1,207 @@
+// Unit tests for lockq.h: FIFO grants, error codes, dropping clients/hosts.
+#include "lockq.h"
+
+#include <optional>
+#include <utility>
+#include <vector>
+
+// check.h defines a fail() macro: it must follow the C++ headers.
+#include "../tests/unit/check_main.h"
+
+using dshm::Holder;
+using dshm::LockTable;
+using dshm::Status;
+
+namespace {
+
+bool Acquire(LockTable &t, uint32_t lock, Holder who) {
+    bool granted = true;
+    Status s = t.Acquire(lock, who, &granted);
+    ck_assert_msg(s.ok(), "%s", s.ToString().c_str());
+    return granted;
+}
+
+std::optional<Holder> Release(LockTable &t, uint32_t lock, Holder who) {
+    std::optional<Holder> next;
+    Status s = t.Release(lock, who, &next);
+    ck_assert_msg(s.ok(), "%s", s.ToString().c_str());
+    return next;
+}
+
+bool Is(const std::optional<Holder> &h, Holder want) { return h.has_value() && *h == want; }
+
+}  // namespace
+
+START_TEST(fifo_many_waiters) {
+    LockTable t;
+    const Holder first{0, 0};
+    ck_assert(Acquire(t, 7, first));
+    std::vector<Holder> waiters;
+    for (uint32_t i = 1; i <= 50; i++) {
+        waiters.push_back(Holder{i % 5, i});
+        ck_assert(!Acquire(t, 7, waiters.back()));
+    }
+    ck_assert_uint_eq(t.Waiters(7), 50);
+    Holder cur = first;
+    for (const Holder &w : waiters) {
+        std::optional<Holder> next = Release(t, 7, cur);
+        ck_assert(Is(next, w));
+        ck_assert(Is(t.HolderOf(7), w));
+        cur = w;
+    }
+    ck_assert(!Release(t, 7, cur).has_value());
+    ck_assert(!t.HolderOf(7).has_value());
+    ck_assert_uint_eq(t.Waiters(7), 0);
+    // Free again: granted at once.
+    ck_assert(Acquire(t, 7, Holder{3, 3}));
+}
+END_TEST
+
+START_TEST(error_codes) {
+    LockTable t(16);
+    ck_assert_uint_eq(t.nlocks(), 16);
+    const Holder a{1, 10}, b{2, 20};
+    bool granted = true;
+    Status s = t.Acquire(16, a, &granted);
+    ck_assert_int_eq(s.code(), DSHM_E_BAD_LOCK);
+    ck_assert(!granted);
+    std::optional<Holder> next = a;
+    s = t.Release(16, a, &next);
+    ck_assert_int_eq(s.code(), DSHM_E_BAD_LOCK);
+    ck_assert(!next.has_value());
+    ck_assert_int_eq(LockTable().Acquire(DSHM_MAX_LOCKS, a, &granted).code(), DSHM_E_BAD_LOCK);
+
+    // Release of a free lock.
+    ck_assert_int_eq(t.Release(3, a, &next).code(), DSHM_E_NOT_HELD);
+    ck_assert(Acquire(t, 3, a));
+    granted = true;
+    ck_assert_int_eq(t.Acquire(3, a, &granted).code(), DSHM_E_ALREADY_HELD);
+    ck_assert(!granted);
+    ck_assert(!Acquire(t, 3, b));
+    ck_assert_int_eq(t.Acquire(3, b, &granted).code(), DSHM_E_PENDING);
+    ck_assert_uint_eq(t.Waiters(3), 1);
+    // A waiter releasing is not the holder.
+    ck_assert_int_eq(t.Release(3, b, &next).code(), DSHM_E_NOT_HELD);
+    // Same client id on another host is another client.
+    ck_assert_int_eq(t.Release(3, Holder{2, 10}, &next).code(), DSHM_E_NOT_HELD);
+    ck_assert(Is(t.HolderOf(3), a));
+    ck_assert(Is(Release(t, 3, a), b));
+    // Out-of-range queries are harmless.
+    ck_assert(!t.HolderOf(1000).has_value());
+    ck_assert_uint_eq(t.Waiters(1000), 0);
+}
+END_TEST
+
+START_TEST(drop_client_in_middle_of_queue) {
+    LockTable t;
+    const Holder h{0, 1}, w1{0, 2}, w2{1, 3}, w3{0, 4};
+    ck_assert(Acquire(t, 5, h));
+    ck_assert(!Acquire(t, 5, w1));
+    ck_assert(!Acquire(t, 5, w2));
+    ck_assert(!Acquire(t, 5, w3));
+    // w2 also holds lock 9, with w1 waiting.
+    ck_assert(Acquire(t, 9, w2));
+    ck_assert(!Acquire(t, 9, w1));
+
+    auto grants = t.DropClient(w2);
+    ck_assert_uint_eq(grants.size(), 1);
+    ck_assert_uint_eq(grants[0].first, 9);
+    ck_assert(grants[0].second == w1);
+    ck_assert(Is(t.HolderOf(5), h));
+    ck_assert_uint_eq(t.Waiters(5), 2);
+    ck_assert(Is(Release(t, 5, h), w1));
+    ck_assert(Is(Release(t, 5, w1), w3));
+
+    // Dropping the holder grants to the head of the queue.
+    ck_assert(!Acquire(t, 5, h));
+    grants = t.DropClient(w3);
+    ck_assert_uint_eq(grants.size(), 1);
+    ck_assert(grants[0] == std::make_pair(uint32_t{5}, h));
+    // Dropping an unknown client changes nothing.
+    ck_assert(t.DropClient(Holder{9, 9}).empty());
+    ck_assert(Is(t.HolderOf(5), h));
+}
+END_TEST
+
+START_TEST(drop_host_with_holders_and_waiters) {
+    LockTable t;
+    const Holder a1{4, 1}, a2{4, 2}, a3{4, 3};  // host 4
+    const Holder b1{5, 1}, b2{5, 2};            // host 5
+    // lock 0: a1 holds; a2, b1 wait  -> b1
+    ck_assert(Acquire(t, 0, a1));
+    ck_assert(!Acquire(t, 0, a2));
+    ck_assert(!Acquire(t, 0, b1));
+    // lock 1: b2 holds; a3, b1 wait  -> unchanged holder, a3 removed
+    ck_assert(Acquire(t, 1, b2));
+    ck_assert(!Acquire(t, 1, a3));
+    ck_assert(!Acquire(t, 1, b1));
+    // lock 2: a2 holds; a1, a3 wait  -> free
+    ck_assert(Acquire(t, 2, a2));
+    ck_assert(!Acquire(t, 2, a1));
+    ck_assert(!Acquire(t, 2, a3));
+    // lock 200: a3 holds; b2, a1, b1 wait  -> b2, queue [b1]
+    ck_assert(Acquire(t, 200, a3));
+    ck_assert(!Acquire(t, 200, b2));
+    ck_assert(!Acquire(t, 200, a1));
+    ck_assert(!Acquire(t, 200, b1));
+
+    auto grants = t.DropHost(4);
+    ck_assert_uint_eq(grants.size(), 2);
+    ck_assert(grants[0] == std::make_pair(uint32_t{0}, b1));
+    ck_assert(grants[1] == std::make_pair(uint32_t{200}, b2));
+    ck_assert(Is(t.HolderOf(0), b1));
+    ck_assert_uint_eq(t.Waiters(0), 0);
+    ck_assert(Is(t.HolderOf(1), b2));
+    ck_assert_uint_eq(t.Waiters(1), 1);
+    ck_assert(!t.HolderOf(2).has_value());
+    ck_assert_uint_eq(t.Waiters(2), 0);
+    ck_assert(Is(t.HolderOf(200), b2));
+    ck_assert_uint_eq(t.Waiters(200), 1);
+    ck_assert(Is(Release(t, 200, b2), b1));
+
+    auto snap = t.Snapshot();
+    ck_assert_uint_eq(snap.size(), 3);
+    ck_assert_uint_eq(std::get<0>(snap[0]), 0);
+    ck_assert_uint_eq(std::get<0>(snap[1]), 1);
+    ck_assert(std::get<1>(snap[1]) == b2);
+    ck_assert_uint_eq(std::get<2>(snap[1]), 1);
+    ck_assert_uint_eq(std::get<0>(snap[2]), 200);
+    ck_assert(t.DropHost(4).empty());
+}
+END_TEST
+
+START_TEST(locks_are_independent) {
+    LockTable t;
+    for (uint32_t l = 0; l < DSHM_MAX_LOCKS; l++) {
+        ck_assert(Acquire(t, l, Holder{l % DSHM_MAX_HOSTS, l}));
+        ck_assert(!Acquire(t, l, Holder{63, 1000 + l}));
+    }
+    ck_assert_uint_eq(t.Snapshot().size(), DSHM_MAX_LOCKS);
+    // Releasing every even lock touches only that lock.
+    for (uint32_t l = 0; l < DSHM_MAX_LOCKS; l += 2) {
+        ck_assert(Is(Release(t, l, Holder{l % DSHM_MAX_HOSTS, l}), Holder{63, 1000 + l}));
+    }
+    for (uint32_t l = 1; l < DSHM_MAX_LOCKS; l += 2) {
+        ck_assert(Is(t.HolderOf(l), Holder{l % DSHM_MAX_HOSTS, l}));
+        ck_assert_uint_eq(t.Waiters(l), 1);
+    }
+    auto snap = t.Snapshot();
+    ck_assert_uint_eq(snap.size(), DSHM_MAX_LOCKS);
+    for (uint32_t l = 0; l < DSHM_MAX_LOCKS; l++) {
+        ck_assert_uint_eq(std::get<0>(snap[l]), l);
+        ck_assert_uint_eq(std::get<2>(snap[l]), l % 2);
+    }
+}
+END_TEST
+
+int main() {
+    Suite *s = suite_create("hostd/lockq");
+    TCase *tc = tcase_create("lockq");
+    tcase_add_test(tc, fifo_many_waiters);
+    tcase_add_test(tc, error_codes);
+    tcase_add_test(tc, drop_client_in_middle_of_queue);
+    tcase_add_test(tc, drop_host_with_holders_and_waiters);
+    tcase_add_test(tc, locks_are_independent);
+    suite_add_tcase(s, tc);
+    return RunSuite(s);
+}
