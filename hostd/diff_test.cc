@@ -258,7 +258,7 @@ START_TEST(malformed_diffs_rejected_untouched) {
     ExpectRejected(DSHM_ENC_RUNS, d, "zero-length run");
     d.clear();
     PutRun(d, 10, 10);
-    d.resize(d.size() - 3);
+    d.erase(d.end() - 3, d.end());  // (resize(size() - 3) trips a bogus g++ 12 warning)
     ExpectRejected(DSHM_ENC_RUNS, d, "truncated run data");
     // A good run followed by a bad one: nothing at all is written.
     d.clear();

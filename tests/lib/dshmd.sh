@@ -1,0 +1,69 @@
+# shellcheck shell=bash
+# Running dshmd on testbed hosts.  Source after common.sh and testbed.sh.
+#
+#   dshm_cluster N "SEG:SIZE:OWNER ..." [extra [dshmd] lines]
+#       writes a dshmd.conf for h1..hN (peers: all other hosts) and starts
+#       dshmd on each; waits until every host sees every peer connected.
+#   dshm_attach HOST SEGMENT ARGS...     run dshm-attach on HOST
+#   dshmctl_on HOST ARGS...              run dshmctl on HOST
+#   dshm_stat HOST SEGMENT KEY           one counter of a segment (dshmctl --json)
+
+DSHMD=$MESON_BUILD/hostd/dshmd
+DSHM_ATTACH=$MESON_BUILD/hostd/client/dshm-attach
+DSHMCTL=$MESON_BUILD/hostd/client/dshmctl
+DSHM_PORT=7450
+
+dshm_cluster() {
+    local n=$1 segs=$2 extra=${3:-} i j spec
+    for i in $(seq 1 "$n"); do
+        {
+            printf '[dshmd]\nhost-id = %s\nname = h%s\nlisten = %s:%s\nsocket = /run/dshm/dshmd.sock\n%b\n' \
+                "$i" "$i" "$(tb_addr "h$i")" "$DSHM_PORT" "$extra"
+            for j in $(seq 1 "$n"); do
+                [ "$j" = "$i" ] && continue
+                printf '[peer h%s]\nhost-id = %s\naddress = %s:%s\n' "$j" "$j" "$(tb_addr "h$j")" "$DSHM_PORT"
+            done
+            for spec in $segs; do
+                IFS=: read -r name size owner <<<"$spec"
+                printf '[segment %s]\nsize = %s\nowner = %s\n' "$name" "$size" "$owner"
+            done
+        } >"$TB_STATE/h$i/dshmd.conf"
+        tb_spawn "h$i" dshmd env G_MESSAGES_DEBUG= "$DSHMD" --config "$TB_STATE/h$i/dshmd.conf"
+    done
+    for i in $(seq 1 "$n"); do
+        local ok=0 k
+        for k in $(seq 1 100); do
+            if out=$(tb_run "h$i" "$DSHMCTL" peers --json 2>/dev/null) &&
+                [ "$(grep -o '"connected" *: *true' <<<"$out" | wc -l)" = $((n - 1)) ]; then
+                ok=1
+                break
+            fi
+            sleep 0.1
+        done
+        [ $ok = 1 ] || { cat "$(tb_log "h$i" dshmd)" >&2; fail "dshmd on h$i did not connect to all peers"; }
+    done
+}
+
+dshm_attach() {
+    local h=$1
+    shift
+    tb_run "$h" "$DSHM_ATTACH" --name "${DSHM_CLIENT_NAME:-test-$h}" "$@"
+}
+
+dshmctl_on() {
+    local h=$1
+    shift
+    tb_run "$h" "$DSHMCTL" "$@"
+}
+
+# dshm_stat HOST SEGMENT KEY: a counter from the segment's stats (or a
+# top-level key of the segment such as valid_pages).
+dshm_stat() {
+    tb_run "$1" "$DSHMCTL" segments --json | python3 -c '
+import json, sys
+seg, key = sys.argv[1], sys.argv[2]
+for s in json.load(sys.stdin)["segments"]:
+    if s["name"] == seg:
+        print(s["stats"][key] if key in s["stats"] else s[key]); break
+' "$2" "$3"
+}
