@@ -378,12 +378,16 @@ std::vector<Daemon::Diff> Daemon::CollectDirty(Client *c) {
         Diff d;
         d.page = p;
         d.encoding = EncodeDiff(s->Page(p), pg.twin.get(), &d.data);
-        if (d.encoding) out.push_back(std::move(d));
         if (--pg.ndirtiers == 0) {
             pg.twin.reset();
-        } else {
-            memcpy(pg.twin.get(), s->Page(p), kPage);
+        } else if (d.encoding) {
+            // Other local clients still write this page, possibly right now:
+            // advance the twin by exactly the bytes sent, never by a copy of
+            // the page, or a write landing after the diff would be lost.
+            Status st = ApplyDiff(pg.twin.get(), d.encoding, d.data.data(), d.data.size());
+            if (!st.ok()) g_warning("advancing twin: %s", st.ToString().c_str());
         }
+        if (d.encoding) out.push_back(std::move(d));
     }
     c->dirty.clear();
     return out;
@@ -399,11 +403,7 @@ void Daemon::OnRelease(Client *c, const Frame &f) {
     Segment *s = c->seg;
     std::vector<Diff> diffs = CollectDirty(c);
     uint32_t bytes = 0;
-    std::vector<uint32_t> changed;
-    for (const auto &d : diffs) {
-        bytes += d.data.size();
-        changed.push_back(d.page);
-    }
+    for (const auto &d : diffs) bytes += d.data.size();
     s->stats.pages_written_back += diffs.size();
     s->stats.bytes_written_back += bytes;
     c->stats.pages_written_back += diffs.size();
@@ -411,7 +411,7 @@ void Daemon::OnRelease(Client *c, const Frame &f) {
     c->pending[L] = PendingLock{true, f.hdr.tag, static_cast<uint32_t>(diffs.size()), bytes};
     Holder who{cfg_.host_id, c->id};
     if (IsOwner(s)) {
-        StartOwnerRelease(s, L, who, f.hdr.tag, changed, bytes);
+        StartOwnerRelease(s, L, who, f.hdr.tag, std::move(diffs));
         return;
     }
     for (const auto &d : diffs) {
@@ -944,36 +944,38 @@ void Daemon::OnPRelease(Peer *p, const Frame &f) {
         p->conn->Send(EncodeMsg(DSHM_MSG_P_RELEASE_ACK, f.hdr.tag, ack));
         return;
     }
-    std::vector<uint32_t> changed;
-    uint32_t bytes = 0;
+    std::vector<Diff> diffs;
     for (const Frame &w : frames) {
         auto wb = w.Fixed<dshm_writeback>();
         auto data = w.Extra(sizeof wb);
+        // Validated by the FrameReader; applied to the live page and, if
+        // local clients are writing it, to the twin (the released content).
         Status st = ApplyDiff(s->Page(wb.page), wb.encoding, data.data(), data.size());
         if (st.ok() && s->pages[wb.page].twin) {
             st = ApplyDiff(s->pages[wb.page].twin.get(), wb.encoding, data.data(), data.size());
         }
         if (!st.ok()) g_warning("segment %s: applying write-back: %s", s->cfg.name.c_str(), st.ToString().c_str());
-        changed.push_back(wb.page);
-        bytes += data.size();
+        diffs.push_back(Diff{wb.page, wb.encoding, std::vector<uint8_t>(data.begin(), data.end())});
     }
-    s->stats.writebacks_applied += changed.size();
-    StartOwnerRelease(s, m.lock_id, who, f.hdr.tag, changed, bytes);
+    s->stats.writebacks_applied += diffs.size();
+    StartOwnerRelease(s, m.lock_id, who, f.hdr.tag, std::move(diffs));
 }
 
 void Daemon::StartOwnerRelease(Segment *s, uint32_t lock, Holder who, uint32_t reply_tag,
-                               const std::vector<uint32_t> &changed, uint32_t bytes) {
+                               std::vector<Diff> diffs) {
     auto r = std::make_unique<OwnerRelease>();
     r->id = next_release_id_++;
     r->seg = s;
     r->lock = lock;
     r->who = who;
     r->reply_tag = reply_tag;
-    r->pages = static_cast<uint32_t>(changed.size());
-    r->bytes = bytes;
+    r->pages = static_cast<uint32_t>(diffs.size());
     const uint64_t self = uint64_t(1) << cfg_.host_id, writer = uint64_t(1) << who.host;
     std::map<uint32_t, std::vector<uint32_t>> inval;
-    for (uint32_t pgno : changed) {
+    for (Diff &d : diffs) {
+        const uint32_t pgno = d.page;
+        r->bytes += d.data.size();
+        r->diffs[pgno] = {d.encoding, std::move(d.data)};
         PageInfo &pg = s->pages[pgno];
         uint64_t targets = pg.copyset & ~self & ~writer;
         for (uint32_t h = 0; h < DSHM_MAX_HOSTS; h++) {
@@ -1114,35 +1116,49 @@ void Daemon::OnInvalAck(Peer *p, const Frame &f) {
     auto m = f.Fixed<dshm_pagelist>();
     PEER_SEGMENT(s, m, true);
     auto extra = f.Extra(sizeof m);
+    auto it = releases_.find(f.hdr.tag);
+    if (it == releases_.end() || !it->second->outstanding.count(p->cfg.host_id)) {
+        return p->conn->Fail(Status::Proto("INVAL_ACK for no invalidation in flight"), f.hdr.type);
+    }
+    OwnerRelease *r = it->second.get();
     int more = 0;
     for (uint32_t i = 0; i < m.count; i++) {
         uint32_t pgno;
         memcpy(&pgno, extra.data() + 4 * i, 4);
-        PEER_PAGE(s, pgno);
-        PageInfo &pg = s->pages[pgno];
-        dshm_page u = {};
+        auto d = r->diffs.find(pgno);
+        if (d == r->diffs.end()) {
+            return p->conn->Fail(Status::Proto("INVAL_ACK keeps page " + std::to_string(pgno) +
+                                               ", which this release did not invalidate"),
+                                 f.hdr.type);
+        }
+        // The page is dirty there: send exactly this release's bytes, which
+        // the host applies under its own writers (multiple-writer protocol).
+        dshm_writeback u = {};
         SetName(u.segment, s->cfg.name);
         u.page = pgno;
-        const uint8_t *src = pg.twin ? pg.twin.get() : s->Page(pgno);
-        p->conn->Send(EncodeMsg(DSHM_MSG_UPDATE, f.hdr.tag, u, src, kPage));
-        pg.copyset |= uint64_t(1) << p->cfg.host_id;
+        u.encoding = d->second.first;
+        p->conn->Send(EncodeMsg(DSHM_MSG_UPDATE, f.hdr.tag, u, d->second.second.data(), d->second.second.size()));
+        s->pages[pgno].copyset |= uint64_t(1) << p->cfg.host_id;
         more++;
     }
     AckOwnerRelease(f.hdr.tag, p->cfg.host_id, more - 1);
 }
 
 void Daemon::OnUpdate(Peer *p, const Frame &f) {
-    auto m = f.Fixed<dshm_page>();
+    auto m = f.Fixed<dshm_writeback>();
     PEER_SEGMENT(s, m, false);
     PEER_PAGE(s, m.page);
     PageInfo &pg = s->pages[m.page];
     if (pg.state == PageInfo::kValid) {
-        if (pg.twin) {
-            MergeUpdate(s->Page(m.page), pg.twin.get(), f.Extra(sizeof m).data());
-            s->stats.updates++;
-        } else {
-            PunchLocal(s, m.page);  // released meanwhile: fetch the merged page later
-        }
+        // Another host's released bytes: apply them to the page (only those
+        // bytes are written; local writers own other bytes) and to the twin,
+        // so that they are not sent back as local changes.  A page released
+        // meanwhile (no twin) takes them too: it stays equal to the owner's.
+        auto data = f.Extra(sizeof m);
+        Status st = ApplyDiff(s->Page(m.page), m.encoding, data.data(), data.size());
+        if (st.ok() && pg.twin) st = ApplyDiff(pg.twin.get(), m.encoding, data.data(), data.size());
+        if (!st.ok()) g_warning("segment %s: applying update: %s", s->cfg.name.c_str(), st.ToString().c_str());
+        s->stats.updates++;
     }
     dshm_page r = {};
     SetName(r.segment, s->cfg.name);

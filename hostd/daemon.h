@@ -137,6 +137,9 @@ private:
 
     struct OwnerRelease {
         uint32_t id = 0;
+        // The release's diff of each changed page: forwarded as UPDATE to
+        // hosts that keep the page dirty.
+        std::map<uint32_t, std::pair<uint16_t, std::vector<uint8_t>>> diffs;
         Segment *seg = nullptr;
         uint32_t lock = 0;
         Holder who;
@@ -197,7 +200,7 @@ private:
     };
     std::vector<Diff> CollectDirty(Client *c);
     void StartOwnerRelease(Segment *s, uint32_t lock, Holder who, uint32_t reply_tag,
-                           const std::vector<uint32_t> &changed, uint32_t bytes);
+                           std::vector<Diff> diffs);
     void AckOwnerRelease(uint32_t id, uint32_t host, int delta);
     void FinishOwnerRelease(OwnerRelease *r);
     static gboolean OnReleaseTimeout(gpointer self_and_id);

@@ -71,7 +71,8 @@ constexpr TypeRule kRules[] = {
      sizeof(dshm_pagelist) + 4 * DSHM_MAX_INVAL_PAGES, 0},
     {DSHM_MSG_INVAL_ACK, "INVAL_ACK", kToPeer, sizeof(dshm_pagelist),
      sizeof(dshm_pagelist) + 4 * DSHM_MAX_INVAL_PAGES, 0},
-    {DSHM_MSG_UPDATE, "UPDATE", kToPeer, kPageMsgSize, kPageMsgSize, 0},
+    {DSHM_MSG_UPDATE, "UPDATE", kToPeer, sizeof(dshm_writeback) + kRunsMinSize,
+     sizeof(dshm_writeback) + kRunsMaxSize, 0},
     {DSHM_MSG_UPDATE_ACK, "UPDATE_ACK", kToPeer, sizeof(dshm_page), sizeof(dshm_page), 0},
     {DSHM_MSG_CLIENT_GONE, "CLIENT_GONE", kToPeer, sizeof(dshm_p_lock), sizeof(dshm_p_lock), 0},
 };
@@ -215,11 +216,9 @@ std::string CheckPayload(uint16_t type, const std::vector<uint8_t> &p) {
             }
             return FirstError({CheckSegment(pg.segment), CheckStatus(pg.status, true, true)});
         }
-        case DSHM_MSG_UPDATE:
         case DSHM_MSG_UPDATE_ACK: {
             const auto pg = Get<dshm_page>(p);
-            const bool update = type == DSHM_MSG_UPDATE;
-            return FirstError({CheckSegment(pg.segment), CheckStatus(pg.status, true, !update)});
+            return FirstError({CheckSegment(pg.segment), CheckStatus(pg.status, true, true)});
         }
         case DSHM_MSG_P_ACQUIRE:
         case DSHM_MSG_P_GRANT:
@@ -232,7 +231,8 @@ std::string CheckPayload(uint16_t type, const std::vector<uint8_t> &p) {
                                : type == DSHM_MSG_P_GRANT ? CheckStatus(l.status, true, true)
                                                           : ""});
         }
-        case DSHM_MSG_WRITEBACK: {
+        case DSHM_MSG_WRITEBACK:
+        case DSHM_MSG_UPDATE: {  // both carry one page's diff
             const auto w = Get<dshm_writeback>(p);
             std::string err = CheckSegment(w.segment);
             if (!err.empty()) {

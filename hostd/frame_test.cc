@@ -167,12 +167,12 @@ Bytes PageList(uint16_t type, uint32_t count, size_t npages) {
     return EncodeMsg(type, 1, pl, pages.data(), pages.size() * 4);
 }
 
-Bytes Writeback(uint16_t enc, const Bytes &diff) {
+Bytes Writeback(uint16_t enc, const Bytes &diff, uint16_t type = DSHM_MSG_WRITEBACK) {
     dshm_writeback w{};
     ck_assert(SetName(w.segment, "seg0"));
     w.page = 3;
     w.encoding = enc;
-    return EncodeMsg(DSHM_MSG_WRITEBACK, 1, w, diff.data(), diff.size());
+    return EncodeMsg(type, 1, w, diff.data(), diff.size());
 }
 
 Bytes LockReply(uint16_t type, uint32_t lock, uint32_t status) {
@@ -243,8 +243,8 @@ START_TEST(client_session_any_chunking) {
         ck_assert_msg(h.status.ok(), "%s", h.status.ToString().c_str());
         ck_assert_uint_eq(h.frames.size(), 6);
         ck_assert_uint_eq(h.frames[0].hdr.type, DSHM_MSG_ATTACH);
-        ck_assert_str_eq(std::string(dshm::NameOf(h.frames[0].Fixed<dshm_attach>().segment)).c_str(),
-                         "vm-shared_1.x");
+        ck_assert(std::string(dshm::NameOf(h.frames[0].Fixed<dshm_attach>().segment)) ==
+                  "vm-shared_1.x");
         ck_assert_uint_eq(h.frames[2].Fixed<dshm_lock_req>().lock_id, 999);  // E_BAD_LOCK later
         ck_assert_uint_eq(h.frames[4].hdr.type, DSHM_MSG_DETACH);
         ck_assert_uint_eq(h.frames[4].hdr.tag, 9);
@@ -349,7 +349,7 @@ START_TEST(peer_types) {
         PageList(DSHM_MSG_INVALIDATE, 1, 1),
         PageList(DSHM_MSG_INVALIDATE, DSHM_MAX_INVAL_PAGES, DSHM_MAX_INVAL_PAGES),
         PageList(DSHM_MSG_INVAL_ACK, 0, 0),
-        PageMsg(DSHM_MSG_UPDATE, 0, true),
+        Writeback(DSHM_ENC_RUNS, runs, DSHM_MSG_UPDATE),
         PageMsg(DSHM_MSG_UPDATE_ACK, 0, false),
         EncodeMsg(DSHM_MSG_CLIENT_GONE, 1, PLock(123456, 5)),  // lock_id ignored
         ErrorMsg(DSHM_E_NOT_OWNER, DSHM_ERROR_TEXT_MAX),
@@ -575,7 +575,7 @@ START_TEST(peer_payload_errors) {
         {PageMsg(DSHM_MSG_PAGE, 0, false), "length 40 with status 0, expected 4136"},
         {PageMsg(DSHM_MSG_PAGE, DSHM_E_NO_SEGMENT, true), "expected 40"},
         {PageMsg(DSHM_MSG_PAGE, 99, false), "unknown status 99"},
-        {PageMsg(DSHM_MSG_UPDATE, DSHM_E_INTERNAL, true), "where 0 is required"},
+        {Writeback(DSHM_ENC_FULL, Bytes(4095), DSHM_MSG_UPDATE), "FULL diff of 4095 bytes"},
         {PageMsg(DSHM_MSG_UPDATE, 0, false), "UPDATE payload of 40"},
         {PageMsg(DSHM_MSG_UPDATE_ACK, 0, true), "UPDATE_ACK payload of 4136"},
         {EncodeMsg(DSHM_MSG_P_ACQUIRE, 1, PLock(256, 1)), "lock id 256"},
@@ -705,7 +705,7 @@ START_TEST(names) {
     char seg[DSHM_SEGNAME_LEN];
     memset(seg, 'z', sizeof seg);
     ck_assert(SetName(seg, "abc"));
-    ck_assert_str_eq(std::string(dshm::NameOf(seg)).c_str(), "abc");
+    ck_assert(dshm::NameOf(seg) == "abc");
     for (size_t i = 3; i < sizeof seg; i++) {
         ck_assert_int_eq(seg[i], 0);
     }
@@ -745,8 +745,8 @@ START_TEST(encoding_helpers) {
     ck_assert_uint_eq(h.tag, 0xabcdef);
     ck_assert(memcmp(m.data(), "DSHM", 4) == 0);
     ck_assert_uint_eq(EncodeEmpty(DSHM_MSG_READY, 1).size(), 16);
-    ck_assert_str_eq(dshm::MsgTypeName(DSHM_MSG_P_RELEASE_ACK).c_str(), "P_RELEASE_ACK");
-    ck_assert_str_eq(dshm::MsgTypeName(0x1234).c_str(), "UNKNOWN(0x1234)");
+    ck_assert(dshm::MsgTypeName(DSHM_MSG_P_RELEASE_ACK) == "P_RELEASE_ACK");
+    ck_assert(dshm::MsgTypeName(0x1234) == "UNKNOWN(0x1234)");
 
     // EncodeError cuts long text at 1024 bytes without splitting UTF-8.
     std::string text(1023, 'a');

@@ -87,7 +87,7 @@ enum dshm_msg_type {
     DSHM_MSG_P_RELEASE_ACK  = 0x0046, /* struct dshm_p_release_ack */
     DSHM_MSG_INVALIDATE     = 0x0047, /* struct dshm_pagelist + u32 pages[count] */
     DSHM_MSG_INVAL_ACK      = 0x0048, /* struct dshm_pagelist + u32 kept[count] */
-    DSHM_MSG_UPDATE         = 0x0049, /* struct dshm_page + DSHM_PAGE_SIZE bytes */
+    DSHM_MSG_UPDATE         = 0x0049, /* struct dshm_writeback + encoded diff */
     DSHM_MSG_UPDATE_ACK     = 0x004a, /* struct dshm_page (no data) */
     DSHM_MSG_CLIENT_GONE    = 0x004b, /* struct dshm_p_lock (lock_id ignored) */
 };
@@ -198,12 +198,12 @@ struct dshm_fetch {
 };
 #define DSHM_FETCH_WRITE 0x1u
 
-/* PAGE (reply to FETCH), UPDATE and UPDATE_ACK. */
+/* PAGE (reply to FETCH) and UPDATE_ACK. */
 struct dshm_page {
     char segment[DSHM_SEGNAME_LEN];
     uint32_t page;
     uint32_t status;      /* PAGE: 0, or an error (then no data follows) */
-    /* PAGE/UPDATE with status 0: followed by DSHM_PAGE_SIZE bytes */
+    /* PAGE with status 0: followed by DSHM_PAGE_SIZE bytes */
 };
 
 /* P_ACQUIRE / P_GRANT / CLIENT_GONE: a lock for (host, client). */
@@ -223,7 +223,9 @@ enum dshm_diff_encoding {
 
 /* WRITEBACK: the changed bytes of one page, relative to the writer's twin.
  * Buffered by the owner and applied only when the P_RELEASE that follows
- * arrives (a release is all-or-nothing). */
+ * arrives (a release is all-or-nothing).
+ * UPDATE uses the same layout: the owner forwards a release's diff of a page
+ * to a host that keeps that page dirty (it applies exactly those bytes). */
 struct dshm_writeback {
     char segment[DSHM_SEGNAME_LEN];
     uint32_t page;

@@ -67,3 +67,36 @@ for s in json.load(sys.stdin)["segments"]:
         print(s["stats"][key] if key in s["stats"] else s[key]); break
 ' "$2" "$3"
 }
+
+# dshm_script HOST NAME SEGMENT: starts "dshm-attach ... script" on HOST with
+# its stdin/stdout on fifos; then `ask NAME "command"` sends one line and
+# prints the answer (fails the test after 20 s without one).
+declare -A _DSHM_IN _DSHM_OUT
+dshm_script() {
+    local h=$1 name=$2 seg=$3 dir=$TB_STATE/$1
+    mkfifo "$dir/$name.in" "$dir/$name.out"
+    tb_run "$h" "$DSHM_ATTACH" --name "$name" "$seg" script <"$dir/$name.in" >"$dir/$name.out" 2>"$dir/$name.err" &
+    local in out
+    exec {in}>"$dir/$name.in"
+    exec {out}<"$dir/$name.out"
+    _DSHM_IN[$name]=$in
+    _DSHM_OUT[$name]=$out
+    local first
+    read -r -t 20 first <&"$out" || { cat "$dir/$name.err" >&2; fail "$name did not attach"; }
+    [[ $first == "ok attached"* ]] || fail "$name: $first"
+}
+
+ask() {
+    local name=$1 line
+    printf '%s\n' "$2" >&"${_DSHM_IN[$name]}"
+    read -r -t "${3:-20}" line <&"${_DSHM_OUT[$name]}" || fail "$name: no answer to '$2'"
+    printf '%s\n' "$line"
+}
+
+# ask_ok NAME COMMAND: like ask, fails the test unless the answer is ok/value.
+ask_ok() {
+    local a
+    a=$(ask "$@")
+    [[ $a == ok* || $a == value* ]] || fail "$1: '$2' answered '$a'"
+    printf '%s\n' "$a"
+}

@@ -1,0 +1,57 @@
+#!/bin/bash
+# timeout: 120
+# Eager release consistency across 3 simulated hosts, owner h1:
+# a client on h3 that read the old page keeps reading the OLD value while a
+# writer on h2 is inside its critical section, and reads the NEW value right
+# after the release (its copy was invalidated and is fetched again).
+source "$(dirname "$0")/lib/common.sh"
+source "$TOP/tests/lib/testbed.sh"
+source "$TOP/tests/lib/dshmd.sh"
+need_built
+tb_init 3
+dshm_cluster 3 "seg:64K:1"
+
+dshm_script h2 writer seg
+dshm_script h3 reader seg
+dshm_script h1 ownerside seg
+
+step "initial value, written and released on h2"
+ask_ok writer "acquire 0" >/dev/null
+ask_ok writer "write 0 100" >/dev/null
+ask_ok writer "release 0" >/dev/null
+assert_eq "$(ask reader "read 0")" "value 100" "h3 reads the released value"
+
+step "h2 enters a critical section and writes 200: others still see 100"
+ask_ok writer "acquire 0" >/dev/null
+ask_ok writer "write 0 200" >/dev/null
+assert_eq "$(ask writer "read 0")" "value 200" "the writer sees its own write"
+assert_eq "$(ask reader "read 0")" "value 100" "h3 reads the old value during the critical section"
+assert_eq "$(ask ownerside "read 0")" "value 100" "the owner h1 still has the old value"
+
+step "release: the write reaches the owner and h3's copy is invalidated"
+inval_before=$(dshm_stat h3 seg invalidations_received)
+rel=$(ask_ok writer "release 0")
+assert_match "$rel" "pages=1 bytes=[0-9]+" "release reports one page written back"
+assert_eq "$(ask reader "read 0")" "value 200" "h3 reads the new value after the release"
+assert_eq "$(ask ownerside "read 0")" "value 200" "the owner has the new value"
+inval_after=$(dshm_stat h3 seg invalidations_received)
+assert_eq $((inval_after - inval_before)) 1 "pages invalidated on h3 by the release"
+
+step "writes by a client ON the owner host invalidate remote copies at its release"
+ask_ok ownerside "acquire 0" >/dev/null
+ask_ok ownerside "write 0 300" >/dev/null
+assert_eq "$(ask reader "read 0")" "value 200" "h3 during the owner-side critical section"
+assert_eq "$(ask writer "read 0")" "value 200" "h2 during the owner-side critical section"
+ask_ok ownerside "release 0" >/dev/null
+assert_eq "$(ask reader "read 0")" "value 300" "h3 after the owner-side release"
+assert_eq "$(ask writer "read 0")" "value 300" "h2 after the owner-side release"
+
+step "a 1 MiB-wide pattern written under the lock on h3 is read back exactly on h2"
+ask_ok reader "acquire 1" >/dev/null
+ask_ok reader "fill 4096 61440 7" >/dev/null
+ask_ok reader "release 1" >/dev/null
+ask_ok writer "acquire 1" >/dev/null
+assert_eq "$(ask writer "verify 4096 61440 7")" "ok verified" "pattern read on h2"
+ask_ok writer "release 1" >/dev/null
+dshmctl_on h1 segments
+say "ok"
