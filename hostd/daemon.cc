@@ -28,6 +28,27 @@ namespace {
 
 constexpr uint32_t kPage = DSHM_PAGE_SIZE;
 
+FILE *g_trace = nullptr;  // DSHMD_TRACE: page-event trace for debugging
+
+// Trace line with the first 8 u64 of the page (e.g. 8 counters) when given.
+void Trace(const char *what, uint32_t a, uint32_t b, uint32_t c, const uint8_t *page = nullptr,
+           const uint8_t *twin = nullptr) {
+    if (!g_trace) return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    fprintf(g_trace, "%ld.%09ld %s %u %u %u", ts.tv_sec, ts.tv_nsec, what, a, b, c);
+    for (const uint8_t *q : {page, twin}) {
+        if (!q) continue;
+        fprintf(g_trace, " |");
+        for (int i = 0; i < 8; i++) {
+            uint64_t v;
+            memcpy(&v, q + 8 * i, 8);
+            fprintf(g_trace, " %llu", (unsigned long long)v);
+        }
+    }
+    fputc('\n', g_trace);
+}
+
 uint64_t NowNs() {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -60,6 +81,10 @@ bool Resolve(const std::string &addr, sockaddr_storage *out, socklen_t *len) {
 }  // namespace
 
 Daemon::Daemon(Config config) : cfg_(std::move(config)), zero_page_(kPage, 0) {
+    if (const char *t = getenv("DSHMD_TRACE")) {
+        g_trace = fopen(t, "w");
+        if (g_trace) setvbuf(g_trace, nullptr, _IOFBF, 1 << 20);
+    }
     incarnation_ = (static_cast<uint64_t>(time(nullptr)) << 20) ^ getpid();
     ctx_ = g_main_context_default();
     for (const auto &sc : cfg_.segments) {
@@ -79,6 +104,7 @@ Daemon::Daemon(Config config) : cfg_(std::move(config)), zero_page_(kPage, 0) {
 }
 
 Daemon::~Daemon() {
+    if (g_trace) fclose(g_trace);
     for (auto &[id, c] : clients_) {
         if (c->uffd_watch) g_source_remove(c->uffd_watch);
     }
@@ -377,7 +403,9 @@ std::vector<Daemon::Diff> Daemon::CollectDirty(Client *c) {
         if (!wp.ok()) g_warning("%s: re-protecting page %u: %s", c->conn->label().c_str(), p, wp.error().what.c_str());
         Diff d;
         d.page = p;
+        Trace("release-pre", c->id, p, pg.ndirtiers, s->Page(p), pg.twin.get());
         d.encoding = EncodeDiff(s->Page(p), pg.twin.get(), &d.data);
+        Trace("release-diff", c->id, p, static_cast<uint32_t>(d.data.size()));
         if (--pg.ndirtiers == 0) {
             pg.twin.reset();
         } else if (d.encoding) {
@@ -519,6 +547,7 @@ void Daemon::HandleMissing(Client *c, uint32_t page, uint64_t addr) {
     PageInfo &pg = s->pages[page];
     s->stats.missing_faults++;
     c->stats.missing_faults++;
+    Trace("missing", c->id, page, pg.state);
     if (IsOwner(s)) {
         // A hole at the owner reads as zeros.
         auto r = os::CopyPage(c->uffd.get(), addr, zero_page_.data(), true, false);
@@ -553,6 +582,7 @@ void Daemon::HandleWriteFault(Client *c, uint32_t page, uint64_t addr) {
         (void)os::Wake(c->uffd.get(), addr, kPage);
         return;
     }
+    Trace("wp-fault", c->id, page, pg.ndirtiers, s->Page(page), pg.twin.get());
     if (c->dirty.insert(page).second) {
         s->stats.wp_faults++;
         c->stats.wp_faults++;
@@ -566,6 +596,7 @@ void Daemon::HandleWriteFault(Client *c, uint32_t page, uint64_t addr) {
 }
 
 void Daemon::PunchLocal(Segment *s, uint32_t page) {
+    Trace("punch", page, s->pages[page].ndirtiers, 0, s->Page(page));
     auto r = os::PunchPage(s->memfd.get(), uint64_t(page) * kPage, kPage);
     if (!r.ok()) g_warning("segment %s: punching page %u: %s", s->cfg.name.c_str(), page, r.error().what.c_str());
     s->pages[page].state = PageInfo::kInvalid;
@@ -819,6 +850,7 @@ void Daemon::OnFetch(Peer *p, const Frame &f) {
     r.page = m.page;
     // Locally dirty: serve the last released content (the twin).
     const uint8_t *src = pg.twin ? pg.twin.get() : s->Page(m.page);
+    Trace("serve", p->cfg.host_id, m.page, pg.twin ? 1 : 0, src);
     pg.copyset |= uint64_t(1) << p->cfg.host_id;
     s->stats.fetches_served++;
     p->conn->Send(EncodeMsg(DSHM_MSG_PAGE, f.hdr.tag, r, src, kPage));
@@ -836,6 +868,19 @@ void Daemon::OnPage(Peer *p, const Frame &f) {
         return;
     }
     const uint8_t *data = f.Extra(sizeof m).data();
+    Trace("page-in", m.page, static_cast<uint32_t>(pg.waiters.size()), 0, data);
+    // Invariant W must hold for every local client once the page is
+    // present.  A punch keeps the uffd-wp marker only of PTEs that were
+    // protected, and can drop it when a client raced with the punch, so the
+    // markers are re-installed now, while the page is still a hole (nobody
+    // can map it before UFFDIO_COPY below).
+    for (uint32_t cid : s->clients) {
+        Client *c = FindClient(cid);
+        if (!c || !c->uffd.valid()) continue;
+        auto wp = os::WriteProtect(c->uffd.get(), c->base + uint64_t(m.page) * kPage, kPage, true);
+        if (!wp.ok()) g_warning("%s: protecting page %u before filling it: %s", c->conn->label().c_str(), m.page,
+                                wp.error().what.c_str());
+    }
     bool installed = false;
     for (const auto &[cid, addr] : pg.waiters) {
         Client *c = FindClient(cid);
@@ -948,6 +993,7 @@ void Daemon::OnPRelease(Peer *p, const Frame &f) {
     for (const Frame &w : frames) {
         auto wb = w.Fixed<dshm_writeback>();
         auto data = w.Extra(sizeof wb);
+        Trace("apply-pre", p->cfg.host_id, m.client_id, wb.page, s->Page(wb.page), s->pages[wb.page].twin.get());
         // Validated by the FrameReader; applied to the live page and, if
         // local clients are writing it, to the twin (the released content).
         Status st = ApplyDiff(s->Page(wb.page), wb.encoding, data.data(), data.size());
@@ -977,11 +1023,12 @@ void Daemon::StartOwnerRelease(Segment *s, uint32_t lock, Holder who, uint32_t r
         r->bytes += d.data.size();
         r->diffs[pgno] = {d.encoding, std::move(d.data)};
         PageInfo &pg = s->pages[pgno];
+        // Hosts leave a copy set only when their INVAL_ACK says they punched
+        // the page: until then a later release invalidates them again.
         uint64_t targets = pg.copyset & ~self & ~writer;
         for (uint32_t h = 0; h < DSHM_MAX_HOSTS; h++) {
             if (targets & (uint64_t(1) << h)) inval[h].push_back(pgno);
         }
-        pg.copyset &= ~targets;
         if (who.host != cfg_.host_id) pg.copyset |= writer;
         // Owner-local dirtiers keep a twin = last released content; a
         // release by one of them moved it forward (CollectDirty).
@@ -1093,17 +1140,19 @@ void Daemon::OnInvalidate(Peer *p, const Frame &f) {
     PEER_SEGMENT(s, m, false);
     if (s->owner != p->cfg.host_id) return p->conn->Fail(Status::NotOwner("INVALIDATE from a non-owner"), f.hdr.type);
     auto extra = f.Extra(sizeof m);
-    std::vector<uint32_t> kept;
+    std::vector<uint32_t> kept;  // INVAL_ACK entries
     for (uint32_t i = 0; i < m.count; i++) {
         uint32_t pgno;
         memcpy(&pgno, extra.data() + 4 * i, 4);
         PEER_PAGE(s, pgno);
         PageInfo &pg = s->pages[pgno];
-        if (pg.state != PageInfo::kValid) continue;
+        if (pg.state != PageInfo::kValid) continue;  // none here, or a FETCH answered later
+        Trace("inval", pgno, f.hdr.tag, pg.ndirtiers);
         if (pg.ndirtiers > 0) {
-            kept.push_back(pgno);  // local writers inside a critical section: merge instead
+            kept.push_back(pgno | DSHM_INVAL_KEPT);  // local writers: apply the UPDATE instead
         } else {
             PunchLocal(s, pgno);
+            kept.push_back(pgno);
         }
     }
     dshm_pagelist r = {};
@@ -1123,8 +1172,14 @@ void Daemon::OnInvalAck(Peer *p, const Frame &f) {
     OwnerRelease *r = it->second.get();
     int more = 0;
     for (uint32_t i = 0; i < m.count; i++) {
-        uint32_t pgno;
-        memcpy(&pgno, extra.data() + 4 * i, 4);
+        uint32_t entry;
+        memcpy(&entry, extra.data() + 4 * i, 4);
+        const uint32_t pgno = entry & ~DSHM_INVAL_KEPT;
+        PEER_PAGE(s, pgno);
+        if (!(entry & DSHM_INVAL_KEPT)) {
+            s->pages[pgno].copyset &= ~(uint64_t(1) << p->cfg.host_id);  // punched there
+            continue;
+        }
         auto d = r->diffs.find(pgno);
         if (d == r->diffs.end()) {
             return p->conn->Fail(Status::Proto("INVAL_ACK keeps page " + std::to_string(pgno) +
@@ -1138,7 +1193,6 @@ void Daemon::OnInvalAck(Peer *p, const Frame &f) {
         u.page = pgno;
         u.encoding = d->second.first;
         p->conn->Send(EncodeMsg(DSHM_MSG_UPDATE, f.hdr.tag, u, d->second.second.data(), d->second.second.size()));
-        s->pages[pgno].copyset |= uint64_t(1) << p->cfg.host_id;
         more++;
     }
     AckOwnerRelease(f.hdr.tag, p->cfg.host_id, more - 1);
@@ -1155,8 +1209,10 @@ void Daemon::OnUpdate(Peer *p, const Frame &f) {
         // so that they are not sent back as local changes.  A page released
         // meanwhile (no twin) takes them too: it stays equal to the owner's.
         auto data = f.Extra(sizeof m);
+        Trace("update-pre", m.page, f.hdr.tag, pg.ndirtiers, s->Page(m.page), pg.twin.get());
         Status st = ApplyDiff(s->Page(m.page), m.encoding, data.data(), data.size());
         if (st.ok() && pg.twin) st = ApplyDiff(pg.twin.get(), m.encoding, data.data(), data.size());
+        Trace("update-post", m.page, f.hdr.tag, pg.ndirtiers, s->Page(m.page), pg.twin.get());
         if (!st.ok()) g_warning("segment %s: applying update: %s", s->cfg.name.c_str(), st.ToString().c_str());
         s->stats.updates++;
     }

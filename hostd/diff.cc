@@ -22,61 +22,102 @@ inline uint16_t Load16(const uint8_t *p) {
     return v;  // little-endian host (wire.h refuses big-endian builds)
 }
 
-inline void Store16(uint8_t *p, uint16_t v) { memcpy(p, &v, sizeof v); }
+inline void Store16(uint8_t *p, uint16_t v) {
+    memcpy(p, &v, sizeof v);
+}
 
 // True if no byte of x is zero (the classic "haszero" test, exact as a whole).
-inline bool AllBytesNonZero(uint64_t x) { return ((x - kOnes) & ~x & kHighs) == 0; }
+inline bool AllBytesNonZero(uint64_t x) {
+    return ((x - kOnes) & ~x & kHighs) == 0;
+}
 
-struct Run {
-    uint16_t offset;
-    uint16_t length;
+constexpr size_t kBlock = 64;  // bytes per bit-mask word
+constexpr size_t kBlocks = kPageSize / kBlock;
+constexpr size_t kSuperBlock = 8;  // blocks skipped together when unchanged
+
+// Bit k set <=> byte k of x is non-zero.
+inline uint64_t NonZeroBytes(uint64_t x) {
+    uint64_t t = x | (x >> 4);
+    t |= t >> 2;
+    t |= t >> 1;
+    t &= kOnes;
+    return (t * 0x0102040810204080ull) >> 56;
+}
+
+// Population count without relying on -mpopcnt (the baseline x86-64 build
+// would call libgcc for __builtin_popcountll).
+inline size_t PopCount(uint64_t x) {
+    x = x - ((x >> 1) & 0x5555555555555555ull);
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+    return static_cast<size_t>((x * kOnes) >> 56);
+}
+
+// One comparison of page against twin: bit i of changed[i / 64] is set iff
+// byte i differs.  Everything EncodeDiff emits is derived from this single
+// snapshot, so the encoding stays self-consistent even if `page` is written
+// concurrently.
+struct Scan {
+    uint64_t changed[kBlocks];
+    size_t nchanged = 0;  // set bits
+    size_t nruns = 0;     // maximal runs of set bits
 };
 
-// Maximal runs are separated by at least one unchanged byte.
-constexpr size_t kMaxRuns = kPageSize / 2;
+void ScanPage(const uint8_t *page, const uint8_t *twin, Scan *scan) {
+    constexpr size_t kSuperBytes = kSuperBlock * kBlock;
+    uint64_t carry = 0;  // top bit of the previous block: a run continues
+    for (size_t sb = 0; sb < kPageSize; sb += kSuperBytes) {
+        // The common case: an unchanged super block (a vectorized compare).
+        uint64_t any = 0;
+        for (size_t i = 0; i < kSuperBytes; i += 8) {
+            any |= Load64(page + sb + i) ^ Load64(twin + sb + i);
+        }
+        uint64_t *changed = scan->changed + sb / kBlock;
+        if (any == 0) {
+            for (size_t i = 0; i < kSuperBlock; i++) {
+                changed[i] = 0;
+            }
+            carry = 0;
+            continue;
+        }
+        for (size_t blk = 0; blk < kSuperBlock; blk++) {
+            const uint8_t *p = page + sb + blk * kBlock;
+            const uint8_t *t = twin + sb + blk * kBlock;
+            uint64_t x[kBlock / 8];
+            uint64_t block_any = 0;
+            for (size_t i = 0; i < kBlock / 8; i++) {
+                x[i] = Load64(p + 8 * i) ^ Load64(t + 8 * i);
+                block_any |= x[i];
+            }
+            uint64_t bits = 0;
+            if (block_any != 0) {
+                for (size_t i = 0; i < kBlock / 8; i++) {
+                    bits |= NonZeroBytes(x[i]) << (8 * i);
+                }
+                scan->nchanged += PopCount(bits);
+                scan->nruns += PopCount(bits & ~((bits << 1) | carry));
+            }
+            changed[blk] = bits;
+            carry = bits >> 63;
+        }
+    }
+}
 
-// Finds the maximal runs of bytes where page != twin.  Returns the number of
-// runs; *changed receives the number of changed bytes.
-size_t FindRuns(const uint8_t *page, const uint8_t *twin, Run *runs, size_t *changed) {
-    size_t nruns = 0;
-    size_t nchanged = 0;
-    bool open = false;
-    size_t start = 0;
-    auto close = [&](size_t end) {
-        runs[nruns++] = Run{static_cast<uint16_t>(start), static_cast<uint16_t>(end - start)};
-        nchanged += end - start;
-        open = false;
-    };
-    for (size_t w = 0; w < kPageSize; w += 8) {
-        const uint64_t x = Load64(page + w) ^ Load64(twin + w);
-        if (x == 0) {
-            if (open) {
-                close(w);
-            }
-            continue;
-        }
-        if (AllBytesNonZero(x)) {
-            if (!open) {
-                open = true;
-                start = w;
-            }
-            continue;
-        }
-        for (size_t k = 0; k < 8; k++) {
-            const bool differs = ((x >> (8 * k)) & 0xff) != 0;
-            if (differs && !open) {
-                open = true;
-                start = w + k;
-            } else if (!differs && open) {
-                close(w + k);
-            }
-        }
+// The index of the first byte at or after `pos` whose changed bit equals
+// `set`, or kPageSize.
+size_t NextBit(const Scan &scan, size_t pos, bool set) {
+    size_t blk = pos / kBlock;
+    if (blk >= kBlocks) {
+        return kPageSize;
     }
-    if (open) {
-        close(kPageSize);
+    uint64_t word = (set ? scan.changed[blk] : ~scan.changed[blk]) & (~0ull << (pos % kBlock));
+    while (word == 0) {
+        if (++blk == kBlocks) {
+            return kPageSize;
+        }
+        word = set ? scan.changed[blk] : ~scan.changed[blk];
     }
-    *changed = nchanged;
-    return nruns;
+    return blk * kBlock + static_cast<size_t>(__builtin_ctzll(word));
 }
 
 Status ValidateRuns(const uint8_t *data, size_t len) {
@@ -123,7 +164,7 @@ Status ValidateMask(const uint8_t *data, size_t len) {
     }
     size_t bits = 0;
     for (size_t i = 0; i < kMaskBytes; i += 8) {
-        bits += static_cast<size_t>(__builtin_popcountll(Load64(data + i)));
+        bits += PopCount(Load64(data + i));
     }
     if (bits == 0) {
         return Status::Proto("MASK diff with an empty mask");
@@ -157,39 +198,45 @@ bool DiffSizeBounds(uint16_t encoding, size_t *min_len, size_t *max_len) {
 
 uint16_t EncodeDiff(const uint8_t *page, const uint8_t *twin, std::vector<uint8_t> *out) {
     out->clear();
-    Run runs[kMaxRuns];
-    size_t changed = 0;
-    const size_t nruns = FindRuns(page, twin, runs, &changed);
-    if (nruns == 0) {
+    Scan scan;
+    ScanPage(page, twin, &scan);
+    if (scan.nchanged == 0) {
         return 0;
     }
-    if (changed == kPageSize) {
+    if (scan.nchanged == kPageSize) {
         out->assign(page, page + kPageSize);
         return DSHM_ENC_FULL;
     }
-    const size_t runs_size = nruns * kRunHeaderSize + changed;
-    const size_t mask_size = kMaskBytes + changed;
-    if (runs_size <= mask_size) {
+    const size_t runs_size = scan.nruns * kRunHeaderSize + scan.nchanged;
+    const size_t mask_size = kMaskBytes + scan.nchanged;
+    if (runs_size <= mask_size) {  // then at most 128 runs
         out->resize(runs_size);
         uint8_t *p = out->data();
-        for (size_t i = 0; i < nruns; i++) {
-            Store16(p, runs[i].offset);
-            Store16(p + 2, runs[i].length);
-            memcpy(p + kRunHeaderSize, page + runs[i].offset, runs[i].length);
-            p += kRunHeaderSize + runs[i].length;
+        for (size_t start = NextBit(scan, 0, true); start < kPageSize;) {
+            const size_t end = NextBit(scan, start, false);
+            Store16(p, static_cast<uint16_t>(start));
+            Store16(p + 2, static_cast<uint16_t>(end - start));
+            memcpy(p + kRunHeaderSize, page + start, end - start);
+            p += kRunHeaderSize + (end - start);
+            start = NextBit(scan, end, true);
         }
         return DSHM_ENC_RUNS;
     }
-    out->assign(mask_size, 0);
-    uint8_t *mask = out->data();
-    uint8_t *p = mask + kMaskBytes;
-    for (size_t i = 0; i < nruns; i++) {
-        const size_t end = static_cast<size_t>(runs[i].offset) + runs[i].length;
-        for (size_t b = runs[i].offset; b < end; b++) {
-            mask[b / 8] |= static_cast<uint8_t>(1u << (b % 8));
+    out->resize(mask_size);
+    uint8_t *p = out->data();
+    memcpy(p, scan.changed, kMaskBytes);  // little-endian: bit i of byte i / 8
+    p += kMaskBytes;
+    for (size_t blk = 0; blk < kBlocks; blk++) {
+        const uint64_t bits = scan.changed[blk];
+        const uint8_t *src = page + blk * kBlock;
+        if (bits == ~0ull) {
+            memcpy(p, src, kBlock);
+            p += kBlock;
+            continue;
         }
-        memcpy(p, page + runs[i].offset, runs[i].length);
-        p += runs[i].length;
+        for (uint64_t b = bits; b != 0; b &= b - 1) {
+            *p++ = src[__builtin_ctzll(b)];
+        }
     }
     return DSHM_ENC_MASK;
 }
@@ -227,6 +274,11 @@ Status ApplyDiff(uint8_t *page, uint16_t encoding, const uint8_t *data, size_t l
         case DSHM_ENC_MASK: {
             const uint8_t *src = data + kMaskBytes;
             for (size_t i = 0; i < kMaskBytes; i++) {
+                if (data[i] == 0xff) {
+                    memcpy(page + 8 * i, src, 8);
+                    src += 8;
+                    continue;
+                }
                 for (unsigned bits = data[i]; bits != 0; bits &= bits - 1) {
                     page[i * 8 + static_cast<size_t>(__builtin_ctz(bits))] = *src++;
                 }
@@ -238,32 +290,6 @@ Status ApplyDiff(uint8_t *page, uint16_t encoding, const uint8_t *data, size_t l
             break;
     }
     return Status::OK();
-}
-
-size_t MergeUpdate(uint8_t *page, uint8_t *twin, const uint8_t *incoming) {
-    size_t merged = 0;
-    for (size_t w = 0; w < kPageSize; w += 8) {
-        const uint64_t in = Load64(incoming + w);
-        const uint64_t x = in ^ Load64(twin + w);
-        if (x == 0) {
-            continue;
-        }
-        if (AllBytesNonZero(x)) {
-            // Every byte of the word changes: one word store is byte-precise.
-            memcpy(page + w, &in, sizeof in);
-            memcpy(twin + w, &in, sizeof in);
-            merged += 8;
-            continue;
-        }
-        for (size_t k = 0; k < 8; k++) {
-            if (((x >> (8 * k)) & 0xff) != 0) {
-                page[w + k] = incoming[w + k];
-                twin[w + k] = incoming[w + k];
-                merged++;
-            }
-        }
-    }
-    return merged;
 }
 
 }  // namespace dshm

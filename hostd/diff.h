@@ -36,7 +36,7 @@ inline constexpr size_t kMaskBytes = DSHM_PAGE_SIZE / 8;
 inline constexpr size_t kRunHeaderSize = 4;  // u16 offset + u16 length
 
 // Exact size bounds of a valid encoded diff, per encoding.
-inline constexpr size_t kRunsMinSize = kRunHeaderSize + 1;               // one 1-byte run
+inline constexpr size_t kRunsMinSize = kRunHeaderSize + 1;                // one 1-byte run
 inline constexpr size_t kRunsMaxSize = (kRunHeaderSize + 1) * kPageSize;  // 4096 1-byte runs
 inline constexpr size_t kMaskMinSize = kMaskBytes + 1;
 inline constexpr size_t kMaskMaxSize = kMaskBytes + kPageSize;
@@ -50,11 +50,14 @@ bool DiffSizeBounds(uint16_t encoding, size_t *min_len, size_t *max_len);
 // its contents) and returns the encoding used (DSHM_ENC_RUNS, _MASK or
 // _FULL), the smallest of the three; ties prefer RUNS over MASK.  Returns 0
 // and leaves *out empty when the page equals its twin.
-// REQUIRES: page and twin point to DSHM_PAGE_SIZE readable bytes that nobody
-//           modifies during the call.  In particular `page` must be a private
-//           snapshot (e.g. a pread of the memfd), not a live mapping: the
-//           caller then sets twin := that same snapshot, so a concurrent
-//           write that the diff missed is still different from the twin.
+// REQUIRES: page and twin point to DSHM_PAGE_SIZE readable bytes; nobody
+//           modifies `twin` during the call.
+// `page` may be written concurrently (a live shared mapping): each byte is
+// compared once and the diff carries the value read when it is copied out,
+// a moment later.  The caller MUST then advance the twin by applying this
+// diff to it (ApplyDiff(twin, ...)), never by copying the page, so that a
+// write the diff missed still differs from the twin and goes out with the
+// next release.
 uint16_t EncodeDiff(const uint8_t *page, const uint8_t *twin, std::vector<uint8_t> *out);
 
 // Checks that data[0, len) is a valid diff of `encoding` (see above) without
@@ -67,14 +70,5 @@ Status ValidateDiff(uint16_t encoding, const uint8_t *data, size_t len);
 // REQUIRES: page points to DSHM_PAGE_SIZE writable bytes; data to len bytes.
 Status ApplyDiff(uint8_t *page, uint16_t encoding, const uint8_t *data, size_t len);
 
-// Merges a complete new version of a page (an UPDATE) into a locally dirty
-// page: for every byte i with incoming[i] != twin[i], sets page[i] and
-// twin[i] to incoming[i].  Returns the number of such bytes.  Bytes of `page`
-// where incoming equals twin are never written (not even with their own
-// value), so local writers of those bytes are not disturbed; `page` is only
-// written, never read.
-// REQUIRES: the three buffers are DSHM_PAGE_SIZE bytes; twin and incoming
-//           are private to the caller; page may be a live shared mapping.
-size_t MergeUpdate(uint8_t *page, uint8_t *twin, const uint8_t *incoming);
 
 }  // namespace dshm

@@ -1,9 +1,10 @@
 // Unit tests for diff.h: encode/apply round trips, byte precision, false
-// sharing, malformed diffs, encoding sizes, MergeUpdate.
+// sharing, malformed diffs, encoding sizes.
 #include "diff.h"
 
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
 // check.h defines a fail() macro: it must follow the C++ headers.
@@ -173,7 +174,8 @@ END_TEST
 START_TEST(edges_of_the_page) {
     std::mt19937_64 rng(7);
     const Page twin = RandomPage(rng);
-    for (size_t i : {size_t{0}, size_t{7}, size_t{8}, kPageSize - 9, kPageSize - 8, kPageSize - 1}) {
+    for (size_t i :
+         {size_t{0}, size_t{7}, size_t{8}, kPageSize - 9, kPageSize - 8, kPageSize - 1}) {
         Page page = twin;
         Flip(page, i, rng);
         CheckRoundTrip(page, twin);
@@ -182,6 +184,22 @@ START_TEST(edges_of_the_page) {
     Flip(page, 0, rng);
     Flip(page, kPageSize - 1, rng);
     CheckRoundTrip(page, twin);
+    // Runs ending, starting and continuing across the 64- and 512-byte
+    // blocks the encoder scans by.
+    for (auto [from, to] : {std::pair<size_t, size_t>{60, 64},
+                            {63, 65},
+                            {64, 65},
+                            {500, 1100},
+                            {511, 513},
+                            {1023, 1024},
+                            {0, 4095},
+                            {1, 4096}}) {
+        Page p = twin;
+        for (size_t i = from; i < to; i++) {
+            Flip(p, i, rng);
+        }
+        CheckRoundTrip(p, twin);
+    }
 }
 END_TEST
 
@@ -358,50 +376,6 @@ START_TEST(counters_encode_small) {
 }
 END_TEST
 
-START_TEST(merge_update_is_byte_precise) {
-    std::mt19937_64 rng(5);
-    for (int iter = 0; iter < 300; iter++) {
-        const Page base = RandomPage(rng);
-        Page twin = base;
-        Page page = base;
-        Page incoming = base;
-        // Local (unreleased) writes and remote (released) writes on disjoint
-        // bytes, interleaved within words; plus some whole remote words.
-        size_t remote = 0;
-        for (size_t i = 0; i < kPageSize; i++) {
-            const uint64_t r = rng() % 8;
-            if (r == 0) {
-                Flip(page, i, rng);
-            } else if (r == 1) {
-                Flip(incoming, i, rng);
-                remote++;
-            }
-        }
-        for (size_t w = (rng() % 512) * 8, n = 0; n < 4; n++, w = (w + 8 * 37) % kPageSize) {
-            for (size_t k = 0; k < 8; k++) {
-                if (incoming[w + k] == base[w + k]) {
-                    remote++;
-                }
-                page[w + k] = base[w + k];  // no local write there
-                incoming[w + k] = static_cast<uint8_t>(base[w + k] ^ (0x80 | k));
-            }
-        }
-        Page want = page;
-        for (size_t i = 0; i < kPageSize; i++) {
-            if (incoming[i] != base[i]) {
-                want[i] = incoming[i];
-            }
-        }
-        ck_assert_uint_eq(dshm::MergeUpdate(page.data(), twin.data(), incoming.data()), remote);
-        ck_assert(page == want);
-        ck_assert(twin == incoming);
-        // Merging the same update again changes nothing.
-        ck_assert_uint_eq(dshm::MergeUpdate(page.data(), twin.data(), incoming.data()), 0);
-        ck_assert(page == want);
-    }
-}
-END_TEST
-
 int main() {
     Suite *s = suite_create("hostd/diff");
     TCase *tc = tcase_create("diff");
@@ -413,7 +387,6 @@ int main() {
     tcase_add_test(tc, malformed_diffs_rejected_untouched);
     tcase_add_test(tc, valid_noncanonical_diffs_accepted);
     tcase_add_test(tc, counters_encode_small);
-    tcase_add_test(tc, merge_update_is_byte_precise);
     suite_add_tcase(s, tc);
     return RunSuite(s);
 }

@@ -42,18 +42,17 @@ constexpr TypeRule kRules[] = {
      sizeof(dshm_error) + DSHM_ERROR_TEXT_MAX, 0},
     {DSHM_MSG_ATTACH, "ATTACH", kToDaemonFromClient, sizeof(dshm_attach), sizeof(dshm_attach), 0},
     {DSHM_MSG_UFFD, "UFFD", kToDaemonFromClient, sizeof(dshm_uffd), sizeof(dshm_uffd), 1},
-    {DSHM_MSG_ACQUIRE, "ACQUIRE", kToDaemonFromClient, sizeof(dshm_lock_req),
-     sizeof(dshm_lock_req), 0},
-    {DSHM_MSG_RELEASE, "RELEASE", kToDaemonFromClient, sizeof(dshm_lock_req),
-     sizeof(dshm_lock_req), 0},
+    {DSHM_MSG_ACQUIRE, "ACQUIRE", kToDaemonFromClient, sizeof(dshm_lock_req), sizeof(dshm_lock_req),
+     0},
+    {DSHM_MSG_RELEASE, "RELEASE", kToDaemonFromClient, sizeof(dshm_lock_req), sizeof(dshm_lock_req),
+     0},
     {DSHM_MSG_DETACH, "DETACH", kToDaemonFromClient, 0, 0, 0},
     {DSHM_MSG_CTL_QUERY, "CTL_QUERY", kToDaemonFromCtl, sizeof(dshm_ctl_query),
      sizeof(dshm_ctl_query), 0},
     {DSHM_MSG_ATTACHED, "ATTACHED", kToClient, sizeof(dshm_attached), sizeof(dshm_attached), 1},
     {DSHM_MSG_READY, "READY", kToClient, 0, 0, 0},
     {DSHM_MSG_GRANTED, "GRANTED", kToClient, sizeof(dshm_lock_reply), sizeof(dshm_lock_reply), 0},
-    {DSHM_MSG_RELEASED, "RELEASED", kToClient, sizeof(dshm_lock_reply), sizeof(dshm_lock_reply),
-     0},
+    {DSHM_MSG_RELEASED, "RELEASED", kToClient, sizeof(dshm_lock_reply), sizeof(dshm_lock_reply), 0},
     {DSHM_MSG_LOCK_FAILED, "LOCK_FAILED", kToClient, sizeof(dshm_lock_reply),
      sizeof(dshm_lock_reply), 0},
     {DSHM_MSG_CTL_REPLY, "CTL_REPLY", kToCtl, 0, DSHM_MAX_PAYLOAD, 0},
@@ -63,8 +62,7 @@ constexpr TypeRule kRules[] = {
     {DSHM_MSG_P_GRANT, "P_GRANT", kToPeer, sizeof(dshm_p_lock), sizeof(dshm_p_lock), 0},
     {DSHM_MSG_WRITEBACK, "WRITEBACK", kToPeer, sizeof(dshm_writeback) + kRunsMinSize,
      sizeof(dshm_writeback) + kRunsMaxSize, 0},
-    {DSHM_MSG_P_RELEASE, "P_RELEASE", kToPeer, sizeof(dshm_p_release), sizeof(dshm_p_release),
-     0},
+    {DSHM_MSG_P_RELEASE, "P_RELEASE", kToPeer, sizeof(dshm_p_release), sizeof(dshm_p_release), 0},
     {DSHM_MSG_P_RELEASE_ACK, "P_RELEASE_ACK", kToPeer, sizeof(dshm_p_release_ack),
      sizeof(dshm_p_release_ack), 0},
     {DSHM_MSG_INVALIDATE, "INVALIDATE", kToPeer, sizeof(dshm_pagelist) + 4,
@@ -249,8 +247,8 @@ std::string CheckPayload(uint16_t type, const std::vector<uint8_t> &p) {
         }
         case DSHM_MSG_P_RELEASE_ACK: {
             const auto r = Get<dshm_p_release_ack>(p);
-            return FirstError({CheckSegment(r.segment), CheckLock(r.lock_id),
-                               CheckStatus(r.status, true, true)});
+            return FirstError(
+                {CheckSegment(r.segment), CheckLock(r.lock_id), CheckStatus(r.status, true, true)});
         }
         case DSHM_MSG_INVALIDATE:
         case DSHM_MSG_INVAL_ACK:
@@ -305,7 +303,9 @@ FrameReader::FrameReader(Channel channel, Receiver receiver, ClientRole role)
     }
 }
 
-FrameReader::~FrameReader() { CloseAllFds(); }
+FrameReader::~FrameReader() {
+    CloseAllFds();
+}
 
 void FrameReader::CloseAllFds() {
     for (const PendingFd &p : fds_) {

@@ -13,8 +13,8 @@
 //     dshmd sent them (client ACQUIRE/RELEASE lock ids are NOT checked: a bad
 //     one is answered with LOCK_FAILED E_BAD_LOCK, protocol.md section 4);
 //   - status fields hold known dshm_status values;
-//   - a WRITEBACK carries a diff that passes ValidateDiff (diff.h), so a
-//     buffered release can be applied all-or-nothing;
+//   - a WRITEBACK or UPDATE carries a diff that passes ValidateDiff
+//     (diff.h), so a buffered release can be applied all-or-nothing;
 //   - fds.size() is exactly 1 for ATTACHED and UFFD and 0 otherwise;
 //   - the first frame is a HELLO (or an ERROR refusing ours) and there is
 //     only one HELLO.
@@ -170,8 +170,8 @@ class FrameReader {
 
     std::vector<uint8_t> buf_;  // fed bytes; [head_, size) not yet consumed
     size_t head_ = 0;
-    uint64_t pos_ = 0;  // stream offset of buf_[head_]
-    uint64_t fed_ = 0;  // stream offset of the next byte to be fed
+    uint64_t pos_ = 0;           // stream offset of buf_[head_]
+    uint64_t fed_ = 0;           // stream offset of the next byte to be fed
     std::deque<PendingFd> fds_;  // increasing pos, all >= pos_
 };
 

@@ -76,7 +76,9 @@ Fed FeedAll(FrameReader &r, const Bytes &bytes, size_t chunk = SIZE_MAX) {
     return out;
 }
 
-bool FdOpen(int fd) { return fcntl(fd, F_GETFD) != -1; }
+bool FdOpen(int fd) {
+    return fcntl(fd, F_GETFD) != -1;
+}
 
 int NewFd() {
     int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -287,11 +289,10 @@ START_TEST(library_side) {
     Library lib(ClientRole::kClient);
     const int fd = NewFd();
     lib.r.AddFds(std::span<const int>(&fd, 1));
-    Fed f = FeedAll(lib.r, Cat({EncodeMsg(DSHM_MSG_ATTACHED, 1, Attached()),
-                                EncodeEmpty(DSHM_MSG_READY, 2),
-                                LockReply(DSHM_MSG_GRANTED, 3, 0),
-                                LockReply(DSHM_MSG_RELEASED, 3, 0),
-                                LockReply(DSHM_MSG_LOCK_FAILED, 4000, DSHM_E_BAD_LOCK)}));
+    Fed f = FeedAll(
+        lib.r, Cat({EncodeMsg(DSHM_MSG_ATTACHED, 1, Attached()), EncodeEmpty(DSHM_MSG_READY, 2),
+                    LockReply(DSHM_MSG_GRANTED, 3, 0), LockReply(DSHM_MSG_RELEASED, 3, 0),
+                    LockReply(DSHM_MSG_LOCK_FAILED, 4000, DSHM_E_BAD_LOCK)}));
     ck_assert_msg(f.status.ok(), "%s", f.status.ToString().c_str());
     ck_assert_uint_eq(f.frames.size(), 5);
     ck_assert_uint_eq(f.frames[0].fds.size(), 1);
@@ -457,7 +458,8 @@ START_TEST(header_errors) {
     {
         Library ctl(ClientRole::kCtl);
         dshm_hdr h{DSHM_MAGIC, DSHM_MSG_CTL_REPLY, 0, DSHM_MAX_PAYLOAD + 1, 1};
-        ExpectReject(ctl.r, Bytes(reinterpret_cast<uint8_t *>(&h), reinterpret_cast<uint8_t *>(&h + 1)),
+        ExpectReject(ctl.r,
+                     Bytes(reinterpret_cast<uint8_t *>(&h), reinterpret_cast<uint8_t *>(&h + 1)),
                      "payload of 1048577 bytes");
     }
     struct {
@@ -563,7 +565,7 @@ START_TEST(peer_payload_errors) {
     ck_assert(SetName(ack.segment, "seg0"));
     ack.lock_id = 256;
     Bytes mask(512 + 2, 0);
-    mask[0] = 0x07;  // 3 bits, 2 data bytes
+    mask[0] = 0x07;             // 3 bits, 2 data bytes
     Bytes runs = {4, 0, 0, 0};  // zero-length run
     Bytes inval_bad = PageList(DSHM_MSG_INVALIDATE, 3, 2);
     struct {

@@ -22,8 +22,8 @@ LockTable::LockTable(uint32_t nlocks) : locks_(nlocks) {
 Status LockTable::Acquire(uint32_t lock, Holder who, bool *granted_now) {
     *granted_now = false;
     if (lock >= locks_.size()) {
-        return Status::BadLock("lock " + std::to_string(lock) + " >= " +
-                               std::to_string(locks_.size()));
+        return Status::BadLock("lock " + std::to_string(lock) +
+                               " >= " + std::to_string(locks_.size()));
     }
     Lock &l = locks_[lock];
     if (l.holder == who) {
@@ -44,8 +44,8 @@ Status LockTable::Acquire(uint32_t lock, Holder who, bool *granted_now) {
 Status LockTable::Release(uint32_t lock, Holder who, std::optional<Holder> *next_holder) {
     next_holder->reset();
     if (lock >= locks_.size()) {
-        return Status::BadLock("lock " + std::to_string(lock) + " >= " +
-                               std::to_string(locks_.size()));
+        return Status::BadLock("lock " + std::to_string(lock) +
+                               " >= " + std::to_string(locks_.size()));
     }
     Lock &l = locks_[lock];
     if (l.holder != who) {

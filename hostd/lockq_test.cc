@@ -28,7 +28,9 @@ std::optional<Holder> Release(LockTable &t, uint32_t lock, Holder who) {
     return next;
 }
 
-bool Is(const std::optional<Holder> &h, Holder want) { return h.has_value() && *h == want; }
+bool Is(const std::optional<Holder> &h, Holder want) {
+    return h.has_value() && *h == want;
+}
 
 }  // namespace
 

@@ -1,29 +1,47 @@
 #include "status.h"
 
+// clang-format would split the quark name into "dshm - error - quark".
+// clang-format off
 G_DEFINE_QUARK(dshm-error-quark, dshm_error)
+// clang-format on
 
 namespace dshm {
 
 const char *StatusCodeName(uint32_t code) {
     switch (code) {
-        case DSHM_OK: return "OK";
-        case DSHM_E_PROTO: return "E_PROTO";
-        case DSHM_E_VERSION: return "E_VERSION";
-        case DSHM_E_NO_SEGMENT: return "E_NO_SEGMENT";
-        case DSHM_E_BAD_LOCK: return "E_BAD_LOCK";
-        case DSHM_E_NOT_HELD: return "E_NOT_HELD";
-        case DSHM_E_PENDING: return "E_PENDING";
-        case DSHM_E_ALREADY_HELD: return "E_ALREADY_HELD";
-        case DSHM_E_OWNER_LOST: return "E_OWNER_LOST";
-        case DSHM_E_NOT_ATTACHED: return "E_NOT_ATTACHED";
-        case DSHM_E_UFFD: return "E_UFFD";
-        case DSHM_E_INTERNAL: return "E_INTERNAL";
-        case DSHM_E_NOT_OWNER: return "E_NOT_OWNER";
+        case DSHM_OK:
+            return "OK";
+        case DSHM_E_PROTO:
+            return "E_PROTO";
+        case DSHM_E_VERSION:
+            return "E_VERSION";
+        case DSHM_E_NO_SEGMENT:
+            return "E_NO_SEGMENT";
+        case DSHM_E_BAD_LOCK:
+            return "E_BAD_LOCK";
+        case DSHM_E_NOT_HELD:
+            return "E_NOT_HELD";
+        case DSHM_E_PENDING:
+            return "E_PENDING";
+        case DSHM_E_ALREADY_HELD:
+            return "E_ALREADY_HELD";
+        case DSHM_E_OWNER_LOST:
+            return "E_OWNER_LOST";
+        case DSHM_E_NOT_ATTACHED:
+            return "E_NOT_ATTACHED";
+        case DSHM_E_UFFD:
+            return "E_UFFD";
+        case DSHM_E_INTERNAL:
+            return "E_INTERNAL";
+        case DSHM_E_NOT_OWNER:
+            return "E_NOT_OWNER";
     }
     return "E_UNKNOWN";
 }
 
-bool IsKnownStatusCode(uint32_t code) { return code <= DSHM_E_NOT_OWNER; }
+bool IsKnownStatusCode(uint32_t code) {
+    return code <= DSHM_E_NOT_OWNER;
+}
 
 Status Status::FromCode(uint32_t code, std::string_view msg) {
     if (code == DSHM_OK) {
@@ -60,8 +78,8 @@ Status Status::FromGError(const GError *error) {
     const char *msg = error->message != nullptr ? error->message : "";
     if (error->domain == DSHM_ERROR) {
         if (error->code <= 0 || !IsKnownStatusCode(static_cast<uint32_t>(error->code))) {
-            return Status(DSHM_E_INTERNAL,
-                          "dshm error with invalid code " + std::to_string(error->code) + ": " + msg);
+            return Status(DSHM_E_INTERNAL, "dshm error with invalid code " +
+                                               std::to_string(error->code) + ": " + msg);
         }
         return Status(static_cast<dshm_status>(error->code), msg);
     }

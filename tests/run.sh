@@ -60,7 +60,8 @@ for t in "${selected[@]}"; do
     [ -f "tests/$t.sh" ] || { echo "no such test: $t"; result "$t" 1 0; continue; }
     limit=$(sed -n 's/^# timeout: \([0-9]*\).*/\1/p' "tests/$t.sh"); limit=${limit:-300}
     start=$(date +%s)
-    timeout --kill-after=10 "$limit" bash "tests/$t.sh" >"$LOGS/$t.log" 2>&1 </dev/null
+    rm -rf "${LOGS:?}/$t.hosts"
+    TB_ARTIFACTS=$LOGS/$t.hosts timeout --kill-after=10 "$limit" bash "tests/$t.sh" >"$LOGS/$t.log" 2>&1 </dev/null
     rc=$?
     [ $rc = 124 ] && echo "(timed out after ${limit}s)" >>"$LOGS/$t.log"
     result "$t" $rc $(($(date +%s) - start))

@@ -28,12 +28,13 @@ assert_eq "$(dshm_attach h1 ctr read --offset 0)" $((3 * N)) "final counter read
 step "8 counters in page 1 (offsets 4096 + 8*i), counter i under lock 10+i, hosts round-robin"
 for i in 0 1 2 3 4 5 6 7; do
     h=h$((i % 3 + 1))
-    tb_spawn "$h" "fs$i" "$DSHM_ATTACH" --name "fs$i" ctr count --offset $((4096 + 8 * i)) --iterations $N --lock $((10 + i))
+    tb_spawn "$h" "fs$i" "$DSHM_ATTACH" --name "fs$i" ctr count --offset $((4096 + 8 * i)) --iterations $N --lock $((10 + i)) --exclusive 1
 done
 for i in 0 1 2 3 4 5 6 7; do
     h=h$((i % 3 + 1))
     wait_for_file_match "$(tb_log "$h" "fs$i")" '^count done' 250 || { cat "$(tb_log "$h" "fs$i")"; fail "fs$i did not finish"; }
 done
+for i in 0 1 2 3 4 5 6 7; do say "   counter $i on h$((i % 3 + 1)): $(cat "$(tb_log "h$((i % 3 + 1))" "fs$i")")"; done
 for i in 0 1 2 3 4 5 6 7; do
     for reader in h1 h3; do
         assert_eq "$(dshm_attach $reader ctr read --offset $((4096 + 8 * i)))" $N "counter $i read on $reader"
@@ -41,7 +42,6 @@ for i in 0 1 2 3 4 5 6 7; do
     h=h$((i % 3 + 1))
     line=$(cat "$(tb_log "$h" "fs$i")")
     per=$(sed -n 's/.*bytes_per_release=\([0-9.]*\).*/\1/p' <<<"$line")
-    say "   counter $i on $h: $line"
     # A whole page would be 4096 bytes; a counter's diff is a few bytes.
     awk -v p="$per" 'BEGIN { exit !(p > 0 && p <= 64) }' || fail "counter $i: $per bytes per release, expected a small diff (<= 64)"
 done

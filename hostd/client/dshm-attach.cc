@@ -4,8 +4,11 @@
 //   dshm-attach [--socket PATH] [--name NAME] SEGMENT COMMAND [args]
 //
 // Commands:
-//   count --offset N --iterations K [--lock L]
-//         K times: acquire L, increment the u64 at N, release L.
+//   count --offset N --iterations K [--lock L] [--exclusive 1]
+//         K times: acquire L, increment the u64 at N, release L.  With
+//         --exclusive (this client is the counter's only writer) every read
+//         must return its own last write; a mismatch is reported (STALE ...)
+//         and makes the exit status 1.
 //   read --offset N                   print the u64 at N (no lock)
 //   write --offset N --value V [--lock L]
 //   fill --offset N --length LEN --pattern SEED [--lock L]
@@ -162,10 +165,18 @@ int main(int argc, char **argv) {
     if (cmd == "count") {
         auto off = num("offset", 0), iters = num("iterations");
         if (!off || !iters || !lock || *off % 8 || !InRange(c, *off, 8)) return Usage("count --offset N --iterations K [--lock L]");
-        uint64_t pages = 0, bytes = 0, last = 0;
+        uint64_t pages = 0, bytes = 0, last = 0, stale = 0;
         for (uint64_t i = 0; i < *iters; i++) {
             if (!(st = c.Acquire(*lock)).ok()) return fail(st);
-            last = *Word(c, *off) + 1;
+            uint64_t seen = *Word(c, *off);
+            // With --exclusive, nobody else writes this counter: anything but
+            // our own last value is a coherence failure, reported at once.
+            if (opt.count("exclusive") && i > 0 && seen != last) {
+                fprintf(stderr, "STALE iteration=%llu read=%llu expected=%llu\n", (unsigned long long)i,
+                        (unsigned long long)seen, (unsigned long long)last);
+                stale++;
+            }
+            last = seen + 1;
             *Word(c, *off) = last;
             dshm::ReleaseInfo info;
             if (!(st = c.Release(*lock, &info)).ok()) return fail(st);
@@ -175,7 +186,7 @@ int main(int argc, char **argv) {
         printf("count done iterations=%llu last=%llu pages_written=%llu bytes_written=%llu bytes_per_release=%.1f\n",
                (unsigned long long)*iters, (unsigned long long)last, (unsigned long long)pages,
                (unsigned long long)bytes, *iters ? double(bytes) / *iters : 0.0);
-        return 0;
+        return stale ? 1 : 0;
     }
     if (cmd == "read") {
         auto off = num("offset", 0);

@@ -86,7 +86,7 @@ enum dshm_msg_type {
     DSHM_MSG_P_RELEASE      = 0x0045, /* struct dshm_p_release */
     DSHM_MSG_P_RELEASE_ACK  = 0x0046, /* struct dshm_p_release_ack */
     DSHM_MSG_INVALIDATE     = 0x0047, /* struct dshm_pagelist + u32 pages[count] */
-    DSHM_MSG_INVAL_ACK      = 0x0048, /* struct dshm_pagelist + u32 kept[count] */
+    DSHM_MSG_INVAL_ACK      = 0x0048, /* struct dshm_pagelist + u32 entries[count] */
     DSHM_MSG_UPDATE         = 0x0049, /* struct dshm_writeback + encoded diff */
     DSHM_MSG_UPDATE_ACK     = 0x004a, /* struct dshm_page (no data) */
     DSHM_MSG_CLIENT_GONE    = 0x004b, /* struct dshm_p_lock (lock_id ignored) */
@@ -251,7 +251,13 @@ struct dshm_p_release_ack {
     uint32_t reserved;
 };
 
-/* INVALIDATE (owner -> holder) and INVAL_ACK (holder -> owner). */
+/* INVALIDATE (owner -> holder) and INVAL_ACK (holder -> owner).
+ * INVALIDATE lists page indexes.  INVAL_ACK lists what the host did with
+ * them: a page index alone = punched (the host left the copy set), the index
+ * with DSHM_INVAL_KEPT set = kept because local clients are writing it (the
+ * owner answers with an UPDATE).  Pages the host did not have, or was
+ * fetching, are not listed: the host stays in their copy set. */
+#define DSHM_INVAL_KEPT 0x80000000u
 struct dshm_pagelist {
     char segment[DSHM_SEGNAME_LEN];
     uint32_t count;       /* <= DSHM_MAX_INVAL_PAGES */

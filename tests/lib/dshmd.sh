@@ -28,7 +28,7 @@ dshm_cluster() {
                 printf '[segment %s]\nsize = %s\nowner = %s\n' "$name" "$size" "$owner"
             done
         } >"$TB_STATE/h$i/dshmd.conf"
-        tb_spawn "h$i" dshmd env G_MESSAGES_DEBUG= "$DSHMD" --config "$TB_STATE/h$i/dshmd.conf"
+        tb_spawn "h$i" dshmd env G_MESSAGES_DEBUG="${DSHMD_DEBUG:-}" DSHMD_TRACE="${DSHMD_TRACE:+$TB_STATE/h$i/trace.log}" "$DSHMD" --config "$TB_STATE/h$i/dshmd.conf"
     done
     for i in $(seq 1 "$n"); do
         local ok=0 k
@@ -100,3 +100,15 @@ ask_ok() {
     [[ $a == ok* || $a == value* ]] || fail "$1: '$2' answered '$a'"
     printf '%s\n' "$a"
 }
+
+# ask_send NAME COMMAND / ask_recv NAME TIMEOUT: the two halves of ask, for
+# requests that block (an acquire of a held lock).
+ask_send() { printf '%s\n' "$2" >&"${_DSHM_IN[$1]}"; }
+ask_recv() {
+    local line
+    read -r -t "$2" line <&"${_DSHM_OUT[$1]}" || return 1
+    printf '%s\n' "$line"
+}
+
+# pid_of HOST PATTERN: host-local pid of the newest process matching PATTERN.
+pid_of() { tb_run "$1" pgrep -n -f "$2"; }

@@ -204,6 +204,13 @@ tb_teardown() {
     local rc=$?
     trap - EXIT INT TERM
     local h pid1
+    # Keep the hosts' logs of a failed run (tests/run.sh sets TB_ARTIFACTS).
+    if [ "$rc" != 0 ] && [ -n "${TB_ARTIFACTS:-}" ]; then
+        for h in "${TB_HOSTS[@]}"; do
+            mkdir -p "$TB_ARTIFACTS/$h"
+            cp "$TB_STATE/$h/"*.log "$TB_STATE/$h/"*.err "$TB_ARTIFACTS/$h/" 2>/dev/null || true
+        done
+    fi
     for h in "${TB_HOSTS[@]}"; do
         pid1=$(cat "$TB_STATE/$h/pid1" 2>/dev/null || true)
         [ -n "$pid1" ] && kill -KILL "$pid1" 2>/dev/null

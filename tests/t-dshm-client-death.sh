@@ -1,0 +1,34 @@
+#!/bin/bash
+# timeout: 120
+# A client that dies (kill -9) while holding a lock: the next waiter gets the
+# lock within 1 s, and the dead client's unreleased writes never reach the
+# owner (nor stay in its own host's copy).
+source "$(dirname "$0")/lib/common.sh"
+source "$TOP/tests/lib/testbed.sh"
+source "$TOP/tests/lib/dshmd.sh"
+need_built
+tb_init 3
+dshm_cluster 3 "seg:64K:1"
+
+for holder_host in h2 h1; do
+    step "holder on $holder_host (owner is h1), waiter on h3"
+    dshm_attach h3 seg write --offset 0 --value 5 --lock 0
+    tb_spawn "$holder_host" holder "$DSHM_ATTACH" --name holder seg hold --lock 0 --offset 0 --value 999
+    wait_for_file_match "$(tb_log "$holder_host" holder)" '^holding lock' 20 || fail "holder did not get the lock"
+    assert_eq "$(tb_run "$holder_host" "$DSHM_ATTACH" seg read --offset 0)" 999 "the holder's host sees its write while it holds the lock"
+    dshm_script h3 "waiter-$holder_host" seg
+    ask_send "waiter-$holder_host" "acquire 0"
+    if ask_recv "waiter-$holder_host" 1 >/dev/null; then fail "the waiter got the lock while it was held"; fi
+    t0=$(date +%s%N)
+    tb_kill "$holder_host" holder KILL
+    got=$(ask_recv "waiter-$holder_host" 5) || fail "the waiter did not get the lock after the holder died"
+    ms=$((($(date +%s%N) - t0) / 1000000))
+    assert_eq "$got" "ok" "acquire answer"
+    say "   lock passed to the waiter ${ms} ms after kill -9 of the holder"
+    [ "$ms" -lt 1000 ] || fail "lock handed over after ${ms} ms (limit 1000)"
+    assert_eq "$(ask "waiter-$holder_host" "read 0")" "value 5" "the waiter reads the last released value"
+    ask_ok "waiter-$holder_host" "release 0" >/dev/null
+    assert_eq "$(dshm_attach h1 seg read --offset 0)" 5 "the owner's value"
+    assert_eq "$(tb_run "$holder_host" "$DSHM_ATTACH" seg read --offset 0)" 5 "the dead holder's host copy was rolled back"
+done
+say "ok"
