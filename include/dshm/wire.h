@@ -266,6 +266,75 @@ struct dshm_pagelist {
 };
 
 /* ------------------------------------------------------------------ */
+/* Guest interface: BAR0 of ivshmem-doorbell with dsm=on               */
+/* ------------------------------------------------------------------ */
+/*
+ * With dsm=on BAR0 is DSHM_BAR0_SIZE bytes; all registers are 32 bits wide,
+ * little-endian, accessed with aligned 32-bit loads and stores.  Offsets
+ * 0x00-0x0F keep their stock meaning (INTRMASK, INTRSTATUS, IVPOSITION,
+ * DOORBELL).  Accesses to any other offset read 0 and ignore writes (and
+ * count in DSHM_REG_ERRORS).  No register access ever waits for dshmd: a
+ * lock command is queued to dshmd and the access returns at once; the guest
+ * polls the lock's register for the outcome.
+ *
+ *   offset  name         access  reset  meaning
+ *   0x010   MAGIC        RO      DSHM_MAGIC ('DSHM'); 0 on a stock device
+ *   0x014   VERSION      RO      DSHM_PROTO_VERSION
+ *   0x018   NLOCKS       RO      DSHM_MAX_LOCKS
+ *   0x01C   STATE        RO      DSHM_DEV_* below
+ *   0x020   SIZE_LO      RO      segment size, low 32 bits
+ *   0x024   SIZE_HI      RO      segment size, high 32 bits
+ *   0x028   ERRORS       RO  0   guest requests refused so far (bad offset,
+ *                                bad lock id, command not valid in the
+ *                                lock's state)
+ *   0x02C   LAST_ERROR   RO  0   (lock id << 16) | dshm_status of the last
+ *                                refused request
+ *   0x040   SEGNAME      RO      32 bytes: the segment name, NUL-padded
+ *   0x800+4n LOCK[n]     RW  0   n < NLOCKS.  Write DSHM_LOCK_CMD_ACQUIRE or
+ *                                DSHM_LOCK_CMD_RELEASE; read the lock state
+ *                                DSHM_LOCK_* of this VM for lock n.
+ *
+ * Lock states seen through LOCK[n] (per VM; the lock is granted to the VM):
+ *   FREE --ACQUIRE--> ACQUIRING --(granted)--> HELD --RELEASE--> RELEASING
+ *   --(write-back done)--> FREE.  A request that dshmd refuses leaves
+ *   DSHM_LOCK_ERROR | status until the next command.  A command that is
+ *   not valid in the current state (ACQUIRE while ACQUIRING/HELD/RELEASING,
+ *   RELEASE while not HELD) is refused without changing the state; ERRORS
+ *   and LAST_ERROR record it.
+ */
+#define DSHM_BAR0_SIZE          0x1000u
+#define DSHM_REG_MAGIC          0x010u
+#define DSHM_REG_VERSION        0x014u
+#define DSHM_REG_NLOCKS         0x018u
+#define DSHM_REG_STATE          0x01Cu
+#define DSHM_REG_SIZE_LO        0x020u
+#define DSHM_REG_SIZE_HI        0x024u
+#define DSHM_REG_ERRORS         0x028u
+#define DSHM_REG_LAST_ERROR     0x02Cu
+#define DSHM_REG_SEGNAME        0x040u /* DSHM_SEGNAME_LEN bytes */
+#define DSHM_REG_LOCK_BASE      0x800u
+#define DSHM_REG_LOCK(n)        (DSHM_REG_LOCK_BASE + 4u * (n))
+
+enum dshm_dev_state {
+    DSHM_DEV_DETACHED = 0, /* not (yet) attached to dshmd */
+    DSHM_DEV_READY    = 1, /* attached: BAR2 is served by dshmd */
+    DSHM_DEV_FAILED   = 2, /* the connection to dshmd was lost */
+};
+
+enum dshm_lock_cmd {
+    DSHM_LOCK_CMD_ACQUIRE = 1,
+    DSHM_LOCK_CMD_RELEASE = 2,
+};
+
+enum dshm_lock_state {
+    DSHM_LOCK_FREE      = 0,
+    DSHM_LOCK_ACQUIRING = 1,
+    DSHM_LOCK_HELD      = 2,
+    DSHM_LOCK_RELEASING = 3,
+    DSHM_LOCK_ERROR     = 0x80, /* | enum dshm_status */
+};
+
+/* ------------------------------------------------------------------ */
 /* Layout checks                                                       */
 /* ------------------------------------------------------------------ */
 
@@ -292,6 +361,7 @@ DSHM_STATIC_ASSERT(sizeof(struct dshm_writeback) == 40, "dshm_writeback");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_p_release) == 48, "dshm_p_release");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_p_release_ack) == 48, "dshm_p_release_ack");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_pagelist) == 40, "dshm_pagelist");
+DSHM_STATIC_ASSERT(DSHM_REG_LOCK(DSHM_MAX_LOCKS - 1) + 4 <= DSHM_BAR0_SIZE, "BAR0 holds every lock");
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "dshm's wire format is little-endian; big-endian hosts are not supported"
 #endif
