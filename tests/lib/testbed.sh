@@ -28,9 +28,11 @@
 # Ctrl-C, SIGTERM); a testbed left behind by a killed run is cleaned up by the
 # next tb_init before it starts.
 
-TB_PREFIX=dshm
-TB_STATE=${TB_STATE:-/var/tmp/dshm-testbed}
-TB_NET=198.18.0
+# One testbed per prefix may run at a time; TB_PREFIX, TB_NET and TB_STATE
+# let a second one (e.g. benchmarks) run beside the tests.
+TB_PREFIX=${TB_PREFIX:-dshm}
+TB_STATE=${TB_STATE:-/var/tmp/$TB_PREFIX-testbed}
+TB_NET=${TB_NET:-198.18.0}
 TB_HOSTS=()
 
 _tb_log() { printf 'testbed: %s\n' "$*" >&2; }
@@ -144,7 +146,7 @@ _tb_add_host() {
                 [ -d "/$m" ] && mount --bind "$d/${m//\//-}" "/$m"
             done
             touch "$d/ready"
-            exec "$3"' tb-host "$dir" "$h" "$TB_REAPER" \
+            exec "$3" "$4"' tb-host "$dir" "$h" "$TB_REAPER" "$TB_PREFIX" \
         </dev/null >"$dir/init.log" 2>&1 &
     local launcher=$! pid1="" i
     for i in $(seq 1 100); do
@@ -231,6 +233,6 @@ tb_leftovers() {
     ip -o link show 2>/dev/null | grep -E ': (v-h[0-9]+|br0)[@:]' | sed 's/^/link /' || true
     # live processes only: a killed host's PID 1 may stay a zombie until the
     # machine's init reaps it, which is no leftover
-    ps -eo pid=,stat=,args= | awk '$2 !~ /^Z/ && /tb-reaper/ && !/awk/ {print "process " $0}' || true
+    ps -eo pid=,stat=,args= | awk -v p="$TB_PREFIX" '$2 !~ /^Z/ && $3 ~ /tb-reaper$/ && $4 == p {print "process " $0}' || true
     [ -e "$TB_STATE" ] && echo "state $TB_STATE" || true
 }
