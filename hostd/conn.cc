@@ -20,6 +20,7 @@ Conn::Conn(os::UniqueFd fd, Channel channel, Receiver receiver, ClientRole role,
 
 Conn::~Conn() {
     if (watch_) g_source_remove(watch_);
+    if (hello_timer_) g_source_remove(hello_timer_);
     for (auto &o : out_) {
         if (o.fd >= 0) close(o.fd);
     }
@@ -87,6 +88,7 @@ void Conn::ReadSome() {
                 return;
             }
             if (!f) break;
+            frames_in_++;
             on_frame_(std::move(*f));
             if (have_next_) {
                 // Handlers replaced from inside the handler: swap now that
@@ -159,6 +161,16 @@ void Conn::Flush() {
     UpdateWatch();
 }
 
+void Conn::SetHelloDeadline(guint ms) {
+    if (hello_timer_) g_source_remove(hello_timer_);
+    hello_timer_ = g_timeout_add(ms, [](gpointer p) -> gboolean {
+        auto *self = static_cast<Conn *>(p);
+        self->hello_timer_ = 0;
+        if (self->frames_in_ == 0) self->Fail(Status::Proto(self->label_ + ": no complete HELLO in time"));
+        return G_SOURCE_REMOVE;
+    }, this);
+}
+
 void Conn::Fail(const Status &why, uint16_t ref_type) {
     if (closed_) return;
     // Best effort: one non-blocking write of the ERROR, then close.
@@ -173,6 +185,10 @@ void Conn::Close(const Status &why) {
     if (watch_) {
         g_source_remove(watch_);
         watch_ = 0;
+    }
+    if (hello_timer_) {
+        g_source_remove(hello_timer_);
+        hello_timer_ = 0;
     }
     fd_.reset();
     CloseFn fn = std::move(have_next_ ? next_on_close_ : on_close_);

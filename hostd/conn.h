@@ -55,6 +55,11 @@ public:
     // is dup()ed here.  Does nothing once closed.
     void Send(std::vector<uint8_t> msg, int fd = -1);
 
+    // Closes the connection (E_PROTO) if no complete frame has arrived
+    // within `ms`: a peer or client that connects and never finishes its
+    // HELLO does not hold a connection forever.
+    void SetHelloDeadline(guint ms);
+
     // Sends an ERROR for `why` (best effort) and closes.
     void Fail(const Status &why, uint16_t ref_type = 0);
 
@@ -88,6 +93,8 @@ private:
     CloseFn next_on_close_;
     bool have_next_ = false;
     guint watch_ = 0;
+    guint hello_timer_ = 0;
+    uint64_t frames_in_ = 0;
     GIOCondition watch_cond_ = GIOCondition(0);
     std::deque<Out> out_;
     size_t queued_ = 0;

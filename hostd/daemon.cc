@@ -27,6 +27,8 @@ namespace dshm {
 namespace {
 
 constexpr uint32_t kPage = DSHM_PAGE_SIZE;
+// A connection that has not completed its HELLO by then is dropped.
+constexpr guint kHelloDeadlineMs = 2000;
 
 FILE *g_trace = nullptr;  // DSHMD_TRACE: page-event trace for debugging
 
@@ -271,6 +273,7 @@ gboolean Daemon::OnClientAccept(gint lfd, GIOCondition, gpointer p) {
         d->clients_[c->id] = std::move(c);
         raw->conn->Start([d, raw](Frame &&f) { d->OnClientFrame(raw, std::move(f)); },
                          [d, raw](const Status &why) { d->OnClientClosed(raw, why); });
+        raw->conn->SetHelloDeadline(kHelloDeadlineMs);
     }
     return G_SOURCE_CONTINUE;
 }
@@ -700,6 +703,7 @@ gboolean Daemon::OnPeerAccept(gint lfd, GIOCondition, gpointer pd) {
                 if (!why.ok()) g_warning("incoming peer connection: %s", why.ToString().c_str());
                 d->DeferDelete(take());
             });
+        raw->SetHelloDeadline(kHelloDeadlineMs);
     }
     return G_SOURCE_CONTINUE;
 }

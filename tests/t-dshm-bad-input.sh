@@ -1,0 +1,43 @@
+#!/bin/bash
+# timeout: 120
+# Malformed and unexpected input: a "peer" sending garbage, truncated or
+# oversize frames, a wrong version or an unknown host id, and a local client
+# misusing the protocol.  dshmd answers with an ERROR where it can, closes
+# that one connection, logs why, and keeps serving everyone else.
+source "$(dirname "$0")/lib/common.sh"
+source "$TOP/tests/lib/testbed.sh"
+source "$TOP/tests/lib/dshmd.sh"
+need_built
+tb_init 3
+dshm_cluster 3 "seg:64K:1"
+
+step "garbage at h1's peer port, sent from h3"
+out=$(tb_run h3 python3 "$TOP/tests/lib/badframes.py" peer "$(tb_addr h1):$DSHM_PORT")
+echo "$out"
+for c in peer-http-garbage peer-bad-magic peer-huge-length peer-unknown-type peer-wrong-version peer-unknown-host peer-fetch-before-hello; do
+    assert_match "$out" "CASE $c closed=yes" "$c: connection closed by dshmd"
+done
+assert_match "$out" "CASE peer-truncated-hello closed=yes" "a truncated HELLO is dropped after the HELLO deadline"
+assert_match "$out" "CASE peer-wrong-version closed=yes reply=ERROR status=2" "wrong version answered with E_VERSION"
+
+step "misbehaving local clients on h1"
+out=$(tb_run h1 python3 "$TOP/tests/lib/badframes.py" client /run/dshm/dshmd.sock)
+echo "$out"
+assert_match "$out" "CASE client-garbage closed=yes" "garbage closes the client"
+assert_match "$out" "CASE client-attach-before-hello closed=yes" "ATTACH before HELLO"
+assert_match "$out" "CASE client-unknown-segment closed=yes reply=ERROR status=3" "unknown segment: E_NO_SEGMENT"
+assert_match "$out" "CASE client-acquire-before-uffd closed=no reply=LOCK_FAILED status=9" "acquire before UFFD: E_NOT_ATTACHED"
+assert_match "$out" "CASE client-uffd-without-fd closed=yes reply=ERROR status=1" "UFFD without its fd"
+assert_match "$out" "CASE client-ctl-query-as-client closed=yes" "CTL_QUERY from a client"
+assert_match "$out" "CASE client-segment-name-without-nul closed=yes" "segment name without NUL"
+
+step "dshmd on h1 is still up, logged the problems, and still serves"
+tb_alive h1 dshmd || fail "dshmd on h1 died"
+assert_file_match "$(tb_log h1 dshmd)" "magic|E_PROTO" "the daemon logged the protocol errors"
+dshm_attach h2 seg count --offset 0 --iterations 200 --lock 0 >/dev/null
+dshm_attach h3 seg count --offset 0 --iterations 200 --lock 0 >/dev/null
+assert_eq "$(dshm_attach h1 seg read --offset 0)" 400 "counter after the abuse"
+peers=$(dshmctl_on h1 peers)
+echo "$peers"
+assert_eq "$(grep -c ' connected ' <<<"$peers")" 2 "h1 still connected to both real peers"
+say "ok"
