@@ -5,12 +5,19 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "os/unix_socket.h"
 
 namespace dshm {
+
+namespace {
+// Flush(): at most this many messages / bytes per sendmsg.
+constexpr size_t kMaxIov = 64;
+constexpr size_t kMaxGather = 1u << 20;
+}  // namespace
 
 Conn::Conn(os::UniqueFd fd, Channel channel, Receiver receiver, ClientRole role, std::string label)
     : fd_(std::move(fd)), reader_(channel, receiver, role), label_(std::move(label)) {
@@ -115,8 +122,12 @@ void Conn::Send(std::vector<uint8_t> msg, int fd) {
                             std::to_string(kMaxQueuedBytes >> 20) + " MiB)"));
         return;
     }
-    if (out_.size() == 1) Flush();
+    if (corked_ ? queued_ >= kCorkFlushBytes : out_.size() == 1) Flush();
     UpdateWatch();
+}
+
+void Conn::Uncork() {
+    if (corked_ > 0 && --corked_ == 0 && !closed_ && !out_.empty()) Flush();
 }
 
 void Conn::Flush() {
@@ -146,17 +157,37 @@ void Conn::Flush() {
                 o.fd = -1;
             }
         } else {
-            n = send(fd_.get(), o.bytes.data() + o.off, o.bytes.size() - o.off, MSG_NOSIGNAL);
+            // Gather the queued messages up to the next one carrying an fd
+            // (its fd must go with its own first byte) into one sendmsg.
+            struct iovec iov[kMaxIov];
+            size_t niov = 0, total = 0;
+            for (auto it = out_.begin(); it != out_.end() && niov < kMaxIov && total < kMaxGather; ++it) {
+                if (it != out_.begin() && it->fd >= 0) break;
+                iov[niov].iov_base = it->bytes.data() + it->off;
+                iov[niov].iov_len = it->bytes.size() - it->off;
+                total += iov[niov].iov_len;
+                niov++;
+            }
+            struct msghdr mh = {};
+            mh.msg_iov = iov;
+            mh.msg_iovlen = niov;
+            n = sendmsg(fd_.get(), &mh, MSG_NOSIGNAL);
         }
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR) break;
             Close(Status::Proto(label_ + ": write: " + strerror(errno)));
             return;
         }
-        o.off += n;
         bytes_out_ += n;
         queued_ -= n;
-        if (o.off == o.bytes.size()) out_.pop_front();
+        // Consume n bytes from the front of the queue.
+        for (size_t left = static_cast<size_t>(n); left > 0 && !out_.empty();) {
+            Out &f = out_.front();
+            size_t take = std::min(left, f.bytes.size() - f.off);
+            f.off += take;
+            left -= take;
+            if (f.off == f.bytes.size()) out_.pop_front();
+        }
     }
     UpdateWatch();
 }

@@ -37,6 +37,7 @@
 #include "config.h"
 #include "conn.h"
 #include "lockq.h"
+#include "pages.h"
 #include "os/result.h"
 
 namespace dshm {
@@ -76,22 +77,13 @@ private:
     struct Peer;
     struct OwnerRelease;
 
-    struct PageInfo {
-        enum State : uint8_t { kInvalid, kFetching, kValid };
-        State state = kInvalid;
-        uint16_t ndirtiers = 0;           // local clients with the page in their dirty set
-        std::unique_ptr<uint8_t[]> twin;  // copy before the first write; iff ndirtiers > 0
-        uint64_t copyset = 0;             // owner: hosts (bits) holding a valid copy
-        std::vector<std::pair<uint32_t, uint64_t>> waiters;  // kFetching: (client, address)
-    };
-
     struct Segment {
         SegmentConfig cfg;
         uint32_t npages = 0;
         uint32_t owner = 0;
         os::UniqueFd memfd;
         uint8_t *map = nullptr;  // dshmd's own mapping of the memfd
-        std::vector<PageInfo> pages;
+        std::unique_ptr<PageTable> pages;
         std::vector<uint32_t> clients;  // attached local clients
         LockTable locks;                // meaningful on the owner only
         // owner: write-backs received from each host, applied at P_RELEASE

@@ -1,0 +1,312 @@
+#!/usr/bin/env bash
+# bench/run-dshmd.sh: dshmd end-to-end benchmark next to its floors, in one run.
+#
+#   sudo bench/run-dshmd.sh [--poll-us N] [--reps R] [--pages N] [--passes P]
+#                           [--lock-iters N] [--lock-iters-256 N]
+#                           [--wb-pages P] [--wb-rounds R]
+#                           [--tcp-iters N] [--tcp-bytes B] [--out FILE]
+#
+# Creates 2 simulated hosts (a SEPARATE testbed instance: TB_PREFIX=dshmb,
+# TB_NET=198.18.1, so it runs beside the test suite's dshm-* testbed) and,
+# R times (interleaved, so drift and noise hit every line alike), measures:
+#   floors    uffd_floor on h1 (blocking + busy-poll resolver);
+#             tcp_floor h2 -> h1: 64 B request / 4 KiB reply RTT and stream
+#             throughput (blocking + busy-poll);
+#   dshm      dshmd with poll-us = 0 (blocking) and poll-us = N (bounded
+#             busy-poll, default 200 µs), segments owned by h1, dshm_bench
+#             on h2: remote read faults (N pages x P passes), lock round
+#             trips with 0, 1 and 256 dirty pages, full-page write-back
+#             throughput; dshmd CPU time (both hosts) over the fault runs.
+# then prints a summary (medians over the R repetitions) with the issue's
+# targets and a verdict each.  Everything printed goes to
+# bench/results/dshmd-YYYYMMDD-HHMM.txt as well (or --out FILE).
+#
+# Needs root and the meson build (MESON_BUILD, default build/meson; e.g.
+# MESON_BUILD=$PWD/build/meson-bench).  The testbed is torn down on every exit
+# path; the end of the output checks that no dshmb-* namespace is left.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TOP=$(cd "$HERE/.." && pwd)
+CMDLINE=$(printf '%q ' "$0" "$@")
+
+POLL_US=200
+REPS=3
+PAGES=4096
+PASSES=1
+LOCK_ITERS=2000
+LOCK_ITERS_256=200
+WB_PAGES=1024
+WB_ROUNDS=40
+TCP_ITERS=10000
+TCP_BYTES=$((1 << 30))
+OUT=""
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+while [ $# -gt 0 ]; do
+    [ $# -ge 2 ] || usage
+    case $1 in
+        --poll-us) POLL_US=$2 ;;
+        --reps) REPS=$2 ;;
+        --pages) PAGES=$2 ;;
+        --passes) PASSES=$2 ;;
+        --lock-iters) LOCK_ITERS=$2 ;;
+        --lock-iters-256) LOCK_ITERS_256=$2 ;;
+        --wb-pages) WB_PAGES=$2 ;;
+        --wb-rounds) WB_ROUNDS=$2 ;;
+        --tcp-iters) TCP_ITERS=$2 ;;
+        --tcp-bytes) TCP_BYTES=$2 ;;
+        --out) OUT=$2 ;;
+        *) usage ;;
+    esac
+    shift 2
+done
+[ "$POLL_US" -gt 0 ] || { echo "--poll-us must be > 0 (0 is the blocking mode, always measured)" >&2; exit 2; }
+
+# Our own testbed instance, never the test suite's (prefix dshm, 198.18.0).
+export TB_PREFIX=${TB_PREFIX:-dshmb} TB_NET=${TB_NET:-198.18.1}
+[ "$TB_PREFIX" != dshm ] || { echo "refusing TB_PREFIX=dshm: that is the test suite's testbed" >&2; exit 2; }
+export MESON_BUILD=${MESON_BUILD:-$TOP/build/meson}
+# shellcheck source=../tests/lib/common.sh
+source "$TOP/tests/lib/common.sh"
+# shellcheck source=../tests/lib/testbed.sh
+source "$TOP/tests/lib/testbed.sh"
+# shellcheck source=../tests/lib/dshmd.sh
+source "$TOP/tests/lib/dshmd.sh"
+
+UFFD_FLOOR=$MESON_BUILD/bench/uffd_floor
+TCP_FLOOR=$MESON_BUILD/bench/tcp_floor
+DSHM_BENCH=$MESON_BUILD/bench/dshm_bench
+for f in "$UFFD_FLOOR" "$TCP_FLOOR" "$DSHM_BENCH" "$DSHMD" "$DSHMCTL" "$TB_REAPER"; do
+    [ -x "$f" ] || { echo "$f is missing: build it (ninja -C $MESON_BUILD)" >&2; exit 1; }
+done
+[ "$(id -u)" = 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
+
+mkdir -p "$TOP/bench/results"
+[ -n "$OUT" ] || OUT=$TOP/bench/results/dshmd-$(date +%Y%m%d-%H%M).txt
+# Everything below goes to the terminal and to $OUT (tee -i survives Ctrl-C,
+# so the teardown's messages are kept).
+exec {TTY_FD}>&1
+exec > >(tee -i "$OUT") 2>&1
+TEE_PID=$!
+
+SOCK=/run/dshm/dshmd.sock
+CLK_TCK=$(getconf CLK_TCK)
+# record TAGS LINE...: keeps a measurement line (key=value words) for the summary.
+record() {
+    local tags=$1 line
+    shift
+    while IFS= read -r line; do
+        [ -n "$line" ] || continue
+        printf '  %s\n' "$line"
+        printf '%s %s\n' "$tags" "$line" >>"$RES"
+    done <<<"$*"
+}
+
+echo "# dshmd benchmark: $CMDLINE"
+echo "# date: $(date -Is)  kernel: $(uname -r)  nproc: $(nproc)  cpu: $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)"
+echo "# build: $MESON_BUILD  commit: $(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$TOP" diff --quiet HEAD -- hostd 2>/dev/null || echo ' (hostd modified in the working tree)')"
+echo "# testbed: TB_PREFIX=$TB_PREFIX TB_NET=$TB_NET; reps=$REPS poll-us=$POLL_US pages=$PAGES passes=$PASSES"
+echo "#   lock-iters=$LOCK_ITERS (256 dirty: $LOCK_ITERS_256) wb-pages=$WB_PAGES wb-rounds=$WB_ROUNDS tcp-iters=$TCP_ITERS tcp-bytes=$TCP_BYTES"
+echo "# load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+
+tb_init 2
+H1=$(tb_addr h1)
+RES=$TB_STATE/results.txt  # measurement lines for the summary (gone with the testbed)
+
+# ------------------------------------------------------------------ floors
+
+run_floors() {
+    local rep=$1 out port i
+    echo "-- rep $rep: uffd_floor on h1 (4096 pages, blocking and busy-poll resolver)"
+    out=$(tb_run h1 "$UFFD_FLOOR" --pages "$PAGES" --mode both)
+    record "rep=$rep kind=floor" "$(grep -E '^(uffd_fault|shmem_minor_fault) ' <<<"$out")"
+
+    echo "-- rep $rep: tcp_floor h2 -> h1 ($H1): rtt 64 B / 4 KiB x $TCP_ITERS, stream $TCP_BYTES bytes"
+    tb_spawn h1 tcp_server "$TCP_FLOOR" server --listen "$H1:0" --timeout 300
+    port=""
+    for i in $(seq 1 100); do
+        port=$(sed -n 's/^tcp_floor listening .* port=\([0-9]*\).*/\1/p' "$(tb_log h1 tcp_server)")
+        [ -n "$port" ] && break
+        sleep 0.05
+    done
+    [ -n "$port" ] || fail "tcp_floor server did not listen: $(cat "$(tb_log h1 tcp_server)")"
+    out=$(tb_run h2 "$TCP_FLOOR" client --connect "$H1:$port" --iterations "$TCP_ITERS" \
+        --reply 4096 --request 64 --throughput "$TCP_BYTES" --mode both --timeout 300)
+    record "rep=$rep kind=floor" "$(grep -E '^tcp_' <<<"$out")"
+    for i in $(seq 1 50); do tb_alive h1 tcp_server || break; sleep 0.1; done
+}
+
+# ------------------------------------------------------------------ dshm
+
+# dshmd_cpu HOST: utime+stime (clock ticks) and schedstat run time (ns) of
+# HOST's dshmd, read through the host's own /proc (host-local pid).
+dshmd_cpu() {
+    local pid
+    pid=$(cat "$TB_STATE/$1/dshmd.pid")
+    tb_run "$1" sh -c 'set -- "$1" $(cat /proc/$1/stat | sed "s/.*) //"); echo "$(( ${13} + ${14} )) $(cut -d" " -f1 /proc/$1/schedstat)"' sh "$pid"
+}
+
+stop_cluster() {
+    local h i
+    for h in h1 h2; do tb_kill "$h" dshmd TERM || true; done
+    for h in h1 h2; do
+        for i in $(seq 1 100); do tb_alive "$h" dshmd || break; sleep 0.05; done
+        tb_alive "$h" dshmd && { tb_kill "$h" dshmd KILL || true; sleep 0.2; }
+    done
+    return 0
+}
+
+run_dshm() {
+    local rep=$1 poll=$2 mode tags out fault_pages
+    mode=$([ "$poll" = 0 ] && echo blocking || echo "poll$poll")
+    tags="rep=$rep kind=dshm mode=$mode poll_us=$poll"
+    fault_pages=$((PAGES * PASSES))
+    dshm_cluster 2 "faults:$((fault_pages * 4096)):1 locks:2M:1 wb:$((WB_PAGES * 4096)):1" "poll-us = $poll"
+    echo "-- rep $rep: dshmd poll-us=$poll ($mode): remote faults, client on h2, segment owned by h1"
+    local c1a c2a c1b c2b
+    read -r -a c1a <<<"$(dshmd_cpu h1)"
+    read -r -a c2a <<<"$(dshmd_cpu h2)"
+    out=$(tb_run h2 "$DSHM_BENCH" faults --socket "$SOCK" --segment faults --pages "$PAGES" --passes "$PASSES")
+    read -r -a c1b <<<"$(dshmd_cpu h1)"
+    read -r -a c2b <<<"$(dshmd_cpu h2)"
+    record "$tags" "$(grep -E '^remote_fault n=' <<<"$out")"
+    local fetched
+    fetched=$(dshm_stat h2 faults fetches_sent)
+    [ "$fetched" = "$fault_pages" ] || fail "expected $fault_pages fetches, dshmd on h2 counted $fetched"
+    record "$tags" "$(awk -v t="$CLK_TCK" -v n="$fault_pages" \
+        -v u1=$((c1b[0] - c1a[0])) -v u2=$((c2b[0] - c2a[0])) -v s1=$((c1b[1] - c1a[1])) -v s2=$((c2b[1] - c2a[1])) \
+        'BEGIN { printf "dshmd_cpu faults=%d owner_h1_s=%.3f client_h2_s=%.3f total_s=%.3f us_per_fault=%.2f sched_owner_h1_s=%.3f sched_client_h2_s=%.3f sched_us_per_fault=%.2f\n",
+                 n, u1 / t, u2 / t, (u1 + u2) / t, (u1 + u2) / t * 1e6 / n, s1 / 1e9, s2 / 1e9, (s1 + s2) / 1e3 / n }')"
+
+    echo "-- rep $rep: dshmd poll-us=$poll ($mode): lock 0 round trips (owner h1, client h2)"
+    local k iters
+    for k in 0 1 256; do
+        iters=$([ "$k" = 256 ] && echo "$LOCK_ITERS_256" || echo "$LOCK_ITERS")
+        out=$(tb_run h2 "$DSHM_BENCH" lock --socket "$SOCK" --segment locks --dirty "$k" --iterations "$iters")
+        record "$tags" "$(grep -E '^lock_rtt ' <<<"$out")"
+    done
+
+    echo "-- rep $rep: dshmd poll-us=$poll ($mode): write-back of $WB_PAGES full pages x $WB_ROUNDS rounds"
+    out=$(tb_run h2 "$DSHM_BENCH" writeback --socket "$SOCK" --segment wb --pages "$WB_PAGES" --rounds "$WB_ROUNDS")
+    record "$tags" "$(grep -E '^writeback ' <<<"$out")"
+    stop_cluster
+}
+
+for rep in $(seq 1 "$REPS"); do
+    echo "== repetition $rep of $REPS (load $(cut -d' ' -f1-3 /proc/loadavg))"
+    run_floors "$rep"
+    run_dshm "$rep" 0
+    run_dshm "$rep" "$POLL_US"
+done
+
+# ------------------------------------------------------------------ summary
+
+echo
+python3 - "$RES" "$POLL_US" <<'EOF'
+import statistics, sys
+rows = []
+for line in open(sys.argv[1]):
+    w = line.split()
+    d = {}
+    for t in w:
+        if '=' in t:
+            k, v = t.split('=', 1)
+            d[k] = v
+        else:
+            d['what'] = t
+    rows.append(d)
+poll = sys.argv[2]
+mpoll = 'poll' + poll
+
+def vals(what, key, **match):
+    out = []
+    for r in rows:
+        if r.get('what') == what and all(r.get(k) == v for k, v in match.items()):
+            out.append(float(r[key]))
+    return out
+
+def med(what, key, **match):
+    v = vals(what, key, **match)
+    if not v:
+        return float('nan')
+    return statistics.median(v)
+
+def spread(what, key, **match):
+    v = vals(what, key, **match)
+    if not v:
+        return 'n/a'
+    return '%.1f..%.1f' % (min(v), max(v))
+
+reps = len(set(r['rep'] for r in rows))
+print('== summary: medians over %d repetition(s); [min..max] across repetitions' % reps)
+print()
+print('floors')
+for m in ('blocking', 'busypoll'):
+    print('  uffd fault   %-8s p50 %7.2f us [%s]  p99 %7.2f us [%s]' % (m, med('uffd_fault', 'p50_us', mode=m),
+          spread('uffd_fault', 'p50_us', mode=m), med('uffd_fault', 'p99_us', mode=m), spread('uffd_fault', 'p99_us', mode=m)))
+for m in ('blocking', 'busypoll'):
+    print('  tcp rtt 4K   %-8s p50 %7.2f us [%s]  p99 %7.2f us [%s]' % (m, med('tcp_rtt', 'p50_us', mode=m),
+          spread('tcp_rtt', 'p50_us', mode=m), med('tcp_rtt', 'p99_us', mode=m), spread('tcp_rtt', 'p99_us', mode=m)))
+for m in ('blocking', 'busypoll'):
+    print('  tcp stream   %-8s %8.1f MB/s [%s]' % (m, med('tcp_throughput', 'mb_per_s', mode=m), spread('tcp_throughput', 'mb_per_s', mode=m)))
+print()
+print('dshm (client on h2, segments owned by h1)')
+hdr = '  %-34s %22s %22s' % ('', 'poll-us=0 (blocking)', 'poll-us=%s' % poll)
+print(hdr)
+def line(label, what, key, fmt='%.2f', **match):
+    cells = []
+    for m in ('blocking', mpoll):
+        v = med(what, key, mode=m, **match)
+        cells.append((fmt % v) + ' [' + spread(what, key, mode=m, **match) + ']')
+    print('  %-34s %22s %22s' % (label, cells[0], cells[1]))
+line('remote fault p50 us', 'remote_fault', 'p50_us')
+line('remote fault p90 us', 'remote_fault', 'p90_us')
+line('remote fault p99 us', 'remote_fault', 'p99_us')
+line('remote fault mean us', 'remote_fault', 'mean_us')
+for k in ('0', '1', '256'):
+    line('lock dirty=%s acquire p50 us' % k, 'lock_rtt', 'acquire_p50_us', dirty=k)
+    line('lock dirty=%s release p50 us' % k, 'lock_rtt', 'release_p50_us', dirty=k)
+    line('lock dirty=%s total p50 us' % k, 'lock_rtt', 'total_p50_us', dirty=k)
+    line('lock dirty=%s total p99 us' % k, 'lock_rtt', 'total_p99_us', dirty=k)
+line('write-back MB/s', 'writeback', 'mb_per_s', '%.1f')
+line('write-back release p50 ms', 'writeback', 'release_p50_ms', '%.2f')
+line('dshmd CPU s over faults (h1+h2)', 'dshmd_cpu', 'total_s', '%.3f')
+line('  owner h1 s', 'dshmd_cpu', 'owner_h1_s', '%.3f')
+line('  client h2 s', 'dshmd_cpu', 'client_h2_s', '%.3f')
+line('dshmd CPU us per fault', 'dshmd_cpu', 'us_per_fault', '%.2f')
+line('  (schedstat) us per fault', 'dshmd_cpu', 'sched_us_per_fault', '%.2f')
+print()
+
+ub50, ub99 = med('uffd_fault', 'p50_us', mode='blocking'), med('uffd_fault', 'p99_us', mode='blocking')
+tb50, tb99 = med('tcp_rtt', 'p50_us', mode='blocking'), med('tcp_rtt', 'p99_us', mode='blocking')
+up50, tp50 = med('uffd_fault', 'p50_us', mode='busypoll'), med('tcp_rtt', 'p50_us', mode='busypoll')
+raw_b, raw_p = med('tcp_throughput', 'mb_per_s', mode='blocking'), med('tcp_throughput', 'mb_per_s', mode='busypoll')
+f50, f99 = med('remote_fault', 'p50_us', mode='blocking'), med('remote_fault', 'p99_us', mode='blocking')
+l50 = med('remote_fault', 'p50_us', mode=mpoll)
+wb_b, wb_p = med('writeback', 'mb_per_s', mode='blocking'), med('writeback', 'mb_per_s', mode=mpoll)
+raw = raw_b
+targets = [
+    ('remote fault p50 (blocking) <= 1.5 x (uffd+tcp blocking p50)', f50, ub50 + tb50, 1.5, 'le'),
+    ('remote fault p99 (blocking) <= 4 x (uffd+tcp blocking p99)', f99, ub99 + tb99, 4.0, 'le'),
+    ('remote fault p50 (poll-us=%s) <= 2 x (uffd+tcp busy-poll p50)' % poll, l50, up50 + tp50, 2.0, 'le'),
+    ('write-back MB/s (blocking) >= 0.7 x raw TCP (blocking)', wb_b, raw, 0.7, 'ge'),
+    ('write-back MB/s (poll-us=%s) >= 0.7 x raw TCP (blocking)' % poll, wb_p, raw, 0.7, 'ge'),
+]
+print('targets (issue 3)')
+print('  %-64s %10s %10s %7s %7s  %s' % ('target', 'dshm', 'floor', 'ratio', 'limit', 'verdict'))
+for name, v, floor, lim, how in targets:
+    ratio = v / floor if floor else float('nan')
+    ok = ratio <= lim if how == 'le' else ratio >= lim
+    print('  %-64s %10.2f %10.2f %7.2f %7.2f  %s' % (name, v, floor, ratio, lim, 'PASS' if ok else 'MISS'))
+print('  (write-back vs raw TCP busy-poll %.1f MB/s: blocking %.2f, poll-us=%s %.2f)' % (raw_p, wb_b / raw_p, poll, wb_p / raw_p))
+EOF
+
+echo
+echo "# load at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+tb_teardown
+left=$(ip netns list 2>/dev/null | awk '{print $1}' | grep "^${TB_PREFIX}-" || true)
+echo "# teardown: $([ -z "$left" ] && echo "clean (no ${TB_PREFIX}-* namespaces left)" || echo "LEFT: $left")"
+echo "# results written to $OUT"
+exec >&"$TTY_FD" 2>&1
+wait "$TEE_PID" 2>/dev/null || true

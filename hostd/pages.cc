@@ -1,0 +1,141 @@
+#include "pages.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "diff.h"
+#include "dshm/wire.h"
+
+namespace dshm {
+namespace {
+constexpr size_t kPage = DSHM_PAGE_SIZE;
+}
+
+PageTable::PageTable(uint32_t npages, bool owner) : pages_(npages), owner_(owner) {
+    if (owner_) {
+        for (Page &pg : pages_) pg.state = kValid;
+    }
+}
+
+PageTable::MissingAction PageTable::OnMissingFault(uint32_t p, uint32_t client, uint64_t addr) {
+    Page &pg = pages_[p];
+    if (owner_) return MissingAction::kFillZero;
+    switch (pg.state) {
+        case kValid:
+            return MissingAction::kWake;
+        case kFetching:
+            pg.waiters.push_back({client, addr});
+            return MissingAction::kWait;
+        case kInvalid:
+            break;
+    }
+    pg.state = kFetching;
+    pg.waiters.push_back({client, addr});
+    return MissingAction::kFetch;
+}
+
+PageTable::WriteAction PageTable::OnWriteFault(uint32_t p, bool first, const uint8_t *content) {
+    Page &pg = pages_[p];
+    if (pg.state != kValid) return WriteAction::kRefault;
+    if (first && pg.ndirtiers++ == 0) {
+        pg.twin.reset(new uint8_t[kPage]);
+        memcpy(pg.twin.get(), content, kPage);
+    }
+    return WriteAction::kUnprotect;
+}
+
+std::vector<PageTable::Waiter> PageTable::TakeWaiters(uint32_t p) {
+    Page &pg = pages_[p];
+    if (pg.state != kFetching) return {};
+    std::vector<Waiter> out;
+    out.swap(pg.waiters);
+    return out;
+}
+
+void PageTable::Installed(uint32_t p, bool ok) { pages_[p].state = ok ? kValid : kInvalid; }
+
+void PageTable::ForgetClient(uint32_t client) {
+    for (Page &pg : pages_) {
+        if (!pg.waiters.empty()) {
+            std::erase_if(pg.waiters, [client](const Waiter &w) { return w.client == client; });
+        }
+    }
+}
+
+std::vector<uint32_t> PageTable::Fetching() const {
+    std::vector<uint32_t> out;
+    for (uint32_t p = 0; p < size(); p++) {
+        if (pages_[p].state == kFetching) out.push_back(p);
+    }
+    return out;
+}
+
+uint16_t PageTable::ReleaseDirty(uint32_t p, const uint8_t *content, std::vector<uint8_t> *out) {
+    Page &pg = pages_[p];
+    const uint16_t enc = EncodeDiff(content, pg.twin.get(), out);
+    if (--pg.ndirtiers == 0) {
+        pg.twin.reset();
+    } else if (enc) {
+        // Valid by construction: EncodeDiff produced it.
+        (void)ApplyDiff(pg.twin.get(), enc, out->data(), out->size());
+    }
+    return enc;
+}
+
+bool PageTable::DropDirtier(uint32_t p, uint8_t *content) {
+    Page &pg = pages_[p];
+    if (--pg.ndirtiers > 0) return false;
+    memcpy(content, pg.twin.get(), kPage);
+    pg.twin.reset();
+    return true;
+}
+
+PageTable::InvalAction PageTable::OnInvalidate(uint32_t p) {
+    Page &pg = pages_[p];
+    if (pg.state != kValid) return InvalAction::kNotHere;
+    if (pg.ndirtiers > 0) return InvalAction::kKeep;
+    pg.state = kInvalid;
+    return InvalAction::kPunch;
+}
+
+void PageTable::Punched(uint32_t p) { pages_[p].state = kInvalid; }
+
+Status PageTable::OnUpdate(uint32_t p, uint16_t encoding, const uint8_t *data, size_t len,
+                           uint8_t *content, bool *applied) {
+    Page &pg = pages_[p];
+    *applied = false;
+    if (pg.state != kValid) return Status::OK();
+    Status st = ApplyDiff(content, encoding, data, len);
+    if (st.ok() && pg.twin) st = ApplyDiff(pg.twin.get(), encoding, data, len);
+    *applied = st.ok();
+    return st;
+}
+
+const uint8_t *PageTable::ServeFetch(uint32_t p, uint32_t host, const uint8_t *content) {
+    Page &pg = pages_[p];
+    pg.copyset |= uint64_t(1) << host;
+    return pg.twin ? pg.twin.get() : content;
+}
+
+Status PageTable::ApplyReleased(uint32_t p, uint16_t encoding, const uint8_t *data, size_t len,
+                                uint8_t *content) {
+    Page &pg = pages_[p];
+    Status st = ApplyDiff(content, encoding, data, len);
+    if (st.ok() && pg.twin) st = ApplyDiff(pg.twin.get(), encoding, data, len);
+    return st;
+}
+
+uint64_t PageTable::InvalidationTargets(uint32_t p, uint32_t self, uint32_t writer) {
+    Page &pg = pages_[p];
+    const uint64_t targets = pg.copyset & ~(uint64_t(1) << self) & ~(uint64_t(1) << writer);
+    if (writer != self) pg.copyset |= uint64_t(1) << writer;
+    return targets;
+}
+
+void PageTable::LeftCopyset(uint32_t p, uint32_t host) { pages_[p].copyset &= ~(uint64_t(1) << host); }
+
+void PageTable::DropHost(uint32_t host) {
+    for (Page &pg : pages_) pg.copyset &= ~(uint64_t(1) << host);
+}
+
+}  // namespace dshm

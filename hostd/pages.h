@@ -1,0 +1,131 @@
+// PageTable: the page state machine of one segment at one host
+// (docs/protocol.md section 4), without any I/O.
+//
+// The daemon reports events (a missing fault, a write fault, a PAGE, an
+// INVALIDATE, an UPDATE, a release, a client's death) and performs the
+// system calls the answers call for (fetch, UFFDIO_COPY, wake, protect,
+// punch); the table decides and keeps the state: per page INVALID /
+// FETCHING / VALID, the number of local dirtiers, the twin, the queue of
+// clients waiting for a fetch, and — on the owner — the copy set.
+//
+// `content` arguments point at the page in the host's memfd mapping (the
+// live page shared with the clients).  The table reads it to take twins and
+// diffs and writes it only to apply diffs (exactly the changed bytes) or to
+// roll back a dead client's writes.
+//
+// Invariants:
+//   - twin(p) != nullptr  <=>  dirtiers(p) > 0;
+//   - waiters(p) non-empty =>  state(p) == kFetching (non-owner);
+//   - on the owner every page is kValid and never has waiters.
+//
+// Thread safety: none; the daemon's single loop thread owns the table.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "status.h"
+
+namespace dshm {
+
+class PageTable {
+public:
+    enum State : uint8_t { kInvalid, kFetching, kValid };
+    struct Waiter {
+        uint32_t client;
+        uint64_t addr;
+    };
+
+    // All pages kValid when `owner`, else kInvalid.
+    PageTable(uint32_t npages, bool owner);
+
+    uint32_t size() const { return static_cast<uint32_t>(pages_.size()); }
+    State state(uint32_t p) const { return pages_[p].state; }
+    uint32_t dirtiers(uint32_t p) const { return pages_[p].ndirtiers; }
+    const uint8_t *twin(uint32_t p) const { return pages_[p].twin.get(); }
+    uint64_t copyset(uint32_t p) const { return pages_[p].copyset; }
+    size_t waiters(uint32_t p) const { return pages_[p].waiters.size(); }
+
+    // --- faults ---
+    enum class MissingAction {
+        kFillZero,  // owner: fill with zeros (write-protected)
+        kWake,      // the page is present already: wake the client
+        kWait,      // a fetch is outstanding: the client was queued
+        kFetch,     // send FETCH now: the client was queued
+    };
+    MissingAction OnMissingFault(uint32_t p, uint32_t client, uint64_t addr);
+
+    enum class WriteAction {
+        kRefault,    // the page is not valid any more: wake, it refaults missing
+        kUnprotect,  // unprotect for the client (twin taken if needed)
+    };
+    // `first`: the page was not yet in the client's dirty set.
+    // REQUIRES: content valid when state(p) == kValid.
+    WriteAction OnWriteFault(uint32_t p, bool first, const uint8_t *content);
+
+    // --- fetches (non-owner) ---
+    // PAGE arrived: returns the queued waiters (state stays kFetching until
+    // Installed).  Empty when no fetch was outstanding (a late duplicate).
+    std::vector<Waiter> TakeWaiters(uint32_t p);
+    // The page was filled (kValid) or could not be (kInvalid: nobody left).
+    void Installed(uint32_t p, bool ok);
+    // A client died: forget it in every wait queue.
+    void ForgetClient(uint32_t client);
+    // Pages with a fetch outstanding (to send again after a reconnect).
+    std::vector<uint32_t> Fetching() const;
+
+    // --- releases ---
+    // One dirtier of p releases: encodes into *out the bytes of `content`
+    // that differ from the twin (returns the encoding, 0 if none), then
+    // drops the twin if it was the last dirtier, else advances the twin by
+    // exactly that diff (never by a copy: another dirtier may be writing).
+    uint16_t ReleaseDirty(uint32_t p, const uint8_t *content, std::vector<uint8_t> *out);
+    // A dirtier died without releasing: if it was the only one, rolls
+    // `content` back to the twin and returns true.
+    bool DropDirtier(uint32_t p, uint8_t *content);
+
+    // --- invalidations and updates (non-owner) ---
+    enum class InvalAction {
+        kNotHere,  // invalid or fetching: nothing to do, not reported
+        kPunch,    // clean: state is now kInvalid; punch the page
+        kKeep,     // dirty: keep; the owner sends the diff as UPDATE
+    };
+    InvalAction OnInvalidate(uint32_t p);
+    // The page was dropped for another reason (owner lost).  REQUIRES: clean.
+    void Punched(uint32_t p);
+    // An UPDATE (another writer's released diff): applied to `content` and
+    // the twin when the page is valid (*applied = true), else ignored.
+    Status OnUpdate(uint32_t p, uint16_t encoding, const uint8_t *data, size_t len, uint8_t *content,
+                    bool *applied);
+
+    // --- owner side ---
+    // FETCH from `host`: the content to send (the twin while local clients
+    // write the page: the last released content); `host` joins the copy set.
+    const uint8_t *ServeFetch(uint32_t p, uint32_t host, const uint8_t *content);
+    // A released diff of another host: applied to `content` and, while
+    // local clients write the page, to the twin (the released content).
+    Status ApplyReleased(uint32_t p, uint16_t encoding, const uint8_t *data, size_t len,
+                         uint8_t *content);
+    // The hosts to invalidate for a release of p by `writer` (the copy set
+    // minus `self` and `writer`); the writer joins the copy set.  Hosts leave
+    // it only through LeftCopyset.
+    uint64_t InvalidationTargets(uint32_t p, uint32_t self, uint32_t writer);
+    // `host` reported the page punched.
+    void LeftCopyset(uint32_t p, uint32_t host);
+    // `host` is gone: it leaves every copy set.
+    void DropHost(uint32_t host);
+
+private:
+    struct Page {
+        State state = kInvalid;
+        uint16_t ndirtiers = 0;
+        std::unique_ptr<uint8_t[]> twin;
+        uint64_t copyset = 0;
+        std::vector<Waiter> waiters;
+    };
+    std::vector<Page> pages_;
+    const bool owner_;
+};
+
+}  // namespace dshm

@@ -1,0 +1,273 @@
+// Unit tests for pages.h: the page state machine of protocol.md section 4.
+#include "pages.h"
+
+#include <cstring>
+#include <vector>
+
+#include "diff.h"
+#include "dshm/wire.h"
+
+// check.h defines a fail() macro: it must follow the C++ headers.
+#include "../tests/unit/check_main.h"
+
+using dshm::PageTable;
+using MA = PageTable::MissingAction;
+using WA = PageTable::WriteAction;
+using IA = PageTable::InvalAction;
+
+namespace {
+constexpr size_t kPage = DSHM_PAGE_SIZE;
+
+struct Mem {
+    std::vector<uint8_t> bytes = std::vector<uint8_t>(kPage, 0);
+    uint8_t *p() { return bytes.data(); }
+    void Set64(size_t off, uint64_t v) { memcpy(p() + off, &v, 8); }
+    uint64_t Get64(size_t off) const {
+        uint64_t v;
+        memcpy(&v, bytes.data() + off, 8);
+        return v;
+    }
+};
+}  // namespace
+
+START_TEST(missing_faults_fetch_once_and_queue) {
+    PageTable t(4, false);
+    ck_assert_int_eq(t.state(2), PageTable::kInvalid);
+    ck_assert(t.OnMissingFault(2, 7, 0x1000) == MA::kFetch);
+    ck_assert_int_eq(t.state(2), PageTable::kFetching);
+    ck_assert(t.OnMissingFault(2, 8, 0x5000) == MA::kWait);  // no second FETCH
+    ck_assert(t.OnMissingFault(2, 7, 0x1000) == MA::kWait);
+    ck_assert_uint_eq(t.waiters(2), 3);
+    auto w = t.TakeWaiters(2);
+    ck_assert_uint_eq(w.size(), 3);
+    ck_assert_uint_eq(w[0].client, 7);
+    ck_assert_uint_eq(w[1].addr, 0x5000);
+    t.Installed(2, true);
+    ck_assert_int_eq(t.state(2), PageTable::kValid);
+    ck_assert(t.OnMissingFault(2, 9, 0x9000) == MA::kWake);  // present already
+    ck_assert(t.TakeWaiters(2).empty());                     // a late duplicate PAGE
+    ck_assert_uint_eq(t.Fetching().size(), 0);
+}
+END_TEST
+
+START_TEST(owner_fills_holes_with_zeros) {
+    PageTable t(2, true);
+    ck_assert_int_eq(t.state(0), PageTable::kValid);
+    ck_assert(t.OnMissingFault(0, 1, 0) == MA::kFillZero);
+    ck_assert_uint_eq(t.waiters(0), 0);
+}
+END_TEST
+
+START_TEST(nobody_left_to_install_makes_the_page_invalid_again) {
+    PageTable t(1, false);
+    t.OnMissingFault(0, 1, 0);
+    t.OnMissingFault(0, 2, 0);
+    t.ForgetClient(1);
+    t.ForgetClient(2);
+    ck_assert(t.TakeWaiters(0).empty());
+    ck_assert_int_eq(t.state(0), PageTable::kFetching);
+    ck_assert_uint_eq(t.Fetching().size(), 1);  // re-sent after a reconnect
+    t.Installed(0, false);
+    ck_assert_int_eq(t.state(0), PageTable::kInvalid);
+}
+END_TEST
+
+START_TEST(write_fault_takes_twin_once) {
+    PageTable t(1, false);
+    Mem m;
+    m.Set64(0, 41);
+    t.OnMissingFault(0, 1, 0);
+    t.TakeWaiters(0);
+    t.Installed(0, true);
+    ck_assert(t.OnWriteFault(0, true, m.p()) == WA::kUnprotect);
+    ck_assert_uint_eq(t.dirtiers(0), 1);
+    ck_assert_ptr_nonnull(t.twin(0));
+    m.Set64(0, 42);                                       // the client writes
+    ck_assert(t.OnWriteFault(0, true, m.p()) == WA::kUnprotect);  // a second client
+    ck_assert_uint_eq(t.dirtiers(0), 2);
+    uint64_t twin0;
+    memcpy(&twin0, t.twin(0), 8);
+    ck_assert_uint_eq(twin0, 41);  // the twin predates the first write
+    ck_assert(t.OnWriteFault(0, false, m.p()) == WA::kUnprotect);  // same client again
+    ck_assert_uint_eq(t.dirtiers(0), 2);
+}
+END_TEST
+
+START_TEST(write_fault_on_punched_page_refaults) {
+    PageTable t(1, false);
+    Mem m;
+    ck_assert(t.OnWriteFault(0, true, m.p()) == WA::kRefault);
+    ck_assert_uint_eq(t.dirtiers(0), 0);
+    ck_assert_ptr_null(t.twin(0));
+}
+END_TEST
+
+START_TEST(release_sends_exact_bytes_and_keeps_concurrent_writes) {
+    // Two local clients write different counters of one page; the first
+    // releases while the second keeps writing: the second's later write
+    // must be in ITS release, not absorbed into the twin.
+    PageTable t(1, true);
+    Mem m;
+    t.OnWriteFault(0, true, m.p());  // client A
+    t.OnWriteFault(0, true, m.p());  // client B
+    m.Set64(0, 1);                   // A's counter
+    m.Set64(8, 5);                   // B's counter, first write
+    std::vector<uint8_t> d;
+    uint16_t enc = t.ReleaseDirty(0, m.p(), &d);  // A releases (carries B's 5 early)
+    ck_assert_uint_ne(enc, 0);
+    ck_assert_uint_lt(d.size(), 32);
+    m.Set64(8, 6);  // B writes again after A's diff
+    enc = t.ReleaseDirty(0, m.p(), &d);  // B releases: must carry 6
+    ck_assert_uint_ne(enc, 0);
+    Mem owner;
+    owner.Set64(0, 1);
+    owner.Set64(8, 5);  // what the owner got from A's release
+    ck_assert(dshm::ApplyDiff(owner.p(), enc, d.data(), d.size()).ok());
+    ck_assert_uint_eq(owner.Get64(8), 6);
+    ck_assert_uint_eq(t.dirtiers(0), 0);
+    ck_assert_ptr_null(t.twin(0));
+}
+END_TEST
+
+START_TEST(unchanged_release_sends_nothing) {
+    PageTable t(1, true);
+    Mem m;
+    t.OnWriteFault(0, true, m.p());
+    std::vector<uint8_t> d;
+    ck_assert_uint_eq(t.ReleaseDirty(0, m.p(), &d), 0);
+    ck_assert_ptr_null(t.twin(0));
+}
+END_TEST
+
+START_TEST(dead_client_rolls_back_only_if_sole_dirtier) {
+    PageTable t(2, true);
+    Mem a, b;
+    a.Set64(0, 10);
+    t.OnWriteFault(0, true, a.p());
+    a.Set64(0, 999);  // unreleased write
+    ck_assert(t.DropDirtier(0, a.p()));
+    ck_assert_uint_eq(a.Get64(0), 10);
+    ck_assert_ptr_null(t.twin(0));
+    t.OnWriteFault(1, true, b.p());
+    t.OnWriteFault(1, true, b.p());
+    b.Set64(0, 7);
+    ck_assert(!t.DropDirtier(1, b.p()));  // another dirtier remains: kept
+    ck_assert_uint_eq(b.Get64(0), 7);
+    ck_assert_uint_eq(t.dirtiers(1), 1);
+}
+END_TEST
+
+START_TEST(invalidate_punches_clean_keeps_dirty) {
+    PageTable t(3, false);
+    Mem m;
+    for (uint32_t p : {0u, 1u}) {
+        t.OnMissingFault(p, 1, 0);
+        t.TakeWaiters(p);
+        t.Installed(p, true);
+    }
+    t.OnWriteFault(1, true, m.p());
+    ck_assert(t.OnInvalidate(0) == IA::kPunch);
+    ck_assert_int_eq(t.state(0), PageTable::kInvalid);
+    ck_assert(t.OnInvalidate(1) == IA::kKeep);
+    ck_assert_int_eq(t.state(1), PageTable::kValid);
+    ck_assert(t.OnInvalidate(2) == IA::kNotHere);
+    t.OnMissingFault(2, 1, 0);
+    ck_assert(t.OnInvalidate(2) == IA::kNotHere);  // fetching: answered later
+    ck_assert_int_eq(t.state(2), PageTable::kFetching);
+}
+END_TEST
+
+START_TEST(update_applies_to_page_and_twin) {
+    PageTable t(2, false);
+    Mem page, other;
+    for (uint32_t p : {0u, 1u}) {
+        t.OnMissingFault(p, 1, 0);
+        t.TakeWaiters(p);
+        t.Installed(p, true);
+    }
+    t.OnWriteFault(0, true, page.p());
+    page.Set64(0, 3);  // our client's write, unreleased
+    // Another host's released diff: counter at offset 8 := 77.
+    Mem before, after;
+    after.Set64(8, 77);
+    std::vector<uint8_t> d;
+    uint16_t enc = dshm::EncodeDiff(after.p(), before.p(), &d);
+    bool applied = false;
+    ck_assert(t.OnUpdate(0, enc, d.data(), d.size(), page.p(), &applied).ok());
+    ck_assert(applied);
+    ck_assert_uint_eq(page.Get64(8), 77);
+    ck_assert_uint_eq(page.Get64(0), 3);  // our write untouched
+    // Our release then carries only our own byte change, not the update.
+    std::vector<uint8_t> mine;
+    ck_assert_uint_ne(t.ReleaseDirty(0, page.p(), &mine), 0);
+    Mem owner;
+    owner.Set64(8, 77);
+    owner.Set64(0, 0);
+    ck_assert(dshm::ApplyDiff(owner.p(), dshm::EncodeDiff(page.p(), owner.p(), &d), d.data(), d.size()).ok());
+    ck_assert_uint_eq(owner.Get64(8), 77);
+    // An update to an invalid page is ignored.
+    t.OnInvalidate(1);
+    ck_assert(t.OnUpdate(1, enc, d.data(), d.size(), other.p(), &applied).ok());
+    ck_assert(!applied);
+}
+END_TEST
+
+START_TEST(owner_serves_twin_and_tracks_copysets) {
+    PageTable t(1, true);
+    Mem m;
+    m.Set64(0, 1);
+    ck_assert_ptr_eq(t.ServeFetch(0, 2, m.p()), m.p());  // clean: the page itself
+    ck_assert_uint_eq(t.copyset(0), 1u << 2);
+    t.OnWriteFault(0, true, m.p());  // a local client writes...
+    m.Set64(0, 99);
+    const uint8_t *served = t.ServeFetch(0, 3, m.p());  // ...others get the released content
+    uint64_t v;
+    memcpy(&v, served, 8);
+    ck_assert_uint_eq(v, 1);
+    ck_assert_uint_eq(t.copyset(0), (1u << 2) | (1u << 3));
+    // A release by host 2: invalidate host 3 only; host 2 stays.
+    ck_assert_uint_eq(t.InvalidationTargets(0, /*self=*/1, /*writer=*/2), 1u << 3);
+    // A local release: both remote holders.
+    ck_assert_uint_eq(t.InvalidationTargets(0, 1, 1), (1u << 2) | (1u << 3));
+    // Hosts leave only on acknowledgement of a punch.
+    t.LeftCopyset(0, 3);
+    ck_assert_uint_eq(t.copyset(0), 1u << 2);
+    t.DropHost(2);
+    ck_assert_uint_eq(t.copyset(0), 0);
+}
+END_TEST
+
+START_TEST(remote_release_reaches_owner_twin) {
+    PageTable t(1, true);
+    Mem m;
+    t.OnWriteFault(0, true, m.p());  // a local client is writing
+    Mem after, before;
+    after.Set64(16, 5);
+    std::vector<uint8_t> d;
+    uint16_t enc = dshm::EncodeDiff(after.p(), before.p(), &d);
+    ck_assert(t.ApplyReleased(0, enc, d.data(), d.size(), m.p()).ok());
+    uint64_t v;
+    memcpy(&v, t.ServeFetch(0, 2, m.p()) + 16, 8);
+    ck_assert_uint_eq(v, 5);  // served from the twin, which has the released bytes
+    ck_assert_uint_eq(m.Get64(16), 5);
+}
+END_TEST
+
+int main() {
+    Suite *s = suite_create("hostd/pages");
+    TCase *tc = tcase_create("state machine");
+    tcase_add_test(tc, missing_faults_fetch_once_and_queue);
+    tcase_add_test(tc, owner_fills_holes_with_zeros);
+    tcase_add_test(tc, nobody_left_to_install_makes_the_page_invalid_again);
+    tcase_add_test(tc, write_fault_takes_twin_once);
+    tcase_add_test(tc, write_fault_on_punched_page_refaults);
+    tcase_add_test(tc, release_sends_exact_bytes_and_keeps_concurrent_writes);
+    tcase_add_test(tc, unchanged_release_sends_nothing);
+    tcase_add_test(tc, dead_client_rolls_back_only_if_sole_dirtier);
+    tcase_add_test(tc, invalidate_punches_clean_keeps_dirty);
+    tcase_add_test(tc, update_applies_to_page_and_twin);
+    tcase_add_test(tc, owner_serves_twin_and_tracks_copysets);
+    tcase_add_test(tc, remote_release_reaches_owner_twin);
+    suite_add_tcase(s, tc);
+    return RunSuite(s);
+}
