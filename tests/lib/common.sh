@@ -48,13 +48,14 @@ wait_for_file_match() {
 
 # ---------------------------------------------------------------- guests
 
-# qemu_guest_args APPEND: the common QEMU arguments of a dshm guest (serial
-# console on stdout, no default devices, our kernel and initramfs).
+# qemu_guest_args APPEND [SERIAL]: the common QEMU arguments of a dshm guest
+# (no default devices, our kernel and initramfs).  The serial console goes
+# to stdout unless SERIAL names a chardev id to use instead.
 qemu_guest_args() {
     local accel
     accel=$(dshm_accel)
     printf '%s\n' "${QEMU_FIRMWARE[@]}" -accel "$accel" -m 128 -nodefaults -no-user-config \
-        -display none -no-reboot -serial stdio \
+        -display none -no-reboot -serial "${2:+chardev:}${2:-stdio}" \
         -kernel "$IMAGE_KERNEL" -initrd "$IMAGE_INITRD" \
         -append "console=ttyS0 panic=-1 quiet $1"
 }
