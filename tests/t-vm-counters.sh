@@ -1,0 +1,31 @@
+#!/bin/bash
+# timeout: 600
+# Three hosts, four VMs (two on h2), each running `dshm-tool count` 1,000
+# times under one lock on one segment owned by h1: the final counter is
+# exact, and the two VMs on h2 share ONE local copy of the segment.
+source "$(dirname "$0")/lib/common.sh"
+source "$TOP/tests/lib/testbed.sh"
+source "$TOP/tests/lib/dshmd.sh"
+source "$TOP/tests/lib/vm.sh"
+need_built
+tb_init 3
+dshm_cluster 3 "seg:1M:1"
+N=${DSHM_VM_COUNT:-1000}
+
+for hv in h1:vm1 h2:vm2a h2:vm2b h3:vm3; do
+    vm_start "${hv%:*}" "${hv#*:}" seg "dshm-tool count seg --iterations $N --lock 0"
+done
+step "4 VMs x $N increments"
+for hv in h1:vm1 h2:vm2a h2:vm2b h3:vm3; do
+    vm_wait "${hv%:*}" "${hv#*:}" '^DSHM-CMD-EXIT=' 500
+    assert_eq "$(vm_status "${hv%:*}" "${hv#*:}")" 0 "count in ${hv#*:}"
+    say "   ${hv#*:} on ${hv%:*}: $(grep -m1 '^count done' "$(vm_console "${hv%:*}" "${hv#*:}")")"
+done
+assert_eq "$(dshm_attach h3 seg read --offset 0)" $((4 * N)) "final counter"
+
+step "the two VMs on h2 shared one local copy"
+dshmctl_on h2 segments
+assert_eq "$(dshm_stat h2 seg acquires)" $((2 * N)) "locks granted to h2's two VMs"
+dpid=$(pid_of h2 "hostd/dshmd ")
+assert_eq "$(tb_run h2 ls -l "/proc/$dpid/fd" | grep -c 'memfd:dshm:seg')" 1 "memfds of the segment on h2"
+say "ok"
