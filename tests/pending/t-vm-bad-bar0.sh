@@ -4,7 +4,7 @@
 # 8-bit accesses, invalid lock commands, releases of locks it does not hold):
 # its QEMU and dshmd stay up, the device counts the refused requests, and a
 # VM on another host counting under the lock meanwhile is unaffected.
-source "$(dirname "$0")/lib/common.sh"
+source "$(dirname "$0")/../lib/common.sh"
 source "$TOP/tests/lib/testbed.sh"
 source "$TOP/tests/lib/dshmd.sh"
 source "$TOP/tests/lib/vm.sh"
