@@ -18,15 +18,27 @@ struct StrvDeleter {
 };
 
 std::optional<uint64_t> ParseSize(std::string s) {
-    if (s.empty()) return std::nullopt;
+    if (s.empty())
+        return std::nullopt;
     uint64_t mult = 1;
     switch (s.back()) {
-        case 'K': case 'k': mult = 1ull << 10; break;
-        case 'M': case 'm': mult = 1ull << 20; break;
-        case 'G': case 'g': mult = 1ull << 30; break;
-        default: break;
+        case 'K':
+        case 'k':
+            mult = 1ull << 10;
+            break;
+        case 'M':
+        case 'm':
+            mult = 1ull << 20;
+            break;
+        case 'G':
+        case 'g':
+            mult = 1ull << 30;
+            break;
+        default:
+            break;
     }
-    if (mult != 1) s.pop_back();
+    if (mult != 1)
+        s.pop_back();
     if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos || s.size() > 12) {
         return std::nullopt;
     }
@@ -34,15 +46,17 @@ std::optional<uint64_t> ParseSize(std::string s) {
 }
 
 bool ValidSegmentName(const std::string &n) {
-    if (n.empty() || n.size() >= DSHM_SEGNAME_LEN) return false;
+    if (n.empty() || n.size() >= DSHM_SEGNAME_LEN)
+        return false;
     for (char c : n) {
-        if (!isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') return false;
+        if (!isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-')
+            return false;
     }
     return true;
 }
 
 class Reader {
-public:
+  public:
     Reader(GKeyFile *kf, const std::string &origin) : kf_(kf), origin_(origin) {}
 
     Status Get(const char *group, const char *key, bool required, std::string *out) {
@@ -53,7 +67,8 @@ public:
                                    err->code == G_KEY_FILE_ERROR_GROUP_NOT_FOUND);
             std::string msg = err ? err->message : "?";
             g_clear_error(&err);
-            if (missing && !required) return Status::OK();
+            if (missing && !required)
+                return Status::OK();
             return Status::Proto(Where(group, key) + (missing ? "missing" : msg));
         }
         *out = g_strstrip(v);
@@ -64,7 +79,8 @@ public:
     Status GetU32(const char *group, const char *key, bool required, uint32_t max, uint32_t *out) {
         std::string s;
         Status st = Get(group, key, required, &s);
-        if (!st.ok() || s.empty()) return st;
+        if (!st.ok() || s.empty())
+            return st;
         if (s.find_first_not_of("0123456789") != std::string::npos || s.size() > 10 ||
             std::stoull(s) > max) {
             return Status::Proto(Where(group, key) + "'" + s + "' is not a number in 0.." +
@@ -78,7 +94,7 @@ public:
         return origin_ + ": [" + group + "] " + key + ": ";
     }
 
-private:
+  private:
     GKeyFile *kf_;
     std::string origin_;
 };
@@ -87,13 +103,15 @@ private:
 
 bool SplitHostPort(const std::string &addr, std::string *host, uint16_t *port) {
     auto colon = addr.rfind(':');
-    if (colon == std::string::npos || colon == 0) return false;
+    if (colon == std::string::npos || colon == 0)
+        return false;
     std::string p = addr.substr(colon + 1);
     if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos) {
         return false;
     }
     unsigned long v = std::stoul(p);
-    if (v == 0 || v > 65535) return false;
+    if (v == 0 || v > 65535)
+        return false;
     *host = addr.substr(0, colon);
     if (host->size() > 2 && host->front() == '[' && host->back() == ']') {
         *host = host->substr(1, host->size() - 2);
@@ -112,20 +130,28 @@ Status ParseConfig(const std::string &text, const std::string &origin, Config *o
     }
     Reader r(kf.get(), origin);
     Config c;
-    if (!g_key_file_has_group(kf.get(), "dshmd")) return Status::Proto(origin + ": no [dshmd] group");
+    if (!g_key_file_has_group(kf.get(), "dshmd"))
+        return Status::Proto(origin + ": no [dshmd] group");
     Status st = r.GetU32("dshmd", "host-id", true, DSHM_MAX_HOSTS - 1, &c.host_id);
-    if (st.ok()) st = r.Get("dshmd", "listen", true, &c.listen);
-    if (st.ok()) st = r.Get("dshmd", "socket", false, &c.socket_path);
-    if (st.ok()) st = r.Get("dshmd", "name", false, &c.host_name);
-    if (st.ok()) st = r.GetU32("dshmd", "poll-us", false, 1000000, &c.poll_us);
-    if (st.ok()) st = r.GetU32("dshmd", "ack-timeout-ms", false, 3600000, &c.ack_timeout_ms);
-    if (!st.ok()) return st;
+    if (st.ok())
+        st = r.Get("dshmd", "listen", true, &c.listen);
+    if (st.ok())
+        st = r.Get("dshmd", "socket", false, &c.socket_path);
+    if (st.ok())
+        st = r.Get("dshmd", "name", false, &c.host_name);
+    if (st.ok())
+        st = r.GetU32("dshmd", "poll-us", false, 1000000, &c.poll_us);
+    if (st.ok())
+        st = r.GetU32("dshmd", "ack-timeout-ms", false, 3600000, &c.ack_timeout_ms);
+    if (!st.ok())
+        return st;
     std::string h;
     uint16_t port;
     if (!SplitHostPort(c.listen, &h, &port)) {
         return Status::Proto(r.Where("dshmd", "listen") + "'" + c.listen + "' is not host:port");
     }
-    if (c.host_name.empty()) c.host_name = "host" + std::to_string(c.host_id);
+    if (c.host_name.empty())
+        c.host_name = "host" + std::to_string(c.host_id);
 
     std::set<uint32_t> ids{c.host_id};
     std::set<std::string> segs;
@@ -133,13 +159,16 @@ Status ParseConfig(const std::string &text, const std::string &origin, Config *o
     std::unique_ptr<gchar *, StrvDeleter> groups(g_key_file_get_groups(kf.get(), &ngroups));
     for (gsize i = 0; i < ngroups; i++) {
         std::string g = groups.get()[i];
-        if (g == "dshmd") continue;
+        if (g == "dshmd")
+            continue;
         if (g.rfind("peer ", 0) == 0) {
             PeerConfig p;
             p.name = g.substr(5);
             st = r.GetU32(g.c_str(), "host-id", true, DSHM_MAX_HOSTS - 1, &p.host_id);
-            if (st.ok()) st = r.Get(g.c_str(), "address", true, &p.address);
-            if (!st.ok()) return st;
+            if (st.ok())
+                st = r.Get(g.c_str(), "address", true, &p.address);
+            if (!st.ok())
+                return st;
             if (!SplitHostPort(p.address, &h, &port)) {
                 return Status::Proto(r.Where(g.c_str(), "address") + "'" + p.address +
                                      "' is not host:port");
@@ -161,8 +190,10 @@ Status ParseConfig(const std::string &text, const std::string &origin, Config *o
             }
             std::string size;
             st = r.Get(g.c_str(), "size", true, &size);
-            if (st.ok()) st = r.GetU32(g.c_str(), "owner", true, DSHM_MAX_HOSTS - 1, &s.owner);
-            if (!st.ok()) return st;
+            if (st.ok())
+                st = r.GetU32(g.c_str(), "owner", true, DSHM_MAX_HOSTS - 1, &s.owner);
+            if (!st.ok())
+                return st;
             auto v = ParseSize(size);
             if (!v || *v == 0 || *v % DSHM_PAGE_SIZE != 0 || *v > (64ull << 30)) {
                 return Status::Proto(r.Where(g.c_str(), "size") + "'" + size +

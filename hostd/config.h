@@ -34,7 +34,7 @@
 namespace dshm {
 
 struct PeerConfig {
-    std::string name;     // group name after "peer "
+    std::string name;  // group name after "peer "
     uint32_t host_id = 0;
     std::string address;  // host:port
 };

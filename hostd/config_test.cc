@@ -1,7 +1,7 @@
 // Unit tests for config.h: dshmd.conf parsing and its error messages.
-#include <string>
-
 #include "config.h"
+
+#include <string>
 
 // check.h defines a fail() macro: it must follow the C++ headers.
 #include "../tests/unit/check_main.h"
@@ -43,13 +43,19 @@ static std::string ErrorOf(const std::string &text) {
 START_TEST(reports_each_problem_precisely) {
     const std::string head = "[dshmd]\nhost-id = 1\nlisten = a:1\n";
     ck_assert(ErrorOf("[peer x]\n").find("no [dshmd] group") != std::string::npos);
-    ck_assert(ErrorOf("[dshmd]\nlisten = a:1\n").find("[dshmd] host-id: missing") != std::string::npos);
+    ck_assert(ErrorOf("[dshmd]\nlisten = a:1\n").find("[dshmd] host-id: missing") !=
+              std::string::npos);
     ck_assert(ErrorOf("[dshmd]\nhost-id = 64\nlisten = a:1\n").find("0..63") != std::string::npos);
-    ck_assert(ErrorOf("[dshmd]\nhost-id = 1\nlisten = nohostport\n").find("not host:port") != std::string::npos);
-    ck_assert(ErrorOf(head + "[peer p]\nhost-id = 1\naddress = b:2\n").find("used twice") != std::string::npos);
-    ck_assert(ErrorOf(head + "[segment s]\nsize = 1000\nowner = 1\n").find("multiple of 4096") != std::string::npos);
-    ck_assert(ErrorOf(head + "[segment s]\nsize = 4K\nowner = 9\n").find("neither this host nor a peer") != std::string::npos);
-    ck_assert(ErrorOf(head + "[segment bad/name]\nsize = 4K\nowner = 1\n").find("segment names") != std::string::npos);
+    ck_assert(ErrorOf("[dshmd]\nhost-id = 1\nlisten = nohostport\n").find("not host:port") !=
+              std::string::npos);
+    ck_assert(ErrorOf(head + "[peer p]\nhost-id = 1\naddress = b:2\n").find("used twice") !=
+              std::string::npos);
+    ck_assert(ErrorOf(head + "[segment s]\nsize = 1000\nowner = 1\n").find("multiple of 4096") !=
+              std::string::npos);
+    ck_assert(ErrorOf(head + "[segment s]\nsize = 4K\nowner = 9\n")
+                  .find("neither this host nor a peer") != std::string::npos);
+    ck_assert(ErrorOf(head + "[segment bad/name]\nsize = 4K\nowner = 1\n").find("segment names") !=
+              std::string::npos);
     ck_assert(ErrorOf(head + "[whatever]\n").find("unknown group") != std::string::npos);
     ck_assert(ErrorOf("not a key file").find("t.conf") != std::string::npos);
 }

@@ -22,14 +22,18 @@ constexpr size_t kMaxGather = 1u << 20;
 Conn::Conn(os::UniqueFd fd, Channel channel, Receiver receiver, ClientRole role, std::string label)
     : fd_(std::move(fd)), reader_(channel, receiver, role), label_(std::move(label)) {
     int fl = fcntl(fd_.get(), F_GETFL);
-    if (fl >= 0) fcntl(fd_.get(), F_SETFL, fl | O_NONBLOCK);
+    if (fl >= 0)
+        fcntl(fd_.get(), F_SETFL, fl | O_NONBLOCK);
 }
 
 Conn::~Conn() {
-    if (watch_) g_source_remove(watch_);
-    if (hello_timer_) g_source_remove(hello_timer_);
+    if (watch_)
+        g_source_remove(watch_);
+    if (hello_timer_)
+        g_source_remove(hello_timer_);
     for (auto &o : out_) {
-        if (o.fd >= 0) close(o.fd);
+        if (o.fd >= 0)
+            close(o.fd);
     }
 }
 
@@ -46,18 +50,23 @@ void Conn::Start(FrameFn on_frame, CloseFn on_close) {
 }
 
 void Conn::UpdateWatch() {
-    if (closed_) return;
+    if (closed_)
+        return;
     GIOCondition want = GIOCondition(G_IO_IN | G_IO_HUP | G_IO_ERR | (out_.empty() ? 0 : G_IO_OUT));
-    if (watch_ && want == watch_cond_) return;
-    if (watch_) g_source_remove(watch_);
+    if (watch_ && want == watch_cond_)
+        return;
+    if (watch_)
+        g_source_remove(watch_);
     watch_ = g_unix_fd_add(fd_.get(), want, &Conn::OnIo, this);
     watch_cond_ = want;
 }
 
 gboolean Conn::OnIo(gint, GIOCondition cond, gpointer p) {
     auto *self = static_cast<Conn *>(p);
-    if (cond & G_IO_OUT) self->Flush();
-    if (!self->closed_ && (cond & (G_IO_IN | G_IO_HUP | G_IO_ERR))) self->ReadSome();
+    if (cond & G_IO_OUT)
+        self->Flush();
+    if (!self->closed_ && (cond & (G_IO_IN | G_IO_HUP | G_IO_ERR)))
+        self->ReadSome();
     if (self->closed_) {
         self->watch_ = 0;  // returning FALSE removes the source
         return G_SOURCE_REMOVE;
@@ -73,12 +82,14 @@ void Conn::ReadSome() {
         std::vector<int> fds;
         auto r = os::RecvWithFds(fd_.get(), buf, sizeof buf, &fds);
         if (!r.ok()) {
-            if (r.err() == EAGAIN || r.err() == EINTR) return;
+            if (r.err() == EAGAIN || r.err() == EINTR)
+                return;
             Close(Status::Proto(label_ + ": read: " + r.error().what));
             return;
         }
         if (*r == 0) {
-            for (int fd : fds) close(fd);
+            for (int fd : fds)
+                close(fd);
             Close(Status::OK());
             return;
         }
@@ -94,7 +105,8 @@ void Conn::ReadSome() {
                 Fail(st);
                 return;
             }
-            if (!f) break;
+            if (!f)
+                break;
             frames_in_++;
             on_frame_(std::move(*f));
             if (have_next_) {
@@ -102,19 +114,23 @@ void Conn::ReadSome() {
                 // it has returned.
                 have_next_ = false;
                 on_frame_ = std::move(next_on_frame_);
-                if (!closed_) on_close_ = std::move(next_on_close_);
+                if (!closed_)
+                    on_close_ = std::move(next_on_close_);
             }
         }
         delivering_ = false;
-        if (*r < sizeof buf) return;
+        if (*r < sizeof buf)
+            return;
     }
 }
 
 void Conn::Send(std::vector<uint8_t> msg, int fd) {
-    if (closed_) return;
+    if (closed_)
+        return;
     Out o;
     o.bytes = std::move(msg);
-    if (fd >= 0) o.fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (fd >= 0)
+        o.fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     queued_ += o.bytes.size();
     out_.push_back(std::move(o));
     if (queued_ > kMaxQueuedBytes) {
@@ -122,12 +138,14 @@ void Conn::Send(std::vector<uint8_t> msg, int fd) {
                             std::to_string(kMaxQueuedBytes >> 20) + " MiB)"));
         return;
     }
-    if (corked_ ? queued_ >= kCorkFlushBytes : out_.size() == 1) Flush();
+    if (corked_ ? queued_ >= kCorkFlushBytes : out_.size() == 1)
+        Flush();
     UpdateWatch();
 }
 
 void Conn::Uncork() {
-    if (corked_ > 0 && --corked_ == 0 && !closed_ && !out_.empty()) Flush();
+    if (corked_ > 0 && --corked_ == 0 && !closed_ && !out_.empty())
+        Flush();
 }
 
 void Conn::Flush() {
@@ -161,8 +179,10 @@ void Conn::Flush() {
             // (its fd must go with its own first byte) into one sendmsg.
             struct iovec iov[kMaxIov];
             size_t niov = 0, total = 0;
-            for (auto it = out_.begin(); it != out_.end() && niov < kMaxIov && total < kMaxGather; ++it) {
-                if (it != out_.begin() && it->fd >= 0) break;
+            for (auto it = out_.begin(); it != out_.end() && niov < kMaxIov && total < kMaxGather;
+                 ++it) {
+                if (it != out_.begin() && it->fd >= 0)
+                    break;
                 iov[niov].iov_base = it->bytes.data() + it->off;
                 iov[niov].iov_len = it->bytes.size() - it->off;
                 total += iov[niov].iov_len;
@@ -174,7 +194,8 @@ void Conn::Flush() {
             n = sendmsg(fd_.get(), &mh, MSG_NOSIGNAL);
         }
         if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR) break;
+            if (errno == EAGAIN || errno == EINTR)
+                break;
             Close(Status::Proto(label_ + ": write: " + strerror(errno)));
             return;
         }
@@ -186,32 +207,41 @@ void Conn::Flush() {
             size_t take = std::min(left, f.bytes.size() - f.off);
             f.off += take;
             left -= take;
-            if (f.off == f.bytes.size()) out_.pop_front();
+            if (f.off == f.bytes.size())
+                out_.pop_front();
         }
     }
     UpdateWatch();
 }
 
 void Conn::SetHelloDeadline(guint ms) {
-    if (hello_timer_) g_source_remove(hello_timer_);
-    hello_timer_ = g_timeout_add(ms, [](gpointer p) -> gboolean {
-        auto *self = static_cast<Conn *>(p);
-        self->hello_timer_ = 0;
-        if (self->frames_in_ == 0) self->Fail(Status::Proto(self->label_ + ": no complete HELLO in time"));
-        return G_SOURCE_REMOVE;
-    }, this);
+    if (hello_timer_)
+        g_source_remove(hello_timer_);
+    hello_timer_ = g_timeout_add(
+        ms,
+        [](gpointer p) -> gboolean {
+            auto *self = static_cast<Conn *>(p);
+            self->hello_timer_ = 0;
+            if (self->frames_in_ == 0)
+                self->Fail(Status::Proto(self->label_ + ": no complete HELLO in time"));
+            return G_SOURCE_REMOVE;
+        },
+        this);
 }
 
 void Conn::Fail(const Status &why, uint16_t ref_type) {
-    if (closed_) return;
+    if (closed_)
+        return;
     // Best effort: one non-blocking write of the ERROR, then close.
     auto msg = EncodeError(0, why, ref_type);
-    if (out_.empty()) (void)!send(fd_.get(), msg.data(), msg.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (out_.empty())
+        (void)!send(fd_.get(), msg.data(), msg.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     Close(why);
 }
 
 void Conn::Close(const Status &why) {
-    if (closed_) return;
+    if (closed_)
+        return;
     closed_ = true;
     if (watch_) {
         g_source_remove(watch_);
@@ -225,7 +255,8 @@ void Conn::Close(const Status &why) {
     CloseFn fn = std::move(have_next_ ? next_on_close_ : on_close_);
     on_close_ = nullptr;
     next_on_close_ = nullptr;
-    if (fn) fn(why);
+    if (fn)
+        fn(why);
 }
 
 }  // namespace dshm

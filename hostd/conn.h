@@ -32,7 +32,7 @@
 namespace dshm {
 
 class Conn {
-public:
+  public:
     using FrameFn = std::function<void(Frame &&)>;
     using CloseFn = std::function<void(const Status &why)>;
 
@@ -84,7 +84,7 @@ public:
     uint64_t bytes_in() const { return bytes_in_; }
     uint64_t bytes_out() const { return bytes_out_; }
 
-private:
+  private:
     struct Out {
         std::vector<uint8_t> bytes;
         size_t off = 0;

@@ -21,9 +21,9 @@
 #include <cstring>
 
 #include "diff.h"
-#include "pages.h"
 #include "os/memfd.h"
 #include "os/uffd.h"
+#include "pages.h"
 
 namespace dshm {
 namespace {
@@ -37,12 +37,14 @@ FILE *g_trace = nullptr;  // DSHMD_TRACE: page-event trace for debugging
 // Trace line with the first 8 u64 of the page (e.g. 8 counters) when given.
 void Trace(const char *what, uint32_t a, uint32_t b, uint32_t c, const uint8_t *page = nullptr,
            const uint8_t *twin = nullptr) {
-    if (!g_trace) return;
+    if (!g_trace)
+        return;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     fprintf(g_trace, "%ld.%09ld %s %u %u %u", ts.tv_sec, ts.tv_nsec, what, a, b, c);
     for (const uint8_t *q : {page, twin}) {
-        if (!q) continue;
+        if (!q)
+            continue;
         fprintf(g_trace, " |");
         for (int i = 0; i < 8; i++) {
             uint64_t v;
@@ -59,7 +61,9 @@ uint64_t NowNs() {
     return ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
 
-std::string SegOf(const char (&name)[DSHM_SEGNAME_LEN]) { return std::string(NameOf(name)); }
+std::string SegOf(const char (&name)[DSHM_SEGNAME_LEN]) {
+    return std::string(NameOf(name));
+}
 
 void SetNoDelay(int fd) {
     int one = 1;
@@ -70,7 +74,8 @@ void SetNoDelay(int fd) {
 bool Resolve(const std::string &addr, sockaddr_storage *out, socklen_t *len) {
     std::string host;
     uint16_t port;
-    if (!SplitHostPort(addr, &host, &port)) return false;
+    if (!SplitHostPort(addr, &host, &port))
+        return false;
     struct addrinfo hints = {}, *res = nullptr;
     hints.ai_socktype = SOCK_STREAM;
     if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0 || !res) {
@@ -87,7 +92,8 @@ bool Resolve(const std::string &addr, sockaddr_storage *out, socklen_t *len) {
 Daemon::Daemon(Config config) : cfg_(std::move(config)), zero_page_(kPage, 0) {
     if (const char *t = getenv("DSHMD_TRACE")) {
         g_trace = fopen(t, "w");
-        if (g_trace) setvbuf(g_trace, nullptr, _IOFBF, 1 << 20);
+        if (g_trace)
+            setvbuf(g_trace, nullptr, _IOFBF, 1 << 20);
     }
     incarnation_ = (static_cast<uint64_t>(time(nullptr)) << 20) ^ getpid();
     ctx_ = g_main_context_default();
@@ -108,26 +114,38 @@ Daemon::Daemon(Config config) : cfg_(std::move(config)), zero_page_(kPage, 0) {
 }
 
 Daemon::~Daemon() {
-    if (g_trace) fclose(g_trace);
+    if (g_trace)
+        fclose(g_trace);
     for (auto &[id, c] : clients_) {
-        if (c->uffd_watch) g_source_remove(c->uffd_watch);
+        if (c->uffd_watch)
+            g_source_remove(c->uffd_watch);
     }
     for (auto &[id, p] : peers_) {
-        if (p->retry_timer) g_source_remove(p->retry_timer);
-        if (p->connect_watch) g_source_remove(p->connect_watch);
-        if (p->connecting_fd >= 0) close(p->connecting_fd);
+        if (p->retry_timer)
+            g_source_remove(p->retry_timer);
+        if (p->connect_watch)
+            g_source_remove(p->connect_watch);
+        if (p->connecting_fd >= 0)
+            close(p->connecting_fd);
     }
     for (auto &[id, r] : releases_) {
-        if (r->timer) g_source_remove(r->timer);
+        if (r->timer)
+            g_source_remove(r->timer);
     }
-    if (graveyard_idle_) g_source_remove(graveyard_idle_);
-    if (client_listen_watch_) g_source_remove(client_listen_watch_);
-    if (peer_listen_watch_) g_source_remove(peer_listen_watch_);
-    for (guint w : signal_watches_) g_source_remove(w);
+    if (graveyard_idle_)
+        g_source_remove(graveyard_idle_);
+    if (client_listen_watch_)
+        g_source_remove(client_listen_watch_);
+    if (peer_listen_watch_)
+        g_source_remove(peer_listen_watch_);
+    for (guint w : signal_watches_)
+        g_source_remove(w);
     for (auto &[n, s] : segments_) {
-        if (s->map) munmap(s->map, s->cfg.size);
+        if (s->map)
+            munmap(s->map, s->cfg.size);
     }
-    if (!cfg_.socket_path.empty()) unlink(cfg_.socket_path.c_str());
+    if (!cfg_.socket_path.empty())
+        unlink(cfg_.socket_path.c_str());
 }
 
 // ---------------------------------------------------------------- set-up
@@ -136,14 +154,18 @@ Status Daemon::Start() {
     for (auto &[name, s] : segments_) {
         if (IsOwner(s.get())) {
             Status st = EnsureMemfd(s.get());
-            if (!st.ok()) return st;
+            if (!st.ok())
+                return st;
         }
     }
     Status st = ListenClients();
-    if (st.ok()) st = ListenPeers();
-    if (!st.ok()) return st;
+    if (st.ok())
+        st = ListenPeers();
+    if (!st.ok())
+        return st;
     for (auto &[id, p] : peers_) {
-        if (id > cfg_.host_id) DialPeer(p.get());
+        if (id > cfg_.host_id)
+            DialPeer(p.get());
     }
     auto quit = [](gpointer self) -> gboolean {
         static_cast<Daemon *>(self)->Quit();
@@ -152,17 +174,20 @@ Status Daemon::Start() {
     signal_watches_.push_back(g_unix_signal_add(SIGINT, quit, this));
     signal_watches_.push_back(g_unix_signal_add(SIGTERM, quit, this));
     g_message("dshmd host %u (%s): peers on %s, clients on %s, %zu segment(s), poll-us %u",
-              cfg_.host_id, cfg_.host_name.c_str(), cfg_.listen.c_str(),
-              cfg_.socket_path.c_str(), segments_.size(), cfg_.poll_us);
+              cfg_.host_id, cfg_.host_name.c_str(), cfg_.listen.c_str(), cfg_.socket_path.c_str(),
+              segments_.size(), cfg_.poll_us);
     return Status::OK();
 }
 
 Status Daemon::EnsureMemfd(Segment *s) {
-    if (s->memfd.valid()) return Status::OK();
+    if (s->memfd.valid())
+        return Status::OK();
     auto fd = os::CreateSegmentMemfd(s->cfg.name, s->cfg.size);
-    if (!fd.ok()) return Status::Internal("memfd for " + s->cfg.name + ": " + fd.error().what);
+    if (!fd.ok())
+        return Status::Internal("memfd for " + s->cfg.name + ": " + fd.error().what);
     void *m = mmap(nullptr, s->cfg.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd->get(), 0);
-    if (m == MAP_FAILED) return Status::Internal("mmap segment " + s->cfg.name + ": " + strerror(errno));
+    if (m == MAP_FAILED)
+        return Status::Internal("mmap segment " + s->cfg.name + ": " + strerror(errno));
     s->memfd = std::move(*fd);
     s->map = static_cast<uint8_t *>(m);
     return Status::OK();
@@ -170,10 +195,12 @@ Status Daemon::EnsureMemfd(Segment *s) {
 
 Status Daemon::ListenClients() {
     std::string dir = cfg_.socket_path.substr(0, cfg_.socket_path.rfind('/'));
-    if (!dir.empty()) g_mkdir_with_parents(dir.c_str(), 0755);
+    if (!dir.empty())
+        g_mkdir_with_parents(dir.c_str(), 0755);
     struct sockaddr_un sa = {};
     sa.sun_family = AF_UNIX;
-    if (cfg_.socket_path.size() >= sizeof sa.sun_path) return Status::Proto("socket path too long");
+    if (cfg_.socket_path.size() >= sizeof sa.sun_path)
+        return Status::Proto("socket path too long");
     strcpy(sa.sun_path, cfg_.socket_path.c_str());
     os::UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     // A stale socket of a dead dshmd is replaced; a live one is not.
@@ -182,19 +209,22 @@ Status Daemon::ListenClients() {
     }
     fd.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     unlink(cfg_.socket_path.c_str());
-    if (bind(fd.get(), reinterpret_cast<sockaddr *>(&sa), sizeof sa) < 0 || listen(fd.get(), 64) < 0) {
+    if (bind(fd.get(), reinterpret_cast<sockaddr *>(&sa), sizeof sa) < 0 ||
+        listen(fd.get(), 64) < 0) {
         return Status::Internal("listen on " + cfg_.socket_path + ": " + strerror(errno));
     }
     chmod(cfg_.socket_path.c_str(), 0660);
     client_listen_ = std::move(fd);
-    client_listen_watch_ = g_unix_fd_add(client_listen_.get(), G_IO_IN, &Daemon::OnClientAccept, this);
+    client_listen_watch_ =
+        g_unix_fd_add(client_listen_.get(), G_IO_IN, &Daemon::OnClientAccept, this);
     return Status::OK();
 }
 
 Status Daemon::ListenPeers() {
     sockaddr_storage ss;
     socklen_t len;
-    if (!Resolve(cfg_.listen, &ss, &len)) return Status::Proto("cannot resolve listen address " + cfg_.listen);
+    if (!Resolve(cfg_.listen, &ss, &len))
+        return Status::Proto("cannot resolve listen address " + cfg_.listen);
     os::UniqueFd fd(socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     int one = 1;
     setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -225,7 +255,8 @@ void Daemon::Run() {
                     sched_yield();
                 }
             }
-            if (quit_) break;
+            if (quit_)
+                break;
         }
         g_main_context_iteration(ctx_, TRUE);
     }
@@ -238,7 +269,8 @@ void Daemon::Quit() {
 }
 
 void Daemon::DeferDelete(std::unique_ptr<Conn> conn) {
-    if (!conn) return;
+    if (!conn)
+        return;
     graveyard_.push_back(std::move(conn));
     if (!graveyard_idle_) {
         graveyard_idle_ = g_idle_add(
@@ -273,7 +305,8 @@ gboolean Daemon::OnClientAccept(gint lfd, GIOCondition, gpointer p) {
     auto *d = static_cast<Daemon *>(p);
     for (;;) {
         int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0) break;
+        if (fd < 0)
+            break;
         auto c = std::make_unique<Client>();
         c->id = d->next_client_id_++;
         c->daemon = d;
@@ -290,16 +323,25 @@ gboolean Daemon::OnClientAccept(gint lfd, GIOCondition, gpointer p) {
 
 void Daemon::OnClientFrame(Client *c, Frame &&f) {
     switch (f.hdr.type) {
-        case DSHM_MSG_HELLO: return OnClientHello(c, f);
-        case DSHM_MSG_ERROR: return c->conn->Close(Status::OK());
-        case DSHM_MSG_ATTACH: return OnAttach(c, f);
-        case DSHM_MSG_UFFD: return OnUffd(c, f);
-        case DSHM_MSG_ACQUIRE: return OnAcquire(c, f);
-        case DSHM_MSG_RELEASE: return OnRelease(c, f);
-        case DSHM_MSG_DETACH: return c->conn->Close(Status::OK());
-        case DSHM_MSG_CTL_QUERY: return OnCtlQuery(c, f);
+        case DSHM_MSG_HELLO:
+            return OnClientHello(c, f);
+        case DSHM_MSG_ERROR:
+            return c->conn->Close(Status::OK());
+        case DSHM_MSG_ATTACH:
+            return OnAttach(c, f);
+        case DSHM_MSG_UFFD:
+            return OnUffd(c, f);
+        case DSHM_MSG_ACQUIRE:
+            return OnAcquire(c, f);
+        case DSHM_MSG_RELEASE:
+            return OnRelease(c, f);
+        case DSHM_MSG_DETACH:
+            return c->conn->Close(Status::OK());
+        case DSHM_MSG_CTL_QUERY:
+            return OnCtlQuery(c, f);
         default:
-            return c->conn->Fail(Status::Proto("unexpected " + MsgTypeName(f.hdr.type)), f.hdr.type);
+            return c->conn->Fail(Status::Proto("unexpected " + MsgTypeName(f.hdr.type)),
+                                 f.hdr.type);
     }
 }
 
@@ -317,16 +359,18 @@ void Daemon::OnClientHello(Client *c, const Frame &f) {
 }
 
 void Daemon::OnAttach(Client *c, const Frame &f) {
-    if (c->seg) return c->conn->Fail(Status::Proto("second ATTACH on one connection"), f.hdr.type);
+    if (c->seg)
+        return c->conn->Fail(Status::Proto("second ATTACH on one connection"), f.hdr.type);
     auto a = f.Fixed<dshm_attach>();
     Segment *s = FindSegment(NameOf(a.segment));
     if (!s) {
-        return c->conn->Fail(Status::NoSegment("no segment '" + SegOf(a.segment) + "' on host " +
-                                               cfg_.host_name),
-                             f.hdr.type);
+        return c->conn->Fail(
+            Status::NoSegment("no segment '" + SegOf(a.segment) + "' on host " + cfg_.host_name),
+            f.hdr.type);
     }
     Status st = EnsureMemfd(s);
-    if (!st.ok()) return c->conn->Fail(st, f.hdr.type);
+    if (!st.ok())
+        return c->conn->Fail(st, f.hdr.type);
     if (std::string vm(NameOf(a.vm_name)); !vm.empty()) {
         c->name = vm;
         c->conn->set_label("client " + std::to_string(c->id) + " (" + c->name + ")");
@@ -379,13 +423,24 @@ void Daemon::LockFailed(Client *c, uint32_t lock, uint32_t tag, const Status &st
     c->conn->Send(EncodeMsg(DSHM_MSG_LOCK_FAILED, tag, r));
 }
 
+Status Daemon::CheckLockRequest(const Client *c, uint32_t lock, bool release) const {
+    if (!c->ready)
+        return Status::NotAttached("lock request before READY");
+    if (lock >= DSHM_MAX_LOCKS)
+        return Status::BadLock("lock id " + std::to_string(lock));
+    if (c->pending.count(lock))
+        return Status::Pending("a request for this lock is pending");
+    if (release && !c->held.count(lock))
+        return Status::NotHeld("lock not held");
+    if (!release && c->held.count(lock))
+        return Status::AlreadyHeld("lock already held");
+    return Status::OK();
+}
+
 void Daemon::OnAcquire(Client *c, const Frame &f) {
-    auto q = f.Fixed<dshm_lock_req>();
-    uint32_t L = q.lock_id;
-    if (!c->ready) return LockFailed(c, L, f.hdr.tag, Status::NotAttached("not attached"));
-    if (L >= DSHM_MAX_LOCKS) return LockFailed(c, L, f.hdr.tag, Status::BadLock("lock id"));
-    if (c->pending.count(L)) return LockFailed(c, L, f.hdr.tag, Status::Pending("pending"));
-    if (c->held.count(L)) return LockFailed(c, L, f.hdr.tag, Status::AlreadyHeld("held"));
+    const uint32_t L = f.Fixed<dshm_lock_req>().lock_id;
+    if (Status st = CheckLockRequest(c, L, false); !st.ok())
+        return LockFailed(c, L, f.hdr.tag, st);
     Segment *s = c->seg;
     c->pending[L] = PendingLock{false, f.hdr.tag};
     Holder who{cfg_.host_id, c->id};
@@ -396,7 +451,8 @@ void Daemon::OnAcquire(Client *c, const Frame &f) {
             c->pending.erase(L);
             return LockFailed(c, L, f.hdr.tag, st);
         }
-        if (now) Grant(s, L, who);
+        if (now)
+            Grant(s, L, who);
         return;
     }
     dshm_p_lock m = {};
@@ -419,11 +475,13 @@ std::vector<Daemon::Diff> Daemon::CollectDirty(Client *c) {
     std::sort(pages.begin(), pages.end());
     for (size_t i = 0; i < pages.size();) {
         size_t j = i + 1;
-        while (j < pages.size() && pages[j] == pages[j - 1] + 1) j++;
-        auto wp = os::WriteProtect(c->uffd.get(), c->base + uint64_t(pages[i]) * kPage, uint64_t(j - i) * kPage, true);
+        while (j < pages.size() && pages[j] == pages[j - 1] + 1)
+            j++;
+        auto wp = os::WriteProtect(c->uffd.get(), c->base + uint64_t(pages[i]) * kPage,
+                                   uint64_t(j - i) * kPage, true);
         if (!wp.ok()) {
-            g_warning("%s: re-protecting pages %u..%u: %s", c->conn->label().c_str(), pages[i], pages[j - 1],
-                      wp.error().what.c_str());
+            g_warning("%s: re-protecting pages %u..%u: %s", c->conn->label().c_str(), pages[i],
+                      pages[j - 1], wp.error().what.c_str());
         }
         i = j;
     }
@@ -434,23 +492,22 @@ std::vector<Daemon::Diff> Daemon::CollectDirty(Client *c) {
         Trace("release-pre", c->id, p, s->pages->dirtiers(p), s->Page(p), s->pages->twin(p));
         d.encoding = s->pages->ReleaseDirty(p, s->Page(p), &d.data);
         Trace("release-diff", c->id, p, static_cast<uint32_t>(d.data.size()));
-        if (d.encoding) out.push_back(std::move(d));
+        if (d.encoding)
+            out.push_back(std::move(d));
     }
     c->dirty.clear();
     return out;
 }
 
 void Daemon::OnRelease(Client *c, const Frame &f) {
-    auto q = f.Fixed<dshm_lock_req>();
-    uint32_t L = q.lock_id;
-    if (!c->ready) return LockFailed(c, L, f.hdr.tag, Status::NotAttached("not attached"));
-    if (L >= DSHM_MAX_LOCKS) return LockFailed(c, L, f.hdr.tag, Status::BadLock("lock id"));
-    if (c->pending.count(L)) return LockFailed(c, L, f.hdr.tag, Status::Pending("pending"));
-    if (!c->held.count(L)) return LockFailed(c, L, f.hdr.tag, Status::NotHeld("not held"));
+    const uint32_t L = f.Fixed<dshm_lock_req>().lock_id;
+    if (Status st = CheckLockRequest(c, L, true); !st.ok())
+        return LockFailed(c, L, f.hdr.tag, st);
     Segment *s = c->seg;
     std::vector<Diff> diffs = CollectDirty(c);
     uint32_t bytes = 0;
-    for (const auto &d : diffs) bytes += d.data.size();
+    for (const auto &d : diffs)
+        bytes += d.data.size();
     s->stats.pages_written_back += diffs.size();
     s->stats.bytes_written_back += bytes;
     c->stats.pages_written_back += diffs.size();
@@ -465,7 +522,8 @@ void Daemon::OnRelease(Client *c, const Frame &f) {
     // The Conn outlives a close inside the burst (deferred deletion).
     Peer *op = FindPeer(s->owner);
     Conn *burst = op && op->up && op->conn && !op->conn->closed() ? op->conn.get() : nullptr;
-    if (burst) burst->Cork();
+    if (burst)
+        burst->Cork();
     for (const auto &d : diffs) {
         dshm_writeback w = {};
         SetName(w.segment, s->cfg.name);
@@ -480,16 +538,19 @@ void Daemon::OnRelease(Client *c, const Frame &f) {
     m.client_id = c->id;
     m.npages = static_cast<uint32_t>(diffs.size());
     SendPeer(s->owner, EncodeMsg(DSHM_MSG_P_RELEASE, 0, m));
-    if (burst) burst->Uncork();
+    if (burst)
+        burst->Uncork();
 }
 
 void Daemon::OnClientClosed(Client *c, const Status &why) {
-    if (!why.ok()) g_warning("%s: closed: %s", c->conn->label().c_str(), why.ToString().c_str());
+    if (!why.ok())
+        g_warning("%s: closed: %s", c->conn->label().c_str(), why.ToString().c_str());
     if (Segment *s = c->seg) {
         // Unreleased writes never leave the host: pages only this client
         // dirtied go back to their twin (others are write-protected in every
         // other client, so nobody writes them meanwhile).
-        for (uint32_t p : c->dirty) s->pages->DropDirtier(p, s->Page(p));
+        for (uint32_t p : c->dirty)
+            s->pages->DropDirtier(p, s->Page(p));
         c->dirty.clear();
         s->pages->ForgetClient(c->id);
         std::erase(s->clients, c->id);
@@ -508,7 +569,8 @@ void Daemon::OnClientClosed(Client *c, const Status &why) {
             SendPeer(s->owner, EncodeMsg(DSHM_MSG_CLIENT_GONE, 0, m));
         }
     }
-    if (c->uffd_watch) g_source_remove(c->uffd_watch);
+    if (c->uffd_watch)
+        g_source_remove(c->uffd_watch);
     auto it = clients_.find(c->id);
     if (it != clients_.end()) {
         DeferDelete(std::move(it->second->conn));
@@ -517,7 +579,8 @@ void Daemon::OnClientClosed(Client *c, const Status &why) {
 }
 
 void Daemon::DropClientLocks(Segment *s, Holder who) {
-    for (const auto &[lock, next] : s->locks.DropClient(who)) Grant(s, lock, next);
+    for (const auto &[lock, next] : s->locks.DropClient(who))
+        Grant(s, lock, next);
 }
 
 void Daemon::OnCtlQuery(Client *c, const Frame &f) {
@@ -535,16 +598,20 @@ gboolean Daemon::OnUffdEvent(gint fd, GIOCondition, gpointer p) {
     for (;;) {
         auto n = os::ReadEvents(fd, msgs, 16);
         if (!n.ok()) {
-            g_warning("%s: reading its userfaultfd: %s", c->conn->label().c_str(), n.error().what.c_str());
+            g_warning("%s: reading its userfaultfd: %s", c->conn->label().c_str(),
+                      n.error().what.c_str());
             c->uffd_watch = 0;
             c->conn->Close(Status::Uffd("userfaultfd unreadable"));
             return G_SOURCE_REMOVE;
         }
-        if (*n == 0) break;
+        if (*n == 0)
+            break;
         for (size_t i = 0; i < *n; i++) {
-            if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
+            if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+                continue;
             uint64_t addr = msgs[i].arg.pagefault.address & ~uint64_t(kPage - 1);
-            if (addr < c->base || addr >= c->base + c->seg->cfg.size) continue;
+            if (addr < c->base || addr >= c->base + c->seg->cfg.size)
+                continue;
             uint32_t page = static_cast<uint32_t>((addr - c->base) / kPage);
             if (msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
                 d->HandleWriteFault(c, page, addr);
@@ -552,7 +619,8 @@ gboolean Daemon::OnUffdEvent(gint fd, GIOCondition, gpointer p) {
                 d->HandleMissing(c, page, addr);
             }
         }
-        if (*n < 16) break;
+        if (*n < 16)
+            break;
     }
     return G_SOURCE_CONTINUE;
 }
@@ -566,7 +634,8 @@ void Daemon::HandleMissing(Client *c, uint32_t page, uint64_t addr) {
         case PageTable::MissingAction::kFillZero: {
             // A hole at the owner reads as zeros.
             auto r = os::CopyPage(c->uffd.get(), addr, zero_page_.data(), true, false);
-            if (!r.ok() && r.err() == EEXIST) (void)os::Wake(c->uffd.get(), addr, kPage);
+            if (!r.ok() && r.err() == EEXIST)
+                (void)os::Wake(c->uffd.get(), addr, kPage);
             return;
         }
         case PageTable::MissingAction::kWake:
@@ -600,13 +669,17 @@ void Daemon::HandleWriteFault(Client *c, uint32_t page, uint64_t addr) {
     }
     s->pages->OnWriteFault(page, first, s->Page(page));
     auto r = os::WriteProtect(c->uffd.get(), addr, kPage, false);
-    if (!r.ok()) g_warning("%s: unprotecting page %u: %s", c->conn->label().c_str(), page, r.error().what.c_str());
+    if (!r.ok())
+        g_warning("%s: unprotecting page %u: %s", c->conn->label().c_str(), page,
+                  r.error().what.c_str());
 }
 
 void Daemon::PunchLocal(Segment *s, uint32_t page) {
     Trace("punch", page, s->pages->dirtiers(page), 0, s->Page(page));
     auto r = os::PunchPage(s->memfd.get(), uint64_t(page) * kPage, kPage);
-    if (!r.ok()) g_warning("segment %s: punching page %u: %s", s->cfg.name.c_str(), page, r.error().what.c_str());
+    if (!r.ok())
+        g_warning("segment %s: punching page %u: %s", s->cfg.name.c_str(), page,
+                  r.error().what.c_str());
     s->pages->Punched(page);
     s->stats.invalidations_received++;
 }
@@ -664,8 +737,9 @@ gboolean Daemon::OnDialReady(gint fd, GIOCondition, gpointer pp) {
         return G_SOURCE_REMOVE;
     }
     SetNoDelay(fd);
-    p->daemon->AttachPeerConn(p, std::make_unique<Conn>(os::UniqueFd(fd), Channel::kPeer, Receiver::kDaemon,
-                                                        ClientRole::kUnknown, "peer " + p->cfg.name));
+    p->daemon->AttachPeerConn(
+        p, std::make_unique<Conn>(os::UniqueFd(fd), Channel::kPeer, Receiver::kDaemon,
+                                  ClientRole::kUnknown, "peer " + p->cfg.name));
     return G_SOURCE_REMOVE;
 }
 
@@ -673,7 +747,8 @@ gboolean Daemon::OnPeerAccept(gint lfd, GIOCondition, gpointer pd) {
     auto *d = static_cast<Daemon *>(pd);
     for (;;) {
         int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0) break;
+        if (fd < 0)
+            break;
         SetNoDelay(fd);
         // Unidentified until its HELLO names a configured peer.
         auto conn = std::make_unique<Conn>(os::UniqueFd(fd), Channel::kPeer, Receiver::kDaemon,
@@ -692,7 +767,8 @@ gboolean Daemon::OnPeerAccept(gint lfd, GIOCondition, gpointer pd) {
         };
         raw->Start(
             [d, raw, take](Frame &&f) {
-                if (f.hdr.type != DSHM_MSG_HELLO) return raw->Close(Status::OK());
+                if (f.hdr.type != DSHM_MSG_HELLO)
+                    return raw->Close(Status::OK());
                 auto h = f.Fixed<dshm_hello>();
                 Peer *p = d->FindPeer(h.host_id);
                 if (!p || h.host_id >= d->cfg_.host_id) {
@@ -705,7 +781,8 @@ gboolean Daemon::OnPeerAccept(gint lfd, GIOCondition, gpointer pd) {
                 d->OnPeerFrame(p, std::move(f));
             },
             [d, take](const Status &why) {
-                if (!why.ok()) g_warning("incoming peer connection: %s", why.ToString().c_str());
+                if (!why.ok())
+                    g_warning("incoming peer connection: %s", why.ToString().c_str());
                 d->DeferDelete(take());
             });
         raw->SetHelloDeadline(kHelloDeadlineMs);
@@ -722,12 +799,15 @@ void Daemon::AttachPeerConn(Peer *p, std::unique_ptr<Conn> conn) {
     p->up = false;
     p->conn->set_label("peer " + p->cfg.name);
     Conn *raw = p->conn.get();
-    raw->Start([this, p, raw](Frame &&f) {
-                   if (p->conn.get() == raw) OnPeerFrame(p, std::move(f));
-               },
-               [this, p, raw](const Status &why) {
-                   if (p->conn.get() == raw) OnPeerClosed(p, why);
-               });
+    raw->Start(
+        [this, p, raw](Frame &&f) {
+            if (p->conn.get() == raw)
+                OnPeerFrame(p, std::move(f));
+        },
+        [this, p, raw](const Status &why) {
+            if (p->conn.get() == raw)
+                OnPeerClosed(p, why);
+        });
     dshm_hello h = {};
     h.version = DSHM_PROTO_VERSION;
     h.role = DSHM_ROLE_PEER;
@@ -750,7 +830,8 @@ void Daemon::OnPeerClosed(Peer *p, const Status &why) {
                 // Its copies, its buffered write-backs and its locks are gone.
                 s->buffered.erase(host);
                 s->pages->DropHost(host);
-                for (const auto &[lock, next] : s->locks.DropHost(host)) Grant(s.get(), lock, next);
+                for (const auto &[lock, next] : s->locks.DropHost(host))
+                    Grant(s.get(), lock, next);
             } else if (s->owner == host) {
                 // Invalidations may be missed while disconnected: drop every
                 // clean copy; fail lock requests in flight.
@@ -761,7 +842,8 @@ void Daemon::OnPeerClosed(Peer *p, const Status &why) {
                 }
                 for (uint32_t cid : s->clients) {
                     Client *c = FindClient(cid);
-                    if (!c) continue;
+                    if (!c)
+                        continue;
                     for (auto &[lock, pl] : c->pending) {
                         LockFailed(c, lock, pl.tag, Status::OwnerLost("owner host lost"));
                     }
@@ -772,9 +854,11 @@ void Daemon::OnPeerClosed(Peer *p, const Status &why) {
         }
         std::vector<uint32_t> ids;
         for (auto &[id, r] : releases_) {
-            if (r->outstanding.count(host)) ids.push_back(id);
+            if (r->outstanding.count(host))
+                ids.push_back(id);
         }
-        for (uint32_t id : ids) AckOwnerRelease(id, host, -1000000);
+        for (uint32_t id : ids)
+            AckOwnerRelease(id, host, -1000000);
     }
     // Messages queued while the peer was not up stay queued for the next
     // connection.
@@ -797,7 +881,8 @@ void Daemon::OnPeerFrame(Peer *p, Frame &&f) {
         // Re-request pages whose FETCH may have been lost with a previous
         // connection, then send what was queued.
         for (auto &[name, s] : segments_) {
-            if (s->owner != p->cfg.host_id) continue;
+            if (s->owner != p->cfg.host_id)
+                continue;
             for (uint32_t pg : s->pages->Fetching()) {
                 dshm_fetch m = {};
                 SetName(m.segment, s->cfg.name);
@@ -807,45 +892,62 @@ void Daemon::OnPeerFrame(Peer *p, Frame &&f) {
         }
         auto q = std::move(p->queued);
         p->queued.clear();
-        for (auto &m : q) p->conn->Send(std::move(m));
+        for (auto &m : q)
+            p->conn->Send(std::move(m));
         return;
     }
-    if (!p->up) return p->conn->Fail(Status::Proto("message before HELLO"), f.hdr.type);
+    if (!p->up)
+        return p->conn->Fail(Status::Proto("message before HELLO"), f.hdr.type);
     switch (f.hdr.type) {
-        case DSHM_MSG_ERROR: return p->conn->Close(Status::Proto("peer sent ERROR"));
-        case DSHM_MSG_FETCH: return OnFetch(p, f);
-        case DSHM_MSG_PAGE: return OnPage(p, f);
-        case DSHM_MSG_P_ACQUIRE: return OnPAcquire(p, f);
-        case DSHM_MSG_P_GRANT: return OnPGrant(p, f);
-        case DSHM_MSG_WRITEBACK: return OnWriteback(p, std::move(f));
-        case DSHM_MSG_P_RELEASE: return OnPRelease(p, f);
-        case DSHM_MSG_P_RELEASE_ACK: return OnPReleaseAck(p, f);
-        case DSHM_MSG_INVALIDATE: return OnInvalidate(p, f);
-        case DSHM_MSG_INVAL_ACK: return OnInvalAck(p, f);
-        case DSHM_MSG_UPDATE: return OnUpdate(p, f);
-        case DSHM_MSG_UPDATE_ACK: return OnUpdateAck(p, f);
-        case DSHM_MSG_CLIENT_GONE: return OnClientGone(p, f);
-        default: return p->conn->Fail(Status::Proto("unexpected " + MsgTypeName(f.hdr.type)), f.hdr.type);
+        case DSHM_MSG_ERROR:
+            return p->conn->Close(Status::Proto("peer sent ERROR"));
+        case DSHM_MSG_FETCH:
+            return OnFetch(p, f);
+        case DSHM_MSG_PAGE:
+            return OnPage(p, f);
+        case DSHM_MSG_P_ACQUIRE:
+            return OnPAcquire(p, f);
+        case DSHM_MSG_P_GRANT:
+            return OnPGrant(p, f);
+        case DSHM_MSG_WRITEBACK:
+            return OnWriteback(p, std::move(f));
+        case DSHM_MSG_P_RELEASE:
+            return OnPRelease(p, f);
+        case DSHM_MSG_P_RELEASE_ACK:
+            return OnPReleaseAck(p, f);
+        case DSHM_MSG_INVALIDATE:
+            return OnInvalidate(p, f);
+        case DSHM_MSG_INVAL_ACK:
+            return OnInvalAck(p, f);
+        case DSHM_MSG_UPDATE:
+            return OnUpdate(p, f);
+        case DSHM_MSG_UPDATE_ACK:
+            return OnUpdateAck(p, f);
+        case DSHM_MSG_CLIENT_GONE:
+            return OnClientGone(p, f);
+        default:
+            return p->conn->Fail(Status::Proto("unexpected " + MsgTypeName(f.hdr.type)),
+                                 f.hdr.type);
     }
 }
 
 // Checks that a peer message names a known segment and a page inside it;
 // closes the connection otherwise.  Returns the segment or nullptr.
-#define PEER_SEGMENT(var, msg, needs_owner)                                                      \
+#define PEER_SEGMENT(var, msg, needs_owner)                                                       \
     Segment *var = FindSegment(NameOf((msg).segment));                                            \
     if (!var) {                                                                                   \
         return p->conn->Fail(Status::NoSegment("unknown segment '" + SegOf((msg).segment) + "'"), \
                              f.hdr.type);                                                         \
     }                                                                                             \
     if ((needs_owner) && !IsOwner(var)) {                                                         \
-        return p->conn->Fail(Status::NotOwner("this host does not own " + var->cfg.name),        \
+        return p->conn->Fail(Status::NotOwner("this host does not own " + var->cfg.name),         \
                              f.hdr.type);                                                         \
     }
 
-#define PEER_PAGE(seg, page)                                                                 \
-    if ((page) >= (seg)->npages) {                                                           \
+#define PEER_PAGE(seg, page)                                                                  \
+    if ((page) >= (seg)->npages) {                                                            \
         return p->conn->Fail(Status::Proto("page " + std::to_string(page) + " out of range"), \
-                             f.hdr.type);                                                    \
+                             f.hdr.type);                                                     \
     }
 
 void Daemon::OnFetch(Peer *p, const Frame &f) {
@@ -872,7 +974,8 @@ void Daemon::OnPage(Peer *p, const Frame &f) {
         return;
     }
     std::vector<PageTable::Waiter> waiters = s->pages->TakeWaiters(m.page);
-    if (waiters.empty()) return;  // late duplicate after a reconnect, or nobody left
+    if (waiters.empty())
+        return;  // late duplicate after a reconnect, or nobody left
     const uint8_t *data = f.Extra(sizeof m).data();
     Trace("page-in", m.page, static_cast<uint32_t>(waiters.size()), 0, data);
     // Invariant W must hold for every local client once the page is
@@ -882,20 +985,24 @@ void Daemon::OnPage(Peer *p, const Frame &f) {
     // can map it before UFFDIO_COPY below).
     for (uint32_t cid : s->clients) {
         Client *c = FindClient(cid);
-        if (!c || !c->uffd.valid()) continue;
+        if (!c || !c->uffd.valid())
+            continue;
         auto wp = os::WriteProtect(c->uffd.get(), c->base + uint64_t(m.page) * kPage, kPage, true);
-        if (!wp.ok()) g_warning("%s: protecting page %u before filling it: %s", c->conn->label().c_str(), m.page,
-                                wp.error().what.c_str());
+        if (!wp.ok())
+            g_warning("%s: protecting page %u before filling it: %s", c->conn->label().c_str(),
+                      m.page, wp.error().what.c_str());
     }
     bool installed = false;
     for (const auto &[cid, addr] : waiters) {
         Client *c = FindClient(cid);
-        if (!c || !c->uffd.valid()) continue;
+        if (!c || !c->uffd.valid())
+            continue;
         if (!installed) {
             auto r = os::CopyPage(c->uffd.get(), addr, data, true, false);
             if (r.ok() || r.err() == EEXIST) {
                 installed = true;
-                if (!r.ok()) (void)os::Wake(c->uffd.get(), addr, kPage);
+                if (!r.ok())
+                    (void)os::Wake(c->uffd.get(), addr, kPage);
             }
         } else {
             (void)os::Wake(c->uffd.get(), addr, kPage);
@@ -907,7 +1014,8 @@ void Daemon::OnPage(Peer *p, const Frame &f) {
 void Daemon::OnPAcquire(Peer *p, const Frame &f) {
     auto m = f.Fixed<dshm_p_lock>();
     PEER_SEGMENT(s, m, true);
-    if (m.host_id != p->cfg.host_id) return p->conn->Fail(Status::Proto("P_ACQUIRE for another host"), f.hdr.type);
+    if (m.host_id != p->cfg.host_id)
+        return p->conn->Fail(Status::Proto("P_ACQUIRE for another host"), f.hdr.type);
     bool now = false;
     Holder who{m.host_id, m.client_id};
     Status st = s->locks.Acquire(m.lock_id, who, &now);
@@ -916,7 +1024,8 @@ void Daemon::OnPAcquire(Peer *p, const Frame &f) {
         p->conn->Send(EncodeMsg(DSHM_MSG_P_GRANT, 0, m));
         return;
     }
-    if (now) Grant(s, m.lock_id, who);
+    if (now)
+        Grant(s, m.lock_id, who);
 }
 
 void Daemon::Grant(Segment *s, uint32_t lock, Holder who) {
@@ -929,7 +1038,8 @@ void Daemon::Grant(Segment *s, uint32_t lock, Holder who) {
         }
         auto it = c->pending.find(lock);
         uint32_t tag = it == c->pending.end() ? 0 : it->second.tag;
-        if (it != c->pending.end()) c->pending.erase(it);
+        if (it != c->pending.end())
+            c->pending.erase(it);
         c->held.insert(lock);
         s->stats.acquires++;
         c->stats.acquires++;
@@ -950,12 +1060,15 @@ void Daemon::OnPGrant(Peer *p, const Frame &f) {
     auto m = f.Fixed<dshm_p_lock>();
     PEER_SEGMENT(s, m, false);
     Client *c = FindClient(m.client_id);
-    if (!c || c->seg != s) return;  // died meanwhile; the owner drops it on CLIENT_GONE
+    if (!c || c->seg != s)
+        return;  // died meanwhile; the owner drops it on CLIENT_GONE
     auto it = c->pending.find(m.lock_id);
-    if (it == c->pending.end() || it->second.release) return;
+    if (it == c->pending.end() || it->second.release)
+        return;
     uint32_t tag = it->second.tag;
     c->pending.erase(it);
-    if (m.status != DSHM_OK) return LockFailed(c, m.lock_id, tag, Status::FromCode(m.status, "owner refused"));
+    if (m.status != DSHM_OK)
+        return LockFailed(c, m.lock_id, tag, Status::FromCode(m.status, "owner refused"));
     c->held.insert(m.lock_id);
     s->stats.acquires++;
     c->stats.acquires++;
@@ -970,7 +1083,8 @@ void Daemon::OnWriteback(Peer *p, Frame &&f) {
     PEER_PAGE(s, m.page);
     auto &buf = s->buffered[p->cfg.host_id];
     if (buf.size() >= s->npages) {
-        return p->conn->Fail(Status::Proto("more write-backs than pages before a P_RELEASE"), f.hdr.type);
+        return p->conn->Fail(Status::Proto("more write-backs than pages before a P_RELEASE"),
+                             f.hdr.type);
     }
     buf.push_back(std::move(f));
 }
@@ -986,7 +1100,8 @@ void Daemon::OnPRelease(Peer *p, const Frame &f) {
     ack.lock_id = m.lock_id;
     ack.client_id = m.client_id;
     if (m.host_id != p->cfg.host_id || frames.size() != m.npages) {
-        return p->conn->Fail(Status::Proto("P_RELEASE does not match the write-backs before it"), f.hdr.type);
+        return p->conn->Fail(Status::Proto("P_RELEASE does not match the write-backs before it"),
+                             f.hdr.type);
     }
     if (s->locks.HolderOf(m.lock_id) != std::optional<Holder>(who)) {
         // Not (or no longer) the holder: its writes must not be applied.
@@ -998,11 +1113,15 @@ void Daemon::OnPRelease(Peer *p, const Frame &f) {
     for (const Frame &w : frames) {
         auto wb = w.Fixed<dshm_writeback>();
         auto data = w.Extra(sizeof wb);
-        Trace("apply-pre", p->cfg.host_id, m.client_id, wb.page, s->Page(wb.page), s->pages->twin(wb.page));
+        Trace("apply-pre", p->cfg.host_id, m.client_id, wb.page, s->Page(wb.page),
+              s->pages->twin(wb.page));
         // Validated by the FrameReader; applied to the live page and, if
         // local clients are writing it, to the twin (the released content).
-        Status st = s->pages->ApplyReleased(wb.page, wb.encoding, data.data(), data.size(), s->Page(wb.page));
-        if (!st.ok()) g_warning("segment %s: applying write-back: %s", s->cfg.name.c_str(), st.ToString().c_str());
+        Status st = s->pages->ApplyReleased(wb.page, wb.encoding, data.data(), data.size(),
+                                            s->Page(wb.page));
+        if (!st.ok())
+            g_warning("segment %s: applying write-back: %s", s->cfg.name.c_str(),
+                      st.ToString().c_str());
         diffs.push_back(Diff{wb.page, wb.encoding, std::vector<uint8_t>(data.begin(), data.end())});
     }
     s->stats.writebacks_applied += diffs.size();
@@ -1025,12 +1144,14 @@ void Daemon::StartOwnerRelease(Segment *s, uint32_t lock, Holder who, uint32_t r
         r->diffs[pgno] = {d.encoding, std::move(d.data)};
         const uint64_t targets = s->pages->InvalidationTargets(pgno, cfg_.host_id, who.host);
         for (uint32_t h = 0; h < DSHM_MAX_HOSTS; h++) {
-            if (targets & (uint64_t(1) << h)) inval[h].push_back(pgno);
+            if (targets & (uint64_t(1) << h))
+                inval[h].push_back(pgno);
         }
     }
     for (auto &[h, pages] : inval) {
         Peer *p = FindPeer(h);
-        if (!p || !p->up) continue;  // its copy is void anyway (punched when it lost us)
+        if (!p || !p->up)
+            continue;  // its copy is void anyway (punched when it lost us)
         for (size_t i = 0; i < pages.size(); i += DSHM_MAX_INVAL_PAGES) {
             size_t n = std::min<size_t>(DSHM_MAX_INVAL_PAGES, pages.size() - i);
             dshm_pagelist m = {};
@@ -1043,7 +1164,8 @@ void Daemon::StartOwnerRelease(Segment *s, uint32_t lock, Holder who, uint32_t r
     }
     OwnerRelease *raw = r.get();
     releases_[r->id] = std::move(r);
-    if (raw->outstanding.empty()) return FinishOwnerRelease(raw);
+    if (raw->outstanding.empty())
+        return FinishOwnerRelease(raw);
     raw->timer = g_timeout_add(cfg_.ack_timeout_ms, &Daemon::OnReleaseTimeout,
                                new std::pair<Daemon *, uint32_t>(this, raw->id));
 }
@@ -1054,35 +1176,43 @@ gboolean Daemon::OnReleaseTimeout(gpointer data) {
     uint32_t id = pr->second;
     delete pr;
     auto it = d->releases_.find(id);
-    if (it == d->releases_.end()) return G_SOURCE_REMOVE;
+    if (it == d->releases_.end())
+        return G_SOURCE_REMOVE;
     it->second->timer = 0;
     std::vector<uint32_t> late;
-    for (auto &[h, n] : it->second->outstanding) late.push_back(h);
+    for (auto &[h, n] : it->second->outstanding)
+        late.push_back(h);
     for (uint32_t h : late) {
         Peer *p = d->FindPeer(h);
-        g_warning("peer host %u did not acknowledge invalidations within %u ms: disconnecting it", h,
-                  d->cfg_.ack_timeout_ms);
-        if (p && p->conn) p->conn->Close(Status::Proto("acknowledgement timeout"));
+        g_warning("peer host %u did not acknowledge invalidations within %u ms: disconnecting it",
+                  h, d->cfg_.ack_timeout_ms);
+        if (p && p->conn)
+            p->conn->Close(Status::Proto("acknowledgement timeout"));
     }
     return G_SOURCE_REMOVE;
 }
 
 void Daemon::AckOwnerRelease(uint32_t id, uint32_t host, int delta) {
     auto it = releases_.find(id);
-    if (it == releases_.end()) return;
+    if (it == releases_.end())
+        return;
     OwnerRelease *r = it->second.get();
     auto o = r->outstanding.find(host);
-    if (o == r->outstanding.end()) return;
+    if (o == r->outstanding.end())
+        return;
     o->second += delta;
-    if (o->second <= 0) r->outstanding.erase(o);
-    if (r->outstanding.empty()) FinishOwnerRelease(r);
+    if (o->second <= 0)
+        r->outstanding.erase(o);
+    if (r->outstanding.empty())
+        FinishOwnerRelease(r);
 }
 
 void Daemon::FinishOwnerRelease(OwnerRelease *r) {
     Segment *s = r->seg;
     std::optional<Holder> next;
     Status st = s->locks.Release(r->lock, r->who, &next);
-    if (next) Grant(s, r->lock, *next);
+    if (next)
+        Grant(s, r->lock, *next);
     if (r->who.host == cfg_.host_id) {
         if (Client *c = FindClient(r->who.client)) {
             c->pending.erase(r->lock);
@@ -1094,7 +1224,8 @@ void Daemon::FinishOwnerRelease(OwnerRelease *r) {
             rep.status = st.code();
             rep.pages_written = r->pages;
             rep.bytes_written = r->bytes;
-            c->conn->Send(EncodeMsg(st.ok() ? DSHM_MSG_RELEASED : DSHM_MSG_LOCK_FAILED, r->reply_tag, rep));
+            c->conn->Send(
+                EncodeMsg(st.ok() ? DSHM_MSG_RELEASED : DSHM_MSG_LOCK_FAILED, r->reply_tag, rep));
         }
     } else {
         dshm_p_release_ack ack = {};
@@ -1104,7 +1235,8 @@ void Daemon::FinishOwnerRelease(OwnerRelease *r) {
         ack.status = st.code();
         SendPeer(r->who.host, EncodeMsg(DSHM_MSG_P_RELEASE_ACK, r->reply_tag, ack));
     }
-    if (r->timer) g_source_remove(r->timer);
+    if (r->timer)
+        g_source_remove(r->timer);
     releases_.erase(r->id);
 }
 
@@ -1112,9 +1244,11 @@ void Daemon::OnPReleaseAck(Peer *p, const Frame &f) {
     auto m = f.Fixed<dshm_p_release_ack>();
     PEER_SEGMENT(s, m, false);
     Client *c = FindClient(m.client_id);
-    if (!c || c->seg != s) return;
+    if (!c || c->seg != s)
+        return;
     auto it = c->pending.find(m.lock_id);
-    if (it == c->pending.end() || !it->second.release) return;
+    if (it == c->pending.end() || !it->second.release)
+        return;
     PendingLock pl = it->second;
     c->pending.erase(it);
     c->held.erase(m.lock_id);
@@ -1127,13 +1261,15 @@ void Daemon::OnPReleaseAck(Peer *p, const Frame &f) {
         s->stats.releases++;
         c->stats.releases++;
     }
-    c->conn->Send(EncodeMsg(m.status == DSHM_OK ? DSHM_MSG_RELEASED : DSHM_MSG_LOCK_FAILED, pl.tag, r));
+    c->conn->Send(
+        EncodeMsg(m.status == DSHM_OK ? DSHM_MSG_RELEASED : DSHM_MSG_LOCK_FAILED, pl.tag, r));
 }
 
 void Daemon::OnInvalidate(Peer *p, const Frame &f) {
     auto m = f.Fixed<dshm_pagelist>();
     PEER_SEGMENT(s, m, false);
-    if (s->owner != p->cfg.host_id) return p->conn->Fail(Status::NotOwner("INVALIDATE from a non-owner"), f.hdr.type);
+    if (s->owner != p->cfg.host_id)
+        return p->conn->Fail(Status::NotOwner("INVALIDATE from a non-owner"), f.hdr.type);
     auto extra = f.Extra(sizeof m);
     std::vector<uint32_t> kept;  // INVAL_ACK entries
     for (uint32_t i = 0; i < m.count; i++) {
@@ -1190,7 +1326,8 @@ void Daemon::OnInvalAck(Peer *p, const Frame &f) {
         SetName(u.segment, s->cfg.name);
         u.page = pgno;
         u.encoding = d->second.first;
-        p->conn->Send(EncodeMsg(DSHM_MSG_UPDATE, f.hdr.tag, u, d->second.second.data(), d->second.second.size()));
+        p->conn->Send(EncodeMsg(DSHM_MSG_UPDATE, f.hdr.tag, u, d->second.second.data(),
+                                d->second.second.size()));
         more++;
     }
     AckOwnerRelease(f.hdr.tag, p->cfg.host_id, more - 1);
@@ -1204,11 +1341,15 @@ void Daemon::OnUpdate(Peer *p, const Frame &f) {
     // are written; local writers own other bytes) and to the twin, so that
     // they are not sent back as local changes.
     auto data = f.Extra(sizeof m);
-    Trace("update-pre", m.page, f.hdr.tag, s->pages->dirtiers(m.page), s->Page(m.page), s->pages->twin(m.page));
+    Trace("update-pre", m.page, f.hdr.tag, s->pages->dirtiers(m.page), s->Page(m.page),
+          s->pages->twin(m.page));
     bool applied = false;
-    Status st = s->pages->OnUpdate(m.page, m.encoding, data.data(), data.size(), s->Page(m.page), &applied);
-    if (!st.ok()) g_warning("segment %s: applying update: %s", s->cfg.name.c_str(), st.ToString().c_str());
-    if (applied) s->stats.updates++;
+    Status st =
+        s->pages->OnUpdate(m.page, m.encoding, data.data(), data.size(), s->Page(m.page), &applied);
+    if (!st.ok())
+        g_warning("segment %s: applying update: %s", s->cfg.name.c_str(), st.ToString().c_str());
+    if (applied)
+        s->stats.updates++;
     dshm_page r = {};
     SetName(r.segment, s->cfg.name);
     r.page = m.page;
@@ -1224,7 +1365,8 @@ void Daemon::OnUpdateAck(Peer *p, const Frame &f) {
 void Daemon::OnClientGone(Peer *p, const Frame &f) {
     auto m = f.Fixed<dshm_p_lock>();
     PEER_SEGMENT(s, m, true);
-    if (m.host_id != p->cfg.host_id) return p->conn->Fail(Status::Proto("CLIENT_GONE for another host"), f.hdr.type);
+    if (m.host_id != p->cfg.host_id)
+        return p->conn->Fail(Status::Proto("CLIENT_GONE for another host"), f.hdr.type);
     DropClientLocks(s, Holder{m.host_id, m.client_id});
 }
 
@@ -1243,15 +1385,19 @@ std::string Daemon::StatusJson(uint32_t what) {
         for (auto &[name, s] : segments_) {
             uint64_t valid = 0, dirty = 0, copies = 0;
             for (uint32_t i = 0; i < s->npages; i++) {
-                if (s->pages->state(i) == PageTable::kValid && s->memfd.valid() && !IsOwner(s.get())) valid++;
-                if (s->pages->twin(i)) dirty++;
+                if (s->pages->state(i) == PageTable::kValid && s->memfd.valid() &&
+                    !IsOwner(s.get()))
+                    valid++;
+                if (s->pages->twin(i))
+                    dirty++;
                 copies += __builtin_popcountll(s->pages->copyset(i));
             }
             if (IsOwner(s.get()) && s->memfd.valid()) {
                 // Present pages of the owner's memfd.
                 for (uint32_t i = 0; i < s->npages; i++) {
                     auto pr = os::PageIsPresent(s->memfd.get(), uint64_t(i) * kPage);
-                    if (pr.ok() && *pr) valid++;
+                    if (pr.ok() && *pr)
+                        valid++;
                 }
             }
             json_builder_begin_object(b);
@@ -1293,7 +1439,8 @@ std::string Daemon::StatusJson(uint32_t what) {
             json_builder_begin_array(b);
             for (uint32_t cid : s->clients) {
                 Client *c = FindClient(cid);
-                if (!c) continue;
+                if (!c)
+                    continue;
                 json_builder_begin_object(b);
                 json_builder_set_member_name(b, "id");
                 json_builder_add_int_value(b, c->id);

@@ -37,29 +37,29 @@
 #include "config.h"
 #include "conn.h"
 #include "lockq.h"
-#include "pages.h"
 #include "os/result.h"
+#include "pages.h"
 
 namespace dshm {
 
 // Counters shown by dshmctl (and used by the tests to prove behaviour).
 struct SegmentStats {
-    uint64_t missing_faults = 0;     // local missing faults
-    uint64_t wp_faults = 0;          // local write-protect faults (first writes)
-    uint64_t fetches_sent = 0;       // FETCH sent to the owner
-    uint64_t fetches_served = 0;     // FETCH answered (owner)
-    uint64_t pages_written_back = 0; // pages in releases sent (non-owner) or made (owner-local)
-    uint64_t bytes_written_back = 0; // encoded diff bytes
-    uint64_t writebacks_applied = 0; // pages applied from other hosts (owner)
-    uint64_t invalidations_sent = 0; // pages invalidated at other hosts (owner)
-    uint64_t invalidations_received = 0; // pages punched here
-    uint64_t updates = 0;            // dirty pages merged with UPDATE
-    uint64_t acquires = 0;           // locks granted to local clients
-    uint64_t releases = 0;           // releases completed for local clients
+    uint64_t missing_faults = 0;      // local missing faults
+    uint64_t wp_faults = 0;           // local write-protect faults (first writes)
+    uint64_t fetches_sent = 0;        // FETCH sent to the owner
+    uint64_t fetches_served = 0;      // FETCH answered (owner)
+    uint64_t pages_written_back = 0;  // pages in releases sent (non-owner) or made (owner-local)
+    uint64_t bytes_written_back = 0;  // encoded diff bytes
+    uint64_t writebacks_applied = 0;  // pages applied from other hosts (owner)
+    uint64_t invalidations_sent = 0;  // pages invalidated at other hosts (owner)
+    uint64_t invalidations_received = 0;  // pages punched here
+    uint64_t updates = 0;                 // dirty pages merged with UPDATE
+    uint64_t acquires = 0;                // locks granted to local clients
+    uint64_t releases = 0;                // releases completed for local clients
 };
 
 class Daemon {
-public:
+  public:
     explicit Daemon(Config config);
     ~Daemon();
     Daemon(const Daemon &) = delete;
@@ -71,7 +71,7 @@ public:
     void Run();
     void Quit();
 
-private:
+  private:
     struct Client;
     struct Segment;
     struct Peer;
@@ -94,8 +94,8 @@ private:
 
     struct PendingLock {
         bool release = false;
-        uint32_t tag = 0;       // the client's request tag, echoed in the reply
-        uint32_t pages = 0;     // release: pages and diff bytes written back
+        uint32_t tag = 0;    // the client's request tag, echoed in the reply
+        uint32_t pages = 0;  // release: pages and diff bytes written back
         uint32_t bytes = 0;
     };
 
@@ -118,7 +118,7 @@ private:
     struct Peer {
         PeerConfig cfg;
         std::unique_ptr<Conn> conn;
-        bool up = false;               // HELLO received on conn
+        bool up = false;  // HELLO received on conn
         uint64_t incarnation = 0;
         std::vector<std::vector<uint8_t>> queued;  // sent before the peer was up
         guint retry_timer = 0;
@@ -161,6 +161,9 @@ private:
     void OnCtlQuery(Client *c, const Frame &f);
     void OnClientClosed(Client *c, const Status &why);
     void LockFailed(Client *c, uint32_t lock, uint32_t tag, const Status &st);
+    // The refusal (E_NOT_ATTACHED, E_BAD_LOCK, E_PENDING, E_NOT_HELD,
+    // E_ALREADY_HELD) of a client's ACQUIRE (release=false) or RELEASE.
+    Status CheckLockRequest(const Client *c, uint32_t lock, bool release) const;
     static gboolean OnUffdEvent(gint fd, GIOCondition, gpointer client);
     void HandleMissing(Client *c, uint32_t page, uint64_t addr);
     void HandleWriteFault(Client *c, uint32_t page, uint64_t addr);

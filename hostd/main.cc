@@ -16,11 +16,13 @@ int main(int argc, char **argv) {
         {"check-config", 0, 0, G_OPTION_ARG_NONE, &check_only,
          "parse the configuration, print it and exit", nullptr},
         {"poll-us", 0, 0, G_OPTION_ARG_INT, &poll_us,
-         "busy-poll window in microseconds (overrides poll-us of the config; 0 = never spin)", "US"},
+         "busy-poll window in microseconds (overrides poll-us of the config; 0 = never spin)",
+         "US"},
         {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
     };
     GOptionContext *ctx = g_option_context_new("- dshm host daemon");
-    g_option_context_set_summary(ctx,
+    g_option_context_set_summary(
+        ctx,
         "Serves the distributed shared memory segments of this host: page faults of\n"
         "local clients (VMs), write-backs, invalidations and locks (docs/protocol.md).");
     g_option_context_add_main_entries(ctx, entries, nullptr);
@@ -39,13 +41,16 @@ int main(int argc, char **argv) {
         fprintf(stderr, "dshmd: %s\n", st.message().c_str());
         return 2;
     }
-    if (poll_us >= 0) cfg.poll_us = static_cast<uint32_t>(poll_us);
+    if (poll_us >= 0)
+        cfg.poll_us = static_cast<uint32_t>(poll_us);
     if (check_only) {
         printf("host %u (%s) listen %s socket %s poll-us %u\n", cfg.host_id, cfg.host_name.c_str(),
                cfg.listen.c_str(), cfg.socket_path.c_str(), cfg.poll_us);
-        for (const auto &p : cfg.peers) printf("peer %s host %u at %s\n", p.name.c_str(), p.host_id, p.address.c_str());
+        for (const auto &p : cfg.peers)
+            printf("peer %s host %u at %s\n", p.name.c_str(), p.host_id, p.address.c_str());
         for (const auto &s : cfg.segments) {
-            printf("segment %s size %llu owner %u\n", s.name.c_str(), (unsigned long long)s.size, s.owner);
+            printf("segment %s size %llu owner %u\n", s.name.c_str(), (unsigned long long)s.size,
+                   s.owner);
         }
         return 0;
     }

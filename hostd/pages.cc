@@ -13,13 +13,15 @@ constexpr size_t kPage = DSHM_PAGE_SIZE;
 
 PageTable::PageTable(uint32_t npages, bool owner) : pages_(npages), owner_(owner) {
     if (owner_) {
-        for (Page &pg : pages_) pg.state = kValid;
+        for (Page &pg : pages_)
+            pg.state = kValid;
     }
 }
 
 PageTable::MissingAction PageTable::OnMissingFault(uint32_t p, uint32_t client, uint64_t addr) {
     Page &pg = pages_[p];
-    if (owner_) return MissingAction::kFillZero;
+    if (owner_)
+        return MissingAction::kFillZero;
     switch (pg.state) {
         case kValid:
             return MissingAction::kWake;
@@ -36,7 +38,8 @@ PageTable::MissingAction PageTable::OnMissingFault(uint32_t p, uint32_t client, 
 
 PageTable::WriteAction PageTable::OnWriteFault(uint32_t p, bool first, const uint8_t *content) {
     Page &pg = pages_[p];
-    if (pg.state != kValid) return WriteAction::kRefault;
+    if (pg.state != kValid)
+        return WriteAction::kRefault;
     if (first && pg.ndirtiers++ == 0) {
         pg.twin.reset(new uint8_t[kPage]);
         memcpy(pg.twin.get(), content, kPage);
@@ -46,13 +49,16 @@ PageTable::WriteAction PageTable::OnWriteFault(uint32_t p, bool first, const uin
 
 std::vector<PageTable::Waiter> PageTable::TakeWaiters(uint32_t p) {
     Page &pg = pages_[p];
-    if (pg.state != kFetching) return {};
+    if (pg.state != kFetching)
+        return {};
     std::vector<Waiter> out;
     out.swap(pg.waiters);
     return out;
 }
 
-void PageTable::Installed(uint32_t p, bool ok) { pages_[p].state = ok ? kValid : kInvalid; }
+void PageTable::Installed(uint32_t p, bool ok) {
+    pages_[p].state = ok ? kValid : kInvalid;
+}
 
 void PageTable::ForgetClient(uint32_t client) {
     for (Page &pg : pages_) {
@@ -65,7 +71,8 @@ void PageTable::ForgetClient(uint32_t client) {
 std::vector<uint32_t> PageTable::Fetching() const {
     std::vector<uint32_t> out;
     for (uint32_t p = 0; p < size(); p++) {
-        if (pages_[p].state == kFetching) out.push_back(p);
+        if (pages_[p].state == kFetching)
+            out.push_back(p);
     }
     return out;
 }
@@ -84,7 +91,8 @@ uint16_t PageTable::ReleaseDirty(uint32_t p, const uint8_t *content, std::vector
 
 bool PageTable::DropDirtier(uint32_t p, uint8_t *content) {
     Page &pg = pages_[p];
-    if (--pg.ndirtiers > 0) return false;
+    if (--pg.ndirtiers > 0)
+        return false;
     memcpy(content, pg.twin.get(), kPage);
     pg.twin.reset();
     return true;
@@ -92,21 +100,27 @@ bool PageTable::DropDirtier(uint32_t p, uint8_t *content) {
 
 PageTable::InvalAction PageTable::OnInvalidate(uint32_t p) {
     Page &pg = pages_[p];
-    if (pg.state != kValid) return InvalAction::kNotHere;
-    if (pg.ndirtiers > 0) return InvalAction::kKeep;
+    if (pg.state != kValid)
+        return InvalAction::kNotHere;
+    if (pg.ndirtiers > 0)
+        return InvalAction::kKeep;
     pg.state = kInvalid;
     return InvalAction::kPunch;
 }
 
-void PageTable::Punched(uint32_t p) { pages_[p].state = kInvalid; }
+void PageTable::Punched(uint32_t p) {
+    pages_[p].state = kInvalid;
+}
 
 Status PageTable::OnUpdate(uint32_t p, uint16_t encoding, const uint8_t *data, size_t len,
                            uint8_t *content, bool *applied) {
     Page &pg = pages_[p];
     *applied = false;
-    if (pg.state != kValid) return Status::OK();
+    if (pg.state != kValid)
+        return Status::OK();
     Status st = ApplyDiff(content, encoding, data, len);
-    if (st.ok() && pg.twin) st = ApplyDiff(pg.twin.get(), encoding, data, len);
+    if (st.ok() && pg.twin)
+        st = ApplyDiff(pg.twin.get(), encoding, data, len);
     *applied = st.ok();
     return st;
 }
@@ -121,21 +135,26 @@ Status PageTable::ApplyReleased(uint32_t p, uint16_t encoding, const uint8_t *da
                                 uint8_t *content) {
     Page &pg = pages_[p];
     Status st = ApplyDiff(content, encoding, data, len);
-    if (st.ok() && pg.twin) st = ApplyDiff(pg.twin.get(), encoding, data, len);
+    if (st.ok() && pg.twin)
+        st = ApplyDiff(pg.twin.get(), encoding, data, len);
     return st;
 }
 
 uint64_t PageTable::InvalidationTargets(uint32_t p, uint32_t self, uint32_t writer) {
     Page &pg = pages_[p];
     const uint64_t targets = pg.copyset & ~(uint64_t(1) << self) & ~(uint64_t(1) << writer);
-    if (writer != self) pg.copyset |= uint64_t(1) << writer;
+    if (writer != self)
+        pg.copyset |= uint64_t(1) << writer;
     return targets;
 }
 
-void PageTable::LeftCopyset(uint32_t p, uint32_t host) { pages_[p].copyset &= ~(uint64_t(1) << host); }
+void PageTable::LeftCopyset(uint32_t p, uint32_t host) {
+    pages_[p].copyset &= ~(uint64_t(1) << host);
+}
 
 void PageTable::DropHost(uint32_t host) {
-    for (Page &pg : pages_) pg.copyset &= ~(uint64_t(1) << host);
+    for (Page &pg : pages_)
+        pg.copyset &= ~(uint64_t(1) << host);
 }
 
 }  // namespace dshm

@@ -30,7 +30,7 @@
 namespace dshm {
 
 class PageTable {
-public:
+  public:
     enum State : uint8_t { kInvalid, kFetching, kValid };
     struct Waiter {
         uint32_t client;
@@ -96,8 +96,8 @@ public:
     void Punched(uint32_t p);
     // An UPDATE (another writer's released diff): applied to `content` and
     // the twin when the page is valid (*applied = true), else ignored.
-    Status OnUpdate(uint32_t p, uint16_t encoding, const uint8_t *data, size_t len, uint8_t *content,
-                    bool *applied);
+    Status OnUpdate(uint32_t p, uint16_t encoding, const uint8_t *data, size_t len,
+                    uint8_t *content, bool *applied);
 
     // --- owner side ---
     // FETCH from `host`: the content to send (the twin while local clients
@@ -116,7 +116,7 @@ public:
     // `host` is gone: it leaves every copy set.
     void DropHost(uint32_t host);
 
-private:
+  private:
     struct Page {
         State state = kInvalid;
         uint16_t ndirtiers = 0;

@@ -82,7 +82,7 @@ START_TEST(write_fault_takes_twin_once) {
     ck_assert(t.OnWriteFault(0, true, m.p()) == WA::kUnprotect);
     ck_assert_uint_eq(t.dirtiers(0), 1);
     ck_assert_ptr_nonnull(t.twin(0));
-    m.Set64(0, 42);                                       // the client writes
+    m.Set64(0, 42);                                               // the client writes
     ck_assert(t.OnWriteFault(0, true, m.p()) == WA::kUnprotect);  // a second client
     ck_assert_uint_eq(t.dirtiers(0), 2);
     uint64_t twin0;
@@ -116,7 +116,7 @@ START_TEST(release_sends_exact_bytes_and_keeps_concurrent_writes) {
     uint16_t enc = t.ReleaseDirty(0, m.p(), &d);  // A releases (carries B's 5 early)
     ck_assert_uint_ne(enc, 0);
     ck_assert_uint_lt(d.size(), 32);
-    m.Set64(8, 6);  // B writes again after A's diff
+    m.Set64(8, 6);                       // B writes again after A's diff
     enc = t.ReleaseDirty(0, m.p(), &d);  // B releases: must carry 6
     ck_assert_uint_ne(enc, 0);
     Mem owner;
@@ -203,7 +203,9 @@ START_TEST(update_applies_to_page_and_twin) {
     Mem owner;
     owner.Set64(8, 77);
     owner.Set64(0, 0);
-    ck_assert(dshm::ApplyDiff(owner.p(), dshm::EncodeDiff(page.p(), owner.p(), &d), d.data(), d.size()).ok());
+    ck_assert(
+        dshm::ApplyDiff(owner.p(), dshm::EncodeDiff(page.p(), owner.p(), &d), d.data(), d.size())
+            .ok());
     ck_assert_uint_eq(owner.Get64(8), 77);
     // An update to an invalid page is ignored.
     t.OnInvalidate(1);

@@ -41,9 +41,12 @@ namespace g = dshm::guest;
 namespace {
 
 int Usage(const std::string &m) {
-    fprintf(stderr, "dshm-attach: %s\nusage: dshm-attach [--socket PATH] [--name NAME] SEGMENT COMMAND [options]\n"
-                    "commands: count read write fill verify hold script (see the header of dshm-attach.cc)\n",
-            m.c_str());
+    fprintf(
+        stderr,
+        "dshm-attach: %s\nusage: dshm-attach [--socket PATH] [--name NAME] SEGMENT COMMAND "
+        "[options]\n"
+        "commands: count read write fill verify hold script (see the header of dshm-attach.cc)\n",
+        m.c_str());
     return 2;
 }
 
@@ -51,7 +54,9 @@ volatile uint64_t *Word(Client &c, uint64_t off) {
     return reinterpret_cast<volatile uint64_t *>(c.data() + off);
 }
 
-bool InRange(Client &c, uint64_t off, uint64_t len) { return off <= c.size() && len <= c.size() - off; }
+bool InRange(Client &c, uint64_t off, uint64_t len) {
+    return off <= c.size() && len <= c.size() - off;
+}
 
 // Runs one script line; returns the answer.
 std::string RunLine(Client &c, const std::string &line, bool *quit) {
@@ -59,58 +64,73 @@ std::string RunLine(Client &c, const std::string &line, bool *quit) {
     std::string cmd;
     in >> cmd;
     std::vector<std::string> a;
-    for (std::string w; in >> w;) a.push_back(w);
-    auto num = [&](size_t i) -> std::optional<uint64_t> { return i < a.size() ? g::ParseSize(a[i]) : std::nullopt; };
-    if (cmd.empty()) return "error empty line";
+    for (std::string w; in >> w;)
+        a.push_back(w);
+    auto num = [&](size_t i) -> std::optional<uint64_t> {
+        return i < a.size() ? g::ParseSize(a[i]) : std::nullopt;
+    };
+    if (cmd.empty())
+        return "error empty line";
     if (cmd == "quit") {
         *quit = true;
         return "ok";
     }
-    if (cmd == "echo") return "ok " + line.substr(std::min(line.size(), size_t(5)));
+    if (cmd == "echo")
+        return "ok " + line.substr(std::min(line.size(), size_t(5)));
     if (cmd == "acquire" || cmd == "release") {
         auto l = num(0);
-        if (!l) return "error usage: " + cmd + " LOCK";
+        if (!l)
+            return "error usage: " + cmd + " LOCK";
         dshm::ReleaseInfo info;
         Status st = cmd == "acquire" ? c.Acquire(*l) : c.Release(*l, &info);
-        if (!st.ok()) return "error " + st.ToString();
+        if (!st.ok())
+            return "error " + st.ToString();
         if (cmd == "release") {
-            return "ok pages=" + std::to_string(info.pages_written) + " bytes=" + std::to_string(info.bytes_written);
+            return "ok pages=" + std::to_string(info.pages_written) +
+                   " bytes=" + std::to_string(info.bytes_written);
         }
         return "ok";
     }
     if (cmd == "read") {
         auto o = num(0);
-        if (!o || *o % 8 || !InRange(c, *o, 8)) return "error usage: read OFFSET (8-aligned, in range)";
+        if (!o || *o % 8 || !InRange(c, *o, 8))
+            return "error usage: read OFFSET (8-aligned, in range)";
         return "value " + std::to_string(*Word(c, *o));
     }
     if (cmd == "write") {
         auto o = num(0), v = num(1);
-        if (!o || !v || *o % 8 || !InRange(c, *o, 8)) return "error usage: write OFFSET VALUE";
+        if (!o || !v || *o % 8 || !InRange(c, *o, 8))
+            return "error usage: write OFFSET VALUE";
         *Word(c, *o) = *v;
         return "ok";
     }
     if (cmd == "fill" || cmd == "verify") {
         auto o = num(0), l = num(1), s = num(2);
-        if (!o || !l || !s || !InRange(c, *o, *l)) return "error usage: " + cmd + " OFFSET LENGTH SEED";
+        if (!o || !l || !s || !InRange(c, *o, *l))
+            return "error usage: " + cmd + " OFFSET LENGTH SEED";
         if (cmd == "fill") {
             g::FillPattern(c.data() + *o, *o, *l, *s);
             return "ok";
         }
         uint64_t first = 0;
         size_t bad = g::VerifyPattern(c.data() + *o, *o, *l, *s, &first);
-        return bad ? "error verify: " + std::to_string(bad) + " bytes differ, first at " + std::to_string(first)
+        return bad ? "error verify: " + std::to_string(bad) + " bytes differ, first at " +
+                         std::to_string(first)
                    : "ok verified";
     }
     if (cmd == "touch") {
         auto o = num(0), l = num(1);
-        if (!o || !l || !InRange(c, *o, *l)) return "error usage: touch OFFSET LENGTH";
+        if (!o || !l || !InRange(c, *o, *l))
+            return "error usage: touch OFFSET LENGTH";
         uint64_t sum = 0;
-        for (uint64_t p = *o; p < *o + *l; p += 4096) sum += c.data()[p];
+        for (uint64_t p = *o; p < *o + *l; p += 4096)
+            sum += c.data()[p];
         return "ok sum=" + std::to_string(sum);
     }
     if (cmd == "sleep") {
         auto ms = num(0);
-        if (!ms) return "error usage: sleep MS";
+        if (!ms)
+            return "error usage: sleep MS";
         usleep(*ms * 1000);
         return "ok";
     }
@@ -126,18 +146,24 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         std::string s = argv[i];
         if (s.rfind("--", 0) == 0) {
-            if (i + 1 >= argc) return Usage("option " + s + " needs a value");
+            if (i + 1 >= argc)
+                return Usage("option " + s + " needs a value");
             opt[s.substr(2)] = argv[++i];
         } else {
             pos.push_back(s);
         }
     }
-    if (opt.count("socket")) socket = opt["socket"];
-    if (opt.count("name")) name = opt["name"];
-    if (pos.size() != 2) return Usage("need SEGMENT and COMMAND");
-    auto num = [&](const char *k, std::optional<uint64_t> dflt = std::nullopt) -> std::optional<uint64_t> {
+    if (opt.count("socket"))
+        socket = opt["socket"];
+    if (opt.count("name"))
+        name = opt["name"];
+    if (pos.size() != 2)
+        return Usage("need SEGMENT and COMMAND");
+    auto num = [&](const char *k,
+                   std::optional<uint64_t> dflt = std::nullopt) -> std::optional<uint64_t> {
         auto it = opt.find(k);
-        if (it == opt.end()) return dflt;
+        if (it == opt.end())
+            return dflt;
         return g::ParseSize(it->second);
     };
 
@@ -155,7 +181,8 @@ int main(int argc, char **argv) {
     };
     if (cmd == "script") {
         setvbuf(stdout, nullptr, _IOLBF, 0);
-        printf("ok attached client=%u size=%llu owner=%u\n", c.client_id(), (unsigned long long)c.size(), c.owner_host());
+        printf("ok attached client=%u size=%llu owner=%u\n", c.client_id(),
+               (unsigned long long)c.size(), c.owner_host());
         bool quit = false;
         for (std::string line; !quit && std::getline(std::cin, line);) {
             printf("%s\n", RunLine(c, line, &quit).c_str());
@@ -164,64 +191,78 @@ int main(int argc, char **argv) {
     }
     if (cmd == "count") {
         auto off = num("offset", 0), iters = num("iterations");
-        if (!off || !iters || !lock || *off % 8 || !InRange(c, *off, 8)) return Usage("count --offset N --iterations K [--lock L]");
+        if (!off || !iters || !lock || *off % 8 || !InRange(c, *off, 8))
+            return Usage("count --offset N --iterations K [--lock L]");
         uint64_t pages = 0, bytes = 0, last = 0, stale = 0;
         for (uint64_t i = 0; i < *iters; i++) {
-            if (!(st = c.Acquire(*lock)).ok()) return fail(st);
+            if (!(st = c.Acquire(*lock)).ok())
+                return fail(st);
             uint64_t seen = *Word(c, *off);
             // With --exclusive, nobody else writes this counter: anything but
             // our own last value is a coherence failure, reported at once.
             if (opt.count("exclusive") && i > 0 && seen != last) {
-                fprintf(stderr, "STALE iteration=%llu read=%llu expected=%llu\n", (unsigned long long)i,
-                        (unsigned long long)seen, (unsigned long long)last);
+                fprintf(stderr, "STALE iteration=%llu read=%llu expected=%llu\n",
+                        (unsigned long long)i, (unsigned long long)seen, (unsigned long long)last);
                 stale++;
             }
             last = seen + 1;
             *Word(c, *off) = last;
             dshm::ReleaseInfo info;
-            if (!(st = c.Release(*lock, &info)).ok()) return fail(st);
+            if (!(st = c.Release(*lock, &info)).ok())
+                return fail(st);
             pages += info.pages_written;
             bytes += info.bytes_written;
         }
-        printf("count done iterations=%llu last=%llu pages_written=%llu bytes_written=%llu bytes_per_release=%.1f\n",
-               (unsigned long long)*iters, (unsigned long long)last, (unsigned long long)pages,
-               (unsigned long long)bytes, *iters ? double(bytes) / *iters : 0.0);
+        printf(
+            "count done iterations=%llu last=%llu pages_written=%llu bytes_written=%llu "
+            "bytes_per_release=%.1f\n",
+            (unsigned long long)*iters, (unsigned long long)last, (unsigned long long)pages,
+            (unsigned long long)bytes, *iters ? double(bytes) / *iters : 0.0);
         return stale ? 1 : 0;
     }
     if (cmd == "read") {
         auto off = num("offset", 0);
-        if (!off || *off % 8 || !InRange(c, *off, 8)) return Usage("read --offset N");
+        if (!off || *off % 8 || !InRange(c, *off, 8))
+            return Usage("read --offset N");
         printf("%llu\n", (unsigned long long)*Word(c, *off));
         return 0;
     }
     bool locked = opt.count("lock") && cmd != "hold";
-    if (locked && !(st = c.Acquire(*lock)).ok()) return fail(st);
+    if (locked && !(st = c.Acquire(*lock)).ok())
+        return fail(st);
     int rc = 0;
     if (cmd == "write") {
         auto off = num("offset", 0), v = num("value");
-        if (!off || !v || *off % 8 || !InRange(c, *off, 8)) return Usage("write --offset N --value V");
+        if (!off || !v || *off % 8 || !InRange(c, *off, 8))
+            return Usage("write --offset N --value V");
         *Word(c, *off) = *v;
     } else if (cmd == "fill" || cmd == "verify") {
         auto off = num("offset", 0), len = num("length"), seed = num("pattern");
-        if (!off || !len || !seed || !InRange(c, *off, *len)) return Usage(cmd + " --offset N --length L --pattern SEED");
+        if (!off || !len || !seed || !InRange(c, *off, *len))
+            return Usage(cmd + " --offset N --length L --pattern SEED");
         if (cmd == "fill") {
             g::FillPattern(c.data() + *off, *off, *len, *seed);
-            printf("filled offset=%llu length=%llu\n", (unsigned long long)*off, (unsigned long long)*len);
+            printf("filled offset=%llu length=%llu\n", (unsigned long long)*off,
+                   (unsigned long long)*len);
         } else {
             uint64_t first = 0;
             size_t bad = g::VerifyPattern(c.data() + *off, *off, *len, *seed, &first);
             if (bad) {
-                printf("verify FAILED: %zu bytes differ, first at %llu\n", bad, (unsigned long long)first);
+                printf("verify FAILED: %zu bytes differ, first at %llu\n", bad,
+                       (unsigned long long)first);
                 rc = 1;
             } else {
-                printf("verify OK offset=%llu length=%llu\n", (unsigned long long)*off, (unsigned long long)*len);
+                printf("verify OK offset=%llu length=%llu\n", (unsigned long long)*off,
+                       (unsigned long long)*len);
             }
         }
     } else if (cmd == "hold") {
-        if (!(st = c.Acquire(*lock)).ok()) return fail(st);
+        if (!(st = c.Acquire(*lock)).ok())
+            return fail(st);
         if (auto v = num("value")) {
             auto off = num("offset", 0);
-            if (!off || *off % 8 || !InRange(c, *off, 8)) return Usage("hold --offset N --value V");
+            if (!off || *off % 8 || !InRange(c, *off, 8))
+                return Usage("hold --offset N --value V");
             *Word(c, *off) = *v;
         }
         printf("holding lock %llu\n", (unsigned long long)*lock);
@@ -229,13 +270,16 @@ int main(int argc, char **argv) {
         auto secs = num("seconds", 0);
         if (*secs) {
             sleep(*secs);
-            if (!(st = c.Release(*lock)).ok()) return fail(st);
+            if (!(st = c.Release(*lock)).ok())
+                return fail(st);
         } else {
-            for (;;) pause();
+            for (;;)
+                pause();
         }
     } else {
         return Usage("unknown command '" + cmd + "'");
     }
-    if (locked && !(st = c.Release(*lock)).ok()) return fail(st);
+    if (locked && !(st = c.Release(*lock)).ok())
+        return fail(st);
     return rc;
 }

@@ -36,7 +36,7 @@ struct ReleaseInfo {
 };
 
 class Client {
-public:
+  public:
     Client() = default;
     ~Client();
     Client(const Client &) = delete;
@@ -57,7 +57,7 @@ public:
     uint32_t client_id() const { return client_id_; }
     uint32_t owner_host() const { return owner_host_; }
 
-private:
+  private:
     Status Send(const std::vector<uint8_t> &msg, int fd = -1);
     // Reads until a frame arrives (blocking).
     Status Receive(Frame *out);

@@ -24,40 +24,49 @@ long long Int(JsonObject *o, const char *k) {
 
 void PrintSegments(JsonObject *root) {
     JsonArray *segs = json_object_get_array_member(root, "segments");
-    printf("%-16s %10s %5s %6s %7s %6s %7s\n", "SEGMENT", "SIZE", "OWNER", "VALID", "DIRTY", "COPIES", "CLIENTS");
+    printf("%-16s %10s %5s %6s %7s %6s %7s\n", "SEGMENT", "SIZE", "OWNER", "VALID", "DIRTY",
+           "COPIES", "CLIENTS");
     for (guint i = 0; i < json_array_get_length(segs); i++) {
         JsonObject *s = json_array_get_object_element(segs, i);
         JsonArray *cl = json_object_get_array_member(s, "clients");
-        printf("%-16s %9lldK %5lld %6lld %7lld %6lld %7u\n", json_object_get_string_member(s, "name"),
-               Int(s, "size") / 1024, Int(s, "owner"), Int(s, "valid_pages"), Int(s, "dirty_pages"),
-               Int(s, "remote_copies"), json_array_get_length(cl));
+        printf("%-16s %9lldK %5lld %6lld %7lld %6lld %7u\n",
+               json_object_get_string_member(s, "name"), Int(s, "size") / 1024, Int(s, "owner"),
+               Int(s, "valid_pages"), Int(s, "dirty_pages"), Int(s, "remote_copies"),
+               json_array_get_length(cl));
         JsonObject *st = json_object_get_object_member(s, "stats");
-        printf("  faults missing=%lld write=%lld | fetches sent=%lld served=%lld | written back pages=%lld "
-               "bytes=%lld applied=%lld | invalidations sent=%lld received=%lld updates=%lld | "
-               "locks acquired=%lld released=%lld\n",
-               Int(st, "missing_faults"), Int(st, "wp_faults"), Int(st, "fetches_sent"), Int(st, "fetches_served"),
-               Int(st, "pages_written_back"), Int(st, "bytes_written_back"), Int(st, "writebacks_applied"),
-               Int(st, "invalidations_sent"), Int(st, "invalidations_received"), Int(st, "updates"),
-               Int(st, "acquires"), Int(st, "releases"));
+        printf(
+            "  faults missing=%lld write=%lld | fetches sent=%lld served=%lld | written back "
+            "pages=%lld "
+            "bytes=%lld applied=%lld | invalidations sent=%lld received=%lld updates=%lld | "
+            "locks acquired=%lld released=%lld\n",
+            Int(st, "missing_faults"), Int(st, "wp_faults"), Int(st, "fetches_sent"),
+            Int(st, "fetches_served"), Int(st, "pages_written_back"), Int(st, "bytes_written_back"),
+            Int(st, "writebacks_applied"), Int(st, "invalidations_sent"),
+            Int(st, "invalidations_received"), Int(st, "updates"), Int(st, "acquires"),
+            Int(st, "releases"));
         for (guint j = 0; j < json_array_get_length(cl); j++) {
             JsonObject *c = json_array_get_object_element(cl, j);
-            printf("  client %lld %-20s locks=%lld faults missing=%lld write=%lld written back pages=%lld bytes=%lld\n",
-                   Int(c, "id"), json_object_get_string_member(c, "name"), Int(c, "locks_held"),
-                   Int(c, "missing_faults"), Int(c, "wp_faults"), Int(c, "pages_written_back"),
-                   Int(c, "bytes_written_back"));
+            printf(
+                "  client %lld %-20s locks=%lld faults missing=%lld write=%lld written back "
+                "pages=%lld bytes=%lld\n",
+                Int(c, "id"), json_object_get_string_member(c, "name"), Int(c, "locks_held"),
+                Int(c, "missing_faults"), Int(c, "wp_faults"), Int(c, "pages_written_back"),
+                Int(c, "bytes_written_back"));
         }
     }
 }
 
 void PrintPeers(JsonObject *root) {
     JsonArray *peers = json_object_get_array_member(root, "peers");
-    printf("%-8s %-12s %-22s %-10s %12s %12s\n", "HOST", "NAME", "ADDRESS", "STATE", "BYTES_IN", "BYTES_OUT");
+    printf("%-8s %-12s %-22s %-10s %12s %12s\n", "HOST", "NAME", "ADDRESS", "STATE", "BYTES_IN",
+           "BYTES_OUT");
     for (guint i = 0; i < json_array_get_length(peers); i++) {
         JsonObject *p = json_array_get_object_element(peers, i);
-        printf("%-8lld %-12s %-22s %-10s %12lld %12lld\n", Int(p, "host_id"), json_object_get_string_member(p, "name"),
+        printf("%-8lld %-12s %-22s %-10s %12lld %12lld\n", Int(p, "host_id"),
+               json_object_get_string_member(p, "name"),
                json_object_get_string_member(p, "address"),
-               json_object_get_boolean_member(p, "connected") ? "connected" : "down", Int(p, "bytes_in"),
-               Int(p, "bytes_out"));
+               json_object_get_boolean_member(p, "connected") ? "connected" : "down",
+               Int(p, "bytes_in"), Int(p, "bytes_out"));
     }
 }
 
@@ -77,9 +86,12 @@ int main(int argc, char **argv) {
             return Usage();
         }
     }
-    uint32_t q = what == "segments" ? DSHM_CTL_SEGMENTS : what == "peers" ? DSHM_CTL_PEERS
-               : what == "stats"    ? DSHM_CTL_STATS : 0;
-    if (!q) return Usage();
+    uint32_t q = what == "segments" ? DSHM_CTL_SEGMENTS
+                 : what == "peers"  ? DSHM_CTL_PEERS
+                 : what == "stats"  ? DSHM_CTL_STATS
+                                    : 0;
+    if (!q)
+        return Usage();
     std::string text;
     dshm::Status st = dshm::CtlQuery(socket, q, &text);
     if (!st.ok()) {
@@ -97,9 +109,12 @@ int main(int argc, char **argv) {
         return 3;
     }
     JsonObject *root = json_node_get_object(json_parser_get_root(parser));
-    printf("host %lld (%s)\n", Int(root, "host_id"), json_object_get_string_member(root, "host_name"));
-    if (json_object_has_member(root, "segments")) PrintSegments(root);
-    if (json_object_has_member(root, "peers")) PrintPeers(root);
+    printf("host %lld (%s)\n", Int(root, "host_id"),
+           json_object_get_string_member(root, "host_name"));
+    if (json_object_has_member(root, "segments"))
+        PrintSegments(root);
+    if (json_object_has_member(root, "peers"))
+        PrintPeers(root);
     g_object_unref(parser);
     return 0;
 }

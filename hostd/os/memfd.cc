@@ -13,12 +13,6 @@ namespace dshm::os {
 
 namespace {
 
-std::string Hex(uint64_t v) {
-    char buf[32];
-    snprintf(buf, sizeof buf, "0x%" PRIx64, v);
-    return buf;
-}
-
 bool PageAligned(uint64_t v) {
     return v % kPageSize == 0;
 }

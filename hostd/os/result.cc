@@ -1,5 +1,7 @@
 #include "result.h"
 
+#include <cinttypes>
+#include <cstdio>
 #include <cstring>
 
 namespace dshm::os {
@@ -9,6 +11,12 @@ OsError OsError::FromErrno(int err, const std::string &context) {
     // GNU strerror_r: returns a pointer to the message (maybe not buf).
     const char *msg = strerror_r(err, buf, sizeof buf);
     return OsError{err, context + ": " + msg};
+}
+
+std::string Hex(uint64_t v) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "0x%" PRIx64, v);
+    return buf;
 }
 
 }  // namespace dshm::os

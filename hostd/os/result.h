@@ -33,6 +33,9 @@ struct OsError {
     static OsError FromErrno(int err, const std::string &context);
 };
 
+// "0x1f000": addresses and offsets in error messages.
+std::string Hex(uint64_t v);
+
 struct Unit {};
 
 // Either a value or an OsError.  Accessing value() of an error (or error() of

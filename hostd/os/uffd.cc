@@ -15,12 +15,6 @@ namespace dshm::os {
 
 namespace {
 
-std::string Hex(uint64_t v) {
-    char buf[32];
-    snprintf(buf, sizeof buf, "0x%" PRIx64, v);
-    return buf;
-}
-
 std::string Range(uint64_t start, uint64_t len) {
     return "[" + Hex(start) + ", +" + Hex(len) + ")";
 }
