@@ -45,6 +45,7 @@
 #include <string>
 #include <vector>
 
+#include "stats.h"
 #include "dshm_client.h"
 
 using dshm::Client;
@@ -60,31 +61,8 @@ uint64_t NowNs() {
     return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-struct Stats {
-    size_t n = 0;
-    double p50 = 0, p90 = 0, p99 = 0, mean = 0, max = 0, sum = 0;  // µs
-};
-
-// Same percentile rule as uffd_floor and tcp_floor (nearest rank).
-Stats Summarize(std::vector<uint64_t> ns) {
-    Stats s;
-    s.n = ns.size();
-    if (ns.empty()) return s;
-    std::sort(ns.begin(), ns.end());
-    auto pct = [&](double p) {
-        size_t i = static_cast<size_t>(p * static_cast<double>(ns.size() - 1) + 0.5);
-        return static_cast<double>(ns[i]) / 1000.0;
-    };
-    s.p50 = pct(0.50);
-    s.p90 = pct(0.90);
-    s.p99 = pct(0.99);
-    s.max = static_cast<double>(ns.back()) / 1000.0;
-    double sum = 0;
-    for (uint64_t v : ns) sum += static_cast<double>(v);
-    s.sum = sum / 1000.0;
-    s.mean = s.sum / static_cast<double>(ns.size());
-    return s;
-}
+using dshm::bench::Stats;
+using dshm::bench::Summarize;
 
 [[noreturn]] void Usage(const std::string &m) {
     fprintf(stderr,

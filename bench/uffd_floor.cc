@@ -44,6 +44,7 @@
 #include <string>
 #include <vector>
 
+#include "stats.h"
 #include "os/memfd.h"
 #include "os/uffd.h"
 #include "os/unix_socket.h"
@@ -92,32 +93,8 @@ void Pin(int cpu) {
     }
 }
 
-struct Stats {
-    size_t n = 0;
-    double p50 = 0, p90 = 0, p99 = 0, mean = 0;
-};
-
-Stats Summarize(std::vector<uint64_t> ns) {
-    Stats s;
-    s.n = ns.size();
-    if (ns.empty()) {
-        return s;
-    }
-    std::sort(ns.begin(), ns.end());
-    auto pct = [&](double p) {
-        size_t i = static_cast<size_t>(p * static_cast<double>(ns.size() - 1) + 0.5);
-        return static_cast<double>(ns[i]) / 1000.0;
-    };
-    s.p50 = pct(0.50);
-    s.p90 = pct(0.90);
-    s.p99 = pct(0.99);
-    double sum = 0;
-    for (uint64_t v : ns) {
-        sum += static_cast<double>(v);
-    }
-    s.mean = sum / static_cast<double>(ns.size()) / 1000.0;
-    return s;
-}
+using dshm::bench::Stats;
+using dshm::bench::Summarize;
 
 // Child: map, register, hand the uffd over, wait for "go", touch every page.
 [[noreturn]] void Toucher(int memfd, size_t pages, int sock, uint64_t *times, int cpu) {
