@@ -17,7 +17,7 @@ BUILD := $(TOP)/build
 MESON_BUILD := $(BUILD)/meson
 QEMU_ROOT := $(BUILD)/qemu
 IMAGES := $(BUILD)/images
-GUEST_TOOLS := $(MESON_BUILD)/guest-tools/dshm-tool
+GUEST_TOOLS := $(MESON_BUILD)/guest-tools/dshm-tool $(MESON_BUILD)/guest-tools/dshm-lock
 
 .PHONY: all deps qemu tools images check demo clean distclean qemu-distclean format
 

@@ -84,38 +84,48 @@ const char kUsage[] =
     "  statuses 1..8 are passed through unchanged: they overlap the codes above.)\n";
 
 int Usage(const std::string &msg) {
-    if (!msg.empty()) fprintf(stderr, "dshm-lock: %s\n", msg.c_str());
+    if (!msg.empty())
+        fprintf(stderr, "dshm-lock: %s\n", msg.c_str());
     fputs(kUsage, stderr);
     return kUsageError;
 }
 
 int ExitFor(int rc) {
     switch (rc) {
-        case DSHM_SUCCESS: return kOk;
+        case DSHM_SUCCESS:
+            return kOk;
         case DSHM_ERR_INVAL:
-        case DSHM_ERR_BAD_LOCK: return kUsageError;
+        case DSHM_ERR_BAD_LOCK:
+            return kUsageError;
         case DSHM_ERR_NO_DEVICE:
         case DSHM_ERR_NOT_DSM:
-        case DSHM_ERR_VERSION: return kNoSegment;
-        case DSHM_ERR_TIMEOUT: return kTimeout;
-        case DSHM_ERR_REFUSED: return kRefused;
+        case DSHM_ERR_VERSION:
+            return kNoSegment;
+        case DSHM_ERR_TIMEOUT:
+            return kTimeout;
+        case DSHM_ERR_REFUSED:
+            return kRefused;
         case DSHM_ERR_NOT_READY:
-        case DSHM_ERR_DEV_FAILED: return kDeviceDown;
-        case DSHM_ERR_NOT_HELD: return kNotHeld;
-        default: return kSystem;
+        case DSHM_ERR_DEV_FAILED:
+            return kDeviceDown;
+        case DSHM_ERR_NOT_HELD:
+            return kNotHeld;
+        default:
+            return kSystem;
     }
 }
 
 int Report(int rc, const char *what) {
-    fprintf(stderr, "dshm-lock: %s: %s%s%s\n", what, dshm_strerror(rc), *dshm_errmsg() ? ": " : "",
-            dshm_errmsg());
+    fprintf(stderr, "dshm-lock: %s: %s\n", what,
+            *dshm_errmsg() ? dshm_errmsg() : dshm_strerror(rc));
     return ExitFor(rc);
 }
 
 volatile sig_atomic_t g_child = 0;
 
 void Forward(int sig) {
-    if (g_child > 0) kill(g_child, sig);
+    if (g_child > 0)
+        kill(g_child, sig);
 }
 
 // Runs argv, forwarding termination signals to it; returns a shell-style
@@ -138,7 +148,8 @@ int RunCommand(const std::vector<char *> &argv) {
         _exit(e == ENOENT ? 127 : 126);
     }
     g_child = pid;
-    for (int i = 0; i < 4; i++) sigaction(sigs[i], &sa, &old[i]);
+    for (int i = 0; i < 4; i++)
+        sigaction(sigs[i], &sa, &old[i]);
     int status = 0;
     while (waitpid(pid, &status, 0) < 0) {
         if (errno != EINTR) {
@@ -147,10 +158,14 @@ int RunCommand(const std::vector<char *> &argv) {
         }
     }
     g_child = 0;
-    for (int i = 0; i < 4; i++) sigaction(sigs[i], &old[i], nullptr);
-    if (status == -1) return 126;
-    if (WIFEXITED(status)) return WEXITSTATUS(status);
-    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    for (int i = 0; i < 4; i++)
+        sigaction(sigs[i], &old[i], nullptr);
+    if (status == -1)
+        return 126;
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
     return 126;
 }
 
@@ -171,20 +186,24 @@ int Status(dshm_dev *dev) {
     for (uint32_t n = 0; n < dshm_nlocks(dev); n++) {
         uint32_t st = dshm_lock_state(dev, n);
         std::string holder = DetachedHolder(dev, n);
-        if (st == DSHM_LOCK_FREE && holder.empty()) continue;
+        if (st == DSHM_LOCK_FREE && holder.empty())
+            continue;
         printf("lock %u %s", n, dshm_lock_state_name(st));
-        if (!holder.empty()) printf(" script-held %s", holder.c_str());
+        if (!holder.empty())
+            printf(" script-held %s", holder.c_str());
         printf("\n");
         shown++;
     }
-    if (!shown) printf("all locks FREE\n");
+    if (!shown)
+        printf("all locks FREE\n");
     return kOk;
 }
 
 }  // namespace
 
 int main(int argc, char **argv) {
-    if (argc < 2) return Usage("missing SEGMENT");
+    if (argc < 2)
+        return Usage("missing SEGMENT");
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         fputs(kUsage, stdout);
         return kOk;
@@ -198,8 +217,10 @@ int main(int argc, char **argv) {
         std::string a = argv[i], value;
         bool has_value = false;
         if (a == "--") {
-            for (int j = i + 1; j < argc; j++) command.push_back(argv[j]);
-            if (command.empty()) return Usage("no COMMAND after --");
+            for (int j = i + 1; j < argc; j++)
+                command.push_back(argv[j]);
+            if (command.empty())
+                return Usage("no COMMAND after --");
             break;
         }
         if (a.rfind("--", 0) == 0 && a.find('=') != std::string::npos) {
@@ -208,14 +229,17 @@ int main(int argc, char **argv) {
             has_value = true;
         }
         auto need = [&](std::string *out) {
-            if (has_value) return *out = value, true;
-            if (i + 1 >= argc) return false;
+            if (has_value)
+                return *out = value, true;
+            if (i + 1 >= argc)
+                return false;
             *out = argv[++i];
             return true;
         };
         if (a == "-l" || a == "--lock") {
             std::string v;
-            if (!need(&v)) return Usage("--lock needs a value");
+            if (!need(&v))
+                return Usage("--lock needs a value");
             auto n = ParseU64(v);
             if (!n || *n >= DSHM_MAX_LOCKS) {
                 return Usage("bad lock id '" + v + "' (0.." + std::to_string(DSHM_MAX_LOCKS - 1) +
@@ -224,7 +248,8 @@ int main(int argc, char **argv) {
             lock = static_cast<uint32_t>(*n);
         } else if (a == "-t" || a == "--timeout") {
             std::string v;
-            if (!need(&v)) return Usage("--timeout needs a value");
+            if (!need(&v))
+                return Usage("--timeout needs a value");
             char *end = nullptr;
             double s = strtod(v.c_str(), &end);
             if (v.empty() || *end || !std::isfinite(s) || s < 0 || s > 2e6) {
@@ -234,21 +259,26 @@ int main(int argc, char **argv) {
         } else if (a == "--force") {
             force = true;
         } else if (a == "acquire" || a == "release" || a == "status") {
-            if (!sub.empty()) return Usage("more than one subcommand");
+            if (!sub.empty())
+                return Usage("more than one subcommand");
             sub = a;
         } else {
             return Usage("unexpected argument '" + std::string(argv[i]) + "'");
         }
     }
-    if (segment.empty() || segment[0] == '-') return Usage("the first argument is the SEGMENT");
+    if (segment.empty() || segment[0] == '-')
+        return Usage("the first argument is the SEGMENT");
     if (command.empty() && sub.empty()) {
         return Usage("nothing to do: give -- COMMAND, acquire, release or status");
     }
-    if (!command.empty() && !sub.empty()) return Usage("-- COMMAND and " + sub + " exclude each other");
-    if (force && sub != "release") return Usage("--force goes with release");
+    if (!command.empty() && !sub.empty())
+        return Usage("-- COMMAND and " + sub + " exclude each other");
+    if (force && sub != "release")
+        return Usage("--force goes with release");
 
     dshm_dev *dev = nullptr;
-    if (int rc = dshm_open(segment.c_str(), &dev)) return Report(rc, "open");
+    if (int rc = dshm_open(segment.c_str(), &dev))
+        return Report(rc, "open");
     int rc;
     if (sub == "status") {
         rc = Status(dev);

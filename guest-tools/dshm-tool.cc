@@ -2,6 +2,9 @@
 //
 //   dshm-tool list
 //   dshm-tool regs     [-d DEV] [--all]
+//   dshm-tool reg-write [-d DEV] < LINES   each line "OFFSET VALUE [WIDTH]":
+//                      write VALUE to BAR0 at OFFSET with an 8, 16 or 32
+//                      (default) bit access (debugging, device tests)
 //   dshm-tool count    SEGMENT --iterations N [--lock L] [--offset O] [--exclusive]
 //   dshm-tool fill     [-d DEV] [--offset N] [--length N] (--pattern SEED | --byte V)
 //   dshm-tool verify   [-d DEV] [--offset N] [--length N] --pattern SEED
@@ -47,6 +50,7 @@ const char kUsage[] =
     "  list                         list ivshmem devices (PCI 1af4:1110); for dshm\n"
     "                               devices also segment, size, state, busy locks\n"
     "  regs      [--all]            dump the DSM registers of BAR0 (--all: every lock)\n"
+    "  reg-write                    BAR0 writes read from stdin: OFFSET VALUE [8|16|32]\n"
     "  count     SEGMENT --iterations N [--lock L] [--offset O] [--exclusive]\n"
     "                               N times: acquire L, add 1 to the u64 at O,\n"
     "                               release; prints `count done ...` with timings\n"
@@ -74,7 +78,8 @@ const char kUsage[] =
     "3 device or system error, 4 lock timed out, 5 lock refused by dshmd\n";
 
 int Usage(const std::string &msg) {
-    if (!msg.empty()) fprintf(stderr, "dshm-tool: %s\n", msg.c_str());
+    if (!msg.empty())
+        fprintf(stderr, "dshm-tool: %s\n", msg.c_str());
     fputs(kUsage, stderr);
     return kExitUsage;
 }
@@ -87,8 +92,8 @@ struct Args {
 
 // Parses "--name value" / "--name=value" pairs after the command.
 std::optional<Args> Parse(int argc, char **argv, std::string *err) {
-    static const char *const kKnown[] = {"device", "offset", "length",     "pattern",
-                                         "byte",   "value",  "timeout",    "segment",
+    static const char *const kKnown[] = {"device", "offset",     "length",    "pattern",
+                                         "byte",   "value",      "timeout",   "segment",
                                          "lock",   "iterations", "exclusive", "all"};
     static const char *const kFlags[] = {"exclusive", "all"};
     Args a;
@@ -116,13 +121,15 @@ std::optional<Args> Parse(int argc, char **argv, std::string *err) {
             return std::nullopt;
         }
         bool known = false;
-        for (const char *k : kKnown) known |= name == k;
+        for (const char *k : kKnown)
+            known |= name == k;
         if (!known) {
             *err = "unknown option '" + arg + "'";
             return std::nullopt;
         }
         bool flag = false;
-        for (const char *f : kFlags) flag |= name == f;
+        for (const char *f : kFlags)
+            flag |= name == f;
         if (flag) {
             a.opts[name] = "1";
             continue;
@@ -143,7 +150,8 @@ std::optional<Args> Parse(int argc, char **argv, std::string *err) {
         return std::nullopt;
     }
     for (const char *k : {"device", "segment", "positional"}) {
-        if (a.opts.count(k)) a.device = a.opts[k];
+        if (a.opts.count(k))
+            a.device = a.opts[k];
     }
     return a;
 }
@@ -154,14 +162,18 @@ bool Range(const Args &a, uint64_t bar_size, uint64_t default_len, uint64_t *off
     *off = 0;
     if (auto it = a.opts.find("offset"); it != a.opts.end()) {
         auto v = ParseSize(it->second);
-        if (!v) return *err = "bad --offset '" + it->second + "'", false;
+        if (!v)
+            return *err = "bad --offset '" + it->second + "'", false;
         *off = *v;
     }
-    if (*off > bar_size) return *err = "--offset is past the end of BAR2 (" + std::to_string(bar_size) + " bytes)", false;
+    if (*off > bar_size)
+        return *err = "--offset is past the end of BAR2 (" + std::to_string(bar_size) + " bytes)",
+               false;
     *len = default_len ? std::min(default_len, bar_size - *off) : bar_size - *off;
     if (auto it = a.opts.find("length"); it != a.opts.end()) {
         auto v = ParseSize(it->second);
-        if (!v) return *err = "bad --length '" + it->second + "'", false;
+        if (!v)
+            return *err = "bad --length '" + it->second + "'", false;
         if (*v > bar_size - *off) {
             return *err = "range [" + std::to_string(*off) + ", +" + std::to_string(*v) +
                           ") exceeds BAR2 (" + std::to_string(bar_size) + " bytes)",
@@ -179,7 +191,8 @@ std::optional<uint64_t> NumOpt(const Args &a, const char *name, std::string *err
         return std::nullopt;
     }
     auto v = ParseSize(it->second);
-    if (!v) *err = std::string("bad --") + name + " '" + it->second + "'";
+    if (!v)
+        *err = std::string("bad --") + name + " '" + it->second + "'";
     return v;
 }
 
@@ -191,10 +204,14 @@ double Now() {
 
 const char *DevStateName(uint32_t state) {
     switch (state) {
-        case DSHM_DEV_DETACHED: return "detached";
-        case DSHM_DEV_READY: return "ready";
-        case DSHM_DEV_FAILED: return "failed";
-        default: return "unknown";
+        case DSHM_DEV_DETACHED:
+            return "detached";
+        case DSHM_DEV_READY:
+            return "ready";
+        case DSHM_DEV_FAILED:
+            return "failed";
+        default:
+            return "unknown";
     }
 }
 
@@ -203,7 +220,8 @@ std::string BusyLocks(const volatile uint8_t *bar0, uint32_t nlocks) {
     std::string out;
     for (uint32_t i = 0; i < std::min<uint32_t>(nlocks, DSHM_MAX_LOCKS); i++) {
         uint32_t st = ReadReg(bar0, DSHM_REG_LOCK(i));
-        if (st != DSHM_LOCK_FREE) out += " " + std::to_string(i) + "=" + dshm_lock_state_name(st);
+        if (st != DSHM_LOCK_FREE)
+            out += " " + std::to_string(i) + "=" + dshm_lock_state_name(st);
     }
     return out.empty() ? " none" : out;
 }
@@ -222,18 +240,20 @@ int List() {
                static_cast<unsigned long long>(d.bar2_size),
                static_cast<unsigned long long>(d.bar2_size >> 20),
                d.msix ? "doorbell(msix)" : "plain");
-        if (d.bar0_size && d.bar0_size < DSHM_BAR0_SIZE) continue;  // stock BAR0: no DSM
+        if (d.bar0_size && d.bar0_size < DSHM_BAR0_SIZE)
+            continue;  // stock BAR0: no DSM
         Mapping bar0;
         std::string err;
         DsmInfo info;
         if (!bar0.Open(d, 0, &err)) {
             printf("  dsm: cannot inspect BAR0: %s\n", err.c_str());
         } else if (ReadDsmInfo(bar0.data(), bar0.size(), &info)) {
-            printf("  dsm segment=%s size=%llu (%llu MiB) state=%s version=%u nlocks=%u errors=%u "
-                   "locks:%s\n",
-                   info.segment.c_str(), (unsigned long long)info.size,
-                   (unsigned long long)(info.size >> 20), DevStateName(info.state), info.version,
-                   info.nlocks, info.errors, BusyLocks(bar0.data(), info.nlocks).c_str());
+            printf(
+                "  dsm segment=%s size=%llu (%llu MiB) state=%s version=%u nlocks=%u errors=%u "
+                "locks:%s\n",
+                info.segment.c_str(), (unsigned long long)info.size,
+                (unsigned long long)(info.size >> 20), DevStateName(info.state), info.version,
+                info.nlocks, info.errors, BusyLocks(bar0.data(), info.nlocks).c_str());
         }
     }
     return kExitOk;
@@ -243,11 +263,13 @@ int List() {
 // otherwise index, BDF or segment name.
 const IvshmemDevice *Select(const Args &a, const std::vector<IvshmemDevice> &devs,
                             std::string *err) {
-    if (!a.opts.count("segment")) return SelectDeviceOrSegment(devs, a.device, err);
+    if (!a.opts.count("segment"))
+        return SelectDeviceOrSegment(devs, a.device, err);
     for (const auto &d : devs) {
         DsmInfo info;
         std::string e;
-        if (InspectDevice(d, &info, &e) == DSHM_SUCCESS && info.segment == a.device) return &d;
+        if (InspectDevice(d, &info, &e) == DSHM_SUCCESS && info.segment == a.device)
+            return &d;
     }
     *err = "no dshm device carries segment '" + a.device + "'";
     return nullptr;
@@ -282,24 +304,30 @@ int Regs(const Args &a, const IvshmemDevice &dev) {
     uint32_t n = std::min<uint32_t>(info.nlocks, DSHM_MAX_LOCKS), shown = 0;
     for (uint32_t i = 0; i < n; i++) {
         uint32_t st = ReadReg(r, DSHM_REG_LOCK(i));
-        if (st == DSHM_LOCK_FREE && !a.opts.count("all")) continue;
-        printf("  0x%03x LOCK[%u]%*s %s\n", DSHM_REG_LOCK(i), i, i < 10 ? 3 : i < 100 ? 2 : 1, "",
-               dshm_lock_state_name(st));
+        if (st == DSHM_LOCK_FREE && !a.opts.count("all"))
+            continue;
+        printf("  0x%03x LOCK[%u]%*s %s\n", DSHM_REG_LOCK(i), i,
+               i < 10    ? 3
+               : i < 100 ? 2
+                         : 1,
+               "", dshm_lock_state_name(st));
         shown++;
     }
-    if (!shown) printf("  LOCK[0..%u] all FREE\n", n - 1);
+    if (!shown)
+        printf("  LOCK[0..%u] all FREE\n", n - 1);
     return kExitOk;
 }
 
 int LockExit(int rc) {
-    fprintf(stderr, "dshm-tool: %s: %s\n", dshm_strerror(rc), dshm_errmsg());
-    return rc == DSHM_ERR_TIMEOUT ? kExitLockTimeout
+    fprintf(stderr, "dshm-tool: count: %s\n", *dshm_errmsg() ? dshm_errmsg() : dshm_strerror(rc));
+    return rc == DSHM_ERR_TIMEOUT   ? kExitLockTimeout
            : rc == DSHM_ERR_REFUSED ? kExitLockRefused
                                     : kExitSystem;
 }
 
 double Percentile(const std::vector<double> &sorted, double p) {
-    if (sorted.empty()) return 0;
+    if (sorted.empty())
+        return 0;
     size_t i = static_cast<size_t>(p * (sorted.size() - 1) + 0.5);
     return sorted[std::min(i, sorted.size() - 1)];
 }
@@ -308,27 +336,32 @@ double Percentile(const std::vector<double> &sorted, double p) {
 int Count(const Args &a, const IvshmemDevice &pci) {
     std::string err;
     auto iters = NumOpt(a, "iterations", &err);
-    if (!iters) return Usage(err);
+    if (!iters)
+        return Usage(err);
     uint64_t lock = 0, off = 0;
     if (a.opts.count("lock")) {
         auto v = NumOpt(a, "lock", &err);
-        if (!v) return Usage(err);
+        if (!v)
+            return Usage(err);
         lock = *v;
     }
     if (a.opts.count("offset")) {
         auto v = NumOpt(a, "offset", &err);
-        if (!v) return Usage(err);
+        if (!v)
+            return Usage(err);
         off = *v;
     }
     int timeout_ms = 60000;
     if (a.opts.count("timeout")) {
         auto t = NumOpt(a, "timeout", &err);
-        if (!t) return Usage(err);
+        if (!t)
+            return Usage(err);
         timeout_ms = static_cast<int>(std::min<uint64_t>(*t * 1000, 0x7fffffff));
     }
     dshm_dev *dev = nullptr;
     if (int rc = OpenDevice(pci, OpenOptions(), &dev)) {
-        fprintf(stderr, "dshm-tool: %s: %s\n", dshm_strerror(rc), dshm_errmsg());
+        fprintf(stderr, "dshm-tool: count: %s\n",
+                *dshm_errmsg() ? dshm_errmsg() : dshm_strerror(rc));
         return kExitSystem;
     }
     if (off % 8 || off + 8 > dshm_size(dev)) {
@@ -339,8 +372,8 @@ int Count(const Args &a, const IvshmemDevice &pci) {
         dshm_close(dev);
         return Usage("--lock must be below " + std::to_string(dshm_nlocks(dev)));
     }
-    auto *word = reinterpret_cast<volatile uint64_t *>(
-        static_cast<volatile uint8_t *>(dshm_mem(dev)) + off);
+    auto *word =
+        reinterpret_cast<volatile uint64_t *>(static_cast<volatile uint8_t *>(dshm_mem(dev)) + off);
     const bool exclusive = a.opts.count("exclusive");
     std::vector<double> rtt, acq, rel;
     rtt.reserve(*iters);
@@ -351,20 +384,22 @@ int Count(const Args &a, const IvshmemDevice &pci) {
     double start = Now();
     for (uint64_t i = 0; i < *iters; i++) {
         double t0 = Now();
-        if ((rc = dshm_lock(dev, static_cast<uint32_t>(lock), timeout_ms))) break;
+        if ((rc = dshm_lock(dev, static_cast<uint32_t>(lock), timeout_ms)))
+            break;
         double t1 = Now();
         uint64_t seen = *word;
         // With --exclusive nobody else writes this counter: anything but our
         // own last value is a coherence failure.
         if (exclusive && i > 0 && seen != last) {
-            fprintf(stderr, "STALE iteration=%llu read=%llu expected=%llu\n",
-                    (unsigned long long)i, (unsigned long long)seen, (unsigned long long)last);
+            fprintf(stderr, "STALE iteration=%llu read=%llu expected=%llu\n", (unsigned long long)i,
+                    (unsigned long long)seen, (unsigned long long)last);
             stale++;
         }
         last = seen + 1;
         *word = last;
         double t2 = Now();
-        if ((rc = dshm_unlock(dev, static_cast<uint32_t>(lock), timeout_ms))) break;
+        if ((rc = dshm_unlock(dev, static_cast<uint32_t>(lock), timeout_ms)))
+            break;
         double t3 = Now();
         acq.push_back((t1 - t0) * 1e6);
         rel.push_back((t3 - t2) * 1e6);
@@ -372,10 +407,12 @@ int Count(const Args &a, const IvshmemDevice &pci) {
     }
     double secs = Now() - start;
     dshm_close(dev);
-    if (rc) return LockExit(rc);
+    if (rc)
+        return LockExit(rc);
     auto stats = [](std::vector<double> v, const char *name) {
         double sum = 0;
-        for (double x : v) sum += x;
+        for (double x : v)
+            sum += x;
         std::sort(v.begin(), v.end());
         char buf[160];
         snprintf(buf, sizeof buf, " %s_mean_us=%.1f %s_p50_us=%.1f %s_p99_us=%.1f", name,
@@ -385,13 +422,49 @@ int Count(const Args &a, const IvshmemDevice &pci) {
     };
     printf("count done iterations=%llu last=%llu seconds=%.3f%s%s%s stale=%llu\n",
            (unsigned long long)*iters, (unsigned long long)last, secs, stats(rtt, "rtt").c_str(),
-           stats(acq, "acquire").c_str(), stats(rel, "release").c_str(),
-           (unsigned long long)stale);
+           stats(acq, "acquire").c_str(), stats(rel, "release").c_str(), (unsigned long long)stale);
     return stale ? kExitCheckFailed : kExitOk;
 }
 
+// Raw BAR0 writes, one per line of stdin: "OFFSET VALUE [WIDTH]".
+int RegWrite(const IvshmemDevice &dev) {
+    std::string err;
+    Mapping bar0;
+    if (!bar0.Open(dev, 0, &err)) {
+        fprintf(stderr, "dshm-tool: %s\n", err.c_str());
+        return kExitSystem;
+    }
+    char line[256];
+    unsigned long n = 0, lineno = 0;
+    while (fgets(line, sizeof line, stdin)) {
+        lineno++;
+        char off_s[64] = "", val_s[64] = "", width_s[16] = "32";
+        int got = sscanf(line, "%63s %63s %15s", off_s, val_s, width_s);
+        if (got <= 0) continue;
+        auto off = ParseU64(off_s), val = ParseU64(val_s), width = ParseU64(width_s);
+        if (got < 2 || !off || !val || !width || (*width != 8 && *width != 16 && *width != 32) ||
+            *off + *width / 8 > bar0.size()) {
+            fprintf(stderr, "dshm-tool: reg-write line %lu: want OFFSET VALUE [8|16|32] inside BAR0 (%llu bytes)\n",
+                    lineno, (unsigned long long)bar0.size());
+            return kExitUsage;
+        }
+        volatile uint8_t *r = bar0.data() + *off;
+        if (*width == 8) {
+            *r = static_cast<uint8_t>(*val);
+        } else if (*width == 16) {
+            *reinterpret_cast<volatile uint16_t *>(r) = static_cast<uint16_t>(*val);
+        } else {
+            *reinterpret_cast<volatile uint32_t *>(r) = static_cast<uint32_t>(*val);
+        }
+        n++;
+    }
+    printf("reg-write %s: %lu writes\n", dev.bdf.c_str(), n);
+    return kExitOk;
+}
+
 int Run(const Args &a) {
-    if (a.command == "list") return List();
+    if (a.command == "list")
+        return List();
 
     std::string err;
     auto devs = FindDevices();
@@ -400,8 +473,12 @@ int Run(const Args &a) {
         fprintf(stderr, "dshm-tool: %s\n", err.c_str());
         return kExitSystem;
     }
-    if (a.command == "regs") return Regs(a, *dev);
-    if (a.command == "count") return Count(a, *dev);
+    if (a.command == "regs")
+        return Regs(a, *dev);
+    if (a.command == "reg-write")
+        return RegWrite(*dev);
+    if (a.command == "count")
+        return Count(a, *dev);
     Mapping bar2;
     if (!bar2.Open(*dev, 2, &err)) {
         fprintf(stderr, "dshm-tool: %s\n", err.c_str());
@@ -413,18 +490,22 @@ int Run(const Args &a) {
     if (!Range(a, bar2.size(), a.command == "dump" ? 256 : is_word ? 8 : 0, &off, &len, &err)) {
         return Usage(err);
     }
-    if (is_word && (off % 8 != 0 || len < 8)) return Usage("--offset must be 8-byte aligned and inside BAR2");
+    if (is_word && (off % 8 != 0 || len < 8))
+        return Usage("--offset must be 8-byte aligned and inside BAR2");
     volatile uint64_t *word = reinterpret_cast<volatile uint64_t *>(mem + off);
 
     if (a.command == "fill") {
         if (a.opts.count("pattern")) {
             auto seed = NumOpt(a, "pattern", &err);
-            if (!seed) return Usage(err);
+            if (!seed)
+                return Usage(err);
             FillPattern(mem + off, off, len, *seed);
         } else if (a.opts.count("byte")) {
             auto b = NumOpt(a, "byte", &err);
-            if (!b || *b > 255) return Usage(err.empty() ? "--byte must be 0..255" : err);
-            for (uint64_t i = 0; i < len; i++) mem[off + i] = static_cast<uint8_t>(*b);
+            if (!b || *b > 255)
+                return Usage(err.empty() ? "--byte must be 0..255" : err);
+            for (uint64_t i = 0; i < len; i++)
+                mem[off + i] = static_cast<uint8_t>(*b);
         } else {
             return Usage("fill needs --pattern SEED or --byte V");
         }
@@ -435,7 +516,8 @@ int Run(const Args &a) {
     }
     if (a.command == "verify") {
         auto seed = NumOpt(a, "pattern", &err);
-        if (!seed) return Usage(err);
+        if (!seed)
+            return Usage(err);
         uint64_t first = 0;
         size_t bad = VerifyPattern(mem + off, off, len, *seed, &first);
         if (bad) {
@@ -465,24 +547,27 @@ int Run(const Args &a) {
     }
     if (a.command == "poke") {
         auto v = NumOpt(a, "value", &err);
-        if (!v) return Usage(err);
+        if (!v)
+            return Usage(err);
         *word = *v;
         return kExitOk;
     }
     if (a.command == "wait") {
         auto v = NumOpt(a, "value", &err);
-        if (!v) return Usage(err);
+        if (!v)
+            return Usage(err);
         double timeout = 30;
         if (a.opts.count("timeout")) {
             auto t = NumOpt(a, "timeout", &err);
-            if (!t) return Usage(err);
+            if (!t)
+                return Usage(err);
             timeout = static_cast<double>(*t);
         }
         double deadline = Now() + timeout;
         while (*word != *v) {
             if (Now() > deadline) {
-                printf("wait TIMEOUT offset=%llu: value %llu, wanted %llu\n", (unsigned long long)off,
-                       (unsigned long long)*word, (unsigned long long)*v);
+                printf("wait TIMEOUT offset=%llu: value %llu, wanted %llu\n",
+                       (unsigned long long)off, (unsigned long long)*word, (unsigned long long)*v);
                 return kExitCheckFailed;
             }
             usleep(1000);
@@ -496,12 +581,14 @@ int Run(const Args &a) {
 }  // namespace
 
 int main(int argc, char **argv) {
-    if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help"))) {
+    if (argc >= 2 &&
+        (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help"))) {
         fputs(kUsage, stdout);
         return kExitOk;
     }
     std::string err;
     auto args = Parse(argc, argv, &err);
-    if (!args) return Usage(err);
+    if (!args)
+        return Usage(err);
     return Run(*args);
 }

@@ -58,18 +58,18 @@ extern "C" {
 /* Return codes of the functions below: 0 or a negative DSHM_ERR_*. */
 enum dshm_err {
     DSHM_SUCCESS = 0,
-    DSHM_ERR_SYSTEM = -1,       /* a system call failed (errno and dshm_errmsg() say which) */
-    DSHM_ERR_INVAL = -2,        /* bad argument (NULL, empty or too long name) */
-    DSHM_ERR_NO_DEVICE = -3,    /* no DSM device carries that segment */
-    DSHM_ERR_NOT_DSM = -4,      /* the device is not a dshm device (no MAGIC, stock ivshmem) */
-    DSHM_ERR_VERSION = -5,      /* the device speaks another DSM register VERSION */
-    DSHM_ERR_BAD_LOCK = -6,     /* lock id >= the device's NLOCKS */
-    DSHM_ERR_NOT_READY = -7,    /* the device is not attached to dshmd (STATE DETACHED) */
-    DSHM_ERR_DEV_FAILED = -8,   /* the device lost dshmd (STATE FAILED) */
-    DSHM_ERR_TIMEOUT = -9,      /* timed out; a queued acquire stays queued (see above) */
-    DSHM_ERR_REFUSED = -10,     /* dshmd or the device refused: see dshm_refusal_status() */
+    DSHM_ERR_SYSTEM = -1,        /* a system call failed (errno and dshm_errmsg() say which) */
+    DSHM_ERR_INVAL = -2,         /* bad argument (NULL, empty or too long name) */
+    DSHM_ERR_NO_DEVICE = -3,     /* no DSM device carries that segment */
+    DSHM_ERR_NOT_DSM = -4,       /* the device is not a dshm device (no MAGIC, stock ivshmem) */
+    DSHM_ERR_VERSION = -5,       /* the device speaks another DSM register VERSION */
+    DSHM_ERR_BAD_LOCK = -6,      /* lock id >= the device's NLOCKS */
+    DSHM_ERR_NOT_READY = -7,     /* the device is not attached to dshmd (STATE DETACHED) */
+    DSHM_ERR_DEV_FAILED = -8,    /* the device lost dshmd (STATE FAILED) */
+    DSHM_ERR_TIMEOUT = -9,       /* timed out; a queued acquire stays queued (see above) */
+    DSHM_ERR_REFUSED = -10,      /* dshmd or the device refused: see dshm_refusal_status() */
     DSHM_ERR_ALREADY_HELD = -11, /* this thread already holds the lock through this handle */
-    DSHM_ERR_NOT_HELD = -12,    /* unlock of a lock this handle does not hold */
+    DSHM_ERR_NOT_HELD = -12,     /* unlock of a lock this handle does not hold */
 };
 
 typedef struct dshm_dev dshm_dev;

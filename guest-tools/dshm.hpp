@@ -28,13 +28,13 @@ namespace dshm {
 // A failed libdshm call: code() is the DSHM_ERR_* value, status() the
 // dshmd status for DSHM_ERR_REFUSED, what() the detailed message.
 class Error : public std::runtime_error {
-public:
+  public:
     Error(int code, const std::string &what)
         : std::runtime_error(what), code_(code), status_(dshm_refusal_status()) {}
     int code() const { return code_; }
     uint32_t status() const { return status_; }
 
-private:
+  private:
     int code_;
     uint32_t status_;
 };
@@ -43,7 +43,8 @@ private:
 inline void Check(int rc, const char *what) {
     if (rc != DSHM_SUCCESS) {
         std::string msg = std::string(what) + ": " + dshm_strerror(rc);
-        if (*dshm_errmsg()) msg += std::string(": ") + dshm_errmsg();
+        if (*dshm_errmsg())
+            msg += std::string(": ") + dshm_errmsg();
         throw Error(rc, msg);
     }
 }
@@ -52,7 +53,8 @@ inline void Check(int rc, const char *what) {
 inline constexpr std::chrono::milliseconds kForever{-1};
 
 inline int ToMs(std::chrono::milliseconds t) {
-    if (t.count() < 0) return -1;
+    if (t.count() < 0)
+        return -1;
     return t.count() > 0x7fffffff ? 0x7fffffff : static_cast<int>(t.count());
 }
 
@@ -67,7 +69,7 @@ inline std::vector<dshm_info> List() {
 
 // An open segment: owns a dshm_dev; move-only.
 class Device {
-public:
+  public:
     Device() = default;
     explicit Device(dshm_dev *dev) : dev_(dev) {}
     Device(Device &&o) noexcept : dev_(std::exchange(o.dev_, nullptr)) {}
@@ -102,7 +104,7 @@ public:
         Check(dshm_unlock(dev_, n, ToMs(timeout)), "dshm_unlock");
     }
 
-private:
+  private:
     dshm_dev *dev_ = nullptr;
 };
 
@@ -111,7 +113,7 @@ private:
 // release: call unlock() to see it (it throws); after that the guard is
 // empty.
 class LockGuard {
-public:
+  public:
     LockGuard(Device &dev, uint32_t n, std::chrono::milliseconds timeout = kForever)
         : dev_(dev.get()), n_(n) {
         Check(dshm_lock(dev_, n_, ToMs(timeout)), "dshm_lock");
@@ -119,17 +121,19 @@ public:
     LockGuard(const LockGuard &) = delete;
     LockGuard &operator=(const LockGuard &) = delete;
     ~LockGuard() {
-        if (dev_) dshm_unlock(dev_, n_, -1);
+        if (dev_)
+            dshm_unlock(dev_, n_, -1);
     }
 
     void unlock(std::chrono::milliseconds timeout = kForever) {
         dshm_dev *d = std::exchange(dev_, nullptr);
-        if (d) Check(dshm_unlock(d, n_, ToMs(timeout)), "dshm_unlock");
+        if (d)
+            Check(dshm_unlock(d, n_, ToMs(timeout)), "dshm_unlock");
     }
     bool owns_lock() const { return dev_ != nullptr; }
     uint32_t id() const { return n_; }
 
-private:
+  private:
     dshm_dev *dev_;
     uint32_t n_;
 };

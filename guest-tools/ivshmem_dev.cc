@@ -18,11 +18,13 @@ namespace {
 bool ReadHex(const std::string &path, uint64_t *out) {
     std::ifstream f(path);
     std::string s;
-    if (!(f >> s)) return false;
+    if (!(f >> s))
+        return false;
     errno = 0;
     char *end = nullptr;
     unsigned long long v = strtoull(s.c_str(), &end, 16);
-    if (errno || end == s.c_str()) return false;
+    if (errno || end == s.c_str())
+        return false;
     *out = v;
     return true;
 }
@@ -48,20 +50,27 @@ std::vector<uint64_t> BarSizes(const std::string &dir) {
 std::vector<IvshmemDevice> FindDevices(const std::string &root) {
     std::vector<IvshmemDevice> out;
     DIR *d = opendir(root.c_str());
-    if (!d) return out;
+    if (!d)
+        return out;
     while (struct dirent *e = readdir(d)) {
-        if (e->d_name[0] == '.') continue;
+        if (e->d_name[0] == '.')
+            continue;
         std::string dir = root + "/" + e->d_name;
         uint64_t vendor = 0, device = 0;
-        if (!ReadHex(dir + "/vendor", &vendor) || !ReadHex(dir + "/device", &device)) continue;
-        if (vendor != kIvshmemVendor || device != kIvshmemDevice) continue;
+        if (!ReadHex(dir + "/vendor", &vendor) || !ReadHex(dir + "/device", &device))
+            continue;
+        if (vendor != kIvshmemVendor || device != kIvshmemDevice)
+            continue;
         IvshmemDevice dev;
         dev.bdf = e->d_name;
         dev.sysfs_dir = dir;
         auto sizes = BarSizes(dir);
-        if (sizes.size() > 0) dev.bar0_size = sizes[0];
-        if (sizes.size() > 1) dev.msix = sizes[1] != 0;
-        if (sizes.size() > 2) dev.bar2_size = sizes[2];
+        if (sizes.size() > 0)
+            dev.bar0_size = sizes[0];
+        if (sizes.size() > 1)
+            dev.msix = sizes[1] != 0;
+        if (sizes.size() > 2)
+            dev.bar2_size = sizes[2];
         out.push_back(std::move(dev));
     }
     closedir(d);
@@ -76,16 +85,19 @@ const IvshmemDevice *SelectDevice(const std::vector<IvshmemDevice> &devices,
         *error = "no ivshmem device (PCI 1af4:1110) in this guest";
         return nullptr;
     }
-    if (selector.empty()) return &devices[0];
+    if (selector.empty())
+        return &devices[0];
     if (selector.find_first_not_of("0123456789") == std::string::npos) {
         size_t i = std::stoul(selector);
-        if (i < devices.size()) return &devices[i];
+        if (i < devices.size())
+            return &devices[i];
         *error = "device index " + selector + " out of range (" + std::to_string(devices.size()) +
                  " ivshmem device(s))";
         return nullptr;
     }
     for (const auto &d : devices) {
-        if (d.bdf == selector || d.bdf == "0000:" + selector) return &d;
+        if (d.bdf == selector || d.bdf == "0000:" + selector)
+            return &d;
     }
     *error = "no ivshmem device at " + selector;
     return nullptr;
@@ -108,7 +120,8 @@ Mapping &Mapping::operator=(Mapping &&o) noexcept {
 }
 
 Mapping::~Mapping() {
-    if (data_) munmap(const_cast<uint8_t *>(data_), size_);
+    if (data_)
+        munmap(const_cast<uint8_t *>(data_), size_);
     data_ = nullptr;
 }
 
@@ -116,7 +129,8 @@ bool Mapping::Open(const IvshmemDevice &dev, int bar, std::string *error) {
     std::string path = dev.sysfs_dir + "/resource" + std::to_string(bar);
     int fd = open(path.c_str(), O_RDWR | O_SYNC | O_CLOEXEC);
     if (fd < 0) {
-        *error = "open " + path + ": " + strerror(errno) + (errno == EACCES ? " (run as root)" : "");
+        *error =
+            "open " + path + ": " + strerror(errno) + (errno == EACCES ? " (run as root)" : "");
         return false;
     }
     struct stat st;

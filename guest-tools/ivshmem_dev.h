@@ -25,12 +25,13 @@ struct IvshmemDevice {
     std::string sysfs_dir;  // ".../0000:00:04.0"
     uint64_t bar0_size = 0;
     uint64_t bar2_size = 0;
-    bool msix = false;      // BAR1 present: the doorbell (interrupt) flavour
+    bool msix = false;  // BAR1 present: the doorbell (interrupt) flavour
 };
 
 // Lists the ivshmem devices below `sysfs_pci_devices` (normally
 // /sys/bus/pci/devices), sorted by BDF.  Unreadable entries are skipped.
-std::vector<IvshmemDevice> FindDevices(const std::string &sysfs_pci_devices = "/sys/bus/pci/devices");
+std::vector<IvshmemDevice> FindDevices(
+    const std::string &sysfs_pci_devices = "/sys/bus/pci/devices");
 
 // Picks a device by selector: empty (the first one), a list index ("0", "1"),
 // or a full or short BDF ("0000:00:04.0", "00:04.0").  Returns nullptr and
@@ -40,7 +41,7 @@ const IvshmemDevice *SelectDevice(const std::vector<IvshmemDevice> &devices,
 
 // A shared mapping of one BAR through sysfs.  Move-only; unmaps on destruction.
 class Mapping {
-public:
+  public:
     Mapping() = default;
     Mapping(Mapping &&other) noexcept;
     Mapping &operator=(Mapping &&other) noexcept;
@@ -54,7 +55,7 @@ public:
     volatile uint8_t *data() const { return data_; }
     uint64_t size() const { return size_; }
 
-private:
+  private:
     volatile uint8_t *data_ = nullptr;
     uint64_t size_ = 0;
 };

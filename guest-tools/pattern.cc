@@ -19,14 +19,16 @@ static uint8_t PatternByte(uint64_t seed, uint64_t offset) {
 void FillPattern(volatile uint8_t *dst, uint64_t offset, size_t len, uint64_t seed) {
     size_t i = 0;
     // Head, byte by byte, up to an 8-byte boundary of the pattern.
-    for (; i < len && (offset + i) % 8 != 0; i++) dst[i] = PatternByte(seed, offset + i);
+    for (; i < len && (offset + i) % 8 != 0; i++)
+        dst[i] = PatternByte(seed, offset + i);
     // Body, a word at a time when the destination is aligned too.
     if ((reinterpret_cast<uintptr_t>(dst + i) % 8) == 0) {
         for (; i + 8 <= len; i += 8) {
             *reinterpret_cast<volatile uint64_t *>(dst + i) = PatternWord(seed, (offset + i) / 8);
         }
     }
-    for (; i < len; i++) dst[i] = PatternByte(seed, offset + i);
+    for (; i < len; i++)
+        dst[i] = PatternByte(seed, offset + i);
 }
 
 size_t VerifyPattern(const volatile uint8_t *src, uint64_t offset, size_t len, uint64_t seed,
@@ -34,7 +36,8 @@ size_t VerifyPattern(const volatile uint8_t *src, uint64_t offset, size_t len, u
     size_t bad = 0;
     for (size_t i = 0; i < len; i++) {
         if (src[i] != PatternByte(seed, offset + i)) {
-            if (bad == 0 && first_bad) *first_bad = offset + i;
+            if (bad == 0 && first_bad)
+                *first_bad = offset + i;
             bad++;
         }
     }
@@ -51,7 +54,8 @@ uint64_t Checksum(const volatile uint8_t *src, size_t len) {
 }
 
 std::optional<uint64_t> ParseU64(std::string_view text) {
-    if (text.empty()) return std::nullopt;
+    if (text.empty())
+        return std::nullopt;
     unsigned base = 10;
     if (text.size() > 2 && text[0] == '0' && (text[1] == 'x' || text[1] == 'X')) {
         base = 16;
@@ -67,27 +71,43 @@ std::optional<uint64_t> ParseU64(std::string_view text) {
         } else {
             return std::nullopt;
         }
-        if (d >= base) return std::nullopt;
-        if (v > (UINT64_MAX - d) / base) return std::nullopt;
+        if (d >= base)
+            return std::nullopt;
+        if (v > (UINT64_MAX - d) / base)
+            return std::nullopt;
         v = v * base + d;
     }
     return v;
 }
 
 std::optional<uint64_t> ParseSize(std::string_view text) {
-    if (text.empty()) return std::nullopt;
+    if (text.empty())
+        return std::nullopt;
     // K, M and G are not hex digits, so a suffix is never part of the number.
     unsigned shift = 0;
     switch (text.back()) {
-        case 'k': case 'K': shift = 10; break;
-        case 'm': case 'M': shift = 20; break;
-        case 'g': case 'G': shift = 30; break;
-        default: break;
+        case 'k':
+        case 'K':
+            shift = 10;
+            break;
+        case 'm':
+        case 'M':
+            shift = 20;
+            break;
+        case 'g':
+        case 'G':
+            shift = 30;
+            break;
+        default:
+            break;
     }
-    if (shift) text.remove_suffix(1);
+    if (shift)
+        text.remove_suffix(1);
     auto v = ParseU64(text);
-    if (!v) return std::nullopt;
-    if (shift && *v > (UINT64_MAX >> shift)) return std::nullopt;
+    if (!v)
+        return std::nullopt;
+    if (shift && *v > (UINT64_MAX >> shift))
+        return std::nullopt;
     return *v << shift;
 }
 

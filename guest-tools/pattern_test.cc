@@ -1,7 +1,6 @@
 // Unit tests for pattern.h: patterns, sizes, checksums, hex dumps.
 #include "pattern.h"
 
-
 #include <cstring>
 #include <vector>
 
@@ -74,9 +73,10 @@ END_TEST
 START_TEST(hexdump_format) {
     const uint8_t bytes[18] = {'d', 's', 'h', 'm', 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0xff, 'Z'};
     std::string s = HexDump(bytes, sizeof bytes, 0x100);
-    ck_assert_str_eq(s.c_str(),
-                     "00000100  64 73 68 6d 00 01 02 03 04 05 06 07 08 09 0a 0b  |dshm............|\n"
-                     "00000110  ff 5a                                            |.Z|\n");
+    ck_assert_str_eq(
+        s.c_str(),
+        "00000100  64 73 68 6d 00 01 02 03 04 05 06 07 08 09 0a 0b  |dshm............|\n"
+        "00000110  ff 5a                                            |.Z|\n");
 }
 END_TEST
 

@@ -69,6 +69,18 @@ else
     log "patch series unchanged ($(echo $want | wc -w) patches)"
 fi
 
+# 2b. The series adds include/hw/misc/dshm-wire.h, a byte-identical copy of
+#     our include/dshm/wire.h (QEMU must use the same values as dshmd and the
+#     guest tools).  Refuse to build a QEMU whose copy has drifted.
+wire=$(cd "$here/.." && pwd)/include/dshm/wire.h
+wire_copy=$src/include/hw/misc/dshm-wire.h
+wire_patch=$(grep -l '^+++ b/include/hw/misc/dshm-wire.h' "$here"/*.patch 2>/dev/null | head -n 1 || true)
+[ -f "$wire_copy" ] || die "the series did not create include/hw/misc/dshm-wire.h in $src"
+if ! cmp -s "$wire" "$wire_copy"; then
+    diff -u "$wire" "$wire_copy" | head -n 20 >&2 || true
+    die "include/hw/misc/dshm-wire.h (added by qemu-patches/${wire_patch##*/}) differs from include/dshm/wire.h: it must be a byte-identical copy; regenerate that patch from include/dshm/wire.h (see qemu-patches/README.md)"
+fi
+
 # 3. Configure: x86_64 system emulator with KVM and TCG, tools (ivshmem-server),
 #    no docs, no UI, no blobs.
 flags="--target-list=x86_64-softmmu --without-default-features --enable-kvm --enable-tcg
@@ -84,8 +96,9 @@ if [ "$(cat "$bld/.configured" 2>/dev/null)" != "$flags" ] || [ ! -f "$bld/build
     echo "$flags" >"$bld/.configured"
 fi
 
-# 4. Build what we use: the emulator, the stock ivshmem server, the ivshmem qtest.
+# 4. Build what we use: the emulator, the stock ivshmem server, the ivshmem
+#    qtests (QEMU's own and ours for dsm=on).
 log "building"
 ninja -C "$bld" qemu-system-x86_64 contrib/ivshmem-server/ivshmem-server \
-    tests/qtest/ivshmem-test
+    tests/qtest/ivshmem-test tests/qtest/ivshmem-dsm-test
 log "built $bld/qemu-system-x86_64 ($("$bld/qemu-system-x86_64" --version | head -n 1))"

@@ -10,6 +10,6 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/img"
 cp -a "$BUILD/images/cache" "$work/img/cache"   # reuse the downloaded .debs
 bash "$TOP/images/build-image.sh" "$work/img" "$(pin KERNEL_PKG)" "$(pin KERNEL_DEB_VERSION)" \
-    "$(pin BUSYBOX_DEB_VERSION)" "$DSHM_TOOL"
+    "$(pin BUSYBOX_DEB_VERSION)" "${GUEST_TOOLS[@]}"
 diff "$BUILD/images/SHA256SUMS" "$work/img/SHA256SUMS" || fail "a rebuild of the image differs"
 say "ok: $(tr '\n' ' ' <"$work/img/SHA256SUMS")"

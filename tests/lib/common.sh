@@ -16,6 +16,8 @@ IMAGE_INITRD=$BUILD/images/initramfs.cpio.gz
 MESON_BUILD=${MESON_BUILD:-$BUILD/meson}
 TB_REAPER=$MESON_BUILD/tests/tb-reaper
 DSHM_TOOL=$MESON_BUILD/guest-tools/dshm-tool
+# The guest tools packed into the image, in the Makefile's order.
+GUEST_TOOLS=("$MESON_BUILD/guest-tools/dshm-tool" "$MESON_BUILD/guest-tools/dshm-lock")
 QEMU_FIRMWARE=(-L /usr/share/seabios -L /usr/share/qemu -L /usr/lib/ipxe/qemu)
 
 say() { printf '%s\n' "$*"; }

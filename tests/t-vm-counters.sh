@@ -3,7 +3,7 @@
 # Three hosts, four VMs (two on h2), each running `dshm-tool count` 1,000
 # times under one lock on one segment owned by h1: the final counter is
 # exact, and the two VMs on h2 share ONE local copy of the segment.
-source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/lib/common.sh"
 source "$TOP/tests/lib/testbed.sh"
 source "$TOP/tests/lib/dshmd.sh"
 source "$TOP/tests/lib/vm.sh"

@@ -4,7 +4,7 @@
 # 1 MiB pattern under lock 0; the VM on h1 reads the OLD data while the
 # writer still holds the lock, and exactly the new data once it acquires the
 # lock after the release.
-source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/lib/common.sh"
 source "$TOP/tests/lib/testbed.sh"
 source "$TOP/tests/lib/dshmd.sh"
 source "$TOP/tests/lib/vm.sh"

@@ -3,7 +3,7 @@
 # A VM killed (kill -9 of its QEMU) while it holds the lock: the VM waiting
 # for the lock on another host continues within 1 s, and the segment holds
 # what the last completed release left.
-source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/lib/common.sh"
 source "$TOP/tests/lib/testbed.sh"
 source "$TOP/tests/lib/dshmd.sh"
 source "$TOP/tests/lib/vm.sh"
