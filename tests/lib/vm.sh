@@ -6,7 +6,8 @@
 #       attached to SEGMENT through the host's dshmd.  The guest runs the
 #       command and powers off.  Its console is logged in
 #       $TB_STATE/HOST/NAME.console; QEMU's own output in NAME.log.
-#   vm_send HOST NAME "line"        types a line on the guest's console
+#   vm_send HOST NAME "line"        types a line on the guest's console (once
+#                                   the guest runs its command)
 #   vm_wait HOST NAME REGEX [SECS]  waits for REGEX in the console log
 #   vm_console HOST NAME            path of the console log
 #   vm_status HOST NAME             the guest command's exit status (or none)
@@ -25,6 +26,9 @@ vm_start() {
 }
 
 vm_send() {
+    # Input typed before the guest's serial driver is up is lost: wait until
+    # the guest runs its command (the console tty buffers from then on).
+    vm_wait "$1" "$2" '^dshm-guest: running' 120
     tb_run "$1" python3 -c '
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
