@@ -109,7 +109,7 @@ enum dshm_status {
     DSHM_E_NOT_ATTACHED     = 9,  /* lock request before ATTACH/UFFD */
     DSHM_E_UFFD             = 10, /* the uffd was unusable (features, range) */
     DSHM_E_INTERNAL         = 11,
-    DSHM_E_NOT_OWNER        = 12, /* peer request sent to a host that does not own the segment */
+    DSHM_E_NOT_OWNER        = 12, /* peer request to a non-owner of the segment */
 };
 
 /* ------------------------------------------------------------------ */
@@ -361,7 +361,8 @@ DSHM_STATIC_ASSERT(sizeof(struct dshm_writeback) == 40, "dshm_writeback");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_p_release) == 48, "dshm_p_release");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_p_release_ack) == 48, "dshm_p_release_ack");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_pagelist) == 40, "dshm_pagelist");
-DSHM_STATIC_ASSERT(DSHM_REG_LOCK(DSHM_MAX_LOCKS - 1) + 4 <= DSHM_BAR0_SIZE, "BAR0 holds every lock");
+DSHM_STATIC_ASSERT(DSHM_REG_LOCK(DSHM_MAX_LOCKS - 1) + 4 <= DSHM_BAR0_SIZE,
+                   "BAR0 holds every lock");
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "dshm's wire format is little-endian; big-endian hosts are not supported"
 #endif
