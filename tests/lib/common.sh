@@ -105,3 +105,43 @@ dshm_accel() {
     printf '%s\n%s\n' "$boot" "$result" >"$cache"
     echo "$result"
 }
+
+# ---------------------------------------------------------------- qtests
+
+# run_qtest NAME [ARGS...]: runs QEMU's qtest program NAME (built in the
+# QEMU build tree) against our patched binary with TAP output.  Sets
+# QTEST_OUT (its output, also printed) and QTEST_RC (its exit status).
+run_qtest() {
+    local prog=$BUILD/qemu/build/tests/qtest/$1 work
+    shift
+    [ -x "$prog" ] || fail "$prog not built: run 'make qemu'"
+    work=$(mktemp -d)
+    # The program derives the target from the binary's name, so the firmware
+    # paths go through a wrapper named qemu-system-x86_64.
+    printf '#!/bin/sh\nexec "%s" %s "$@"\n' "$QEMU_BIN" "${QEMU_FIRMWARE[*]}" >"$work/qemu-system-x86_64"
+    chmod +x "$work/qemu-system-x86_64"
+    # QEMU's embedded ivshmem-server can write to a socket that QEMU already
+    # closed while a test tears down; with SIGPIPE ignored that write fails
+    # with EPIPE instead of killing the program.  Pass/fail comes from the
+    # program's exit status and its own TAP lines.
+    set +e
+    QTEST_OUT=$(trap '' PIPE; cd "$work" && QTEST_QEMU_BINARY="$work/qemu-system-x86_64" "$prog" "$@" --tap 2>&1)
+    QTEST_RC=$?
+    set -e
+    rm -rf "$work"
+    printf '%s\n' "$QTEST_OUT"
+}
+
+# assert_qtests GROUP NAME...: every named test of GROUP passed, none failed
+# or was skipped, and the program exited 0.
+assert_qtests() {
+    local group=$1 t
+    shift
+    assert_eq "$QTEST_RC" 0 "exit status of the qtest program"
+    if grep -q '^ok .* # SKIP' <<<"$QTEST_OUT"; then fail "$group qtests skipped"; fi
+    assert_eq "$(grep -c '^not ok ' <<<"$QTEST_OUT" || true)" 0 "failing $group qtests"
+    assert_eq "$(grep -c '^ok ' <<<"$QTEST_OUT" || true)" $# "passing $group qtests"
+    for t in "$@"; do
+        assert_match "$QTEST_OUT" "^ok [0-9]+ /x86_64/$group/$t\$" "qtest $t"
+    done
+}
