@@ -200,6 +200,17 @@ bool RefusedSince(const dshm_dev *dev, uint32_t n, uint32_t errors_before, uint3
     return true;
 }
 
+// One pause of a VM-level lock loop: 0 to poll again, or the error to
+// return (the deadline passed: `what_timed_out()` says what; or the device
+// failed, checked whenever the wait slept).
+template <typename F>
+int PauseForDevice(const dshm_dev *dev, Waiter &w, F what_timed_out) {
+    bool slept = false;
+    if (!w.Pause(&slept))
+        return Fail(DSHM_ERR_TIMEOUT, what_timed_out());
+    return slept ? CheckDevState(dev) : 0;
+}
+
 // VM-level acquire of lock n (the caller holds the guest-local flock).
 int VmAcquire(dshm_dev *dev, uint32_t n, const Deadline &d) {
     if (int rc = CheckDevState(dev))
@@ -235,19 +246,14 @@ int VmAcquire(dshm_dev *dev, uint32_t n, const Deadline &d) {
                 return Refused(dev, n, status, "acquire");
             }
         }
-        bool slept = false;
-        if (!w.Pause(&slept)) {
-            return Fail(DSHM_ERR_TIMEOUT,
-                        "timed out waiting for " + LockName(dev, n) + " (state " +
-                            dshm_lock_state_name(st) + ")" +
-                            (issued ? "; the request stays queued: the next lock of it in this "
-                                      "VM adopts the grant"
-                                    : ""));
-        }
-        if (slept) {
-            if (int rc = CheckDevState(dev))
-                return rc;
-        }
+        if (int rc = PauseForDevice(dev, w, [&] {
+                return "timed out waiting for " + LockName(dev, n) + " (state " +
+                       dshm_lock_state_name(st) + ")" +
+                       (issued ? "; the request stays queued: the next lock of it in this "
+                                 "VM adopts the grant"
+                               : "");
+            }))
+            return rc;
     }
 }
 
@@ -286,16 +292,11 @@ int VmRelease(dshm_dev *dev, uint32_t n, const Deadline &d, bool wait_pending) {
                 return Refused(dev, n, status, "release");
             }
         }
-        bool slept = false;
-        if (!w.Pause(&slept)) {
-            return Fail(DSHM_ERR_TIMEOUT,
-                        "timed out " + std::string(issued ? "releasing " : "waiting for ") +
-                            LockName(dev, n) + " (state " + dshm_lock_state_name(st) + ")");
-        }
-        if (slept) {
-            if (int rc = CheckDevState(dev))
-                return rc;
-        }
+        if (int rc = PauseForDevice(dev, w, [&] {
+                return "timed out " + std::string(issued ? "releasing " : "waiting for ") +
+                       LockName(dev, n) + " (state " + dshm_lock_state_name(st) + ")";
+            }))
+            return rc;
     }
 }
 
