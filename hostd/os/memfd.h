@@ -1,11 +1,13 @@
 // dshm::os memfd helpers: the one per-segment memfd of a host (docs/protocol.md
 // section 2).
 //
-// dshmd never reads or writes segment pages through a mapping of its own on a
-// non-owner host: touching a hole through a mapping would fill it.  Content is
-// read with pread (ReadPage; a hole reads as zeros and stays a hole) and holes
-// are detected with lseek(SEEK_DATA) (PageIsPresent), both of which leave the
-// page cache unchanged.
+// Touching a hole through a mapping fills it, which would hide the next
+// access from userfaultfd.  dshmd therefore touches pages through its own
+// mapping only when they are present (or on the owner, where a hole is a
+// zero page anyway), and fills holes with UFFDIO_COPY (uffd.h).  ReadPage
+// (pread: a hole reads as zeros and stays a hole) and PageIsPresent
+// (lseek SEEK_DATA) look at the page cache without changing it; dshmctl's
+// counts and the kernel-behaviour tests use them.
 //
 // Thread-safety: thin system-call wrappers, no shared state, safe from any
 // thread.  Errors are returned as values (see result.h).

@@ -7,7 +7,8 @@
 // uffd is bound to the creating process's mm; the fd only names it).
 //
 // Daemon side: dshmd owns the received uffd and, for that client's mapping,
-// reads fault events (ReadEvents), fills holes (CopyPage / ZeroPage), adds
+// reads fault events (ReadEvents), fills holes (CopyPage; not ZeroPage, see
+// there), adds
 // or removes write protection (WriteProtect) and wakes waiters (Wake).  All
 // addresses are virtual addresses in the CLIENT's address space.
 //
