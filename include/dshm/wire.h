@@ -69,6 +69,8 @@ enum dshm_msg_type {
     DSHM_MSG_RELEASE        = 0x0013, /* struct dshm_lock_req */
     DSHM_MSG_DETACH         = 0x0014, /* empty */
     DSHM_MSG_CTL_QUERY      = 0x0015, /* struct dshm_ctl_query (dshmctl) */
+    DSHM_MSG_MIGRATE_OUT    = 0x0016, /* empty: the VM stopped to migrate away */
+    DSHM_MSG_ADOPT          = 0x0017, /* struct dshm_handoff: the VM arrived */
     /* client channel: dshmd -> client */
     DSHM_MSG_ATTACHED       = 0x0020, /* struct dshm_attached, + memfd */
     DSHM_MSG_READY          = 0x0021, /* empty: faults are served from now on */
@@ -76,6 +78,8 @@ enum dshm_msg_type {
     DSHM_MSG_RELEASED       = 0x0023, /* struct dshm_lock_reply */
     DSHM_MSG_LOCK_FAILED    = 0x0024, /* struct dshm_lock_reply (status != 0) */
     DSHM_MSG_CTL_REPLY      = 0x0025, /* JSON text, not NUL-terminated */
+    DSHM_MSG_MIGRATE_READY  = 0x0026, /* struct dshm_handoff */
+    DSHM_MSG_ADOPTED        = 0x0027, /* struct dshm_adopted */
 
     /* peer channel (dshmd <-> dshmd) */
     DSHM_MSG_FETCH          = 0x0040, /* struct dshm_fetch */
@@ -90,6 +94,22 @@ enum dshm_msg_type {
     DSHM_MSG_UPDATE         = 0x0049, /* struct dshm_writeback + encoded diff */
     DSHM_MSG_UPDATE_ACK     = 0x004a, /* struct dshm_page (no data) */
     DSHM_MSG_CLIENT_GONE    = 0x004b, /* struct dshm_p_lock (lock_id ignored) */
+    /* live migration of a VM (docs/protocol.md section 8) */
+    DSHM_MSG_P_FLUSH        = 0x004c, /* struct dshm_p_release, lock_id 0 */
+    DSHM_MSG_P_FLUSH_ACK    = 0x004d, /* struct dshm_p_release_ack, lock_id 0 */
+    DSHM_MSG_P_ADOPT        = 0x004e, /* struct dshm_p_adopt */
+    DSHM_MSG_P_ADOPTED      = 0x004f, /* struct dshm_p_adopted */
+    DSHM_MSG_DROP_COPY      = 0x0050, /* struct dshm_seg_note */
+    /* access monitor (section 9) */
+    DSHM_MSG_P_STATS        = 0x0051, /* struct dshm_stats + dshm_vm_activity[count] */
+    /* ownership transfer (section 10) */
+    DSHM_MSG_OWN_MOVING     = 0x0052, /* struct dshm_seg_note (host_id: new owner) */
+    DSHM_MSG_OWN_MOVING_ACK = 0x0053, /* struct dshm_seg_note */
+    DSHM_MSG_OWN_PAGE       = 0x0054, /* struct dshm_page + DSHM_PAGE_SIZE bytes */
+    DSHM_MSG_OWN_LOCKS      = 0x0055, /* struct dshm_pagelist + dshm_lock_entry[count] */
+    DSHM_MSG_OWN_COPYSETS   = 0x0056, /* struct dshm_copysets + uint64_t[count] */
+    DSHM_MSG_OWN_COMMIT     = 0x0057, /* struct dshm_seg_note + reason text */
+    DSHM_MSG_OWN_MOVED      = 0x0058, /* struct dshm_seg_note + reason text */
 };
 
 /* ------------------------------------------------------------------ */
@@ -190,6 +210,30 @@ struct dshm_ctl_query {
     uint32_t flags;
 };
 
+/* MIGRATE_READY (dshmd -> source VM) and ADOPT (destination VM -> dshmd):
+ * the hand-off token that travels in the VM's migration stream.  The source
+ * dshmd answers MIGRATE_OUT once the VM's writes reached the owner; the
+ * destination VM presents the token so that the owner hands the source
+ * client's locks (held and queued) to it.  pages/bytes_written: MIGRATE_READY
+ * only (what the flush wrote back), 0 in ADOPT. */
+struct dshm_handoff {
+    uint32_t host_id;     /* host of the source client */
+    uint32_t client_id;   /* the source client's id on that host */
+    uint64_t incarnation; /* that host's dshmd incarnation */
+    uint32_t pages_written;
+    uint32_t bytes_written;
+};
+
+/* ADOPTED: the locks the VM holds and waits for after ADOPT (bit n of byte
+ * n / 8 = lock n).  status != 0: the hand-off failed (the source's locks
+ * were lost, e.g. E_OWNER_LOST); the VM holds nothing. */
+struct dshm_adopted {
+    uint32_t status;
+    uint32_t owner_host;
+    uint8_t held[DSHM_MAX_LOCKS / 8];
+    uint8_t queued[DSHM_MAX_LOCKS / 8];
+};
+
 /* Peer messages name segments by name. */
 struct dshm_fetch {
     char segment[DSHM_SEGNAME_LEN];
@@ -263,6 +307,77 @@ struct dshm_pagelist {
     uint32_t count;       /* <= DSHM_MAX_INVAL_PAGES */
     uint32_t reserved;
     /* followed by uint32_t pages[count] */
+};
+
+/* P_ADOPT (destination host -> owner): rename the holder (from) to (to) in
+ * every lock and queue of the segment; the VM identity feeds the ownership
+ * policy (section 10). */
+struct dshm_p_adopt {
+    char segment[DSHM_SEGNAME_LEN];
+    uint32_t from_host;
+    uint32_t from_client;
+    uint32_t to_host;
+    uint32_t to_client;
+    char vm_name[DSHM_VMNAME_LEN];
+    uint8_t vm_uuid[16];
+};
+
+/* P_ADOPTED (owner -> destination host). */
+struct dshm_p_adopted {
+    char segment[DSHM_SEGNAME_LEN];
+    uint32_t to_client;
+    uint32_t status;
+    uint8_t held[DSHM_MAX_LOCKS / 8];
+    uint8_t queued[DSHM_MAX_LOCKS / 8];
+};
+
+/* DROP_COPY, OWN_MOVING, OWN_MOVING_ACK, OWN_COMMIT, OWN_MOVED. */
+struct dshm_seg_note {
+    char segment[DSHM_SEGNAME_LEN];
+    uint32_t host_id;     /* OWN_*: the new owner; DROP_COPY: the sender */
+    uint32_t value;       /* OWN_COMMIT: OWN_PAGEs sent before it; else 0 */
+    /* OWN_COMMIT, OWN_MOVED: followed by 0..DSHM_ERROR_TEXT_MAX bytes of
+     * UTF-8 text, the reason of the move (not NUL-terminated) */
+};
+
+/* P_STATS: the access monitor's figures over the sliding window.  A host
+ * reports its VMs to the owner (flags 0); the owner answers with the merged
+ * view of every host (flags DSHM_STATS_MERGED). */
+#define DSHM_STATS_MERGED 0x1u
+#define DSHM_MAX_STATS_VMS 1024u
+struct dshm_stats {
+    char segment[DSHM_SEGNAME_LEN];
+    uint32_t count;       /* entries that follow, <= DSHM_MAX_STATS_VMS */
+    uint32_t flags;
+};
+struct dshm_vm_activity {
+    char vm_name[DSHM_VMNAME_LEN];
+    uint8_t vm_uuid[16];
+    uint32_t host_id;     /* where the VM is attached (or was last seen) */
+    uint32_t attached;    /* 1 while attached to that host */
+    uint64_t read_faults;
+    uint64_t write_faults;
+    uint64_t pages_written_back;
+    uint64_t bytes_written_back;
+    uint64_t acquires;
+    uint64_t hold_ns;
+};
+
+/* OWN_LOCKS entries: the lock table moving to the new owner.  pos 0 is the
+ * holder; pos 1, 2, ... the waiters in FIFO order. */
+struct dshm_lock_entry {
+    uint32_t lock_id;
+    uint32_t host_id;
+    uint32_t client_id;
+    uint32_t pos;
+};
+
+/* OWN_COPYSETS: copy sets of pages first_page .. first_page+count-1. */
+#define DSHM_MAX_COPYSETS 65536u
+struct dshm_copysets {
+    char segment[DSHM_SEGNAME_LEN];
+    uint32_t first_page;
+    uint32_t count;       /* <= DSHM_MAX_COPYSETS */
 };
 
 /* ------------------------------------------------------------------ */
@@ -361,6 +476,15 @@ DSHM_STATIC_ASSERT(sizeof(struct dshm_writeback) == 40, "dshm_writeback");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_p_release) == 48, "dshm_p_release");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_p_release_ack) == 48, "dshm_p_release_ack");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_pagelist) == 40, "dshm_pagelist");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_handoff) == 24, "dshm_handoff");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_adopted) == 72, "dshm_adopted");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_p_adopt) == 128, "dshm_p_adopt");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_p_adopted) == 104, "dshm_p_adopted");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_seg_note) == 40, "dshm_seg_note");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_stats) == 40, "dshm_stats");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_vm_activity) == 136, "dshm_vm_activity");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_lock_entry) == 16, "dshm_lock_entry");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_copysets) == 40, "dshm_copysets");
 DSHM_STATIC_ASSERT(DSHM_REG_LOCK(DSHM_MAX_LOCKS - 1) + 4 <= DSHM_BAR0_SIZE,
                    "BAR0 holds every lock");
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
