@@ -89,7 +89,27 @@ bool Resolve(const std::string &addr, sockaddr_storage *out, socklen_t *len) {
 
 }  // namespace
 
-Daemon::Daemon(Config config) : cfg_(std::move(config)), zero_page_(kPage, 0) {
+// Checks that a peer message names a known segment and a page inside it;
+// closes the connection otherwise.  Returns the segment or nullptr.
+#define PEER_SEGMENT(var, msg, needs_owner)                                                       \
+    Segment *var = FindSegment(NameOf((msg).segment));                                            \
+    if (!var) {                                                                                   \
+        return p->conn->Fail(Status::NoSegment("unknown segment '" + SegOf((msg).segment) + "'"), \
+                             f.hdr.type);                                                         \
+    }                                                                                             \
+    if ((needs_owner) && !IsOwner(var)) {                                                         \
+        return p->conn->Fail(Status::NotOwner("this host does not own " + var->cfg.name),         \
+                             f.hdr.type);                                                         \
+    }
+
+#define PEER_PAGE(seg, page)                                                                  \
+    if ((page) >= (seg)->npages) {                                                            \
+        return p->conn->Fail(Status::Proto("page " + std::to_string(page) + " out of range"), \
+                             f.hdr.type);                                                     \
+    }
+
+Daemon::Daemon(Config config)
+    : cfg_(std::move(config)), zero_page_(kPage, 0), monitor_(cfg_.policy.window_s) {
     if (const char *t = getenv("DSHMD_TRACE")) {
         g_trace = fopen(t, "w");
         if (g_trace)
@@ -103,6 +123,7 @@ Daemon::Daemon(Config config) : cfg_(std::move(config)), zero_page_(kPage, 0) {
         s->npages = static_cast<uint32_t>(sc.size / kPage);
         s->owner = sc.owner;
         s->pages = std::make_unique<PageTable>(s->npages, sc.owner == cfg_.host_id);
+        s->owner_reason = "configured owner (dshmd.conf)";
         segments_[sc.name] = std::move(s);
     }
     for (const auto &pc : cfg_.peers) {
@@ -132,6 +153,12 @@ Daemon::~Daemon() {
         if (r->timer)
             g_source_remove(r->timer);
     }
+    for (auto &[id, t] : tombstones_)
+        g_source_remove(t.second);
+    if (report_timer_)
+        g_source_remove(report_timer_);
+    if (log_timer_)
+        g_source_remove(log_timer_);
     if (graveyard_idle_)
         g_source_remove(graveyard_idle_);
     if (client_listen_watch_)
@@ -171,6 +198,9 @@ Status Daemon::Start() {
         static_cast<Daemon *>(self)->Quit();
         return G_SOURCE_CONTINUE;
     };
+    report_timer_ = g_timeout_add(cfg_.policy.report_ms, &Daemon::OnReportTimer, this);
+    if (cfg_.policy.log_s)
+        log_timer_ = g_timeout_add_seconds(cfg_.policy.log_s, &Daemon::OnLogTimer, this);
     signal_watches_.push_back(g_unix_signal_add(SIGINT, quit, this));
     signal_watches_.push_back(g_unix_signal_add(SIGTERM, quit, this));
     g_message("dshmd host %u (%s): peers on %s, clients on %s, %zu segment(s), poll-us %u",
@@ -321,7 +351,39 @@ gboolean Daemon::OnClientAccept(gint lfd, GIOCondition, gpointer p) {
     return G_SOURCE_CONTINUE;
 }
 
+bool Daemon::HoldBack(Client *c, Frame &f) {
+    switch (f.hdr.type) {
+        case DSHM_MSG_ACQUIRE:
+        case DSHM_MSG_RELEASE:
+        case DSHM_MSG_MIGRATE_OUT:
+        case DSHM_MSG_ADOPT:
+            break;
+        default:
+            return false;
+    }
+    if (!c->adopting && !(c->seg && c->seg->moving) && c->held_back.empty())
+        return false;
+    c->held_back.push_back(std::move(f));
+    return true;
+}
+
+void Daemon::ReplayHeldBack(Client *c) {
+    const uint32_t id = c->id;
+    while (!c->held_back.empty() && !c->adopting && !(c->seg && c->seg->moving)) {
+        Frame f = std::move(c->held_back.front());
+        c->held_back.pop_front();
+        DispatchClientFrame(c, std::move(f));
+        if (!FindClient(id))
+            return;  // the frame closed the client
+    }
+}
+
 void Daemon::OnClientFrame(Client *c, Frame &&f) {
+    if (!HoldBack(c, f))
+        DispatchClientFrame(c, std::move(f));
+}
+
+void Daemon::DispatchClientFrame(Client *c, Frame &&f) {
     switch (f.hdr.type) {
         case DSHM_MSG_HELLO:
             return OnClientHello(c, f);
@@ -339,6 +401,10 @@ void Daemon::OnClientFrame(Client *c, Frame &&f) {
             return c->conn->Close(Status::OK());
         case DSHM_MSG_CTL_QUERY:
             return OnCtlQuery(c, f);
+        case DSHM_MSG_MIGRATE_OUT:
+            return OnMigrateOut(c, f);
+        case DSHM_MSG_ADOPT:
+            return OnAdopt(c, f);
         default:
             return c->conn->Fail(Status::Proto("unexpected " + MsgTypeName(f.hdr.type)),
                                  f.hdr.type);
@@ -376,6 +442,7 @@ void Daemon::OnAttach(Client *c, const Frame &f) {
         c->conn->set_label("client " + std::to_string(c->id) + " (" + c->name + ")");
     }
     c->seg = s;
+    std::copy(std::begin(a.vm_uuid), std::end(a.vm_uuid), c->uuid.begin());
     s->clients.push_back(c->id);
     dshm_attached r = {};
     r.size = s->cfg.size;
@@ -413,6 +480,7 @@ void Daemon::OnUffd(Client *c, Frame &f) {
     c->base = u.base;
     c->ready = true;
     c->uffd_watch = g_unix_fd_add(c->uffd.get(), G_IO_IN, &Daemon::OnUffdEvent, c);
+    monitor_.SetAttached(c->seg->cfg.name, c->vm(), true);
     c->conn->Send(EncodeEmpty(DSHM_MSG_READY, f.hdr.tag));
 }
 
@@ -441,6 +509,7 @@ void Daemon::OnAcquire(Client *c, const Frame &f) {
     const uint32_t L = f.Fixed<dshm_lock_req>().lock_id;
     if (Status st = CheckLockRequest(c, L, false); !st.ok())
         return LockFailed(c, L, f.hdr.tag, st);
+    c->migrating_out = false;  // it runs again (a migration that failed)
     Segment *s = c->seg;
     c->pending[L] = PendingLock{false, f.hdr.tag};
     Holder who{cfg_.host_id, c->id};
@@ -503,6 +572,7 @@ void Daemon::OnRelease(Client *c, const Frame &f) {
     const uint32_t L = f.Fixed<dshm_lock_req>().lock_id;
     if (Status st = CheckLockRequest(c, L, true); !st.ok())
         return LockFailed(c, L, f.hdr.tag, st);
+    c->migrating_out = false;  // it runs again (a migration that failed)
     Segment *s = c->seg;
     std::vector<Diff> diffs = CollectDirty(c);
     uint32_t bytes = 0;
@@ -512,12 +582,18 @@ void Daemon::OnRelease(Client *c, const Frame &f) {
     s->stats.bytes_written_back += bytes;
     c->stats.pages_written_back += diffs.size();
     c->stats.bytes_written_back += bytes;
+    Record(c, Activity{.pages_written_back = diffs.size(), .bytes_written_back = bytes});
     c->pending[L] = PendingLock{true, f.hdr.tag, static_cast<uint32_t>(diffs.size()), bytes};
     Holder who{cfg_.host_id, c->id};
     if (IsOwner(s)) {
         StartOwnerRelease(s, L, who, f.hdr.tag, std::move(diffs));
         return;
     }
+    SendWritebacks(s, DSHM_MSG_P_RELEASE, L, c, diffs);
+}
+
+void Daemon::SendWritebacks(Segment *s, uint16_t type, uint32_t lock, Client *c,
+                            const std::vector<Diff> &diffs) {
     // One burst: gathered writes instead of a send() per page (Conn::Cork).
     // The Conn outlives a close inside the burst (deferred deletion).
     Peer *op = FindPeer(s->owner);
@@ -533,13 +609,246 @@ void Daemon::OnRelease(Client *c, const Frame &f) {
     }
     dshm_p_release m = {};
     SetName(m.segment, s->cfg.name);
-    m.lock_id = L;
+    m.lock_id = lock;
     m.host_id = cfg_.host_id;
     m.client_id = c->id;
     m.npages = static_cast<uint32_t>(diffs.size());
-    SendPeer(s->owner, EncodeMsg(DSHM_MSG_P_RELEASE, 0, m));
+    SendPeer(s->owner, EncodeMsg(type, 0, m));
     if (burst)
         burst->Uncork();
+}
+
+// ---------------------------------------------------------------- migration
+
+void Daemon::OnMigrateOut(Client *c, const Frame &f) {
+    if (!c->ready)
+        return c->conn->Fail(Status::NotAttached("MIGRATE_OUT before READY"), f.hdr.type);
+    if (c->migrate_tag || c->flushing)
+        return c->conn->Fail(Status::Pending("a MIGRATE_OUT is already pending"), f.hdr.type);
+    c->migrating_out = true;
+    c->migrate_tag = f.hdr.tag;
+    g_message("%s migrates out: writing its changes back, keeping %zu lock(s) for the "
+              "destination",
+              c->conn->label().c_str(), c->held.size());
+    MaybeFlush(c);
+}
+
+// The flush starts once the client's own releases are done (their
+// completions must not race with the lock hand-over).
+void Daemon::MaybeFlush(Client *c) {
+    if (!c->migrate_tag || c->flushing)
+        return;
+    for (const auto &[lock, pl] : c->pending) {
+        if (pl.release)
+            return;
+    }
+    Segment *s = c->seg;
+    std::vector<Diff> diffs = CollectDirty(c);
+    uint32_t bytes = 0;
+    for (const auto &d : diffs)
+        bytes += d.data.size();
+    s->stats.pages_written_back += diffs.size();
+    s->stats.bytes_written_back += bytes;
+    c->stats.pages_written_back += diffs.size();
+    c->stats.bytes_written_back += bytes;
+    Record(c, Activity{.pages_written_back = diffs.size(), .bytes_written_back = bytes});
+    c->flushing = true;
+    c->flush_pages = static_cast<uint32_t>(diffs.size());
+    c->flush_bytes = bytes;
+    if (IsOwner(s)) {
+        StartOwnerRelease(s, 0, Holder{cfg_.host_id, c->id}, *c->migrate_tag, std::move(diffs),
+                          true);
+    } else {
+        SendWritebacks(s, DSHM_MSG_P_FLUSH, 0, c, diffs);
+    }
+}
+
+void Daemon::FlushDone(Client *c, uint32_t status) {
+    if (!c->flushing)
+        return;
+    c->flushing = false;
+    const uint32_t tag = c->migrate_tag.value_or(0);
+    c->migrate_tag.reset();
+    if (status != DSHM_OK) {
+        // The writes did not reach the owner: the migration must fail (the
+        // source VM keeps running with them).
+        return c->conn->Fail(
+            Status::FromCode(status, "writing the migrating VM's changes back failed"),
+            DSHM_MSG_MIGRATE_OUT);
+    }
+    dshm_handoff t = {};
+    t.host_id = cfg_.host_id;
+    t.client_id = c->id;
+    t.incarnation = incarnation_;
+    t.pages_written = c->flush_pages;
+    t.bytes_written = c->flush_bytes;
+    g_message("%s: %u page(s), %u byte(s) written back; ready to migrate", c->conn->label().c_str(),
+              t.pages_written, t.bytes_written);
+    c->conn->Send(EncodeMsg(DSHM_MSG_MIGRATE_READY, tag, t));
+}
+
+void Daemon::OnPFlushAck(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_p_release_ack>();
+    PEER_SEGMENT(s, m, false);
+    Client *c = FindClient(m.client_id);
+    if (!c || c->seg != s)
+        return;
+    FlushDone(c, m.status);
+}
+
+void Daemon::OnAdopt(Client *c, const Frame &f) {
+    if (!c->ready)
+        return c->conn->Fail(Status::NotAttached("ADOPT before READY"), f.hdr.type);
+    if (!c->held.empty() || !c->pending.empty())
+        return c->conn->Fail(Status::Proto("ADOPT by a client that already uses locks"),
+                             f.hdr.type);
+    auto t = f.Fixed<dshm_handoff>();
+    Segment *s = c->seg;
+    c->adopting = true;
+    c->adopt_tag = f.hdr.tag;
+    g_message("%s adopts client %u of host %u (a VM that migrated here)", c->conn->label().c_str(),
+              t.client_id, t.host_id);
+    if (IsOwner(s)) {
+        uint8_t held[DSHM_MAX_LOCKS / 8] = {}, queued[DSHM_MAX_LOCKS / 8] = {};
+        RenameHolder(s, Holder{t.host_id, t.client_id}, Holder{cfg_.host_id, c->id}, held,
+                     queued);
+        AdoptDone(c, DSHM_OK, held, queued);
+        OnVmArrived(s, c->vm(), cfg_.host_id);
+        return;
+    }
+    dshm_p_adopt m = {};
+    SetName(m.segment, s->cfg.name);
+    m.from_host = t.host_id;
+    m.from_client = t.client_id;
+    m.to_host = cfg_.host_id;
+    m.to_client = c->id;
+    SetName(m.vm_name, c->name.substr(0, DSHM_VMNAME_LEN - 1));
+    std::copy(c->uuid.begin(), c->uuid.end(), m.vm_uuid);
+    SendPeer(s->owner, EncodeMsg(DSHM_MSG_P_ADOPT, 0, m));
+}
+
+void Daemon::RenameHolder(Segment *s, Holder from, Holder to, uint8_t *held, uint8_t *queued) {
+    std::vector<uint32_t> h, q;
+    s->locks.Rename(from, to, &h, &q);
+    for (uint32_t l : h)
+        held[l / 8] |= 1u << (l % 8);
+    for (uint32_t l : q)
+        queued[l / 8] |= 1u << (l % 8);
+    g_message("segment %s: client %u of host %u continues as client %u of host %u: %zu lock(s) "
+              "held, %zu queued",
+              s->cfg.name.c_str(), from.client, from.host, to.client, to.host, h.size(), q.size());
+}
+
+void Daemon::AdoptDone(Client *c, uint32_t status, const uint8_t *held, const uint8_t *queued) {
+    if (!c->adopting)
+        return;
+    c->adopting = false;
+    dshm_adopted r = {};
+    r.status = status;
+    r.owner_host = c->seg->owner;
+    for (uint32_t l = 0; status == DSHM_OK && l < DSHM_MAX_LOCKS; l++) {
+        if (held[l / 8] & (1u << (l % 8))) {
+            c->held.insert(l);
+            c->held_since[l] = NowNs();
+            r.held[l / 8] |= 1u << (l % 8);
+        } else if (queued[l / 8] & (1u << (l % 8))) {
+            c->pending[l] = PendingLock{false, 0};
+            r.queued[l / 8] |= 1u << (l % 8);
+        }
+    }
+    c->conn->Send(EncodeMsg(DSHM_MSG_ADOPTED, c->adopt_tag, r));
+    ReplayHeldBack(c);
+}
+
+void Daemon::OnPAdopt(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_p_adopt>();
+    PEER_SEGMENT(s, m, true);
+    if (m.to_host != p->cfg.host_id)
+        return p->conn->Fail(Status::Proto("P_ADOPT for another host"), f.hdr.type);
+    dshm_p_adopted r = {};
+    SetName(r.segment, s->cfg.name);
+    r.to_client = m.to_client;
+    RenameHolder(s, Holder{m.from_host, m.from_client}, Holder{m.to_host, m.to_client}, r.held,
+                 r.queued);
+    p->conn->Send(EncodeMsg(DSHM_MSG_P_ADOPTED, 0, r));
+    VmId vm{std::string(NameOf(m.vm_name)), {}};
+    std::copy(std::begin(m.vm_uuid), std::end(m.vm_uuid), vm.uuid.begin());
+    OnVmArrived(s, vm, m.to_host);
+}
+
+void Daemon::OnPAdopted(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_p_adopted>();
+    PEER_SEGMENT(s, m, false);
+    Client *c = FindClient(m.to_client);
+    if (!c || c->seg != s)
+        return;  // gone meanwhile: the owner drops it on CLIENT_GONE
+    AdoptDone(c, m.status, m.held, m.queued);
+}
+
+void Daemon::Tombstone(Client *c) {
+    struct Ctx {
+        Daemon *d;
+        uint32_t id;
+    };
+    auto *ctx = new Ctx{this, c->id};
+    guint timer = g_timeout_add_full(
+        G_PRIORITY_DEFAULT, cfg_.adopt_timeout_ms,
+        [](gpointer p) -> gboolean {
+            auto *x = static_cast<Ctx *>(p);
+            Daemon *d = x->d;
+            auto it = d->tombstones_.find(x->id);
+            if (it == d->tombstones_.end())
+                return G_SOURCE_REMOVE;
+            Segment *s = it->second.first;
+            const uint32_t id = x->id;
+            d->tombstones_.erase(it);
+            g_message("segment %s: no destination adopted migrated client %u within %u ms: "
+                      "dropping its locks",
+                      s->cfg.name.c_str(), id, d->cfg_.adopt_timeout_ms);
+            d->Defer(s, [d, s, id] {
+                Holder who{d->cfg_.host_id, id};
+                if (d->IsOwner(s)) {
+                    d->DropClientLocks(s, who);
+                } else {
+                    dshm_p_lock m = {};
+                    SetName(m.segment, s->cfg.name);
+                    m.host_id = who.host;
+                    m.client_id = who.client;
+                    d->SendPeer(s->owner, EncodeMsg(DSHM_MSG_CLIENT_GONE, 0, m));
+                }
+            });
+            return G_SOURCE_REMOVE;
+        },
+        ctx, [](gpointer p) { delete static_cast<Ctx *>(p); });
+    tombstones_[c->id] = {c->seg, timer};
+}
+
+void Daemon::DropLocalCopy(Segment *s) {
+    if (IsOwner(s) || !s->clients.empty() || !s->memfd.valid())
+        return;
+    for (uint32_t p = 0; p < s->npages; p++) {
+        if (s->pages->dirtiers(p))
+            return;  // cannot happen without clients; never lose a write
+    }
+    munmap(s->map, s->cfg.size);
+    s->map = nullptr;
+    s->memfd.reset();
+    s->pages = std::make_unique<PageTable>(s->npages, false);
+    g_message("segment %s: no local VM uses it any more: local copy dropped", s->cfg.name.c_str());
+    Defer(s, [this, s] {
+        dshm_seg_note m = {};
+        SetName(m.segment, s->cfg.name);
+        m.host_id = cfg_.host_id;
+        SendPeer(s->owner, EncodeMsg(DSHM_MSG_DROP_COPY, 0, m));
+    });
+}
+
+void Daemon::OnDropCopy(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_seg_note>();
+    PEER_SEGMENT(s, m, true);
+    if (m.host_id != p->cfg.host_id)
+        return p->conn->Fail(Status::Proto("DROP_COPY for another host"), f.hdr.type);
+    s->pages->DropHost(p->cfg.host_id);
 }
 
 void Daemon::OnClientClosed(Client *c, const Status &why) {
@@ -554,20 +863,36 @@ void Daemon::OnClientClosed(Client *c, const Status &why) {
         c->dirty.clear();
         s->pages->ForgetClient(c->id);
         std::erase(s->clients, c->id);
-        if (!c->held.empty() || !c->pending.empty()) {
-            g_message("%s died holding %zu lock(s), %zu request(s) pending: dropping them",
-                      c->conn->label().c_str(), c->held.size(), c->pending.size());
-        }
-        Holder who{cfg_.host_id, c->id};
-        if (IsOwner(s)) {
-            DropClientLocks(s, who);
+        const bool migrated = c->migrating_out && !c->migrate_tag && !c->flushing;
+        if (migrated) {
+            // The VM runs on elsewhere: its locks wait for the destination.
+            g_message("%s migrated away holding %zu lock(s): kept for the destination",
+                      c->conn->label().c_str(), c->held.size());
+            Tombstone(c);
         } else {
-            dshm_p_lock m = {};
-            SetName(m.segment, s->cfg.name);
-            m.host_id = cfg_.host_id;
-            m.client_id = c->id;
-            SendPeer(s->owner, EncodeMsg(DSHM_MSG_CLIENT_GONE, 0, m));
+            if (!c->held.empty() || !c->pending.empty()) {
+                g_message("%s died holding %zu lock(s), %zu request(s) pending: dropping them",
+                          c->conn->label().c_str(), c->held.size(), c->pending.size());
+            }
+            const uint32_t id = c->id;
+            Defer(s, [this, s, id] {
+                Holder who{cfg_.host_id, id};
+                if (IsOwner(s)) {
+                    DropClientLocks(s, who);
+                } else {
+                    dshm_p_lock m = {};
+                    SetName(m.segment, s->cfg.name);
+                    m.host_id = cfg_.host_id;
+                    m.client_id = id;
+                    SendPeer(s->owner, EncodeMsg(DSHM_MSG_CLIENT_GONE, 0, m));
+                }
+            });
         }
+        if (c->ready) {
+            c->ready = false;
+            UpdateAttached(s, c->vm());
+        }
+        DropLocalCopy(s);
     }
     if (c->uffd_watch)
         g_source_remove(c->uffd_watch);
@@ -629,6 +954,7 @@ void Daemon::HandleMissing(Client *c, uint32_t page, uint64_t addr) {
     Segment *s = c->seg;
     s->stats.missing_faults++;
     c->stats.missing_faults++;
+    Record(c, Activity{.read_faults = 1});
     Trace("missing", c->id, page, s->pages->state(page));
     switch (s->pages->OnMissingFault(page, c->id, addr)) {
         case PageTable::MissingAction::kFillZero: {
@@ -644,6 +970,8 @@ void Daemon::HandleMissing(Client *c, uint32_t page, uint64_t addr) {
         case PageTable::MissingAction::kWait:
             return;
         case PageTable::MissingAction::kFetch: {
+            if (s->moving)
+                return;  // sent to whichever host owns the segment after the move
             dshm_fetch m = {};
             SetName(m.segment, s->cfg.name);
             m.page = page;
@@ -666,6 +994,7 @@ void Daemon::HandleWriteFault(Client *c, uint32_t page, uint64_t addr) {
     if (first) {
         s->stats.wp_faults++;
         c->stats.wp_faults++;
+        Record(c, Activity{.write_faults = 1});
     }
     s->pages->OnWriteFault(page, first, s->Page(page));
     auto r = os::WriteProtect(c->uffd.get(), addr, kPage, false);
@@ -826,6 +1155,14 @@ void Daemon::OnPeerClosed(Peer *p, const Status &why) {
     const uint32_t host = p->cfg.host_id;
     if (was_up) {
         for (auto &[name, s] : segments_) {
+            if (IsOwner(s.get()) && s->moving) {
+                // A move waits for no acknowledgement from a lost host; a
+                // lost new owner ends it (ownership stays here).
+                s->move_acks.erase(host);
+                MaybeSendSnapshot(s.get());
+            } else if (s->moving && s->owner == host) {
+                EndMove(s.get());  // the move cannot complete any more
+            }
             if (IsOwner(s.get())) {
                 // Its copies, its buffered write-backs and its locks are gone.
                 s->buffered.erase(host);
@@ -878,10 +1215,19 @@ void Daemon::OnPeerFrame(Peer *p, Frame &&f) {
         p->up = true;
         p->incarnation = h.incarnation;
         g_message("peer %s (host %u) up", p->cfg.name.c_str(), p->cfg.host_id);
-        // Re-request pages whose FETCH may have been lost with a previous
-        // connection, then send what was queued.
+        // Tell it where ownership moved since the configuration was
+        // written; re-request pages whose FETCH may have been lost with a
+        // previous connection; then send what was queued.
         for (auto &[name, s] : segments_) {
-            if (s->owner != p->cfg.host_id)
+            if (IsOwner(s.get()) && s->owner != s->cfg.owner && !s->moving) {
+                dshm_seg_note n = {};
+                SetName(n.segment, s->cfg.name);
+                n.host_id = cfg_.host_id;
+                p->conn->Send(EncodeMsg(DSHM_MSG_OWN_MOVED, 0, n, s->owner_reason.data(),
+                                        std::min<size_t>(s->owner_reason.size(),
+                                                         DSHM_ERROR_TEXT_MAX)));
+            }
+            if (s->owner != p->cfg.host_id || s->moving)
                 continue;
             for (uint32_t pg : s->pages->Fetching()) {
                 dshm_fetch m = {};
@@ -912,7 +1258,33 @@ void Daemon::OnPeerFrame(Peer *p, Frame &&f) {
         case DSHM_MSG_WRITEBACK:
             return OnWriteback(p, std::move(f));
         case DSHM_MSG_P_RELEASE:
-            return OnPRelease(p, f);
+            return OnPRelease(p, f, false);
+        case DSHM_MSG_P_FLUSH:
+            return OnPRelease(p, f, true);
+        case DSHM_MSG_P_FLUSH_ACK:
+            return OnPFlushAck(p, f);
+        case DSHM_MSG_P_ADOPT:
+            return OnPAdopt(p, f);
+        case DSHM_MSG_P_ADOPTED:
+            return OnPAdopted(p, f);
+        case DSHM_MSG_DROP_COPY:
+            return OnDropCopy(p, f);
+        case DSHM_MSG_P_STATS:
+            return OnPStats(p, f);
+        case DSHM_MSG_OWN_MOVING:
+            return OnOwnMoving(p, f);
+        case DSHM_MSG_OWN_MOVING_ACK:
+            return OnOwnMovingAck(p, f);
+        case DSHM_MSG_OWN_PAGE:
+            return OnOwnPage(p, f);
+        case DSHM_MSG_OWN_LOCKS:
+            return OnOwnLocks(p, f);
+        case DSHM_MSG_OWN_COPYSETS:
+            return OnOwnCopysets(p, f);
+        case DSHM_MSG_OWN_COMMIT:
+            return OnOwnCommit(p, f);
+        case DSHM_MSG_OWN_MOVED:
+            return OnOwnMoved(p, f);
         case DSHM_MSG_P_RELEASE_ACK:
             return OnPReleaseAck(p, f);
         case DSHM_MSG_INVALIDATE:
@@ -930,25 +1302,6 @@ void Daemon::OnPeerFrame(Peer *p, Frame &&f) {
                                  f.hdr.type);
     }
 }
-
-// Checks that a peer message names a known segment and a page inside it;
-// closes the connection otherwise.  Returns the segment or nullptr.
-#define PEER_SEGMENT(var, msg, needs_owner)                                                       \
-    Segment *var = FindSegment(NameOf((msg).segment));                                            \
-    if (!var) {                                                                                   \
-        return p->conn->Fail(Status::NoSegment("unknown segment '" + SegOf((msg).segment) + "'"), \
-                             f.hdr.type);                                                         \
-    }                                                                                             \
-    if ((needs_owner) && !IsOwner(var)) {                                                         \
-        return p->conn->Fail(Status::NotOwner("this host does not own " + var->cfg.name),         \
-                             f.hdr.type);                                                         \
-    }
-
-#define PEER_PAGE(seg, page)                                                                  \
-    if ((page) >= (seg)->npages) {                                                            \
-        return p->conn->Fail(Status::Proto("page " + std::to_string(page) + " out of range"), \
-                             f.hdr.type);                                                     \
-    }
 
 void Daemon::OnFetch(Peer *p, const Frame &f) {
     auto m = f.Fixed<dshm_fetch>();
@@ -978,19 +1331,24 @@ void Daemon::OnPage(Peer *p, const Frame &f) {
         return;  // late duplicate after a reconnect, or nobody left
     const uint8_t *data = f.Extra(sizeof m).data();
     Trace("page-in", m.page, static_cast<uint32_t>(waiters.size()), 0, data);
+    InstallPage(s, m.page, data, waiters);
+}
+
+void Daemon::InstallPage(Segment *s, uint32_t page, const uint8_t *data,
+                         const std::vector<PageTable::Waiter> &waiters) {
     // Invariant W must hold for every local client once the page is
     // present.  A punch keeps the uffd-wp marker only of PTEs that were
     // protected, and can drop it when a client raced with the punch, so the
     // markers are re-installed now, while the page is still a hole (nobody
-    // can map it before UFFDIO_COPY below).
+    // can map it before it is filled below).
     for (uint32_t cid : s->clients) {
         Client *c = FindClient(cid);
         if (!c || !c->uffd.valid())
             continue;
-        auto wp = os::WriteProtect(c->uffd.get(), c->base + uint64_t(m.page) * kPage, kPage, true);
+        auto wp = os::WriteProtect(c->uffd.get(), c->base + uint64_t(page) * kPage, kPage, true);
         if (!wp.ok())
             g_warning("%s: protecting page %u before filling it: %s", c->conn->label().c_str(),
-                      m.page, wp.error().what.c_str());
+                      page, wp.error().what.c_str());
     }
     bool installed = false;
     for (const auto &[cid, addr] : waiters) {
@@ -1008,7 +1366,12 @@ void Daemon::OnPage(Peer *p, const Frame &f) {
             (void)os::Wake(c->uffd.get(), addr, kPage);
         }
     }
-    s->pages->Installed(m.page, installed);
+    if (!installed && s->map) {
+        // Nobody waits: fill it through dshmd's own mapping.
+        memcpy(s->Page(page), data, kPage);
+        installed = true;
+    }
+    s->pages->Installed(page, installed);
 }
 
 void Daemon::OnPAcquire(Peer *p, const Frame &f) {
@@ -1032,6 +1395,9 @@ void Daemon::Grant(Segment *s, uint32_t lock, Holder who) {
     if (who.host == cfg_.host_id) {
         Client *c = FindClient(who.client);
         if (!c) {
+            // Migrated away: the lock waits for the destination's ADOPT.
+            if (tombstones_.count(who.client))
+                return;
             // Gone meanwhile: pass the lock on.
             DropClientLocks(s, who);
             return;
@@ -1043,6 +1409,7 @@ void Daemon::Grant(Segment *s, uint32_t lock, Holder who) {
         c->held.insert(lock);
         s->stats.acquires++;
         c->stats.acquires++;
+        RecordGrant(c, lock);
         dshm_lock_reply r = {};
         r.lock_id = lock;
         c->conn->Send(EncodeMsg(DSHM_MSG_GRANTED, tag, r));
@@ -1072,6 +1439,7 @@ void Daemon::OnPGrant(Peer *p, const Frame &f) {
     c->held.insert(m.lock_id);
     s->stats.acquires++;
     c->stats.acquires++;
+    RecordGrant(c, m.lock_id);
     dshm_lock_reply r = {};
     r.lock_id = m.lock_id;
     c->conn->Send(EncodeMsg(DSHM_MSG_GRANTED, tag, r));
@@ -1089,7 +1457,7 @@ void Daemon::OnWriteback(Peer *p, Frame &&f) {
     buf.push_back(std::move(f));
 }
 
-void Daemon::OnPRelease(Peer *p, const Frame &f) {
+void Daemon::OnPRelease(Peer *p, const Frame &f, bool flush) {
     auto m = f.Fixed<dshm_p_release>();
     PEER_SEGMENT(s, m, true);
     auto frames = std::move(s->buffered[p->cfg.host_id]);
@@ -1103,7 +1471,7 @@ void Daemon::OnPRelease(Peer *p, const Frame &f) {
         return p->conn->Fail(Status::Proto("P_RELEASE does not match the write-backs before it"),
                              f.hdr.type);
     }
-    if (s->locks.HolderOf(m.lock_id) != std::optional<Holder>(who)) {
+    if (!flush && s->locks.HolderOf(m.lock_id) != std::optional<Holder>(who)) {
         // Not (or no longer) the holder: its writes must not be applied.
         ack.status = DSHM_E_NOT_HELD;
         p->conn->Send(EncodeMsg(DSHM_MSG_P_RELEASE_ACK, f.hdr.tag, ack));
@@ -1125,14 +1493,15 @@ void Daemon::OnPRelease(Peer *p, const Frame &f) {
         diffs.push_back(Diff{wb.page, wb.encoding, std::vector<uint8_t>(data.begin(), data.end())});
     }
     s->stats.writebacks_applied += diffs.size();
-    StartOwnerRelease(s, m.lock_id, who, f.hdr.tag, std::move(diffs));
+    StartOwnerRelease(s, m.lock_id, who, f.hdr.tag, std::move(diffs), flush);
 }
 
 void Daemon::StartOwnerRelease(Segment *s, uint32_t lock, Holder who, uint32_t reply_tag,
-                               std::vector<Diff> diffs) {
+                               std::vector<Diff> diffs, bool flush) {
     auto r = std::make_unique<OwnerRelease>();
     r->id = next_release_id_++;
     r->seg = s;
+    r->flush = flush;
     r->lock = lock;
     r->who = who;
     r->reply_tag = reply_tag;
@@ -1209,14 +1578,20 @@ void Daemon::AckOwnerRelease(uint32_t id, uint32_t host, int delta) {
 
 void Daemon::FinishOwnerRelease(OwnerRelease *r) {
     Segment *s = r->seg;
-    std::optional<Holder> next;
-    Status st = s->locks.Release(r->lock, r->who, &next);
-    if (next)
-        Grant(s, r->lock, *next);
+    Status st;
+    if (!r->flush) {
+        std::optional<Holder> next;
+        st = s->locks.Release(r->lock, r->who, &next);
+        if (next)
+            Grant(s, r->lock, *next);
+    }
     if (r->who.host == cfg_.host_id) {
-        if (Client *c = FindClient(r->who.client)) {
+        if (Client *c = FindClient(r->who.client); c && r->flush) {
+            FlushDone(c, st.code());
+        } else if (c) {
             c->pending.erase(r->lock);
             c->held.erase(r->lock);
+            RecordRelease(c, r->lock);
             s->stats.releases++;
             c->stats.releases++;
             dshm_lock_reply rep = {};
@@ -1226,6 +1601,7 @@ void Daemon::FinishOwnerRelease(OwnerRelease *r) {
             rep.bytes_written = r->bytes;
             c->conn->Send(
                 EncodeMsg(st.ok() ? DSHM_MSG_RELEASED : DSHM_MSG_LOCK_FAILED, r->reply_tag, rep));
+            MaybeFlush(c);
         }
     } else {
         dshm_p_release_ack ack = {};
@@ -1233,11 +1609,13 @@ void Daemon::FinishOwnerRelease(OwnerRelease *r) {
         ack.lock_id = r->lock;
         ack.client_id = r->who.client;
         ack.status = st.code();
-        SendPeer(r->who.host, EncodeMsg(DSHM_MSG_P_RELEASE_ACK, r->reply_tag, ack));
+        SendPeer(r->who.host, EncodeMsg(r->flush ? DSHM_MSG_P_FLUSH_ACK : DSHM_MSG_P_RELEASE_ACK,
+                                        r->reply_tag, ack));
     }
     if (r->timer)
         g_source_remove(r->timer);
     releases_.erase(r->id);
+    MaybeSendSnapshot(s);  // an ownership move waits for releases in flight
 }
 
 void Daemon::OnPReleaseAck(Peer *p, const Frame &f) {
@@ -1252,6 +1630,7 @@ void Daemon::OnPReleaseAck(Peer *p, const Frame &f) {
     PendingLock pl = it->second;
     c->pending.erase(it);
     c->held.erase(m.lock_id);
+    RecordRelease(c, m.lock_id);
     dshm_lock_reply r = {};
     r.lock_id = m.lock_id;
     r.status = m.status;
@@ -1263,6 +1642,7 @@ void Daemon::OnPReleaseAck(Peer *p, const Frame &f) {
     }
     c->conn->Send(
         EncodeMsg(m.status == DSHM_OK ? DSHM_MSG_RELEASED : DSHM_MSG_LOCK_FAILED, pl.tag, r));
+    MaybeFlush(c);
 }
 
 void Daemon::OnInvalidate(Peer *p, const Frame &f) {
@@ -1370,6 +1750,466 @@ void Daemon::OnClientGone(Peer *p, const Frame &f) {
     DropClientLocks(s, Holder{m.host_id, m.client_id});
 }
 
+// ---------------------------------------------------------------- ownership
+
+void Daemon::Defer(Segment *s, std::function<void()> fn) {
+    if (s->moving)
+        s->deferred.push_back(std::move(fn));
+    else
+        fn();
+}
+
+void Daemon::RefetchPending(Segment *s) {
+    if (IsOwner(s))
+        return;
+    for (uint32_t pg : s->pages->Fetching()) {
+        dshm_fetch m = {};
+        SetName(m.segment, s->cfg.name);
+        m.page = pg;
+        s->stats.fetches_sent++;
+        SendPeer(s->owner, EncodeMsg(DSHM_MSG_FETCH, 0, m));
+    }
+}
+
+void Daemon::EndMove(Segment *s) {
+    s->moving = false;
+    s->move_acks.clear();
+    s->incoming_copysets.clear();
+    s->incoming_locks.clear();
+    RefetchPending(s);
+    auto deferred = std::move(s->deferred);
+    s->deferred.clear();
+    for (auto &fn : deferred)
+        fn();
+    for (uint32_t cid : std::vector<uint32_t>(s->clients)) {
+        if (Client *c = FindClient(cid))
+            ReplayHeldBack(c);
+    }
+}
+
+void Daemon::StartMove(Segment *s, uint32_t to, const std::string &reason) {
+    Peer *np = FindPeer(to);
+    if (!IsOwner(s) || s->moving || !np || !np->up)
+        return;
+    g_message("segment %s: moving ownership from host %u to host %u: %s", s->cfg.name.c_str(),
+              cfg_.host_id, to, reason.c_str());
+    s->moving = true;
+    s->moving_to = to;
+    s->move_reason = reason;
+    dshm_seg_note m = {};
+    SetName(m.segment, s->cfg.name);
+    m.host_id = to;
+    for (auto &[id, p] : peers_) {
+        if (!p->up || !p->conn || p->conn->closed())
+            continue;
+        p->conn->Send(EncodeMsg(DSHM_MSG_OWN_MOVING, 0, m));
+        s->move_acks.insert(id);
+    }
+    MaybeSendSnapshot(s);
+}
+
+void Daemon::OnOwnMoving(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_seg_note>();
+    PEER_SEGMENT(s, m, false);
+    if (s->owner != p->cfg.host_id)
+        return p->conn->Fail(Status::NotOwner("OWN_MOVING from a non-owner"), f.hdr.type);
+    // From here on nothing for the owner leaves this host until the move is
+    // over; the acknowledgement follows everything sent before (FIFO).
+    s->moving = true;
+    s->moving_to = m.host_id;
+    if (m.host_id == cfg_.host_id) {
+        s->incoming_copysets.assign(s->npages, 0);
+        s->incoming_locks.clear();
+        Status st = EnsureMemfd(s);
+        if (!st.ok())
+            g_warning("segment %s: %s", s->cfg.name.c_str(), st.ToString().c_str());
+    }
+    p->conn->Send(EncodeMsg(DSHM_MSG_OWN_MOVING_ACK, 0, m));
+}
+
+void Daemon::OnOwnMovingAck(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_seg_note>();
+    PEER_SEGMENT(s, m, true);
+    if (!s->moving)
+        return p->conn->Fail(Status::Proto("OWN_MOVING_ACK without a move"), f.hdr.type);
+    s->move_acks.erase(p->cfg.host_id);
+    MaybeSendSnapshot(s);
+}
+
+void Daemon::MaybeSendSnapshot(Segment *s) {
+    if (!s->moving || !IsOwner(s) || !s->move_acks.empty())
+        return;
+    for (const auto &[id, r] : releases_) {
+        if (r->seg == s)
+            return;  // its invalidations are still being acknowledged
+    }
+    Peer *np = FindPeer(s->moving_to);
+    if (!np || !np->up || !np->conn || np->conn->closed()) {
+        // The new owner went away before the hand-over: this host stays.
+        g_warning("segment %s: host %u is gone: ownership stays here", s->cfg.name.c_str(),
+                  s->moving_to);
+        dshm_seg_note m = {};
+        SetName(m.segment, s->cfg.name);
+        m.host_id = cfg_.host_id;
+        const std::string why = "stays: the move to host " + std::to_string(s->moving_to) +
+                                " failed (host lost)";
+        for (auto &[id, p] : peers_) {
+            if (p->up && p->conn && !p->conn->closed())
+                p->conn->Send(EncodeMsg(DSHM_MSG_OWN_MOVED, 0, m, why.data(), why.size()));
+        }
+        return EndMove(s);
+    }
+    const uint32_t to = s->moving_to;
+    Conn *nc = np->conn.get();
+    nc->Cork();
+    // Every page that holds data: the released content (the twin while a
+    // local client is writing the page).  Holes read as zeros anywhere.
+    std::vector<bool> present(s->npages, false);
+    uint32_t sent = 0;
+    for (uint32_t pg = 0; pg < s->npages; pg++) {
+        auto pr = os::PageIsPresent(s->memfd.get(), uint64_t(pg) * kPage);
+        if (!pr.ok() || !*pr)
+            continue;
+        present[pg] = true;
+        if (s->pages->copyset(pg) & (uint64_t(1) << to))
+            continue;  // the new owner holds the current content already
+        dshm_page m = {};
+        SetName(m.segment, s->cfg.name);
+        m.page = pg;
+        const uint8_t *src = s->pages->twin(pg) ? s->pages->twin(pg) : s->Page(pg);
+        nc->Send(EncodeMsg(DSHM_MSG_OWN_PAGE, 0, m, src, kPage));
+        sent++;
+    }
+    // Copy sets as the new owner will keep them: this host holds what is
+    // present here; the new owner is no member of its own copy sets.
+    std::vector<uint64_t> cs(s->npages);
+    for (uint32_t pg = 0; pg < s->npages; pg++) {
+        cs[pg] = (s->pages->copyset(pg) & ~(uint64_t(1) << to)) |
+                 (present[pg] ? uint64_t(1) << cfg_.host_id : 0);
+    }
+    for (uint32_t first = 0; first < s->npages; first += DSHM_MAX_COPYSETS) {
+        dshm_copysets m = {};
+        SetName(m.segment, s->cfg.name);
+        m.first_page = first;
+        m.count = std::min<uint32_t>(DSHM_MAX_COPYSETS, s->npages - first);
+        nc->Send(EncodeMsg(DSHM_MSG_OWN_COPYSETS, 0, m, cs.data() + first, m.count * 8));
+    }
+    std::vector<LockTable::Entry> entries = s->locks.Export();
+    std::vector<dshm_lock_entry> wire;
+    for (const auto &e : entries)
+        wire.push_back(dshm_lock_entry{e.lock, e.who.host, e.who.client, e.pos});
+    for (size_t i = 0; i < wire.size(); i += DSHM_MAX_INVAL_PAGES) {
+        dshm_pagelist m = {};
+        SetName(m.segment, s->cfg.name);
+        m.count = static_cast<uint32_t>(std::min<size_t>(DSHM_MAX_INVAL_PAGES, wire.size() - i));
+        nc->Send(EncodeMsg(DSHM_MSG_OWN_LOCKS, 0, m, wire.data() + i,
+                           m.count * sizeof(dshm_lock_entry)));
+    }
+    dshm_seg_note c = {};
+    SetName(c.segment, s->cfg.name);
+    c.host_id = to;
+    c.value = sent;
+    std::string why = s->move_reason.substr(0, DSHM_ERROR_TEXT_MAX);
+    nc->Send(EncodeMsg(DSHM_MSG_OWN_COMMIT, 0, c, why.data(), why.size()));
+    nc->Uncork();
+    // This host is a host like the others from now on: what it holds stays
+    // valid (it is in the copy sets sent above); requests go to the new
+    // owner, after the COMMIT on the same connection.
+    s->owner = to;
+    s->owner_reason = s->move_reason;
+    s->pages->BecomeNonOwner(present);
+    s->locks = LockTable();
+    cluster_.ForgetSegment(s->cfg.name);
+    g_message("segment %s: ownership handed to host %u (%u page(s), %zu lock entries sent)",
+              s->cfg.name.c_str(), to, sent, entries.size());
+    EndMove(s);
+}
+
+// The new owner's side: pages, copy sets and locks arrive, then COMMIT.
+#define FROM_OWNER_TO_ME(s)                                                                \
+    if (!(s)->moving || (s)->moving_to != cfg_.host_id || (s)->owner != p->cfg.host_id) { \
+        return p->conn->Fail(Status::Proto("ownership transfer message out of place"),   \
+                             f.hdr.type);                                                 \
+    }
+
+void Daemon::OnOwnPage(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_page>();
+    PEER_SEGMENT(s, m, false);
+    PEER_PAGE(s, m.page);
+    FROM_OWNER_TO_ME(s);
+    if (s->pages->state(m.page) == PageTable::kValid)
+        return;  // this host's copy is current (it is in the copy set)
+    std::vector<PageTable::Waiter> waiters = s->pages->TakeWaiters(m.page);
+    InstallPage(s, m.page, f.Extra(sizeof m).data(), waiters);
+}
+
+void Daemon::OnOwnCopysets(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_copysets>();
+    PEER_SEGMENT(s, m, false);
+    FROM_OWNER_TO_ME(s);
+    if (m.first_page >= s->npages || m.count > s->npages - m.first_page)
+        return p->conn->Fail(Status::Proto("OWN_COPYSETS out of range"), f.hdr.type);
+    memcpy(s->incoming_copysets.data() + m.first_page, f.Extra(sizeof m).data(), m.count * 8);
+}
+
+void Daemon::OnOwnLocks(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_pagelist>();
+    PEER_SEGMENT(s, m, false);
+    FROM_OWNER_TO_ME(s);
+    auto extra = f.Extra(sizeof m);
+    for (uint32_t i = 0; i < m.count; i++) {
+        dshm_lock_entry e;
+        memcpy(&e, extra.data() + i * sizeof e, sizeof e);
+        s->incoming_locks.push_back(LockTable::Entry{e.lock_id, Holder{e.host_id, e.client_id},
+                                                     e.pos});
+    }
+}
+
+void Daemon::OnOwnCommit(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_seg_note>();
+    PEER_SEGMENT(s, m, false);
+    FROM_OWNER_TO_ME(s);
+    auto text = f.Extra(sizeof m);
+    const std::string why(text.begin(), text.end());
+    LockTable locks;
+    Status st = locks.Import(s->incoming_locks);
+    if (!st.ok())
+        return p->conn->Fail(st, f.hdr.type);
+    // Faults that waited for the move on pages that hold no data anywhere:
+    // zeros, as on any owner.
+    std::vector<std::pair<uint32_t, PageTable::Waiter>> zero_fill;
+    for (uint32_t pg : s->pages->Fetching()) {
+        for (const auto &w : s->pages->TakeWaiters(pg))
+            zero_fill.emplace_back(pg, w);
+    }
+    s->incoming_copysets.resize(s->npages);
+    for (auto &cs : s->incoming_copysets)
+        cs &= ~(uint64_t(1) << cfg_.host_id);
+    s->pages->BecomeOwner(s->incoming_copysets);
+    s->locks = std::move(locks);
+    const uint32_t old = s->owner;
+    s->owner = cfg_.host_id;
+    s->owner_reason = why;
+    for (const auto &[pg, w] : zero_fill) {
+        Client *c = FindClient(w.client);
+        if (!c || !c->uffd.valid())
+            continue;
+        auto r = os::CopyPage(c->uffd.get(), w.addr, zero_page_.data(), true, false);
+        if (!r.ok() && r.err() == EEXIST)
+            (void)os::Wake(c->uffd.get(), w.addr, kPage);
+    }
+    // Everybody learns the new owner from the new owner itself, before any
+    // message it sends as owner (FIFO per connection).
+    dshm_seg_note n = {};
+    SetName(n.segment, s->cfg.name);
+    n.host_id = cfg_.host_id;
+    for (auto &[id, peer] : peers_) {
+        if (peer->up && peer->conn && !peer->conn->closed())
+            peer->conn->Send(EncodeMsg(DSHM_MSG_OWN_MOVED, 0, n, why.data(), why.size()));
+    }
+    g_message("segment %s: this host is the owner now (was host %u; %u page(s) received): %s",
+              s->cfg.name.c_str(), old, m.value, why.c_str());
+    EndMove(s);
+}
+
+void Daemon::OnOwnMoved(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_seg_note>();
+    PEER_SEGMENT(s, m, false);
+    if (m.host_id != p->cfg.host_id && !(s->moving && s->owner == p->cfg.host_id))
+        return p->conn->Fail(Status::Proto("OWN_MOVED from a host that does not own the segment"),
+                             f.hdr.type);
+    auto text = f.Extra(sizeof m);
+    if (IsOwner(s) && m.host_id != cfg_.host_id) {
+        g_warning("segment %s: host %u claims ownership, which this host holds: ignored",
+                  s->cfg.name.c_str(), m.host_id);
+        return;
+    }
+    if (s->owner != m.host_id)
+        g_message("segment %s: owner is now host %u", s->cfg.name.c_str(), m.host_id);
+    s->owner = m.host_id;
+    s->owner_reason.assign(text.begin(), text.end());
+    if (s->moving)
+        EndMove(s);
+}
+
+// ---------------------------------------------------------------- monitor
+
+void Daemon::Record(Client *c, const Activity &delta) {
+    if (c->seg)
+        monitor_.Record(c->seg->cfg.name, c->vm(), delta, NowNs());
+}
+
+void Daemon::RecordGrant(Client *c, uint32_t lock) {
+    c->held_since[lock] = NowNs();
+    Record(c, Activity{.acquires = 1});
+}
+
+void Daemon::RecordRelease(Client *c, uint32_t lock) {
+    auto it = c->held_since.find(lock);
+    if (it == c->held_since.end())
+        return;
+    Record(c, Activity{.hold_ns = NowNs() - it->second});
+    c->held_since.erase(it);
+}
+
+void Daemon::UpdateAttached(Segment *s, const VmId &vm) {
+    bool attached = false;
+    for (uint32_t cid : s->clients) {
+        Client *o = FindClient(cid);
+        if (o && o->ready && o->vm().Key() == vm.Key())
+            attached = true;
+    }
+    monitor_.SetAttached(s->cfg.name, vm, attached);
+}
+
+namespace {
+
+dshm_vm_activity ToWire(const VmId &vm, uint32_t host, bool attached, const Activity &a) {
+    dshm_vm_activity w = {};
+    SetName(w.vm_name, vm.name.substr(0, DSHM_VMNAME_LEN - 1));
+    std::copy(vm.uuid.begin(), vm.uuid.end(), w.vm_uuid);
+    w.host_id = host;
+    w.attached = attached ? 1 : 0;
+    w.read_faults = a.read_faults;
+    w.write_faults = a.write_faults;
+    w.pages_written_back = a.pages_written_back;
+    w.bytes_written_back = a.bytes_written_back;
+    w.acquires = a.acquires;
+    w.hold_ns = a.hold_ns;
+    return w;
+}
+
+Activity FromWire(const dshm_vm_activity &w) {
+    return Activity{w.read_faults,        w.write_faults, w.pages_written_back,
+                    w.bytes_written_back, w.acquires,     w.hold_ns};
+}
+
+}  // namespace
+
+gboolean Daemon::OnReportTimer(gpointer self) {
+    auto *d = static_cast<Daemon *>(self);
+    const uint64_t now = NowNs();
+    d->monitor_.Prune(now);
+    d->cluster_.Expire(now, std::max<uint64_t>(10'000'000'000ull,
+                                               5ull * d->cfg_.policy.report_ms * 1'000'000));
+    for (auto &[name, s] : d->segments_) {
+        std::vector<VmReport> report = MakeReport(d->monitor_.Snapshot(name, now));
+        if (d->IsOwner(s.get())) {
+            d->cluster_.Report(name, d->cfg_.host_id, std::move(report), now);
+            continue;
+        }
+        if (s->moving)
+            continue;
+        if (report.size() > DSHM_MAX_STATS_VMS)
+            report.resize(DSHM_MAX_STATS_VMS);
+        std::vector<dshm_vm_activity> wire;
+        for (const auto &r : report)
+            wire.push_back(ToWire(r.vm, d->cfg_.host_id, r.attached, r.window));
+        dshm_stats m = {};
+        SetName(m.segment, name);
+        m.count = static_cast<uint32_t>(wire.size());
+        d->SendPeer(s->owner, EncodeMsg(DSHM_MSG_P_STATS, 0, m, wire.data(),
+                                        wire.size() * sizeof(dshm_vm_activity)));
+    }
+    return G_SOURCE_CONTINUE;
+}
+
+gboolean Daemon::OnLogTimer(gpointer self) {
+    auto *d = static_cast<Daemon *>(self);
+    const uint64_t now = NowNs();
+    for (const std::string &seg : d->monitor_.Segments()) {
+        for (const VmActivity &v : d->monitor_.Snapshot(seg, now)) {
+            const std::string vm = v.vm.ToString();
+            const std::string window = v.window.ToString();
+            g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "DSHM_SEGMENT", seg.c_str(),
+                             "DSHM_VM", vm.c_str(), "DSHM_WINDOW_S",
+                             std::to_string(d->cfg_.policy.window_s).c_str(), "MESSAGE",
+                             "monitor: segment %s VM %s%s: last %us: %s", seg.c_str(), vm.c_str(),
+                             v.attached ? "" : " (detached)", d->cfg_.policy.window_s,
+                             window.c_str());
+        }
+    }
+    return G_SOURCE_CONTINUE;
+}
+
+void Daemon::OnPStats(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_stats>();
+    PEER_SEGMENT(s, m, false);
+    auto extra = f.Extra(sizeof m);
+    if (m.flags & DSHM_STATS_MERGED) {
+        if (s->owner != p->cfg.host_id)
+            return;  // a stale answer of a former owner
+        s->merged.clear();
+        std::map<std::string, MergedVm> by_key;
+        for (uint32_t i = 0; i < m.count; i++) {
+            dshm_vm_activity w;
+            memcpy(&w, extra.data() + i * sizeof w, sizeof w);
+            VmId vm{std::string(NameOf(w.vm_name)), {}};
+            std::copy(std::begin(w.vm_uuid), std::end(w.vm_uuid), vm.uuid.begin());
+            MergedVm &mv = by_key[vm.Key()];
+            mv.vm = vm;
+            mv.window += FromWire(w);
+            mv.hosts.push_back(HostActivity{w.host_id, w.attached != 0, FromWire(w)});
+        }
+        for (auto &[k, mv] : by_key)
+            s->merged.push_back(std::move(mv));
+        return;
+    }
+    if (!IsOwner(s))
+        return;  // reports race with a move: the next one goes to the new owner
+    std::vector<VmReport> report;
+    for (uint32_t i = 0; i < m.count; i++) {
+        dshm_vm_activity w;
+        memcpy(&w, extra.data() + i * sizeof w, sizeof w);
+        VmReport r;
+        r.vm.name = std::string(NameOf(w.vm_name));
+        std::copy(std::begin(w.vm_uuid), std::end(w.vm_uuid), r.vm.uuid.begin());
+        r.attached = w.attached != 0;
+        r.window = FromWire(w);
+        report.push_back(std::move(r));
+    }
+    cluster_.Report(s->cfg.name, p->cfg.host_id, std::move(report), NowNs());
+    // Answer with the merged view: every host then knows the classification.
+    std::vector<dshm_vm_activity> wire;
+    for (const MergedVm &mv : cluster_.Merged(s->cfg.name)) {
+        for (const HostActivity &h : mv.hosts) {
+            if (wire.size() < DSHM_MAX_STATS_VMS)
+                wire.push_back(ToWire(mv.vm, h.host, h.attached, h.window));
+        }
+    }
+    dshm_stats r = {};
+    SetName(r.segment, s->cfg.name);
+    r.count = static_cast<uint32_t>(wire.size());
+    r.flags = DSHM_STATS_MERGED;
+    p->conn->Send(EncodeMsg(DSHM_MSG_P_STATS, 0, r, wire.data(),
+                            wire.size() * sizeof(dshm_vm_activity)));
+}
+
+std::vector<MergedVm> Daemon::MergedView(Segment *s) {
+    if (!IsOwner(s))
+        return s->merged;
+    const uint64_t now = NowNs();
+    cluster_.Report(s->cfg.name, cfg_.host_id, MakeReport(monitor_.Snapshot(s->cfg.name, now)),
+                    now);
+    return cluster_.Merged(s->cfg.name);
+}
+
+void Daemon::OnVmArrived(Segment *s, const VmId &vm, uint32_t host) {
+    if (s->moving)
+        return;
+    std::vector<Classification> cls = Classify(MergedView(s), cfg_.policy);
+    Decision d = DecideOnMigration(s->cfg.name, vm, std::nullopt, host, s->owner, cls,
+                                   cfg_.policy);
+    g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "DSHM_SEGMENT", s->cfg.name.c_str(),
+                     "DSHM_VM", vm.ToString().c_str(), "DSHM_DECISION",
+                     d.move ? "move" : "stay", "MESSAGE", "policy: %s", d.reason.c_str());
+    if (d.move) {
+        StartMove(s, host, d.reason);
+    } else {
+        s->owner_reason = d.reason;
+    }
+}
+
 // ---------------------------------------------------------------- dshmctl
 
 std::string Daemon::StatusJson(uint32_t what) {
@@ -1415,12 +2255,89 @@ std::string Daemon::StatusJson(uint32_t what) {
             json_builder_add_int_value(b, dirty);
             json_builder_set_member_name(b, "remote_copies");
             json_builder_add_int_value(b, copies);
-            json_builder_set_member_name(b, "stats");
-            json_builder_begin_object(b);
             auto add = [b](const char *k, uint64_t v) {
                 json_builder_set_member_name(b, k);
                 json_builder_add_int_value(b, v);
             };
+            auto str = [b](const char *k, const std::string &v) {
+                json_builder_set_member_name(b, k);
+                json_builder_add_string_value(b, v.c_str());
+            };
+            str("owner_reason", s->owner_reason);
+            json_builder_set_member_name(b, "moving");
+            json_builder_add_boolean_value(b, s->moving);
+            auto activity = [b, &add](const char *k, const Activity &a) {
+                json_builder_set_member_name(b, k);
+                json_builder_begin_object(b);
+                add("read_faults", a.read_faults);
+                add("write_faults", a.write_faults);
+                add("pages_written_back", a.pages_written_back);
+                add("bytes_written_back", a.bytes_written_back);
+                add("acquires", a.acquires);
+                add("hold_ms", a.hold_ns / 1000000);
+                add("events", a.events());
+                json_builder_end_object(b);
+            };
+            // The access monitor: this host's VMs (window and totals) ...
+            json_builder_set_member_name(b, "monitor");
+            json_builder_begin_object(b);
+            add("window_s", cfg_.policy.window_s);
+            json_builder_set_member_name(b, "vms");
+            json_builder_begin_array(b);
+            for (const VmActivity &v : monitor_.Snapshot(name, NowNs())) {
+                json_builder_begin_object(b);
+                str("name", v.vm.name);
+                str("uuid", v.vm.has_uuid() ? v.vm.UuidString() : "");
+                json_builder_set_member_name(b, "attached");
+                json_builder_add_boolean_value(b, v.attached);
+                activity("window", v.window);
+                activity("total", v.total);
+                json_builder_end_object(b);
+            }
+            json_builder_end_array(b);
+            json_builder_end_object(b);
+            // ... and the classification of every host's VMs (the owner's view).
+            std::vector<MergedVm> merged = MergedView(s.get());
+            json_builder_set_member_name(b, "cluster");
+            json_builder_begin_array(b);
+            for (const Classification &cl : Classify(merged, cfg_.policy)) {
+                json_builder_begin_object(b);
+                str("name", cl.vm.name);
+                str("uuid", cl.vm.has_uuid() ? cl.vm.UuidString() : "");
+                for (const MergedVm &mv : merged) {
+                    if (mv.vm.Key() == cl.vm.Key()) {
+                        auto at = mv.At();
+                        json_builder_set_member_name(b, "host");
+                        json_builder_add_int_value(b, at ? int64_t(*at) : -1);
+                        activity("window", mv.window);
+                    }
+                }
+                add("events", cl.events);
+                json_builder_set_member_name(b, "share");
+                json_builder_add_double_value(b, cl.share);
+                str("link", cl.strong ? "strong" : "weak");
+                json_builder_set_member_name(b, "most_active");
+                json_builder_add_boolean_value(b, cl.most_active);
+                str("reason", cl.reason);
+                json_builder_end_object(b);
+            }
+            json_builder_end_array(b);
+            json_builder_set_member_name(b, "advice");
+            json_builder_begin_array(b);
+            for (const Advice &a : Advise(name, merged, s->owner, cfg_.policy)) {
+                json_builder_begin_object(b);
+                str("vm", a.vm.ToString());
+                str("name", a.vm.name);
+                str("kind", a.kind == Advice::Kind::kMoveVm ? "move-vm" : "move-ownership");
+                add("from_host", a.from_host);
+                add("to_host", a.to_host);
+                add("score", a.score);
+                str("reason", a.reason);
+                json_builder_end_object(b);
+            }
+            json_builder_end_array(b);
+            json_builder_set_member_name(b, "stats");
+            json_builder_begin_object(b);
             const SegmentStats &st = s->stats;
             add("missing_faults", st.missing_faults);
             add("wp_faults", st.wp_faults);

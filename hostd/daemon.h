@@ -25,7 +25,10 @@
 
 #include <glib.h>
 
+#include <array>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -37,6 +40,7 @@
 #include "config.h"
 #include "conn.h"
 #include "lockq.h"
+#include "monitor.h"
 #include "os/result.h"
 #include "pages.h"
 
@@ -89,7 +93,24 @@ class Daemon {
         // owner: write-backs received from each host, applied at P_RELEASE
         std::map<uint32_t, std::vector<Frame>> buffered;
         SegmentStats stats;
-        uint8_t *Page(uint32_t p) const { return map + static_cast<uint64_t>(p) * DSHM_PAGE_SIZE; }
+        std::string owner_reason;  // why the owner is where it is (dshmctl segments)
+        // Ownership transfer (protocol.md section 10).  While `moving`, no
+        // owner-bound request leaves this host for the segment: client lock
+        // frames are held back, fetches wait, other work is in `deferred`.
+        bool moving = false;
+        uint32_t moving_to = 0;
+        std::string move_reason;
+        std::set<uint32_t> move_acks;            // old owner: OWN_MOVING_ACKs awaited
+        std::vector<uint64_t> incoming_copysets;  // new owner: from OWN_COPYSETS
+        std::vector<LockTable::Entry> incoming_locks;  // new owner: from OWN_LOCKS
+        std::vector<std::function<void()>> deferred;
+        // Non-owner: the owner's merged view of every host's VMs (its last
+        // answer to our P_STATS), for dshmctl stats/advise.
+        std::vector<MergedVm> merged;
+        // Only while mapped: a host that dropped its copy has map == nullptr.
+        uint8_t *Page(uint32_t p) const {
+            return map ? map + static_cast<uint64_t>(p) * DSHM_PAGE_SIZE : nullptr;
+        }
     };
 
     struct PendingLock {
@@ -112,6 +133,17 @@ class Daemon {
         std::map<uint32_t, PendingLock> pending;
         std::unordered_set<uint32_t> dirty;
         SegmentStats stats;
+        std::array<uint8_t, 16> uuid{};  // the VM's UUID from ATTACH (zero: none)
+        // Live migration (protocol.md section 8).
+        bool migrating_out = false;   // MIGRATE_OUT seen: keep locks when it closes
+        std::optional<uint32_t> migrate_tag;  // MIGRATE_OUT awaiting its flush
+        bool flushing = false;        // the flush is at the owner
+        uint32_t flush_pages = 0, flush_bytes = 0;
+        bool adopting = false;        // ADOPT sent to the owner, no answer yet
+        uint32_t adopt_tag = 0;
+        std::deque<Frame> held_back;  // lock frames waiting for adopt / a move
+        std::map<uint32_t, uint64_t> held_since;  // lock -> grant time (ns), for hold_ns
+        VmId vm() const { return VmId{name, uuid}; }
         Daemon *daemon = nullptr;
     };
 
@@ -133,6 +165,7 @@ class Daemon {
         // hosts that keep the page dirty.
         std::map<uint32_t, std::pair<uint16_t, std::vector<uint8_t>>> diffs;
         Segment *seg = nullptr;
+        bool flush = false;  // a migrating client's write-back: no lock released
         uint32_t lock = 0;
         Holder who;
         uint32_t reply_tag = 0;
@@ -153,12 +186,27 @@ class Daemon {
 
     // --- client channel ---
     void OnClientFrame(Client *c, Frame &&f);
+    void DispatchClientFrame(Client *c, Frame &&f);
     void OnClientHello(Client *c, const Frame &f);
     void OnAttach(Client *c, const Frame &f);
     void OnUffd(Client *c, Frame &f);
     void OnAcquire(Client *c, const Frame &f);
     void OnRelease(Client *c, const Frame &f);
     void OnCtlQuery(Client *c, const Frame &f);
+    void OnMigrateOut(Client *c, const Frame &f);
+    void OnAdopt(Client *c, const Frame &f);
+    // Frames that must wait (an adopt in flight, an ownership move) are
+    // queued in c->held_back, in order; true when f was queued.
+    bool HoldBack(Client *c, Frame &f);
+    void ReplayHeldBack(Client *c);
+    void MaybeFlush(Client *c);
+    void FlushDone(Client *c, uint32_t status);
+    void AdoptDone(Client *c, uint32_t status, const uint8_t *held, const uint8_t *queued);
+    // A migrated-out client's connection closed: its locks wait for the
+    // destination's ADOPT (or adopt-timeout-ms, then they are dropped).
+    void Tombstone(Client *c);
+    // No local client uses the segment any more: drop this host's copy.
+    void DropLocalCopy(Segment *s);
     void OnClientClosed(Client *c, const Status &why);
     void LockFailed(Client *c, uint32_t lock, uint32_t tag, const Status &st);
     // The refusal (E_NOT_ATTACHED, E_BAD_LOCK, E_PENDING, E_NOT_HELD,
@@ -178,13 +226,53 @@ class Daemon {
     void OnPAcquire(Peer *p, const Frame &f);
     void OnPGrant(Peer *p, const Frame &f);
     void OnWriteback(Peer *p, Frame &&f);
-    void OnPRelease(Peer *p, const Frame &f);
     void OnPReleaseAck(Peer *p, const Frame &f);
     void OnInvalidate(Peer *p, const Frame &f);
     void OnInvalAck(Peer *p, const Frame &f);
     void OnUpdate(Peer *p, const Frame &f);
     void OnUpdateAck(Peer *p, const Frame &f);
     void OnClientGone(Peer *p, const Frame &f);
+    void OnPFlushAck(Peer *p, const Frame &f);
+    void OnPAdopt(Peer *p, const Frame &f);
+    void OnPAdopted(Peer *p, const Frame &f);
+    void OnDropCopy(Peer *p, const Frame &f);
+    void OnOwnMoving(Peer *p, const Frame &f);
+    void OnOwnMovingAck(Peer *p, const Frame &f);
+    void OnOwnPage(Peer *p, const Frame &f);
+    void OnOwnLocks(Peer *p, const Frame &f);
+    void OnOwnCopysets(Peer *p, const Frame &f);
+    void OnOwnCommit(Peer *p, const Frame &f);
+    void OnOwnMoved(Peer *p, const Frame &f);
+
+    // --- live migration and ownership (protocol.md sections 8 and 10) ---
+    // Owner: renames (from) to (to) in the lock table; the held and queued
+    // locks of `to` as bitmaps.
+    void RenameHolder(Segment *s, Holder from, Holder to, uint8_t *held, uint8_t *queued);
+    // Owner: the policy's verdict on a VM that arrived at `host`.
+    void OnVmArrived(Segment *s, const VmId &vm, uint32_t host);
+    // --- access monitor (protocol.md section 9) ---
+    void Record(Client *c, const Activity &delta);
+    void RecordGrant(Client *c, uint32_t lock);
+    void RecordRelease(Client *c, uint32_t lock);
+    void UpdateAttached(Segment *s, const VmId &vm);
+    static gboolean OnReportTimer(gpointer self);
+    static gboolean OnLogTimer(gpointer self);
+    void OnPStats(Peer *p, const Frame &f);
+    // The merged view of a segment: the owner's own, or the owner's last answer.
+    std::vector<MergedVm> MergedView(Segment *s);
+    void StartMove(Segment *s, uint32_t to, const std::string &reason);
+    void MaybeSendSnapshot(Segment *s);
+    // The move is over (this host learnt the owner): requests flow again.
+    void EndMove(Segment *s);
+    // Runs `fn` now, or after the move when the segment is moving.
+    void Defer(Segment *s, std::function<void()> fn);
+    // Sends FETCH to the owner for every page with a fetch outstanding.
+    void RefetchPending(Segment *s);
+    // Write-protects page p in every local client, then fills it from
+    // `data` (through `via`'s uffd when given, else through dshmd's mapping)
+    // and wakes `waiters`.
+    void InstallPage(Segment *s, uint32_t page, const uint8_t *data,
+                     const std::vector<PageTable::Waiter> &waiters);
 
     // --- coherence ---
     // Write-protects and diffs c's dirty pages; returns the encoded diffs.
@@ -195,7 +283,12 @@ class Daemon {
     };
     std::vector<Diff> CollectDirty(Client *c);
     void StartOwnerRelease(Segment *s, uint32_t lock, Holder who, uint32_t reply_tag,
-                           std::vector<Diff> diffs);
+                           std::vector<Diff> diffs, bool flush = false);
+    // Non-owner: WRITEBACKs then P_RELEASE (or P_FLUSH) to the owner, in one burst.
+    void SendWritebacks(Segment *s, uint16_t type, uint32_t lock, Client *c,
+                        const std::vector<Diff> &diffs);
+    // The owner's side of P_RELEASE and P_FLUSH.
+    void OnPRelease(Peer *p, const Frame &f, bool flush);
     void AckOwnerRelease(uint32_t id, uint32_t host, int delta);
     void FinishOwnerRelease(OwnerRelease *r);
     static gboolean OnReleaseTimeout(gpointer self_and_id);
@@ -228,6 +321,11 @@ class Daemon {
     uint32_t next_client_id_ = 1;
     uint32_t next_release_id_ = 1;
     std::vector<uint8_t> zero_page_;
+    // Migrated-out clients whose connection closed: id -> (segment, timer).
+    std::map<uint32_t, std::pair<Segment *, guint>> tombstones_;
+    Monitor monitor_;
+    ClusterView cluster_;  // segments this host owns: every host's reports
+    guint report_timer_ = 0, log_timer_ = 0;
 };
 
 }  // namespace dshm

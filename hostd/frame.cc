@@ -73,6 +73,31 @@ constexpr TypeRule kRules[] = {
      sizeof(dshm_writeback) + kRunsMaxSize, 0},
     {DSHM_MSG_UPDATE_ACK, "UPDATE_ACK", kToPeer, sizeof(dshm_page), sizeof(dshm_page), 0},
     {DSHM_MSG_CLIENT_GONE, "CLIENT_GONE", kToPeer, sizeof(dshm_p_lock), sizeof(dshm_p_lock), 0},
+    {DSHM_MSG_MIGRATE_OUT, "MIGRATE_OUT", kToDaemonFromClient, 0, 0, 0},
+    {DSHM_MSG_ADOPT, "ADOPT", kToDaemonFromClient, sizeof(dshm_handoff), sizeof(dshm_handoff), 0},
+    {DSHM_MSG_MIGRATE_READY, "MIGRATE_READY", kToClient, sizeof(dshm_handoff),
+     sizeof(dshm_handoff), 0},
+    {DSHM_MSG_ADOPTED, "ADOPTED", kToClient, sizeof(dshm_adopted), sizeof(dshm_adopted), 0},
+    {DSHM_MSG_P_FLUSH, "P_FLUSH", kToPeer, sizeof(dshm_p_release), sizeof(dshm_p_release), 0},
+    {DSHM_MSG_P_FLUSH_ACK, "P_FLUSH_ACK", kToPeer, sizeof(dshm_p_release_ack),
+     sizeof(dshm_p_release_ack), 0},
+    {DSHM_MSG_P_ADOPT, "P_ADOPT", kToPeer, sizeof(dshm_p_adopt), sizeof(dshm_p_adopt), 0},
+    {DSHM_MSG_P_ADOPTED, "P_ADOPTED", kToPeer, sizeof(dshm_p_adopted), sizeof(dshm_p_adopted), 0},
+    {DSHM_MSG_DROP_COPY, "DROP_COPY", kToPeer, sizeof(dshm_seg_note), sizeof(dshm_seg_note), 0},
+    {DSHM_MSG_P_STATS, "P_STATS", kToPeer, sizeof(dshm_stats),
+     sizeof(dshm_stats) + DSHM_MAX_STATS_VMS * sizeof(dshm_vm_activity), 0},
+    {DSHM_MSG_OWN_MOVING, "OWN_MOVING", kToPeer, sizeof(dshm_seg_note), sizeof(dshm_seg_note), 0},
+    {DSHM_MSG_OWN_MOVING_ACK, "OWN_MOVING_ACK", kToPeer, sizeof(dshm_seg_note),
+     sizeof(dshm_seg_note), 0},
+    {DSHM_MSG_OWN_PAGE, "OWN_PAGE", kToPeer, kPageMsgSize, kPageMsgSize, 0},
+    {DSHM_MSG_OWN_LOCKS, "OWN_LOCKS", kToPeer, sizeof(dshm_pagelist),
+     sizeof(dshm_pagelist) + DSHM_MAX_INVAL_PAGES * sizeof(dshm_lock_entry), 0},
+    {DSHM_MSG_OWN_COPYSETS, "OWN_COPYSETS", kToPeer, sizeof(dshm_copysets) + 8,
+     sizeof(dshm_copysets) + DSHM_MAX_COPYSETS * 8, 0},
+    {DSHM_MSG_OWN_COMMIT, "OWN_COMMIT", kToPeer, sizeof(dshm_seg_note),
+     sizeof(dshm_seg_note) + DSHM_ERROR_TEXT_MAX, 0},
+    {DSHM_MSG_OWN_MOVED, "OWN_MOVED", kToPeer, sizeof(dshm_seg_note),
+     sizeof(dshm_seg_note) + DSHM_ERROR_TEXT_MAX, 0},
 };
 
 const TypeRule *RuleOf(uint16_t type) {
@@ -253,6 +278,93 @@ std::string CheckPayload(uint16_t type, const std::vector<uint8_t> &p) {
         case DSHM_MSG_INVALIDATE:
         case DSHM_MSG_INVAL_ACK:
             return CheckPageList(p);
+        case DSHM_MSG_ADOPT:
+        case DSHM_MSG_MIGRATE_READY:
+            return CheckHost(Get<dshm_handoff>(p).host_id);
+        case DSHM_MSG_ADOPTED: {
+            const auto a = Get<dshm_adopted>(p);
+            return FirstError({CheckStatus(a.status, true, true), CheckHost(a.owner_host)});
+        }
+        case DSHM_MSG_P_FLUSH: {
+            const auto r = Get<dshm_p_release>(p);
+            return FirstError({CheckSegment(r.segment), r.lock_id == 0 ? "" : "lock id in P_FLUSH",
+                               CheckHost(r.host_id)});
+        }
+        case DSHM_MSG_P_FLUSH_ACK: {
+            const auto r = Get<dshm_p_release_ack>(p);
+            return FirstError({CheckSegment(r.segment),
+                               r.lock_id == 0 ? "" : "lock id in P_FLUSH_ACK",
+                               CheckStatus(r.status, true, true)});
+        }
+        case DSHM_MSG_P_ADOPT: {
+            const auto a = Get<dshm_p_adopt>(p);
+            return FirstError({CheckSegment(a.segment), CheckHost(a.from_host),
+                               CheckHost(a.to_host),
+                               CheckNul(a.vm_name, sizeof a.vm_name, "vm_name")});
+        }
+        case DSHM_MSG_P_ADOPTED: {
+            const auto a = Get<dshm_p_adopted>(p);
+            return FirstError({CheckSegment(a.segment), CheckStatus(a.status, true, true)});
+        }
+        case DSHM_MSG_DROP_COPY:
+        case DSHM_MSG_OWN_MOVING:
+        case DSHM_MSG_OWN_MOVING_ACK:
+        case DSHM_MSG_OWN_COMMIT:
+        case DSHM_MSG_OWN_MOVED: {
+            const auto n = Get<dshm_seg_note>(p);
+            return FirstError({CheckSegment(n.segment), CheckHost(n.host_id)});
+        }
+        case DSHM_MSG_P_STATS: {
+            const auto st = Get<dshm_stats>(p);
+            const size_t bytes = p.size() - sizeof(dshm_stats);
+            if (bytes % sizeof(dshm_vm_activity) != 0 ||
+                st.count != bytes / sizeof(dshm_vm_activity)) {
+                return "count " + std::to_string(st.count) + " inconsistent with length " +
+                       std::to_string(p.size());
+            }
+            if (st.flags & ~DSHM_STATS_MERGED)
+                return "unknown flags";
+            for (uint32_t i = 0; i < st.count; i++) {
+                dshm_vm_activity a;
+                memcpy(&a, p.data() + sizeof(dshm_stats) + i * sizeof a, sizeof a);
+                std::string err = FirstError({CheckNul(a.vm_name, sizeof a.vm_name, "vm_name"),
+                                              CheckHost(a.host_id),
+                                              a.attached <= 1 ? "" : "attached not 0/1"});
+                if (!err.empty())
+                    return err;
+            }
+            return CheckSegment(st.segment);
+        }
+        case DSHM_MSG_OWN_PAGE: {
+            const auto pg = Get<dshm_page>(p);
+            return FirstError({CheckSegment(pg.segment), CheckStatus(pg.status, true, false)});
+        }
+        case DSHM_MSG_OWN_LOCKS: {
+            const auto pl = Get<dshm_pagelist>(p);
+            const size_t bytes = p.size() - sizeof(dshm_pagelist);
+            if (bytes % sizeof(dshm_lock_entry) != 0 ||
+                pl.count != bytes / sizeof(dshm_lock_entry)) {
+                return "count " + std::to_string(pl.count) + " inconsistent with length " +
+                       std::to_string(p.size());
+            }
+            for (uint32_t i = 0; i < pl.count; i++) {
+                dshm_lock_entry e;
+                memcpy(&e, p.data() + sizeof(dshm_pagelist) + i * sizeof e, sizeof e);
+                std::string err = FirstError({CheckLock(e.lock_id), CheckHost(e.host_id)});
+                if (!err.empty())
+                    return err;
+            }
+            return CheckSegment(pl.segment);
+        }
+        case DSHM_MSG_OWN_COPYSETS: {
+            const auto c = Get<dshm_copysets>(p);
+            const size_t bytes = p.size() - sizeof(dshm_copysets);
+            if (bytes % 8 != 0 || c.count != bytes / 8) {
+                return "count " + std::to_string(c.count) + " inconsistent with length " +
+                       std::to_string(p.size());
+            }
+            return CheckSegment(c.segment);
+        }
     }
     return "";  // DETACH, READY, CTL_REPLY: nothing beyond the length
 }

@@ -86,6 +86,64 @@ std::vector<std::pair<uint32_t, Holder>> LockTable::DropHost(uint32_t host) {
     return Drop([host](const Holder &h) { return h.host == host; });
 }
 
+void LockTable::Rename(Holder from, Holder to, std::vector<uint32_t> *held,
+                       std::vector<uint32_t> *queued) {
+    for (uint32_t i = 0; i < locks_.size(); i++) {
+        Lock &l = locks_[i];
+        if (l.holder == from) {
+            l.holder = to;
+            held->push_back(i);
+        }
+        for (Holder &w : l.waiters) {
+            if (w == from) {
+                w = to;
+                queued->push_back(i);
+            }
+        }
+    }
+}
+
+std::vector<LockTable::Entry> LockTable::Export() const {
+    std::vector<Entry> out;
+    for (uint32_t i = 0; i < locks_.size(); i++) {
+        if (!locks_[i].holder)
+            continue;
+        out.push_back(Entry{i, *locks_[i].holder, 0});
+        uint32_t pos = 1;
+        for (const Holder &w : locks_[i].waiters)
+            out.push_back(Entry{i, w, pos++});
+    }
+    return out;
+}
+
+Status LockTable::Import(const std::vector<Entry> &entries) {
+    for (const Entry &e : entries) {
+        Status st;
+        if (e.lock >= locks_.size()) {
+            st = Status::Proto("lock " + std::to_string(e.lock) + " out of range");
+        } else {
+            Lock &l = locks_[e.lock];
+            bool dup = l.holder == e.who ||
+                       std::find(l.waiters.begin(), l.waiters.end(), e.who) != l.waiters.end();
+            if (dup) {
+                st = Status::Proto(Describe(e.lock, e.who) + ": listed twice");
+            } else if (e.pos == 0 && !l.holder) {
+                l.holder = e.who;
+            } else if (e.pos != 0 && l.holder && e.pos == l.waiters.size() + 1) {
+                l.waiters.push_back(e.who);
+            } else {
+                st = Status::Proto(Describe(e.lock, e.who) + ": position " +
+                                   std::to_string(e.pos) + " out of order");
+            }
+        }
+        if (!st.ok()) {
+            locks_.assign(locks_.size(), Lock{});
+            return st;
+        }
+    }
+    return Status::OK();
+}
+
 std::optional<Holder> LockTable::HolderOf(uint32_t lock) const {
     if (lock >= locks_.size()) {
         return std::nullopt;

@@ -77,6 +77,29 @@ class LockTable {
     // order.
     std::vector<std::pair<uint32_t, Holder>> DropHost(uint32_t host);
 
+    // A client moved (a VM migrated to another host and became client `to`
+    // there): `to` takes `from`'s place in every hold and every queue, so it
+    // keeps the locks `from` held and its queue positions.  Appends the
+    // locks `to` now holds to *held and those it waits for to *queued.
+    // REQUIRES: `to` appears nowhere in the table (it is a new client).
+    void Rename(Holder from, Holder to, std::vector<uint32_t> *held,
+                std::vector<uint32_t> *queued);
+
+    // The whole table as (lock, client, position) entries, position 0 being
+    // the holder and 1.. the waiters in FIFO order, in lock order: what
+    // moves to a new owner host (docs/protocol.md section 10).
+    struct Entry {
+        uint32_t lock;
+        Holder who;
+        uint32_t pos;
+    };
+    std::vector<Entry> Export() const;
+    // Rebuilds the table from Export()'s entries (in that order).
+    // Errors (E_PROTO, the table is then left empty): a lock id out of
+    // range, a waiter before its holder or out of order, a client twice in
+    // one lock.  REQUIRES: the table is empty (every lock free).
+    Status Import(const std::vector<Entry> &entries);
+
     // The holder of `lock`, or nullopt if it is free or lock >= nlocks().
     std::optional<Holder> HolderOf(uint32_t lock) const;
 

@@ -196,6 +196,53 @@ START_TEST(locks_are_independent) {
 }
 END_TEST
 
+// A migrated VM keeps its holds and its queue positions under its new name.
+START_TEST(rename_keeps_holds_and_positions) {
+    LockTable t;
+    const Holder a{1, 1}, b{2, 5}, c{3, 7}, moved{3, 9};
+    bool now = false;
+    ck_assert(t.Acquire(0, b, &now).ok() && now);   // b holds 0
+    ck_assert(t.Acquire(1, a, &now).ok() && now);   // a holds 1
+    ck_assert(t.Acquire(1, c, &now).ok() && !now);  // c waits 1
+    ck_assert(t.Acquire(1, b, &now).ok() && !now);  // b waits 1 behind c
+    std::vector<uint32_t> held, queued;
+    t.Rename(b, moved, &held, &queued);
+    ck_assert(held == std::vector<uint32_t>{0});
+    ck_assert(queued == std::vector<uint32_t>{1});
+    ck_assert(Is(t.HolderOf(0), moved));
+    std::optional<Holder> next;
+    ck_assert(t.Release(0, b, &next).code() == DSHM_E_NOT_HELD);  // the old name holds nothing
+    ck_assert(t.DropClient(b).empty());
+    ck_assert(Is(Release(t, 1, a), c));      // FIFO order kept: c first
+    ck_assert(Is(Release(t, 1, c), moved));  // then the renamed waiter
+}
+END_TEST
+
+// Export/Import moves the table to a new owner unchanged; bad input is refused.
+START_TEST(export_import_round_trip) {
+    LockTable t;
+    bool now = false;
+    for (uint32_t h = 1; h <= 4; h++)
+        ck_assert(t.Acquire(7, Holder{h, h * 10}, &now).ok());
+    ck_assert(t.Acquire(200, Holder{2, 3}, &now).ok());
+    auto entries = t.Export();
+    ck_assert_uint_eq(entries.size(), 5);
+    LockTable u;
+    ck_assert(u.Import(entries).ok());
+    ck_assert(u.Export().size() == 5);
+    ck_assert(Is(u.HolderOf(7), Holder{1, 10}));
+    ck_assert_uint_eq(u.Waiters(7), 3);
+    ck_assert(Is(Release(u, 7, Holder{1, 10}), Holder{2, 20}));
+    ck_assert(Is(u.HolderOf(200), Holder{2, 3}));
+    // A waiter without a holder, a duplicate, a bad lock id: refused, table emptied.
+    LockTable v;
+    ck_assert(v.Import({{7, Holder{1, 1}, 1}}).code() == DSHM_E_PROTO);
+    ck_assert(v.Import({{7, Holder{1, 1}, 0}, {7, Holder{1, 1}, 1}}).code() == DSHM_E_PROTO);
+    ck_assert(!v.HolderOf(7));
+    ck_assert(v.Import({{DSHM_MAX_LOCKS, Holder{1, 1}, 0}}).code() == DSHM_E_PROTO);
+}
+END_TEST
+
 int main() {
     Suite *s = suite_create("hostd/lockq");
     TCase *tc = tcase_create("lockq");
@@ -204,6 +251,8 @@ int main() {
     tcase_add_test(tc, drop_client_in_middle_of_queue);
     tcase_add_test(tc, drop_host_with_holders_and_waiters);
     tcase_add_test(tc, locks_are_independent);
+    tcase_add_test(tc, rename_keeps_holds_and_positions);
+    tcase_add_test(tc, export_import_round_trip);
     suite_add_tcase(s, tc);
     return RunSuite(s);
 }

@@ -157,4 +157,21 @@ void PageTable::DropHost(uint32_t host) {
         pg.copyset &= ~(uint64_t(1) << host);
 }
 
+void PageTable::BecomeOwner(const std::vector<uint64_t> &copysets) {
+    owner_ = true;
+    for (uint32_t p = 0; p < size(); p++) {
+        pages_[p].state = kValid;
+        pages_[p].waiters.clear();
+        pages_[p].copyset = copysets[p];
+    }
+}
+
+void PageTable::BecomeNonOwner(const std::vector<bool> &present) {
+    owner_ = false;
+    for (uint32_t p = 0; p < size(); p++) {
+        pages_[p].state = present[p] ? kValid : kInvalid;
+        pages_[p].copyset = 0;
+    }
+}
+
 }  // namespace dshm

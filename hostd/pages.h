@@ -116,6 +116,18 @@ class PageTable {
     // `host` is gone: it leaves every copy set.
     void DropHost(uint32_t host);
 
+    // --- ownership transfer (docs/protocol.md section 10) ---
+    bool owner() const { return owner_; }
+    // This host becomes the owner: every page kValid (the caller has put
+    // every page it lacked into the memfd; holes read as zeros), copy sets
+    // as given.  Twins and dirtiers stay.  REQUIRES: no page has waiters;
+    // copysets.size() == size().
+    void BecomeOwner(const std::vector<uint64_t> &copysets);
+    // This host hands ownership on: pages present in the memfd stay kValid,
+    // holes become kInvalid; copy sets are dropped.  REQUIRES:
+    // present.size() == size().
+    void BecomeNonOwner(const std::vector<bool> &present);
+
   private:
     struct Page {
         State state = kInvalid;
@@ -125,7 +137,7 @@ class PageTable {
         std::vector<Waiter> waiters;
     };
     std::vector<Page> pages_;
-    const bool owner_;
+    bool owner_;
 };
 
 }  // namespace dshm

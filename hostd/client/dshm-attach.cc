@@ -17,7 +17,10 @@
 //         acquire, optionally write, then sleep holding the lock (default forever)
 //   script        commands on stdin, one per line, answers on stdout:
 //         acquire L | release L | read OFF | write OFF VAL | fill OFF LEN SEED |
-//         verify OFF LEN SEED | touch OFF LEN | sleep MS | echo TEXT | quit
+//         verify OFF LEN SEED | touch OFF LEN | sleep MS | echo TEXT | quit |
+//         migrate-out (prints the hand-off token H:C:I) | adopt H:C:I
+//         (takes over the locks of a migrated-out client, as a migrated
+//         VM's destination does; prints the locks held and queued)
 //         each answered by one line: "ok ...", "value V", or "error ...".
 //
 // Exit status: 0 ok, 1 a check failed (verify), 2 usage, 3 dshmd/system error.
@@ -90,6 +93,35 @@ std::string RunLine(Client &c, const std::string &line, bool *quit) {
                    " bytes=" + std::to_string(info.bytes_written);
         }
         return "ok";
+    }
+    if (cmd == "migrate-out") {
+        dshm_handoff t;
+        Status st = c.MigrateOut(&t);
+        if (!st.ok())
+            return "error " + st.ToString();
+        return "ok token=" + std::to_string(t.host_id) + ":" + std::to_string(t.client_id) + ":" +
+               std::to_string(t.incarnation) + " pages=" + std::to_string(t.pages_written) +
+               " bytes=" + std::to_string(t.bytes_written);
+    }
+    if (cmd == "adopt") {
+        dshm_handoff t = {};
+        unsigned long long inc = 0;
+        if (a.size() != 1 ||
+            sscanf(a[0].c_str(), "%u:%u:%llu", &t.host_id, &t.client_id, &inc) != 3)
+            return "error usage: adopt HOST:CLIENT:INCARNATION (a migrate-out token)";
+        t.incarnation = inc;
+        dshm_adopted r;
+        Status st = c.Adopt(t, &r);
+        if (!st.ok())
+            return "error " + st.ToString();
+        std::string held, queued;
+        for (uint32_t l = 0; l < DSHM_MAX_LOCKS; l++) {
+            if (r.held[l / 8] & (1u << (l % 8)))
+                held += (held.empty() ? "" : ",") + std::to_string(l);
+            if (r.queued[l / 8] & (1u << (l % 8)))
+                queued += (queued.empty() ? "" : ",") + std::to_string(l);
+        }
+        return "ok held=" + (held.empty() ? "-" : held) + " queued=" + (queued.empty() ? "-" : queued);
     }
     if (cmd == "read") {
         auto o = num(0);

@@ -189,6 +189,40 @@ Status Client::Release(uint32_t lock, ReleaseInfo *info) {
     return LockRequest(DSHM_MSG_RELEASE, lock, DSHM_MSG_RELEASED, info);
 }
 
+Status Client::MigrateOut(dshm_handoff *token) {
+    if (!sock_.valid())
+        return Status::NotAttached("not attached");
+    uint32_t tag = next_tag_++;
+    Status st = Send(EncodeEmpty(DSHM_MSG_MIGRATE_OUT, tag));
+    Frame f;
+    if (st.ok())
+        st = Receive(&f);
+    if (!st.ok())
+        return st;
+    if (f.hdr.type != DSHM_MSG_MIGRATE_READY || f.hdr.tag != tag)
+        return Status::Proto("unexpected " + MsgTypeName(f.hdr.type) + " from dshmd");
+    *token = f.Fixed<dshm_handoff>();
+    return Status::OK();
+}
+
+Status Client::Adopt(const dshm_handoff &token, dshm_adopted *out) {
+    if (!sock_.valid())
+        return Status::NotAttached("not attached");
+    uint32_t tag = next_tag_++;
+    Status st = Send(EncodeMsg(DSHM_MSG_ADOPT, tag, token));
+    Frame f;
+    if (st.ok())
+        st = Receive(&f);
+    if (!st.ok())
+        return st;
+    if (f.hdr.type != DSHM_MSG_ADOPTED || f.hdr.tag != tag)
+        return Status::Proto("unexpected " + MsgTypeName(f.hdr.type) + " from dshmd");
+    *out = f.Fixed<dshm_adopted>();
+    if (out->status != DSHM_OK)
+        return Status::FromCode(out->status, "dshmd could not hand the source's locks over");
+    return Status::OK();
+}
+
 Status CtlQuery(const std::string &socket_path, uint32_t what, std::string *json) {
     os::UniqueFd sock;
     Status st = ConnectUnix(socket_path, &sock);
