@@ -3,6 +3,7 @@
 #include <glib.h>
 
 #include <cctype>
+#include <cmath>
 #include <memory>
 #include <optional>
 #include <set>
@@ -45,6 +46,11 @@ std::optional<uint64_t> ParseSize(std::string s) {
     return std::stoull(s) * mult;
 }
 
+std::string FormatDouble(double v) {
+    char buf[G_ASCII_DTOSTR_BUF_SIZE];
+    return g_ascii_formatd(buf, sizeof buf, "%g", v);
+}
+
 bool ValidSegmentName(const std::string &n) {
     if (n.empty() || n.size() >= DSHM_SEGNAME_LEN)
         return false;
@@ -76,17 +82,74 @@ class Reader {
         return Status::OK();
     }
 
-    Status GetU32(const char *group, const char *key, bool required, uint32_t max, uint32_t *out) {
+    Status GetU64(const char *group, const char *key, bool required, uint64_t min, uint64_t max,
+                  uint64_t *out) {
         std::string s;
         Status st = Get(group, key, required, &s);
         if (!st.ok() || s.empty())
             return st;
-        if (s.find_first_not_of("0123456789") != std::string::npos || s.size() > 10 ||
-            std::stoull(s) > max) {
-            return Status::Proto(Where(group, key) + "'" + s + "' is not a number in 0.." +
-                                 std::to_string(max));
+        if (s.find_first_not_of("0123456789") != std::string::npos || s.size() > 19 ||
+            std::stoull(s) < min || std::stoull(s) > max) {
+            return Status::Proto(Where(group, key) + "'" + s + "' is not a number in " +
+                                 std::to_string(min) + ".." + std::to_string(max));
         }
-        *out = static_cast<uint32_t>(std::stoul(s));
+        *out = std::stoull(s);
+        return Status::OK();
+    }
+
+    Status GetU32(const char *group, const char *key, bool required, uint32_t min, uint32_t max,
+                  uint32_t *out) {
+        uint64_t v = *out;
+        Status st = GetU64(group, key, required, min, max, &v);
+        *out = static_cast<uint32_t>(v);
+        return st;
+    }
+
+    Status GetU32(const char *group, const char *key, bool required, uint32_t max, uint32_t *out) {
+        return GetU32(group, key, required, 0, max, out);
+    }
+
+    Status GetDouble(const char *group, const char *key, double min, double max, double *out) {
+        std::string s;
+        Status st = Get(group, key, false, &s);
+        if (!st.ok() || s.empty())
+            return st;
+        char *end = nullptr;
+        double v = g_ascii_strtod(s.c_str(), &end);
+        if (end != s.c_str() + s.size() || !std::isfinite(v) || v < min || v > max) {
+            return Status::Proto(Where(group, key) + "'" + s + "' is not a number in " +
+                                 FormatDouble(min) + ".." + FormatDouble(max));
+        }
+        *out = v;
+        return Status::OK();
+    }
+
+    Status GetBool(const char *group, const char *key, bool *out) {
+        std::string s;
+        Status st = Get(group, key, false, &s);
+        if (!st.ok() || s.empty())
+            return st;
+        std::string l = s;
+        for (char &ch : l)
+            ch = static_cast<char>(g_ascii_tolower(ch));
+        if (l == "true" || l == "yes" || l == "on" || l == "1") {
+            *out = true;
+        } else if (l == "false" || l == "no" || l == "off" || l == "0") {
+            *out = false;
+        } else {
+            return Status::Proto(Where(group, key) + "'" + s + "' is not true or false");
+        }
+        return Status::OK();
+    }
+
+    // Fails on the first key of `group` that is not in `known`.
+    Status OnlyKeys(const char *group, const std::set<std::string> &known) {
+        gsize n = 0;
+        std::unique_ptr<gchar *, StrvDeleter> keys(g_key_file_get_keys(kf_, group, &n, nullptr));
+        for (gsize i = 0; keys && i < n; i++) {
+            if (!known.count(keys.get()[i]))
+                return Status::Proto(Where(group, keys.get()[i]) + "unknown key");
+        }
         return Status::OK();
     }
 
@@ -143,8 +206,31 @@ Status ParseConfig(const std::string &text, const std::string &origin, Config *o
         st = r.GetU32("dshmd", "poll-us", false, 1000000, &c.poll_us);
     if (st.ok())
         st = r.GetU32("dshmd", "ack-timeout-ms", false, 3600000, &c.ack_timeout_ms);
+    if (st.ok())
+        st = r.GetU32("dshmd", "adopt-timeout-ms", false, 100, 3600000, &c.adopt_timeout_ms);
     if (!st.ok())
         return st;
+    if (g_key_file_has_group(kf.get(), "policy")) {
+        PolicyConfig &p = c.policy;
+        st = r.OnlyKeys("policy", {"window-s", "report-ms", "log-s", "strong-min-events",
+                                   "strong-min-share", "move-ownership"});
+        if (st.ok())
+            st = r.GetU32("policy", "window-s", false, 1, Monitor::kMaxWindowS, &p.window_s);
+        if (st.ok())
+            st = r.GetU32("policy", "report-ms", false, 100, 60000, &p.report_ms);
+        if (st.ok())
+            st = r.GetU32("policy", "log-s", false, 0, 86400, &p.log_s);
+        if (st.ok()) {
+            st =
+                r.GetU64("policy", "strong-min-events", false, 0, 1000000000, &p.strong_min_events);
+        }
+        if (st.ok())
+            st = r.GetDouble("policy", "strong-min-share", 0.0, 1.0, &p.strong_min_share);
+        if (st.ok())
+            st = r.GetBool("policy", "move-ownership", &p.move_ownership);
+        if (!st.ok())
+            return st;
+    }
     std::string h;
     uint16_t port;
     if (!SplitHostPort(c.listen, &h, &port)) {
@@ -159,7 +245,7 @@ Status ParseConfig(const std::string &text, const std::string &origin, Config *o
     std::unique_ptr<gchar *, StrvDeleter> groups(g_key_file_get_groups(kf.get(), &ngroups));
     for (gsize i = 0; i < ngroups; i++) {
         std::string g = groups.get()[i];
-        if (g == "dshmd")
+        if (g == "dshmd" || g == "policy")
             continue;
         if (g.rfind("peer ", 0) == 0) {
             PeerConfig p;

@@ -8,6 +8,22 @@
 //                                    # (0: block in poll at once; see docs)
 //   ack-timeout-ms = 10000           # a peer that does not acknowledge an
 //                                    # invalidation in time is disconnected
+//   adopt-timeout-ms = 30000         # how long the locks of a VM that migrated
+//                                    # away are kept for its destination, ms
+//                                    # (100..3600000)
+//
+//   [policy]                         # optional: access monitor and ownership
+//                                    # policy (monitor.h, docs/policy.md)
+//   window-s = 60                    # sliding window of the monitor, 1..3600 s
+//   report-ms = 1000                 # how often a non-owner host reports its
+//                                    # monitor figures to the owner, 100..60000
+//   log-s = 60                       # period of the monitor's structured log,
+//                                    # 0 = off, 0..86400
+//   strong-min-events = 100          # a VM is strongly linked to a segment with
+//   strong-min-share = 0.25          # at least this many events per window AND
+//                                    # this share (0..1) of the segment's events
+//   move-ownership = true            # ownership may follow the most active,
+//                                    # strongly linked VM when it migrates
 //
 //   [peer h2]                        # one group per other host
 //   host-id = 2
@@ -18,8 +34,9 @@
 //   owner = 1                        # host id of the initial owner
 //
 // Every host of a cluster lists the same segments with the same size and
-// owner.  Parsing checks everything and reports the first problem with its
-// group and key.
+// owner (and should use the same [policy]).  Parsing checks everything and
+// reports the first problem with its group and key; [policy] also rejects
+// unknown keys (a misspelt threshold would otherwise be silently ignored).
 //
 // Thread safety: a Config is a plain value.
 #pragma once
@@ -29,6 +46,7 @@
 #include <string>
 #include <vector>
 
+#include "monitor.h"
 #include "status.h"
 
 namespace dshm {
@@ -52,6 +70,8 @@ struct Config {
     std::string socket_path = "/run/dshm/dshmd.sock";
     uint32_t poll_us = 0;
     uint32_t ack_timeout_ms = 10000;
+    uint32_t adopt_timeout_ms = 30000;
+    PolicyConfig policy;  // [policy]
     std::vector<PeerConfig> peers;
     std::vector<SegmentConfig> segments;
 };
