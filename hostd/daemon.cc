@@ -713,7 +713,7 @@ void Daemon::OnAdopt(Client *c, const Frame &f) {
         RenameHolder(s, Holder{t.host_id, t.client_id}, Holder{cfg_.host_id, c->id}, held,
                      queued);
         AdoptDone(c, DSHM_OK, held, queued);
-        OnVmArrived(s, c->vm(), cfg_.host_id);
+        OnVmArrived(s, c->vm(), t.host_id, cfg_.host_id);
         return;
     }
     dshm_p_adopt m = {};
@@ -773,7 +773,7 @@ void Daemon::OnPAdopt(Peer *p, const Frame &f) {
     p->conn->Send(EncodeMsg(DSHM_MSG_P_ADOPTED, 0, r));
     VmId vm{std::string(NameOf(m.vm_name)), {}};
     std::copy(std::begin(m.vm_uuid), std::end(m.vm_uuid), vm.uuid.begin());
-    OnVmArrived(s, vm, m.to_host);
+    OnVmArrived(s, vm, m.from_host, m.to_host);
 }
 
 void Daemon::OnPAdopted(Peer *p, const Frame &f) {
@@ -2194,11 +2194,11 @@ std::vector<MergedVm> Daemon::MergedView(Segment *s) {
     return cluster_.Merged(s->cfg.name);
 }
 
-void Daemon::OnVmArrived(Segment *s, const VmId &vm, uint32_t host) {
+void Daemon::OnVmArrived(Segment *s, const VmId &vm, uint32_t from, uint32_t host) {
     if (s->moving)
         return;
     std::vector<Classification> cls = Classify(MergedView(s), cfg_.policy);
-    Decision d = DecideOnMigration(s->cfg.name, vm, std::nullopt, host, s->owner, cls,
+    Decision d = DecideOnMigration(s->cfg.name, vm, from, host, s->owner, cls,
                                    cfg_.policy);
     g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "DSHM_SEGMENT", s->cfg.name.c_str(),
                      "DSHM_VM", vm.ToString().c_str(), "DSHM_DECISION",

@@ -249,7 +249,7 @@ class Daemon {
     // locks of `to` as bitmaps.
     void RenameHolder(Segment *s, Holder from, Holder to, uint8_t *held, uint8_t *queued);
     // Owner: the policy's verdict on a VM that arrived at `host`.
-    void OnVmArrived(Segment *s, const VmId &vm, uint32_t host);
+    void OnVmArrived(Segment *s, const VmId &vm, uint32_t from, uint32_t host);
     // --- access monitor (protocol.md section 9) ---
     void Record(Client *c, const Activity &delta);
     void RecordGrant(Client *c, uint32_t lock);

@@ -68,14 +68,15 @@ for s in json.load(sys.stdin)["segments"]:
 ' "$2" "$3"
 }
 
-# dshm_script HOST NAME SEGMENT: starts "dshm-attach ... script" on HOST with
-# its stdin/stdout on fifos; then `ask NAME "command"` sends one line and
-# prints the answer (fails the test after 20 s without one).
+# dshm_script HOST NAME SEGMENT [VM]: starts "dshm-attach ... script" on HOST
+# with its stdin/stdout on fifos; then `ask NAME "command"` sends one line and
+# prints the answer (fails the test after 20 s without one).  The client
+# calls itself VM (default NAME) towards dshmd: the access monitor's identity.
 declare -A _DSHM_IN _DSHM_OUT
 dshm_script() {
     local h=$1 name=$2 seg=$3 dir=$TB_STATE/$1
     mkfifo "$dir/$name.in" "$dir/$name.out"
-    tb_run "$h" "$DSHM_ATTACH" --name "$name" "$seg" script <"$dir/$name.in" >"$dir/$name.out" 2>"$dir/$name.err" &
+    tb_run "$h" "$DSHM_ATTACH" --name "${4:-$name}" "$seg" script <"$dir/$name.in" >"$dir/$name.out" 2>"$dir/$name.err" &
     local in out
     exec {in}>"$dir/$name.in"
     exec {out}<"$dir/$name.out"

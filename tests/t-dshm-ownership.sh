@@ -1,0 +1,101 @@
+#!/bin/bash
+# timeout: 180
+# The access monitor and the ownership policy, on simulated hosts without
+# VMs (dshm-attach migrates like the patched QEMU: MIGRATE_OUT, ADOPT):
+#   - weak: a lightly active client migrates h2 -> h3: ownership stays on h1;
+#   - strong: the dominant writer migrates h2 -> h3: ownership moves to h3;
+#     every host learns it, with the reason; the counters stay exact while
+#     the other client keeps working; h3 serves the faults afterwards and h1
+#     no longer does.
+source "$(dirname "$0")/lib/common.sh"
+source "$TOP/tests/lib/testbed.sh"
+source "$TOP/tests/lib/dshmd.sh"
+need_built
+tb_init 3
+dshm_cluster 3 "seg:64K:1" '[policy]\nreport-ms = 200'
+
+# incr NAME N LOCK OFFSET: N increments of the u64 at OFFSET under LOCK.
+incr() {
+    local i v
+    for i in $(seq 1 "$2"); do
+        ask_ok "$1" "acquire $3" >/dev/null
+        v=$(ask_ok "$1" "read $4")
+        ask_ok "$1" "write $4 $((${v#value } + 1))" >/dev/null
+        ask_ok "$1" "release $3" >/dev/null
+    done
+}
+owner_on() { dshm_stat "$1" seg owner; }
+reason_on() { dshm_stat "$1" seg owner_reason; }
+# migrate SRC_HANDLE DST_HOST DST_HANDLE VM: migrate-out, then adopt on DST.
+migrate() {
+    local out token
+    out=$(ask_ok "$1" "migrate-out")
+    token=$(sed 's/.*token=\([0-9:]*\).*/\1/' <<<"$out")
+    dshm_script "$2" "$3" seg "$4"
+    ask_ok "$3" "adopt $token" >/dev/null
+    ask_ok "$1" "quit" >/dev/null
+}
+
+dshm_script h1 vmA seg
+dshm_script h2 vmB seg
+dshm_script h2 vmC seg
+
+step "vmA on h1 works hard; vmC on h2 touches the segment once"
+incr vmA 150 0 0
+incr vmC 1 1 8
+sleep 0.6  # a report period or two: the owner aggregates every host's figures
+dshmctl_on h1 stats >/dev/null
+step "weak: vmC migrates h2 -> h3; ownership stays on h1"
+migrate vmC h3 vmC2 vmC
+sleep 0.3
+assert_eq "$(owner_on h1)" 1 "owner after vmC's migration"
+r=$(reason_on h1)
+say "   h1: $r"
+assert_match "$r" "weakly linked" "the reason given on h1"
+incr vmC2 1 1 8
+assert_eq "$(ask vmC2 "read 8")" "value 2" "vmC's counter after its migration"
+
+step "strong: vmB on h2 becomes the dominant writer"
+incr vmB 400 0 0
+sleep 0.6
+cls=$(dshmctl_on h1 stats --json | python3 -c '
+import json, sys
+for s in json.load(sys.stdin)["segments"]:
+    for v in s["cluster"]:
+        print(v["name"], v["link"], "most-active" if v["most_active"] else "-", v["events"])')
+say "$cls" | sed 's/^/   /'
+assert_match "$cls" "^vmB strong most-active" "vmB's classification on the owner"
+served_h1_before=$(dshm_stat h1 seg fetches_served)
+
+step "vmB migrates h2 -> h3 while vmA keeps counting: ownership moves to h3"
+incr vmA 20 0 0 &
+bg=$!
+migrate vmB h3 vmB2 vmB
+wait $bg || fail "vmA's increments failed during the move"
+for h in h1 h2 h3; do
+    for i in $(seq 1 50); do [ "$(owner_on $h)" = 3 ] && break; sleep 0.1; done
+    assert_eq "$(owner_on $h)" 3 "owner as seen on $h"
+done
+r=$(reason_on h3)
+say "   h3: $r"
+assert_match "$r" "strongly linked" "the reason given on the new owner"
+assert_match "$(reason_on h2)" "strongly linked" "the reason as h2 learnt it"
+incr vmB2 50 0 0 &
+bg=$!
+incr vmA 50 0 0
+wait $bg || fail "vmB's increments on h3 failed"
+assert_eq "$(ask vmA "read 0")" "value $((150 + 400 + 20 + 50 + 50))" "counter 0 on h1"
+assert_eq "$(ask vmB2 "read 0")" "value $((150 + 400 + 20 + 50 + 50))" "counter 0 on h3"
+assert_eq "$(ask vmC2 "read 8")" "value 2" "counter 1 on h3"
+
+step "h3 serves the faults now; h1 serves none"
+served_h3_before=$(dshm_stat h3 seg fetches_served)
+dshm_script h2 reader seg
+ask_ok reader "touch 0 65536" >/dev/null
+served_h1_after=$(dshm_stat h1 seg fetches_served)
+served_h3_after=$(dshm_stat h3 seg fetches_served)
+say "   fetches served: h1 $served_h1_before -> $served_h1_after, h3 $served_h3_before -> $served_h3_after"
+[ "$served_h3_after" -gt "$served_h3_before" ] || fail "h3 served no fetch"
+assert_eq "$served_h1_after" "$served_h1_before" "fetches served by h1 after the move"
+dshmctl_on h3 segments
+say "ok"
