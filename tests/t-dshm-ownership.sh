@@ -65,6 +65,9 @@ for s in json.load(sys.stdin)["segments"]:
         print(v["name"], v["link"], "most-active" if v["most_active"] else "-", v["events"])')
 say "$cls" | sed 's/^/   /'
 assert_match "$cls" "^vmB strong most-active" "vmB's classification on the owner"
+adv=$(dshmctl_on h2 advise)
+say "$adv" | sed 's/^/   /'
+assert_match "$adv" "^1 +seg +vmB +move-vm +2 +1 " "dshmctl advise on h2: vmB would gain most by moving to the owner"
 served_h1_before=$(dshm_stat h1 seg fetches_served)
 
 step "vmB migrates h2 -> h3 while vmA keeps counting: ownership moves to h3"

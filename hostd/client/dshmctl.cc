@@ -2,20 +2,55 @@
 //
 //   dshmctl [--socket PATH] segments [--json]   owner, size, local copy, clients, counters
 //   dshmctl [--socket PATH] peers [--json]      the other hosts and their connections
-//   dshmctl [--socket PATH] stats [--json]      both
+//   dshmctl [--socket PATH] stats [--json]      both, plus the access monitor (this
+//                                               host's VMs) and the owner's classification
+//   dshmctl [--socket PATH] advise [--json]     which VM would gain from moving to which
+//                                               host, ranked, with the reason
+//   dshmctl [--socket PATH] domain-xml --name NAME [--segment SEG]... [options]
+//                                               libvirt domain XML for a VM with
+//                                               dshm segments (domain_xml.h; no dshmd
+//                                               needed; --help lists the options)
 #include <json-glib/json-glib.h>
 
 #include <cstdio>
 #include <cstring>
 #include <string>
 
+#include "domain_xml.h"
 #include "dshm_client.h"
 
 namespace {
 
 int Usage() {
-    fprintf(stderr, "usage: dshmctl [--socket PATH] segments|peers|stats [--json]\n");
+    fprintf(stderr,
+            "usage: dshmctl [--socket PATH] segments|peers|stats|advise [--json]\n"
+            "       dshmctl [--socket PATH] domain-xml --name NAME [--segment SEG]... "
+            "[options]\n");
     return 2;
+}
+
+// `dshmctl domain-xml ARGS`: prints the XML; 2 on a usage error.  A --socket
+// given before the subcommand is the default of its own --socket.
+int DomainXml(int argc, char **argv, const std::string &socket) {
+    dshm::DomainXmlOptions o;
+    o.socket = socket;
+    bool help = false;
+    dshm::Status st = dshm::ParseDomainXmlArgs(argc, argv, &o, &help);
+    if (help) {
+        fputs(dshm::kDomainXmlUsage, stdout);
+        return 0;
+    }
+    std::string xml;
+    if (st.ok()) {
+        st = dshm::BuildDomainXml(o, &xml);
+    }
+    if (!st.ok()) {
+        fprintf(stderr, "dshmctl domain-xml: %s\n(dshmctl domain-xml --help for the options)\n",
+                st.message().c_str());
+        return 2;
+    }
+    fputs(xml.c_str(), stdout);
+    return 0;
 }
 
 long long Int(JsonObject *o, const char *k) {
@@ -33,6 +68,11 @@ void PrintSegments(JsonObject *root) {
                json_object_get_string_member(s, "name"), Int(s, "size") / 1024, Int(s, "owner"),
                Int(s, "valid_pages"), Int(s, "dirty_pages"), Int(s, "remote_copies"),
                json_array_get_length(cl));
+        if (json_object_has_member(s, "owner_reason")) {
+            printf("  owner: host %lld%s: %s\n", Int(s, "owner"),
+                   json_object_get_boolean_member(s, "moving") ? " (moving)" : "",
+                   json_object_get_string_member(s, "owner_reason"));
+        }
         JsonObject *st = json_object_get_object_member(s, "stats");
         printf(
             "  faults missing=%lld write=%lld | fetches sent=%lld served=%lld | written back "
@@ -54,6 +94,66 @@ void PrintSegments(JsonObject *root) {
                 Int(c, "bytes_written_back"));
         }
     }
+}
+
+// The access monitor (this host's VMs) and the owner's classification.
+void PrintMonitor(JsonObject *root) {
+    JsonArray *segs = json_object_get_array_member(root, "segments");
+    for (guint i = 0; i < json_array_get_length(segs); i++) {
+        JsonObject *s = json_array_get_object_element(segs, i);
+        if (!json_object_has_member(s, "monitor"))
+            continue;
+        JsonObject *m = json_object_get_object_member(s, "monitor");
+        JsonArray *vms = json_object_get_array_member(m, "vms");
+        printf("segment %s: this host's VMs, last %llds (total since attach)\n",
+               json_object_get_string_member(s, "name"), Int(m, "window_s"));
+        printf("  %-20s %-4s %9s %9s %9s %11s %9s %9s\n", "VM", "ATT", "RFAULTS", "WFAULTS",
+               "WB_PAGES", "WB_BYTES", "ACQUIRES", "HOLD_MS");
+        for (guint j = 0; j < json_array_get_length(vms); j++) {
+            JsonObject *v = json_array_get_object_element(vms, j);
+            JsonObject *w = json_object_get_object_member(v, "window");
+            JsonObject *t = json_object_get_object_member(v, "total");
+            printf("  %-20s %-4s %9lld %9lld %9lld %11lld %9lld %9lld\n",
+                   json_object_get_string_member(v, "name"),
+                   json_object_get_boolean_member(v, "attached") ? "yes" : "no",
+                   Int(w, "read_faults"), Int(w, "write_faults"), Int(w, "pages_written_back"),
+                   Int(w, "bytes_written_back"), Int(w, "acquires"), Int(w, "hold_ms"));
+            printf("  %-20s %-4s %9lld %9lld %9lld %11lld %9lld %9lld\n", "  (total)", "",
+                   Int(t, "read_faults"), Int(t, "write_faults"), Int(t, "pages_written_back"),
+                   Int(t, "bytes_written_back"), Int(t, "acquires"), Int(t, "hold_ms"));
+        }
+        JsonArray *cl = json_object_get_array_member(s, "cluster");
+        printf("segment %s: every host's VMs as the owner classifies them\n",
+               json_object_get_string_member(s, "name"));
+        for (guint j = 0; j < json_array_get_length(cl); j++) {
+            JsonObject *v = json_array_get_object_element(cl, j);
+            printf("  %-20s host %-3lld %-6s %s\n", json_object_get_string_member(v, "name"),
+                   Int(v, "host"), json_object_get_string_member(v, "link"),
+                   json_object_get_string_member(v, "reason"));
+        }
+    }
+}
+
+// dshmctl advise: which VM would gain from moving to which host.
+void PrintAdvice(JsonObject *root) {
+    JsonArray *segs = json_object_get_array_member(root, "segments");
+    printf("%-4s %-12s %-20s %-15s %5s %4s %7s  %s\n", "RANK", "SEGMENT", "VM", "ADVICE", "FROM",
+           "TO", "GAIN", "REASON");
+    int rank = 0;
+    for (guint i = 0; i < json_array_get_length(segs); i++) {
+        JsonObject *s = json_array_get_object_element(segs, i);
+        JsonArray *adv = json_object_get_array_member(s, "advice");
+        for (guint j = 0; adv && j < json_array_get_length(adv); j++) {
+            JsonObject *a = json_array_get_object_element(adv, j);
+            printf("%-4d %-12s %-20s %-15s %5lld %4lld %7lld  %s\n", ++rank,
+                   json_object_get_string_member(s, "name"),
+                   json_object_get_string_member(a, "name"),
+                   json_object_get_string_member(a, "kind"), Int(a, "from_host"), Int(a, "to_host"),
+                   Int(a, "score"), json_object_get_string_member(a, "reason"));
+        }
+    }
+    if (!rank)
+        printf("(no VM would gain from a migration now)\n");
 }
 
 void PrintPeers(JsonObject *root) {
@@ -80,16 +180,18 @@ int main(int argc, char **argv) {
             socket = argv[++i];
         } else if (!strcmp(argv[i], "--json")) {
             json = true;
+        } else if (what.empty() && !strcmp(argv[i], "domain-xml")) {
+            return DomainXml(argc - i - 1, argv + i + 1, socket);
         } else if (what.empty() && argv[i][0] != '-') {
             what = argv[i];
         } else {
             return Usage();
         }
     }
-    uint32_t q = what == "segments" ? DSHM_CTL_SEGMENTS
-                 : what == "peers"  ? DSHM_CTL_PEERS
-                 : what == "stats"  ? DSHM_CTL_STATS
-                                    : 0;
+    uint32_t q = what == "segments"                     ? DSHM_CTL_SEGMENTS
+                 : what == "peers"                      ? DSHM_CTL_PEERS
+                 : what == "stats" || what == "advise" ? DSHM_CTL_STATS
+                                                        : 0;
     if (!q)
         return Usage();
     std::string text;
@@ -111,8 +213,15 @@ int main(int argc, char **argv) {
     JsonObject *root = json_node_get_object(json_parser_get_root(parser));
     printf("host %lld (%s)\n", Int(root, "host_id"),
            json_object_get_string_member(root, "host_name"));
+    if (what == "advise") {
+        PrintAdvice(root);
+        g_object_unref(parser);
+        return 0;
+    }
     if (json_object_has_member(root, "segments"))
         PrintSegments(root);
+    if (what == "stats")
+        PrintMonitor(root);
     if (json_object_has_member(root, "peers"))
         PrintPeers(root);
     g_object_unref(parser);
