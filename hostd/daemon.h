@@ -94,7 +94,7 @@ class Daemon {
         std::map<uint32_t, std::vector<Frame>> buffered;
         SegmentStats stats;
         std::string owner_reason;  // why the owner is where it is (dshmctl segments)
-        // Ownership transfer (protocol.md section 10).  While `moving`, no
+        // Ownership transfer (protocol.md section 13).  While `moving`, no
         // owner-bound request leaves this host for the segment: client lock
         // frames are held back, fetches wait, other work is in `deferred`.
         bool moving = false;
@@ -134,7 +134,7 @@ class Daemon {
         std::unordered_set<uint32_t> dirty;
         SegmentStats stats;
         std::array<uint8_t, 16> uuid{};  // the VM's UUID from ATTACH (zero: none)
-        // Live migration (protocol.md section 8).
+        // Live migration (protocol.md section 11).
         bool migrating_out = false;   // MIGRATE_OUT seen: keep locks when it closes
         std::optional<uint32_t> migrate_tag;  // MIGRATE_OUT awaiting its flush
         bool flushing = false;        // the flush is at the owner
@@ -244,13 +244,13 @@ class Daemon {
     void OnOwnCommit(Peer *p, const Frame &f);
     void OnOwnMoved(Peer *p, const Frame &f);
 
-    // --- live migration and ownership (protocol.md sections 8 and 10) ---
+    // --- live migration and ownership (protocol.md sections 11 and 13) ---
     // Owner: renames (from) to (to) in the lock table; the held and queued
     // locks of `to` as bitmaps.
     void RenameHolder(Segment *s, Holder from, Holder to, uint8_t *held, uint8_t *queued);
     // Owner: the policy's verdict on a VM that arrived at `host`.
     void OnVmArrived(Segment *s, const VmId &vm, uint32_t from, uint32_t host);
-    // --- access monitor (protocol.md section 9) ---
+    // --- access monitor (protocol.md section 12) ---
     void Record(Client *c, const Activity &delta);
     void RecordGrant(Client *c, uint32_t lock);
     void RecordRelease(Client *c, uint32_t lock);

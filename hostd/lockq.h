@@ -87,7 +87,7 @@ class LockTable {
 
     // The whole table as (lock, client, position) entries, position 0 being
     // the holder and 1.. the waiters in FIFO order, in lock order: what
-    // moves to a new owner host (docs/protocol.md section 10).
+    // moves to a new owner host (docs/protocol.md section 13).
     struct Entry {
         uint32_t lock;
         Holder who;

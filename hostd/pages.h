@@ -116,7 +116,7 @@ class PageTable {
     // `host` is gone: it leaves every copy set.
     void DropHost(uint32_t host);
 
-    // --- ownership transfer (docs/protocol.md section 10) ---
+    // --- ownership transfer (docs/protocol.md section 13) ---
     bool owner() const { return owner_; }
     // This host becomes the owner: every page kValid (the caller has put
     // every page it lacked into the memfd; holes read as zeros), copy sets

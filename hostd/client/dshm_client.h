@@ -49,7 +49,7 @@ class Client {
     Status Acquire(uint32_t lock);
     Status Release(uint32_t lock, ReleaseInfo *info = nullptr);
     // Live migration, as the patched QEMU does it (docs/protocol.md section
-    // 8): MigrateOut() asks dshmd to write this client's changes back to the
+    // 11): MigrateOut() asks dshmd to write this client's changes back to the
     // owner while keeping its locks and returns the hand-off token; a client
     // attached on the destination presents the token with Adopt() and gets
     // the locks the source held (held) or waited for (queued).

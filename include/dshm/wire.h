@@ -94,15 +94,15 @@ enum dshm_msg_type {
     DSHM_MSG_UPDATE         = 0x0049, /* struct dshm_writeback + encoded diff */
     DSHM_MSG_UPDATE_ACK     = 0x004a, /* struct dshm_page (no data) */
     DSHM_MSG_CLIENT_GONE    = 0x004b, /* struct dshm_p_lock (lock_id ignored) */
-    /* live migration of a VM (docs/protocol.md section 8) */
+    /* live migration of a VM (docs/protocol.md section 11) */
     DSHM_MSG_P_FLUSH        = 0x004c, /* struct dshm_p_release, lock_id 0 */
     DSHM_MSG_P_FLUSH_ACK    = 0x004d, /* struct dshm_p_release_ack, lock_id 0 */
     DSHM_MSG_P_ADOPT        = 0x004e, /* struct dshm_p_adopt */
     DSHM_MSG_P_ADOPTED      = 0x004f, /* struct dshm_p_adopted */
     DSHM_MSG_DROP_COPY      = 0x0050, /* struct dshm_seg_note */
-    /* access monitor (section 9) */
+    /* access monitor (section 12) */
     DSHM_MSG_P_STATS        = 0x0051, /* struct dshm_stats + dshm_vm_activity[count] */
-    /* ownership transfer (section 10) */
+    /* ownership transfer (section 13) */
     DSHM_MSG_OWN_MOVING     = 0x0052, /* struct dshm_seg_note (host_id: new owner) */
     DSHM_MSG_OWN_MOVING_ACK = 0x0053, /* struct dshm_seg_note */
     DSHM_MSG_OWN_PAGE       = 0x0054, /* struct dshm_page + DSHM_PAGE_SIZE bytes */
@@ -311,7 +311,7 @@ struct dshm_pagelist {
 
 /* P_ADOPT (destination host -> owner): rename the holder (from) to (to) in
  * every lock and queue of the segment; the VM identity feeds the ownership
- * policy (section 10). */
+ * policy (section 13). */
 struct dshm_p_adopt {
     char segment[DSHM_SEGNAME_LEN];
     uint32_t from_host;
