@@ -33,6 +33,12 @@ START_TEST(parses_a_full_config) {
 }
 END_TEST
 
+// ck_assert_str_eq on a temporary std::string would read freed memory: keep
+// the string alive for the whole check.
+static void StrEq(const std::string &got, const char *want) {
+    ck_assert_str_eq(got.c_str(), want);
+}
+
 static std::string ErrorOf(const std::string &text) {
     Config c;
     Status st = ParseConfig(text, "t.conf", &c);
@@ -61,6 +67,77 @@ START_TEST(reports_each_problem_precisely) {
 }
 END_TEST
 
+START_TEST(policy_defaults) {
+    Config c;
+    Status st = ParseConfig(kGood, "test.conf", &c);
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+    ck_assert_uint_eq(c.adopt_timeout_ms, 30000);
+    ck_assert_uint_eq(c.policy.window_s, 60);
+    ck_assert_uint_eq(c.policy.report_ms, 1000);
+    ck_assert_uint_eq(c.policy.log_s, 60);
+    ck_assert_uint_eq(c.policy.strong_min_events, 100);
+    ck_assert(c.policy.strong_min_share == 0.25);
+    ck_assert(c.policy.move_ownership);
+}
+END_TEST
+
+START_TEST(policy_group) {
+    const std::string head = "[dshmd]\nhost-id = 1\nlisten = a:1\nadopt-timeout-ms = 5000\n";
+    Config c;
+    Status st = ParseConfig(head +
+                                "[policy]\nwindow-s = 3600\nreport-ms = 100\nlog-s = 0\n"
+                                "strong-min-events = 5000000\nstrong-min-share = 0.5\n"
+                                "move-ownership = false\n",
+                            "t.conf", &c);
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+    ck_assert_uint_eq(c.adopt_timeout_ms, 5000);
+    ck_assert_uint_eq(c.policy.window_s, 3600);
+    ck_assert_uint_eq(c.policy.report_ms, 100);
+    ck_assert_uint_eq(c.policy.log_s, 0);
+    ck_assert_uint_eq(c.policy.strong_min_events, 5000000);
+    ck_assert(c.policy.strong_min_share == 0.5);
+    ck_assert(!c.policy.move_ownership);
+    // Partial group: the rest keeps its defaults; booleans in several spellings.
+    st = ParseConfig(head + "[policy]\nstrong-min-share = 1\nmove-ownership = Yes\n", "t.conf", &c);
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+    ck_assert(c.policy.strong_min_share == 1.0);
+    ck_assert(c.policy.move_ownership);
+    ck_assert_uint_eq(c.policy.window_s, 60);
+    ck_assert_uint_eq(c.policy.strong_min_events, 100);
+    st = ParseConfig(head + "[policy]\nstrong-min-share = 0\nmove-ownership = off\n", "t.conf", &c);
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+    ck_assert(c.policy.strong_min_share == 0.0 && !c.policy.move_ownership);
+}
+END_TEST
+
+START_TEST(policy_errors) {
+    const std::string head = "[dshmd]\nhost-id = 1\nlisten = a:1\n[policy]\n";
+    StrEq(ErrorOf(head + "window-s = 0\n"),
+          "t.conf: [policy] window-s: '0' is not a number in 1..3600");
+    ck_assert(ErrorOf(head + "window-s = 3601\n").find("1..3600") != std::string::npos);
+    StrEq(ErrorOf(head + "report-ms = 99\n"),
+          "t.conf: [policy] report-ms: '99' is not a number in 100..60000");
+    ck_assert(ErrorOf(head + "report-ms = 60001\n").find("100..60000") != std::string::npos);
+    ck_assert(ErrorOf(head + "log-s = -1\n").find("[policy] log-s: '-1'") != std::string::npos);
+    ck_assert(ErrorOf(head + "strong-min-events = lots\n")
+                  .find("[policy] strong-min-events: 'lots' is not a number") != std::string::npos);
+    StrEq(ErrorOf(head + "strong-min-share = 1.5\n"),
+          "t.conf: [policy] strong-min-share: '1.5' is not a number in 0..1");
+    ck_assert(ErrorOf(head + "strong-min-share = 25%\n").find("'25%' is not a number in 0..1") !=
+              std::string::npos);
+    ck_assert(ErrorOf(head + "strong-min-share = nan\n").find("strong-min-share") !=
+              std::string::npos);
+    ck_assert(ErrorOf(head + "strong-min-share = -0.1\n").find("strong-min-share") !=
+              std::string::npos);
+    StrEq(ErrorOf(head + "move-ownership = maybe\n"),
+          "t.conf: [policy] move-ownership: 'maybe' is not true or false");
+    StrEq(ErrorOf(head + "strong-min-event = 5\n"),
+          "t.conf: [policy] strong-min-event: unknown key");
+    StrEq(ErrorOf("[dshmd]\nhost-id = 1\nlisten = a:1\nadopt-timeout-ms = 10\n"),
+          "t.conf: [dshmd] adopt-timeout-ms: '10' is not a number in 100..3600000");
+}
+END_TEST
+
 START_TEST(host_port_splitting) {
     std::string h;
     uint16_t p;
@@ -78,6 +155,9 @@ int main() {
     TCase *tc = tcase_create("config");
     tcase_add_test(tc, parses_a_full_config);
     tcase_add_test(tc, reports_each_problem_precisely);
+    tcase_add_test(tc, policy_defaults);
+    tcase_add_test(tc, policy_group);
+    tcase_add_test(tc, policy_errors);
     tcase_add_test(tc, host_port_splitting);
     suite_add_tcase(s, tc);
     return RunSuite(s);

@@ -435,20 +435,20 @@ std::vector<Advice> Advise(const std::string &segment, const std::vector<MergedV
         const Classification *c = FindVm(cls, m.vm);
         if (!at || *at == current_owner || !c || !c->strong)
             continue;
-        const std::string head = "VM " + m.vm.Label() + " on segment " + segment + ", " +
-                                 c->reason + ", is on " + Host(*at) + ", the owner is " +
-                                 Host(current_owner) + ": ";
+        const std::string head = "VM " + m.vm.Label() + " on segment " + segment + " is on " +
+                                 Host(*at) + ", the owner is " + Host(current_owner) + " (" +
+                                 c->reason + "): ";
         Advice a;
         a.vm = m.vm;
         a.from_host = *at;
         const uint64_t gain_vm = c->events;
-        if (c->most_active && p.move_ownership && local[*at] >= at_owner &&
-            local[*at] - at_owner >= gain_vm) {
+        const uint64_t gain_owner = local[*at] > at_owner ? local[*at] - at_owner : 0;
+        if (c->most_active && p.move_ownership && gain_owner >= gain_vm) {
             a.kind = Advice::Kind::kMoveOwnership;
             a.to_host = *at;
-            a.score = local[*at] - at_owner;
-            a.reason = head + "it is the most active VM, ownership should follow it to " +
-                       Host(*at) + " rather than the VM moving (" + std::to_string(a.score) +
+            a.score = gain_owner;
+            a.reason = head + "ownership should follow it to " + Host(*at) +
+                       " rather than the VM moving (" + std::to_string(a.score) +
                        " events become local)";
         } else {
             a.kind = Advice::Kind::kMoveVm;
@@ -456,11 +456,9 @@ std::vector<Advice> Advise(const std::string &segment, const std::vector<MergedV
             a.score = gain_vm;
             std::string why;
             if (c->most_active && !p.move_ownership) {
-                why = "; it is the most active VM but move-ownership is off";
+                why = "; ownership does not follow it: move-ownership is off";
             } else if (c->most_active) {
-                why = "; it is the most active VM, but ownership following it would gain only " +
-                      (local[*at] > at_owner ? std::to_string(local[*at] - at_owner)
-                                             : std::string("nothing")) +
+                why = "; ownership following it would gain only " + std::to_string(gain_owner) +
                       " (" + Host(current_owner) + "'s VMs make " + std::to_string(at_owner) +
                       " events)";
             }
