@@ -6,9 +6,14 @@
 # every host keeps the copies coherent (eager release consistency): at each
 # release the VM's changed bytes go to h1, which invalidates the other copy
 # before the lock can be granted again.  The final value must be exactly 1000.
+# Then libvirt takes over: a real libvirtd per host, two VMs defined from
+# `dshmctl domain-xml`, and two plain `virsh migrate --live`: a lightly
+# active VM moves and ownership stays; the dominant writer moves and
+# ownership follows it.
 source "$(dirname "$0")/../tests/lib/common.sh"
 source "$TOP/tests/lib/testbed.sh"
 source "$TOP/tests/lib/dshmd.sh"
+source "$TOP/tests/lib/libvirt.sh"
 source "$TOP/tests/lib/vm.sh"
 need_built
 N=${DSHM_DEMO_ITERATIONS:-500}
@@ -21,7 +26,7 @@ tb_init 3
 for h in h1 h2 h3; do say "   $h  $(tb_addr "$h")"; done
 
 step "2. dshmd on every host; segment 'counters' (64 KiB) owned by h1"
-dshm_cluster 3 "counters:64K:1"
+dshm_cluster 3 "counters:64K:1" '[policy]\nreport-ms = 200'
 say "   every daemon is connected to the two others:"
 dshmctl_on h1 peers | sed 's/^/   /'
 
@@ -53,6 +58,37 @@ say ""
 say "   h1 (the owner) applied the write-backs and sent the invalidations;"
 say "   h2 and h3 fetched the page on demand and wrote back a few bytes per release."
 
-step "6. tearing the simulated hosts down"
+step "6. libvirt on every host; two VMs defined with dshmctl domain-xml"
+for h in h1 h2 h3; do lv_start $h; done
+say "   libvirtd runs on h1, h2, h3 (virsh -c qemu+tcp://hN/system)"
+lv_vm_start h2 heavy counters 'for i in $(seq 1 300); do dshm-tool count counters --iterations 50 --lock 1 --offset 8 >/dev/null || exit 1; echo "batch $i"; done'
+lv_vm_start h3 light counters 'for i in $(seq 1 20); do dshm-tool count counters --iterations 1 --lock 1 --offset 8 >/dev/null || exit 1; echo "tick $i"; sleep 0.5; done'
+say "   heavy on h2: 300 x 50 increments of counter 2 under lock 1; light on h3: 20 increments, one every 0.5 s"
+lv_vm_wait heavy '^batch 8[^0-9]' 120
+lv_vm_wait light '^tick 3[^0-9]' 120
+sleep 0.5
+say "   the owner h1 classifies them:"
+dshmctl_on h1 stats | sed -n '/every host/,/^HOST/p' | grep -v '^HOST' | sed 's/^/   /'
+
+step "7. virsh migrate --live light h3 -> h1: a weakly linked VM, ownership stays"
+ms=$(lv_migrate h3 light h1) || fail "virsh migrate failed"
+sleep 0.3
+say "   migrated in $ms ms; owner: h$(dshm_stat h1 counters owner)"
+say "   why: $(dshm_stat h1 counters owner_reason)"
+
+step "8. virsh migrate --live heavy h2 -> h3: the dominant writer, ownership follows it"
+ms=$(lv_migrate h2 heavy h3) || fail "virsh migrate failed"
+for i in $(seq 1 50); do [ "$(dshm_stat h1 counters owner)" = 3 ] && break; sleep 0.1; done
+for h in h1 h2 h3; do say "   $h sees owner: h$(dshm_stat $h counters owner)"; done
+say "   migrated in $ms ms; why: $(dshm_stat h3 counters owner_reason)"
+lv_vm_wait heavy '^DSHM-CMD-EXIT=' 300
+lv_vm_wait light '^DSHM-CMD-EXIT=' 120
+final=$(dshm_attach h3 counters read --offset 8)
+say "   counter 2 = $final (expected $((300 * 50 + 20)))"
+[ "$final" = $((300 * 50 + 20)) ] || fail "counter 2 is $final, expected $((300 * 50 + 20))"
+dshmctl_on h3 segments | sed 's/^/   /'
+
+step "9. tearing the simulated hosts down"
 tb_teardown
-say "demo finished: $((2 * N)) increments from two hosts, none lost."
+say "demo finished: $((2 * N)) increments from two hosts, none lost; two live migrations"
+say "with virsh, one that left ownership on h1 and one that moved it to h3."

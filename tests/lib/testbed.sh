@@ -9,9 +9,11 @@
 #   - a PID namespace whose PID 1 is tb-reaper: killing it kills everything
 #     that runs on the host;
 #   - a mount namespace (private propagation) with its own /run, /dev/shm,
-#     /etc/hosts, /etc/hostname and libvirt directories (/etc/libvirt,
-#     /var/lib/libvirt, /var/log/libvirt, /var/cache/libvirt), backed by
-#     $TB_STATE/hI/;
+#     /etc/hosts, /etc/hostname, /etc/passwd and /etc/group (copies of the
+#     machine's with the libvirt-qemu user and the kvm group added when
+#     missing: libvirtd looks them up before it reads qemu.conf) and libvirt
+#     directories (/etc/libvirt, /var/lib/libvirt, /var/log/libvirt,
+#     /var/cache/libvirt), backed by $TB_STATE/hI/;
 #   - a UTS namespace with hostname hI.
 # Nothing of the testbed lives in the root network namespace.
 #
@@ -130,6 +132,7 @@ _tb_add_host() {
     [ -d /etc/libvirt ] && cp -a /etc/libvirt/. "$dir/etc-libvirt/"
     cp "$TB_STATE/hosts" "$dir/hosts"
     echo "$h" >"$dir/hostname"
+    _tb_users "$dir"
 
     # The host's init: set up the private mounts, then become tb-reaper.
     ip netns exec "$ns" unshare --mount --uts --pid --fork --mount-proc --propagation private \
@@ -141,6 +144,8 @@ _tb_add_host() {
             mount -t tmpfs -o mode=1777 tmpfs /dev/shm
             mount --bind "$d/hosts" /etc/hosts
             mount --bind "$d/hostname" /etc/hostname
+            mount --bind "$d/passwd" /etc/passwd
+            mount --bind "$d/group" /etc/group
             for m in etc/libvirt var/lib/libvirt var/log/libvirt var/cache/libvirt; do
                 mkdir -p "/$m" 2>/dev/null || true
                 [ -d "/$m" ] && mount --bind "$d/${m//\//-}" "/$m"
@@ -156,6 +161,34 @@ _tb_add_host() {
     done
     [ -n "$pid1" ] || { cat "$dir/init.log" >&2; _tb_die "host $h did not start"; }
     echo "$pid1" >"$dir/pid1"
+    # Teardown kills the launcher with the host: no "Killed" job report.
+    disown "$launcher" 2>/dev/null || true
+}
+
+# _tb_free_id FILE: a numeric id >= 900 that the passwd/group FILE does not use.
+_tb_free_id() {
+    local id=900
+    while cut -d: -f3 "$1" | grep -qx "$id"; do id=$((id + 1)); done
+    echo "$id"
+}
+
+# _tb_users DIR: DIR/passwd and DIR/group, the machine's plus what a
+# libvirtd of Debian's build needs (user libvirt-qemu, groups libvirt-qemu
+# and kvm) when the machine lacks them (libvirt-daemon-system not installed).
+_tb_users() {
+    local d=$1 gid
+    cp /etc/passwd "$d/passwd"
+    cp /etc/group "$d/group"
+    if ! grep -q '^kvm:' "$d/group"; then
+        echo "kvm:x:$(_tb_free_id "$d/group"):" >>"$d/group"
+    fi
+    if ! grep -q '^libvirt-qemu:' "$d/group"; then
+        echo "libvirt-qemu:x:$(_tb_free_id "$d/group"):" >>"$d/group"
+    fi
+    if ! grep -q '^libvirt-qemu:' "$d/passwd"; then
+        gid=$(grep '^libvirt-qemu:' "$d/group" | cut -d: -f3)
+        echo "libvirt-qemu:x:$(_tb_free_id "$d/passwd"):$gid:Libvirt Qemu:/var/lib/libvirt:/usr/sbin/nologin" >>"$d/passwd"
+    fi
 }
 
 tb_addr() { echo "$TB_NET.${1#h}"; }
@@ -211,6 +244,8 @@ tb_teardown() {
         for h in "${TB_HOSTS[@]}"; do
             mkdir -p "$TB_ARTIFACTS/$h"
             cp "$TB_STATE/$h/"*.log "$TB_STATE/$h/"*.err "$TB_ARTIFACTS/$h/" 2>/dev/null || true
+            # libvirtd's and its QEMUs' logs and consoles (tests/lib/libvirt.sh)
+            cp -r "$TB_STATE/$h/var-log-libvirt" "$TB_ARTIFACTS/$h/" 2>/dev/null || true
         done
     fi
     for h in "${TB_HOSTS[@]}"; do
