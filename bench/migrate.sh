@@ -10,9 +10,18 @@
 #               (QEMU migrates it as RAM)
 #   dsm-N       a dshm segment of N MiB owned by h1 (dshmctl domain-xml;
 #               the segment is not in the migration stream)
-# The guest first writes every byte of the region (dshm-tool fill), so its
-# pages are really used, then ticks once a second; the migration starts when
-# the fill is done and counts only once the guest ticks on h2.
+# The guest first writes every byte of the region (dshm-tool fill; for a
+# dsm segment under lock 0, released before the migration, as a data-race-free
+# program does), so its pages are really used, then ticks once a second; the
+# migration starts when the fill is done and counts only once the guest ticks
+# on the destination.
+#
+# dshmd runs with `move-ownership = false` unless --move-ownership is given:
+# the VM moves without the segment, which stays on h1 (the weakly linked
+# case; the destination fetches pages on demand after the migration).  With
+# --move-ownership the guest is strongly linked and the segment's ownership
+# follows it right after the migration (not part of the measured time); the
+# next run of that configuration then starts on the new owner.
 #
 # Per run: wall time of `virsh migrate` and `virsh domjobinfo --completed`
 # (total time, downtime, data processed).  Repetitions are interleaved
@@ -20,7 +29,7 @@
 # every configuration alike.  The summary gives medians with [min..max] and
 # the dsm/stock ratios per size.
 #
-# Usage: bench/migrate.sh [--reps 3] [--sizes "16 256"] [--out FILE]
+# Usage: bench/migrate.sh [--reps 3] [--sizes "16 256"] [--move-ownership] [--out FILE]
 #   (root; default output bench/results/migrate-YYYYMMDD-HHMM.txt)
 # Runs its own testbed (TB_PREFIX=dshmm, TB_NET=198.18.3): it does not
 # collide with the tests, but numbers taken while they run are noisy.
@@ -31,14 +40,15 @@ source "$TOP/tests/lib/testbed.sh"
 source "$TOP/tests/lib/dshmd.sh"
 source "$TOP/tests/lib/libvirt.sh"
 
-reps=3 sizes="16 256" result_file=""
+reps=3 sizes="16 256" result_file="" move=false
 cmdline="$0 $*"
 while [ $# -gt 0 ]; do
     case $1 in
     --reps) reps=$2; shift 2 ;;
     --sizes) sizes=$2; shift 2 ;;
     --out) result_file=$2; shift 2 ;;
-    *) echo "usage: $0 [--reps N] [--sizes \"16 256\"] [--out FILE]" >&2; exit 2 ;;
+    --move-ownership) move=true; shift ;;
+    *) echo "usage: $0 [--reps N] [--sizes \"16 256\"] [--move-ownership] [--out FILE]" >&2; exit 2 ;;
     esac
 done
 need_built
@@ -47,12 +57,12 @@ mkdir -p "$(dirname "$result_file")"
 exec > >(tee "$result_file") 2>&1
 echo "# $cmdline"
 echo "# $(date -u), $(uname -r), $(nproc) cpus, accel $(dshm_accel), commit $(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$TOP" diff --quiet 2>/dev/null || echo '+changes'), load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# guest 128 MiB, $(lv_domain_type) domains; libvirt $(virsh --version); every migration: virsh migrate --live DOMAIN qemu+tcp://DST/system"
+echo "# guest 128 MiB, $(lv_domain_type) domains; libvirt $(virsh --version); dshmd move-ownership = $move; every migration: virsh migrate --live DOMAIN qemu+tcp://DST/system"
 
 segs=""
 for n in $sizes; do segs+=" d$n:${n}M:1"; done
 tb_init 2
-dshm_cluster 2 "$segs"
+dshm_cluster 2 "$segs" "[policy]\nmove-ownership = $move"
 lv_start h1
 lv_start h2
 
@@ -60,8 +70,8 @@ configs=(none)
 for n in $sizes; do configs+=("stock-$n"); done
 for n in $sizes; do configs+=("dsm-$n"); done
 
-guest_cmd() {  # guest_cmd FILL-ARGS: fill, say so, then tick
-    echo "${1:+dshm-tool fill $1 --pattern 5 >/dev/null || echo FILL-FAILED; }echo FILLED; i=0; while true; do i=\$((i+1)); echo tick \$i; sleep 1; done"
+guest_cmd() {  # guest_cmd [FILL-COMMAND]: fill, say so, then tick
+    echo "${1:+$1 >/dev/null || echo FILL-FAILED; }echo FILLED; i=0; while true; do i=\$((i+1)); echo tick \$i; sleep 1; done"
 }
 
 declare -A wall total down data
@@ -70,11 +80,13 @@ run_one() {  # run_one CONFIG REP (REP 0: a warm-up, not counted)
     case $cfg in
     none) lv_guest_xml "$name" "$(guest_cmd "")" >"$xml" ;;
     stock-*)
-        lv_guest_xml "$name" "$(guest_cmd "--length ${n}M")" | lv_add_devices "    <shmem name='$name' role='master'>
+        lv_guest_xml "$name" "$(guest_cmd "dshm-tool fill --length ${n}M --pattern 5")" | lv_add_devices "    <shmem name='$name' role='master'>
       <model type='ivshmem-plain'/>
       <size unit='M'>$n</size>
     </shmem>" >"$xml" ;;
-    dsm-*) lv_guest_xml "$name" "$(guest_cmd "-d d$n --length ${n}M")" --segment "d$n" >"$xml" ;;
+    dsm-*)
+        lv_guest_xml "$name" "$(guest_cmd "dshm-lock d$n --timeout 600 -- dshm-tool fill -d d$n --length ${n}M --pattern 5")" \
+            --segment "d$n" >"$xml" ;;
     esac
     # A dsm guest starts on the segment's current owner (ownership may have
     # followed the previous run's guest) and moves to the other host, so

@@ -29,6 +29,9 @@
 #                          runs it)
 #   lv_console HOST NAME   that console log of HOST, as seen from the test
 #   lv_add_devices "XML"   filter: inserts XML before </devices>
+#   lv_wait_console HOST NAME REGEX [SECS]
+#                          waits for REGEX in that console log (fails the
+#                          test with the console and QEMU log tails)
 #
 # What two libvirtd on one machine need (docs/domain-xml.md, "Testing"):
 # the testbed's per-host mount namespace (libvirt's state paths are fixed),
@@ -135,7 +138,7 @@ lv_migrate() {
 }
 
 lv_jobinfo() {
-    lv_virsh "$1" domjobinfo --completed "$2" | awk -F: '
+    lv_virsh "$1" domjobinfo --completed --keep-completed "$2" | awk -F: '
         function num(v,   a) { split(v, a, " "); return a[1] }
         function bytes(v,   a, n) {
             split(v, a, " "); n = a[1]
