@@ -532,7 +532,7 @@ void Daemon::OnAcquire(Client *c, const Frame &f) {
     SendPeer(s->owner, EncodeMsg(DSHM_MSG_P_ACQUIRE, 0, m));
 }
 
-std::vector<Daemon::Diff> Daemon::CollectDirty(Client *c) {
+std::vector<Daemon::Diff> Daemon::CollectDirty(Client *c, uint32_t *bytes) {
     Segment *s = c->seg;
     std::vector<Diff> out;
     // Invariant W first: write-protect all of c's dirty pages, one ioctl per
@@ -565,6 +565,14 @@ std::vector<Daemon::Diff> Daemon::CollectDirty(Client *c) {
             out.push_back(std::move(d));
     }
     c->dirty.clear();
+    *bytes = 0;
+    for (const auto &d : out)
+        *bytes += d.data.size();
+    s->stats.pages_written_back += out.size();
+    s->stats.bytes_written_back += *bytes;
+    c->stats.pages_written_back += out.size();
+    c->stats.bytes_written_back += *bytes;
+    Record(c, Activity{.pages_written_back = out.size(), .bytes_written_back = *bytes});
     return out;
 }
 
@@ -574,15 +582,8 @@ void Daemon::OnRelease(Client *c, const Frame &f) {
         return LockFailed(c, L, f.hdr.tag, st);
     c->migrating_out = false;  // it runs again (a migration that failed)
     Segment *s = c->seg;
-    std::vector<Diff> diffs = CollectDirty(c);
     uint32_t bytes = 0;
-    for (const auto &d : diffs)
-        bytes += d.data.size();
-    s->stats.pages_written_back += diffs.size();
-    s->stats.bytes_written_back += bytes;
-    c->stats.pages_written_back += diffs.size();
-    c->stats.bytes_written_back += bytes;
-    Record(c, Activity{.pages_written_back = diffs.size(), .bytes_written_back = bytes});
+    std::vector<Diff> diffs = CollectDirty(c, &bytes);
     c->pending[L] = PendingLock{true, f.hdr.tag, static_cast<uint32_t>(diffs.size()), bytes};
     Holder who{cfg_.host_id, c->id};
     if (IsOwner(s)) {
@@ -643,15 +644,8 @@ void Daemon::MaybeFlush(Client *c) {
             return;
     }
     Segment *s = c->seg;
-    std::vector<Diff> diffs = CollectDirty(c);
     uint32_t bytes = 0;
-    for (const auto &d : diffs)
-        bytes += d.data.size();
-    s->stats.pages_written_back += diffs.size();
-    s->stats.bytes_written_back += bytes;
-    c->stats.pages_written_back += diffs.size();
-    c->stats.bytes_written_back += bytes;
-    Record(c, Activity{.pages_written_back = diffs.size(), .bytes_written_back = bytes});
+    std::vector<Diff> diffs = CollectDirty(c, &bytes);
     c->flushing = true;
     c->flush_pages = static_cast<uint32_t>(diffs.size());
     c->flush_bytes = bytes;
@@ -805,18 +799,7 @@ void Daemon::Tombstone(Client *c) {
             g_message("segment %s: no destination adopted migrated client %u within %u ms: "
                       "dropping its locks",
                       s->cfg.name.c_str(), id, d->cfg_.adopt_timeout_ms);
-            d->Defer(s, [d, s, id] {
-                Holder who{d->cfg_.host_id, id};
-                if (d->IsOwner(s)) {
-                    d->DropClientLocks(s, who);
-                } else {
-                    dshm_p_lock m = {};
-                    SetName(m.segment, s->cfg.name);
-                    m.host_id = who.host;
-                    m.client_id = who.client;
-                    d->SendPeer(s->owner, EncodeMsg(DSHM_MSG_CLIENT_GONE, 0, m));
-                }
-            });
+            d->Defer(s, [d, s, id] { d->ForgetClientLocks(s, id); });
             return G_SOURCE_REMOVE;
         },
         ctx, [](gpointer p) { delete static_cast<Ctx *>(p); });
@@ -875,18 +858,7 @@ void Daemon::OnClientClosed(Client *c, const Status &why) {
                           c->conn->label().c_str(), c->held.size(), c->pending.size());
             }
             const uint32_t id = c->id;
-            Defer(s, [this, s, id] {
-                Holder who{cfg_.host_id, id};
-                if (IsOwner(s)) {
-                    DropClientLocks(s, who);
-                } else {
-                    dshm_p_lock m = {};
-                    SetName(m.segment, s->cfg.name);
-                    m.host_id = cfg_.host_id;
-                    m.client_id = id;
-                    SendPeer(s->owner, EncodeMsg(DSHM_MSG_CLIENT_GONE, 0, m));
-                }
-            });
+            Defer(s, [this, s, id] { ForgetClientLocks(s, id); });
         }
         if (c->ready) {
             c->ready = false;
@@ -901,6 +873,17 @@ void Daemon::OnClientClosed(Client *c, const Status &why) {
         DeferDelete(std::move(it->second->conn));
         clients_.erase(it);  // frees c; the Conn lives until idle
     }
+}
+
+void Daemon::ForgetClientLocks(Segment *s, uint32_t client) {
+    Holder who{cfg_.host_id, client};
+    if (IsOwner(s))
+        return DropClientLocks(s, who);
+    dshm_p_lock m = {};
+    SetName(m.segment, s->cfg.name);
+    m.host_id = who.host;
+    m.client_id = who.client;
+    SendPeer(s->owner, EncodeMsg(DSHM_MSG_CLIENT_GONE, 0, m));
 }
 
 void Daemon::DropClientLocks(Segment *s, Holder who) {
@@ -957,13 +940,8 @@ void Daemon::HandleMissing(Client *c, uint32_t page, uint64_t addr) {
     Record(c, Activity{.read_faults = 1});
     Trace("missing", c->id, page, s->pages->state(page));
     switch (s->pages->OnMissingFault(page, c->id, addr)) {
-        case PageTable::MissingAction::kFillZero: {
-            // A hole at the owner reads as zeros.
-            auto r = os::CopyPage(c->uffd.get(), addr, zero_page_.data(), true, false);
-            if (!r.ok() && r.err() == EEXIST)
-                (void)os::Wake(c->uffd.get(), addr, kPage);
-            return;
-        }
+        case PageTable::MissingAction::kFillZero:
+            return FillZero(c, addr);
         case PageTable::MissingAction::kWake:
             (void)os::Wake(c->uffd.get(), addr, kPage);
             return;
@@ -980,6 +958,13 @@ void Daemon::HandleMissing(Client *c, uint32_t page, uint64_t addr) {
             return;
         }
     }
+}
+
+void Daemon::FillZero(Client *c, uint64_t addr) {
+    // A hole at the owner reads as zeros (write-protected: Invariant W).
+    auto r = os::CopyPage(c->uffd.get(), addr, zero_page_.data(), true, false);
+    if (!r.ok() && r.err() == EEXIST)
+        (void)os::Wake(c->uffd.get(), addr, kPage);
 }
 
 void Daemon::HandleWriteFault(Client *c, uint32_t page, uint64_t addr) {
@@ -1219,14 +1204,8 @@ void Daemon::OnPeerFrame(Peer *p, Frame &&f) {
         // written; re-request pages whose FETCH may have been lost with a
         // previous connection; then send what was queued.
         for (auto &[name, s] : segments_) {
-            if (IsOwner(s.get()) && s->owner != s->cfg.owner && !s->moving) {
-                dshm_seg_note n = {};
-                SetName(n.segment, s->cfg.name);
-                n.host_id = cfg_.host_id;
-                p->conn->Send(EncodeMsg(DSHM_MSG_OWN_MOVED, 0, n, s->owner_reason.data(),
-                                        std::min<size_t>(s->owner_reason.size(),
-                                                         DSHM_ERROR_TEXT_MAX)));
-            }
+            if (IsOwner(s.get()) && s->owner != s->cfg.owner && !s->moving)
+                SendOwnMoved(p, s.get(), s->owner_reason);
             if (s->owner != p->cfg.host_id || s->moving)
                 continue;
             for (uint32_t pg : s->pages->Fetching()) {
@@ -1787,6 +1766,16 @@ void Daemon::EndMove(Segment *s) {
     }
 }
 
+void Daemon::SendOwnMoved(Peer *p, Segment *s, const std::string &reason) {
+    if (!p->up || !p->conn || p->conn->closed())
+        return;
+    dshm_seg_note n = {};
+    SetName(n.segment, s->cfg.name);
+    n.host_id = cfg_.host_id;
+    const size_t len = std::min<size_t>(reason.size(), DSHM_ERROR_TEXT_MAX);
+    p->conn->Send(EncodeMsg(DSHM_MSG_OWN_MOVED, 0, n, reason.data(), len));
+}
+
 void Daemon::StartMove(Segment *s, uint32_t to, const std::string &reason) {
     Peer *np = FindPeer(to);
     if (!IsOwner(s) || s->moving || !np || !np->up)
@@ -1848,15 +1837,9 @@ void Daemon::MaybeSendSnapshot(Segment *s) {
         // The new owner went away before the hand-over: this host stays.
         g_warning("segment %s: host %u is gone: ownership stays here", s->cfg.name.c_str(),
                   s->moving_to);
-        dshm_seg_note m = {};
-        SetName(m.segment, s->cfg.name);
-        m.host_id = cfg_.host_id;
-        const std::string why = "stays: the move to host " + std::to_string(s->moving_to) +
-                                " failed (host lost)";
-        for (auto &[id, p] : peers_) {
-            if (p->up && p->conn && !p->conn->closed())
-                p->conn->Send(EncodeMsg(DSHM_MSG_OWN_MOVED, 0, m, why.data(), why.size()));
-        }
+        for (auto &[id, p] : peers_)
+            SendOwnMoved(p.get(), s, "stays: the move to host " + std::to_string(s->moving_to) +
+                                         " failed (host lost)");
         return EndMove(s);
     }
     const uint32_t to = s->moving_to;
@@ -1991,22 +1974,13 @@ void Daemon::OnOwnCommit(Peer *p, const Frame &f) {
     s->owner = cfg_.host_id;
     s->owner_reason = why;
     for (const auto &[pg, w] : zero_fill) {
-        Client *c = FindClient(w.client);
-        if (!c || !c->uffd.valid())
-            continue;
-        auto r = os::CopyPage(c->uffd.get(), w.addr, zero_page_.data(), true, false);
-        if (!r.ok() && r.err() == EEXIST)
-            (void)os::Wake(c->uffd.get(), w.addr, kPage);
+        if (Client *c = FindClient(w.client); c && c->uffd.valid())
+            FillZero(c, w.addr);
     }
     // Everybody learns the new owner from the new owner itself, before any
     // message it sends as owner (FIFO per connection).
-    dshm_seg_note n = {};
-    SetName(n.segment, s->cfg.name);
-    n.host_id = cfg_.host_id;
-    for (auto &[id, peer] : peers_) {
-        if (peer->up && peer->conn && !peer->conn->closed())
-            peer->conn->Send(EncodeMsg(DSHM_MSG_OWN_MOVED, 0, n, why.data(), why.size()));
-    }
+    for (auto &[id, peer] : peers_)
+        SendOwnMoved(peer.get(), s, why);
     g_message("segment %s: this host is the owner now (was host %u; %u page(s) received): %s",
               s->cfg.name.c_str(), old, m.value, why.c_str());
     EndMove(s);
@@ -2084,6 +2058,15 @@ Activity FromWire(const dshm_vm_activity &w) {
                     w.bytes_written_back, w.acquires,     w.hold_ns};
 }
 
+// Entry i of a validated P_STATS payload.
+dshm_vm_activity EntryAt(std::span<const uint8_t> extra, uint32_t i, VmId *vm) {
+    dshm_vm_activity w;
+    memcpy(&w, extra.data() + i * sizeof w, sizeof w);
+    vm->name = std::string(NameOf(w.vm_name));
+    std::copy(std::begin(w.vm_uuid), std::end(w.vm_uuid), vm->uuid.begin());
+    return w;
+}
+
 }  // namespace
 
 gboolean Daemon::OnReportTimer(gpointer self) {
@@ -2142,10 +2125,8 @@ void Daemon::OnPStats(Peer *p, const Frame &f) {
         s->merged.clear();
         std::map<std::string, MergedVm> by_key;
         for (uint32_t i = 0; i < m.count; i++) {
-            dshm_vm_activity w;
-            memcpy(&w, extra.data() + i * sizeof w, sizeof w);
-            VmId vm{std::string(NameOf(w.vm_name)), {}};
-            std::copy(std::begin(w.vm_uuid), std::end(w.vm_uuid), vm.uuid.begin());
+            VmId vm;
+            dshm_vm_activity w = EntryAt(extra, i, &vm);
             MergedVm &mv = by_key[vm.Key()];
             mv.vm = vm;
             mv.window += FromWire(w);
@@ -2159,11 +2140,8 @@ void Daemon::OnPStats(Peer *p, const Frame &f) {
         return;  // reports race with a move: the next one goes to the new owner
     std::vector<VmReport> report;
     for (uint32_t i = 0; i < m.count; i++) {
-        dshm_vm_activity w;
-        memcpy(&w, extra.data() + i * sizeof w, sizeof w);
         VmReport r;
-        r.vm.name = std::string(NameOf(w.vm_name));
-        std::copy(std::begin(w.vm_uuid), std::end(w.vm_uuid), r.vm.uuid.begin());
+        dshm_vm_activity w = EntryAt(extra, i, &r.vm);
         r.attached = w.attached != 0;
         r.window = FromWire(w);
         report.push_back(std::move(r));

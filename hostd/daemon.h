@@ -281,7 +281,9 @@ class Daemon {
         uint16_t encoding;
         std::vector<uint8_t> data;
     };
-    std::vector<Diff> CollectDirty(Client *c);
+    // Also accounts them (segment and client counters, access monitor);
+    // *bytes = their encoded size.
+    std::vector<Diff> CollectDirty(Client *c, uint32_t *bytes);
     void StartOwnerRelease(Segment *s, uint32_t lock, Holder who, uint32_t reply_tag,
                            std::vector<Diff> diffs, bool flush = false);
     // Non-owner: WRITEBACKs then P_RELEASE (or P_FLUSH) to the owner, in one burst.
@@ -294,6 +296,13 @@ class Daemon {
     static gboolean OnReleaseTimeout(gpointer self_and_id);
     void Grant(Segment *s, uint32_t lock, Holder who);
     void DropClientLocks(Segment *s, Holder who);
+    // A local client is gone for good: its locks are dropped at the owner
+    // (locally, or with CLIENT_GONE).
+    void ForgetClientLocks(Segment *s, uint32_t client);
+    // Owner: fills a hole with zeros for c's fault at addr.
+    void FillZero(Client *c, uint64_t addr);
+    // OWN_MOVED(this host, reason) to p if it is up.
+    void SendOwnMoved(Peer *p, Segment *s, const std::string &reason);
     void PunchLocal(Segment *s, uint32_t page);
 
     // --- helpers ---
