@@ -2,7 +2,8 @@
 # timeout: 600
 # Three hosts, four VMs (two on h2), each running `dshm-tool count` 1,000
 # times under one lock on one segment owned by h1: the final counter is
-# exact, and the two VMs on h2 share ONE local copy of the segment.
+# exact, and the two VMs on h2 share ONE local copy of the segment (which
+# h2 drops once both have left).
 source "$(dirname "$0")/lib/common.sh"
 source "$TOP/tests/lib/testbed.sh"
 source "$TOP/tests/lib/dshmd.sh"
@@ -15,6 +16,12 @@ N=${DSHM_VM_COUNT:-1000}
 for hv in h1:vm1 h2:vm2a h2:vm2b h3:vm3; do
     vm_start "${hv%:*}" "${hv#*:}" seg "dshm-tool count seg --iterations $N --lock 0"
 done
+step "the two VMs on h2 share one local copy while they run"
+vm_wait h2 vm2a '^dshm-guest: running' 120
+vm_wait h2 vm2b '^dshm-guest: running' 120
+dpid=$(pid_of h2 "hostd/dshmd ")
+assert_eq "$(tb_run h2 ls -l "/proc/$dpid/fd" | grep -c 'memfd:dshm:seg')" 1 "memfds of the segment on h2"
+
 step "4 VMs x $N increments"
 for hv in h1:vm1 h2:vm2a h2:vm2b h3:vm3; do
     vm_wait "${hv%:*}" "${hv#*:}" '^DSHM-CMD-EXIT=' 500
@@ -23,9 +30,10 @@ for hv in h1:vm1 h2:vm2a h2:vm2b h3:vm3; do
 done
 assert_eq "$(dshm_attach h3 seg read --offset 0)" $((4 * N)) "final counter"
 
-step "the two VMs on h2 shared one local copy"
+step "h2 served both VMs from its copy, and dropped it once they left"
 dshmctl_on h2 segments
 assert_eq "$(dshm_stat h2 seg acquires)" $((2 * N)) "locks granted to h2's two VMs"
-dpid=$(pid_of h2 "hostd/dshmd ")
-assert_eq "$(tb_run h2 ls -l "/proc/$dpid/fd" | grep -c 'memfd:dshm:seg')" 1 "memfds of the segment on h2"
+for i in $(seq 1 50); do [ "$(dshm_stat h2 seg local_copy)" = False ] && break; sleep 0.1; done
+assert_eq "$(dshm_stat h2 seg local_copy)" "False" "h2's copy after its VMs left"
+assert_eq "$(tb_run h2 ls -l "/proc/$dpid/fd" | grep -c 'memfd:dshm:seg')" 0 "memfds of the segment on h2 after its VMs left"
 say "ok"
