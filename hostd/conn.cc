@@ -63,8 +63,14 @@ void Conn::UpdateWatch() {
 
 gboolean Conn::OnIo(gint, GIOCondition cond, gpointer p) {
     auto *self = static_cast<Conn *>(p);
-    if (cond & G_IO_OUT)
+    if (cond & G_IO_OUT) {
         self->Flush();
+        if (self->on_drained_ && !self->closed_ && self->queued_ <= self->drain_low_) {
+            auto fn = std::move(self->on_drained_);
+            self->on_drained_ = nullptr;
+            fn();
+        }
+    }
     if (!self->closed_ && (cond & (G_IO_IN | G_IO_HUP | G_IO_ERR)))
         self->ReadSome();
     if (self->closed_) {
@@ -141,6 +147,13 @@ void Conn::Send(std::vector<uint8_t> msg, int fd) {
     if (corked_ ? queued_ >= kCorkFlushBytes : out_.size() == 1)
         Flush();
     UpdateWatch();
+}
+
+void Conn::WhenDrained(size_t low_water, std::function<void()> fn) {
+    if (closed_)
+        return;
+    drain_low_ = low_water;
+    on_drained_ = std::move(fn);
 }
 
 void Conn::Uncork() {
@@ -252,6 +265,7 @@ void Conn::Close(const Status &why) {
         hello_timer_ = 0;
     }
     fd_.reset();
+    on_drained_ = nullptr;
     CloseFn fn = std::move(have_next_ ? next_on_close_ : on_close_);
     on_close_ = nullptr;
     next_on_close_ = nullptr;

@@ -71,6 +71,14 @@ class Conn {
     void Cork() { corked_++; }
     void Uncork();
 
+    // Flow control for a long stream of messages (an ownership snapshot):
+    // calls `fn` once, from the main loop, when the output queue has drained
+    // to `low_water` bytes or less.  Replaces an earlier registration; a
+    // closed connection never calls it.  `fn` may Send() and register again.
+    // REQUIRES: queued_bytes() > low_water (else nothing would wake it).
+    void WhenDrained(size_t low_water, std::function<void()> fn);
+    size_t queued_bytes() const { return queued_; }
+
     // Sends an ERROR for `why` (best effort) and closes.
     void Fail(const Status &why, uint16_t ref_type = 0);
 
@@ -112,6 +120,8 @@ class Conn {
     bool closed_ = false;
     bool delivering_ = false;
     int corked_ = 0;
+    size_t drain_low_ = 0;
+    std::function<void()> on_drained_;
     uint64_t bytes_in_ = 0, bytes_out_ = 0;
 };
 

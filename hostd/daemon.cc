@@ -29,6 +29,9 @@ namespace dshm {
 namespace {
 
 constexpr uint32_t kPage = DSHM_PAGE_SIZE;
+// An ownership snapshot keeps at most this much queued on the connection to
+// the new owner (far below Conn::kMaxQueuedBytes) and resumes at a quarter.
+constexpr size_t kSnapshotQueueBytes = 8u << 20;
 // A connection that has not completed its HELLO by then is dropped.
 constexpr guint kHelloDeadlineMs = 2000;
 
@@ -1752,6 +1755,8 @@ void Daemon::RefetchPending(Segment *s) {
 
 void Daemon::EndMove(Segment *s) {
     s->moving = false;
+    s->snap_next = 0;
+    s->snap_sent = 0;
     s->move_acks.clear();
     s->incoming_copysets.clear();
     s->incoming_locks.clear();
@@ -1844,25 +1849,19 @@ void Daemon::MaybeSendSnapshot(Segment *s) {
     }
     const uint32_t to = s->moving_to;
     Conn *nc = np->conn.get();
-    nc->Cork();
-    // Every page that holds data: the released content (the twin while a
-    // local client is writing the page).  Holes read as zeros anywhere.
+    if (!SendSnapshotPages(s, nc))
+        return;
+    const uint32_t sent = s->snap_sent;
+    // Presence is read now, after the stream: a local fault on a hole may
+    // have zero-filled a page behind the cursor meanwhile (zeros, which is
+    // what the new owner holds there too), and this host must be in that
+    // page's copy set or it would never be invalidated.
     std::vector<bool> present(s->npages, false);
-    uint32_t sent = 0;
     for (uint32_t pg = 0; pg < s->npages; pg++) {
         auto pr = os::PageIsPresent(s->memfd.get(), uint64_t(pg) * kPage);
-        if (!pr.ok() || !*pr)
-            continue;
-        present[pg] = true;
-        if (s->pages->copyset(pg) & (uint64_t(1) << to))
-            continue;  // the new owner holds the current content already
-        dshm_page m = {};
-        SetName(m.segment, s->cfg.name);
-        m.page = pg;
-        const uint8_t *src = s->pages->twin(pg) ? s->pages->twin(pg) : s->Page(pg);
-        nc->Send(EncodeMsg(DSHM_MSG_OWN_PAGE, 0, m, src, kPage));
-        sent++;
+        present[pg] = pr.ok() && *pr;
     }
+    nc->Cork();
     // Copy sets as the new owner will keep them: this host holds what is
     // present here; the new owner is no member of its own copy sets.
     std::vector<uint64_t> cs(s->npages);
@@ -1895,6 +1894,8 @@ void Daemon::MaybeSendSnapshot(Segment *s) {
     std::string why = s->move_reason.substr(0, DSHM_ERROR_TEXT_MAX);
     nc->Send(EncodeMsg(DSHM_MSG_OWN_COMMIT, 0, c, why.data(), why.size()));
     nc->Uncork();
+    if (nc->closed())
+        return;  // the COMMIT did not get out whole: OnPeerClosed kept ownership here
     // This host is a host like the others from now on: what it holds stays
     // valid (it is in the copy sets sent above); requests go to the new
     // owner, after the COMMIT on the same connection.
@@ -1906,6 +1907,42 @@ void Daemon::MaybeSendSnapshot(Segment *s) {
     g_message("segment %s: ownership handed to host %u (%u page(s), %zu lock entries sent)",
               s->cfg.name.c_str(), to, sent, entries.size());
     EndMove(s);
+}
+
+bool Daemon::SendSnapshotPages(Segment *s, Conn *nc) {
+    // Every page that holds data: the released content (the twin while a
+    // local client is writing the page).  Holes read as zeros anywhere.
+    // Nothing changes the released content while the stream runs: no
+    // release starts during a move (lock frames are held back everywhere),
+    // and a local writer's changes stay out of the twin until its release.
+    const uint32_t to = s->moving_to;
+    nc->Cork();
+    while (s->snap_next < s->npages && !nc->closed() &&
+           nc->queued_bytes() < kSnapshotQueueBytes) {
+        const uint32_t pg = s->snap_next++;
+        if (s->pages->copyset(pg) & (uint64_t(1) << to))
+            continue;  // the new owner holds the current content already
+        auto pr = os::PageIsPresent(s->memfd.get(), uint64_t(pg) * kPage);
+        if (!pr.ok() || !*pr)
+            continue;
+        dshm_page m = {};
+        SetName(m.segment, s->cfg.name);
+        m.page = pg;
+        const uint8_t *src = s->pages->twin(pg) ? s->pages->twin(pg) : s->Page(pg);
+        nc->Send(EncodeMsg(DSHM_MSG_OWN_PAGE, 0, m, src, kPage));
+        s->snap_sent++;
+    }
+    nc->Uncork();
+    if (nc->closed())
+        return false;
+    if (s->snap_next < s->npages) {
+        nc->WhenDrained(kSnapshotQueueBytes / 4, [this, name = s->cfg.name] {
+            if (Segment *seg = FindSegment(name))
+                MaybeSendSnapshot(seg);
+        });
+        return false;
+    }
+    return true;
 }
 
 // The new owner's side: pages, copy sets and locks arrive, then COMMIT.

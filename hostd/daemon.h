@@ -101,6 +101,10 @@ class Daemon {
         uint32_t moving_to = 0;
         std::string move_reason;
         std::set<uint32_t> move_acks;            // old owner: OWN_MOVING_ACKs awaited
+        // Old owner: the snapshot streams page by page (flow-controlled, see
+        // SendSnapshotPages); the next page to consider and pages sent so far.
+        uint32_t snap_next = 0;
+        uint32_t snap_sent = 0;
         std::vector<uint64_t> incoming_copysets;  // new owner: from OWN_COPYSETS
         std::vector<LockTable::Entry> incoming_locks;  // new owner: from OWN_LOCKS
         std::vector<std::function<void()>> deferred;
@@ -261,6 +265,12 @@ class Daemon {
     // The merged view of a segment: the owner's own, or the owner's last answer.
     std::vector<MergedVm> MergedView(Segment *s);
     void StartMove(Segment *s, uint32_t to, const std::string &reason);
+    // Old owner, acknowledgements in: streams the pages the new owner lacks
+    // from s->snap_next on while `nc`'s output queue stays under
+    // kSnapshotQueueBytes.  Returns true once every page is sent; false when
+    // it resumes later (the queue drained: MaybeSendSnapshot again) or the
+    // connection closed under it (OnPeerClosed has ended the move).
+    bool SendSnapshotPages(Segment *s, Conn *nc);
     void MaybeSendSnapshot(Segment *s);
     // The move is over (this host learnt the owner): requests flow again.
     void EndMove(Segment *s);
