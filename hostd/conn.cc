@@ -35,6 +35,10 @@ Conn::~Conn() {
         if (o.fd >= 0)
             close(o.fd);
     }
+    for (auto &l : later_) {
+        if (l.fd >= 0)
+            close(l.fd);
+    }
 }
 
 void Conn::Start(FrameFn on_frame, CloseFn on_close) {
@@ -52,7 +56,8 @@ void Conn::Start(FrameFn on_frame, CloseFn on_close) {
 void Conn::UpdateWatch() {
     if (closed_)
         return;
-    GIOCondition want = GIOCondition(G_IO_IN | G_IO_HUP | G_IO_ERR | (out_.empty() ? 0 : G_IO_OUT));
+    GIOCondition want = GIOCondition(G_IO_IN | G_IO_HUP | G_IO_ERR |
+                                     (out_.empty() && later_.empty() ? 0 : G_IO_OUT));
     if (watch_ && want == watch_cond_)
         return;
     if (watch_)
@@ -65,7 +70,11 @@ gboolean Conn::OnIo(gint, GIOCondition cond, gpointer p) {
     auto *self = static_cast<Conn *>(p);
     if (cond & G_IO_OUT) {
         self->Flush();
-        if (self->on_drained_ && !self->closed_ && self->queued_ <= self->drain_low_) {
+        // A stream refills as the socket drains (and writes at once: the
+        // socket just took data and may take more).
+        if (!self->later_.empty() && !self->closed_ && self->queued_ < kStreamQueueBytes)
+            self->Refill();
+        if (self->on_drained_ && !self->closed_ && self->queued_bytes() <= self->drain_low_) {
             auto fn = std::move(self->on_drained_);
             self->on_drained_ = nullptr;
             fn();
@@ -133,10 +142,62 @@ void Conn::ReadSome() {
 void Conn::Send(std::vector<uint8_t> msg, int fd) {
     if (closed_)
         return;
+    if (!later_.empty()) {
+        // Behind a stream: keep the order.
+        Later l;
+        later_bytes_ += msg.size();
+        l.msg = std::move(msg);
+        if (fd >= 0)
+            l.fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        later_.push_back(std::move(l));
+        if (queued_ + later_bytes_ > kMaxQueuedBytes) {
+            Close(Status::Proto(label_ + ": peer is not reading (output queue over " +
+                                std::to_string(kMaxQueuedBytes >> 20) + " MiB)"));
+        }
+        return;
+    }
+    Enqueue(std::move(msg), fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1);
+}
+
+void Conn::SendStream(Producer next) {
+    if (closed_)
+        return;
+    later_.push_back(Later{std::move(next), {}, -1});
+    Refill();
+}
+
+void Conn::Refill() {
+    corked_++;  // one gathered write per kCorkFlushBytes, not one per message
+    while (!closed_ && !later_.empty() && queued_ < kStreamQueueBytes) {
+        Later &l = later_.front();
+        if (l.next) {
+            std::optional<std::vector<uint8_t>> m = l.next();
+            if (m) {
+                Enqueue(std::move(*m), -1);
+                continue;
+            }
+            later_.pop_front();
+            continue;
+        }
+        std::vector<uint8_t> msg = std::move(l.msg);
+        const int fd = l.fd;
+        later_bytes_ -= msg.size();
+        later_.pop_front();
+        Enqueue(std::move(msg), fd);
+    }
+    Uncork();
+}
+
+// Takes ownership of `fd` (a dup, or -1).
+void Conn::Enqueue(std::vector<uint8_t> msg, int fd) {
+    if (closed_) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
     Out o;
     o.bytes = std::move(msg);
-    if (fd >= 0)
-        o.fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    o.fd = fd;
     queued_ += o.bytes.size();
     out_.push_back(std::move(o));
     if (queued_ > kMaxQueuedBytes) {
@@ -266,6 +327,18 @@ void Conn::Close(const Status &why) {
     }
     fd_.reset();
     on_drained_ = nullptr;
+    for (auto &o : out_) {
+        if (o.fd >= 0)
+            close(o.fd);
+    }
+    out_.clear();
+    queued_ = 0;
+    for (auto &l : later_) {
+        if (l.fd >= 0)
+            close(l.fd);
+    }
+    later_.clear();
+    later_bytes_ = 0;
     CloseFn fn = std::move(have_next_ ? next_on_close_ : on_close_);
     on_close_ = nullptr;
     next_on_close_ = nullptr;

@@ -23,6 +23,7 @@
 
 #include <deque>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -71,13 +72,24 @@ class Conn {
     void Cork() { corked_++; }
     void Uncork();
 
+    // A long run of messages produced on demand (a release's write-backs):
+    // `next` is called for the next message whenever less than
+    // kStreamQueueBytes are queued, until it returns std::nullopt.  Order is
+    // kept: messages Sent (or streams started) later go out after this
+    // stream's last message.  `next` must not call into this Conn.  A closed
+    // connection destroys pending producers without calling them.
+    static constexpr size_t kStreamQueueBytes = 8u << 20;
+    using Producer = std::function<std::optional<std::vector<uint8_t>>()>;
+    void SendStream(Producer next);
+
     // Flow control for a long stream of messages (an ownership snapshot):
     // calls `fn` once, from the main loop, when the output queue has drained
     // to `low_water` bytes or less.  Replaces an earlier registration; a
     // closed connection never calls it.  `fn` may Send() and register again.
     // REQUIRES: queued_bytes() > low_water (else nothing would wake it).
     void WhenDrained(size_t low_water, std::function<void()> fn);
-    size_t queued_bytes() const { return queued_; }
+    // Bytes waiting to be written (not counting streams not produced yet).
+    size_t queued_bytes() const { return queued_ + later_bytes_; }
 
     // Sends an ERROR for `why` (best effort) and closes.
     void Fail(const Status &why, uint16_t ref_type = 0);
@@ -101,6 +113,9 @@ class Conn {
     static gboolean OnIo(gint fd, GIOCondition cond, gpointer self);
     void ReadSome();
     void Flush();
+    // Moves messages from later_ to out_ while under kStreamQueueBytes.
+    void Refill();
+    void Enqueue(std::vector<uint8_t> msg, int fd);
     void UpdateWatch();
 
     os::UniqueFd fd_;
@@ -117,6 +132,15 @@ class Conn {
     GIOCondition watch_cond_ = GIOCondition(0);
     std::deque<Out> out_;
     size_t queued_ = 0;
+    // Behind a stream: producers and the messages sent after them, in
+    // order.  later_bytes_ counts those messages' bytes (for the bound).
+    struct Later {
+        Producer next;              // a stream, or
+        std::vector<uint8_t> msg;   // one message
+        int fd = -1;                // its fd (owned dup)
+    };
+    std::deque<Later> later_;
+    size_t later_bytes_ = 0;
     bool closed_ = false;
     bool delivering_ = false;
     int corked_ = 0;

@@ -593,33 +593,53 @@ void Daemon::OnRelease(Client *c, const Frame &f) {
         StartOwnerRelease(s, L, who, f.hdr.tag, std::move(diffs));
         return;
     }
-    SendWritebacks(s, DSHM_MSG_P_RELEASE, L, c, diffs);
+    SendWritebacks(s, DSHM_MSG_P_RELEASE, L, c, std::move(diffs));
+}
+
+std::vector<uint8_t> Daemon::EncodeWriteback(const std::string &segment, const Diff &d) {
+    dshm_writeback w = {};
+    SetName(w.segment, segment);
+    w.page = d.page;
+    w.encoding = d.encoding;
+    return EncodeMsg(DSHM_MSG_WRITEBACK, 0, w, d.data.data(), d.data.size());
 }
 
 void Daemon::SendWritebacks(Segment *s, uint16_t type, uint32_t lock, Client *c,
-                            const std::vector<Diff> &diffs) {
-    // One burst: gathered writes instead of a send() per page (Conn::Cork).
-    // The Conn outlives a close inside the burst (deferred deletion).
-    Peer *op = FindPeer(s->owner);
-    Conn *burst = op && op->up && op->conn && !op->conn->closed() ? op->conn.get() : nullptr;
-    if (burst)
-        burst->Cork();
-    for (const auto &d : diffs) {
-        dshm_writeback w = {};
-        SetName(w.segment, s->cfg.name);
-        w.page = d.page;
-        w.encoding = d.encoding;
-        SendPeer(s->owner, EncodeMsg(DSHM_MSG_WRITEBACK, 0, w, d.data.data(), d.data.size()));
-    }
+                            std::vector<Diff> diffs) {
     dshm_p_release m = {};
     SetName(m.segment, s->cfg.name);
     m.lock_id = lock;
     m.host_id = cfg_.host_id;
     m.client_id = c->id;
     m.npages = static_cast<uint32_t>(diffs.size());
-    SendPeer(s->owner, EncodeMsg(type, 0, m));
-    if (burst)
-        burst->Uncork();
+    std::vector<uint8_t> tail = EncodeMsg(type, 0, m);
+    Peer *op = FindPeer(s->owner);
+    if (!op || !op->up || !op->conn || op->conn->closed()) {
+        // Queued for the connection to come (SendPeer).
+        for (const auto &d : diffs)
+            SendPeer(s->owner, EncodeWriteback(s->cfg.name, d));
+        SendPeer(s->owner, std::move(tail));
+        return;
+    }
+    // A stream: the WRITEBACKs are encoded as the connection drains (a
+    // release may carry the whole segment, far more than a connection may
+    // queue), then the P_RELEASE; messages sent to the owner later follow it.
+    struct Stream {
+        std::string segment;
+        std::vector<Diff> diffs;
+        std::vector<uint8_t> tail;
+        size_t next = 0;
+        bool tail_sent = false;
+    };
+    auto st = std::make_shared<Stream>(Stream{s->cfg.name, std::move(diffs), std::move(tail)});
+    op->conn->SendStream([st]() -> std::optional<std::vector<uint8_t>> {
+        if (st->next < st->diffs.size())
+            return EncodeWriteback(st->segment, st->diffs[st->next++]);
+        if (st->tail_sent)
+            return std::nullopt;
+        st->tail_sent = true;
+        return std::move(st->tail);
+    });
 }
 
 // ---------------------------------------------------------------- migration
@@ -656,7 +676,7 @@ void Daemon::MaybeFlush(Client *c) {
         StartOwnerRelease(s, 0, Holder{cfg_.host_id, c->id}, *c->migrate_tag, std::move(diffs),
                           true);
     } else {
-        SendWritebacks(s, DSHM_MSG_P_FLUSH, 0, c, diffs);
+        SendWritebacks(s, DSHM_MSG_P_FLUSH, 0, c, std::move(diffs));
     }
 }
 

@@ -296,9 +296,11 @@ class Daemon {
     std::vector<Diff> CollectDirty(Client *c, uint32_t *bytes);
     void StartOwnerRelease(Segment *s, uint32_t lock, Holder who, uint32_t reply_tag,
                            std::vector<Diff> diffs, bool flush = false);
-    // Non-owner: WRITEBACKs then P_RELEASE (or P_FLUSH) to the owner, in one burst.
+    // Non-owner: WRITEBACKs then P_RELEASE (or P_FLUSH) to the owner, as a
+    // stream encoded while the connection drains (Conn::SendStream).
     void SendWritebacks(Segment *s, uint16_t type, uint32_t lock, Client *c,
-                        const std::vector<Diff> &diffs);
+                        std::vector<Diff> diffs);
+    static std::vector<uint8_t> EncodeWriteback(const std::string &segment, const Diff &d);
     // The owner's side of P_RELEASE and P_FLUSH.
     void OnPRelease(Peer *p, const Frame &f, bool flush);
     void AckOwnerRelease(uint32_t id, uint32_t host, int delta);

@@ -1,0 +1,170 @@
+// Unit tests for conn.h: streams (SendStream) keep the output queue bounded
+// and keep message order; WhenDrained fires once the queue has drained; a
+// closed connection drops its producers.  The far end is a plain socket of a
+// socketpair, read by a FrameReader as a peer would.
+#include "conn.h"
+
+#include <glib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "frame.h"
+
+// check.h defines a fail() macro: it must follow the C++ headers.
+#include "../tests/unit/check_main.h"
+
+using namespace dshm;
+
+namespace {
+
+std::vector<uint8_t> PageMsg(uint32_t page) {
+    dshm_page m = {};
+    memcpy(m.segment, "s", 2);
+    m.page = page;
+    std::vector<uint8_t> data(DSHM_PAGE_SIZE, static_cast<uint8_t>(page * 31));
+    return EncodeMsg(DSHM_MSG_PAGE, page, m, data.data(), data.size());
+}
+
+// One end wrapped in a Conn, the other read by hand.
+struct Pair {
+    std::unique_ptr<Conn> conn;
+    int far = -1;
+    FrameReader reader{Channel::kPeer, Receiver::kDaemon, ClientRole::kUnknown};
+    std::vector<uint32_t> pages;  // tags of the PAGE frames received, in order
+    int closes = 0;
+    size_t max_queued = 0;
+
+    Pair() {
+        int sv[2];
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        int small = 256 << 10;  // a small socket: the queue, not the kernel, holds the data
+        setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+        setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        far = sv[1];
+        conn = std::make_unique<Conn>(os::UniqueFd(sv[0]), Channel::kPeer, Receiver::kDaemon,
+                                      ClientRole::kUnknown, "test");
+        conn->Start([](Frame &&) {}, [this](const Status &) { closes++; });
+        dshm_hello h = {};
+        h.version = DSHM_PROTO_VERSION;
+        h.role = DSHM_ROLE_PEER;
+        h.host_id = 1;
+        conn->Send(EncodeMsg(DSHM_MSG_HELLO, 0, h));
+    }
+    ~Pair() {
+        if (far >= 0)
+            close(far);
+    }
+    // Runs the main loop and reads the far end until `want` frames arrived
+    // or nothing moves for a while.
+    void Pump(size_t want) {
+        uint8_t buf[64 << 10];
+        int idle = 0;
+        while (pages.size() < want && idle < 200) {
+            while (g_main_context_iteration(nullptr, FALSE)) {
+            }
+            max_queued = std::max(max_queued, conn->queued_bytes());
+            ssize_t n = recv(far, buf, sizeof buf, MSG_DONTWAIT);
+            if (n <= 0) {
+                idle++;
+                g_usleep(1000);
+                continue;
+            }
+            idle = 0;
+            reader.Feed(buf, static_cast<size_t>(n));
+            for (;;) {
+                std::optional<Frame> f;
+                Status st = reader.Next(&f);
+                ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+                if (!f)
+                    break;
+                if (f->hdr.type == DSHM_MSG_PAGE)
+                    pages.push_back(f->hdr.tag);
+            }
+        }
+    }
+};
+
+}  // namespace
+
+START_TEST(stream_is_bounded_and_ordered) {
+    Pair p;
+    // 100 MiB of pages: far over kMaxQueuedBytes if it were queued at once.
+    const uint32_t n = (100u << 20) / DSHM_PAGE_SIZE;
+    auto next = std::make_shared<uint32_t>(1);
+    p.conn->Send(PageMsg(0));
+    p.conn->SendStream([next, n]() -> std::optional<std::vector<uint8_t>> {
+        if (*next > n)
+            return std::nullopt;
+        return PageMsg((*next)++);
+    });
+    p.conn->Send(PageMsg(n + 1));  // behind the stream
+    const size_t bound = Conn::kStreamQueueBytes + 2 * (DSHM_PAGE_SIZE + 64);
+    ck_assert_uint_le(p.conn->queued_bytes(), bound);
+    p.Pump(n + 2);
+    ck_assert_int_eq(p.closes, 0);
+    ck_assert(!p.conn->closed());
+    ck_assert_uint_eq(p.pages.size(), n + 2);
+    for (uint32_t i = 0; i < p.pages.size(); i++)
+        ck_assert_uint_eq(p.pages[i], i);
+    ck_assert_uint_le(p.max_queued, bound);
+    ck_assert_uint_eq(p.conn->queued_bytes(), 0);
+}
+END_TEST
+
+START_TEST(when_drained_fires_once_below_low_water) {
+    Pair p;
+    for (uint32_t i = 0; i < 2048; i++)  // 8 MiB
+        p.conn->Send(PageMsg(i));
+    ck_assert_uint_gt(p.conn->queued_bytes(), 1u << 20);
+    int calls = 0;
+    size_t at_call = 0;
+    p.conn->WhenDrained(1u << 20, [&] {
+        calls++;
+        at_call = p.conn->queued_bytes();
+    });
+    p.Pump(2048);
+    ck_assert_uint_eq(p.pages.size(), 2048);
+    ck_assert_int_eq(calls, 1);
+    ck_assert_uint_le(at_call, 1u << 20);
+}
+END_TEST
+
+START_TEST(closed_connection_drops_its_stream) {
+    Pair p;
+    auto alive = std::make_shared<int>(0);
+    std::weak_ptr<int> watch = alive;
+    p.conn->SendStream([alive]() -> std::optional<std::vector<uint8_t>> {
+        return PageMsg(7);  // endless
+    });
+    alive.reset();
+    ck_assert(!watch.expired());  // the producer holds it
+    close(p.far);                 // the peer goes away
+    p.far = -1;
+    for (int i = 0; i < 200 && !p.conn->closed(); i++) {
+        while (g_main_context_iteration(nullptr, FALSE)) {
+        }
+        g_usleep(1000);
+    }
+    ck_assert(p.conn->closed());
+    ck_assert_int_eq(p.closes, 1);
+    ck_assert(watch.expired());  // the producer was destroyed, not called on
+    p.conn->Send(PageMsg(8));     // a no-op once closed
+    ck_assert_uint_eq(p.conn->queued_bytes(), 0);
+}
+END_TEST
+
+int main() {
+    Suite *s = suite_create("hostd/conn");
+    TCase *tc = tcase_create("output");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, stream_is_bounded_and_ordered);
+    tcase_add_test(tc, when_drained_fires_once_below_low_water);
+    tcase_add_test(tc, closed_connection_drops_its_stream);
+    suite_add_tcase(s, tc);
+    return RunSuite(s);
+}
