@@ -830,7 +830,10 @@ void Daemon::Tombstone(Client *c) {
 }
 
 void Daemon::DropLocalCopy(Segment *s) {
-    if (IsOwner(s) || !s->clients.empty() || !s->memfd.valid())
+    // Not during a move: this host may be about to own the segment (the
+    // pages streaming in are then the only copy), or be handing it over
+    // (its pages are the snapshot).  EndMove calls again.
+    if (IsOwner(s) || s->moving || !s->clients.empty() || !s->memfd.valid())
         return;
     for (uint32_t p = 0; p < s->npages; p++) {
         if (s->pages->dirtiers(p))
@@ -1789,6 +1792,7 @@ void Daemon::EndMove(Segment *s) {
         if (Client *c = FindClient(cid))
             ReplayHeldBack(c);
     }
+    DropLocalCopy(s);  // its last VM may have left during the move
 }
 
 void Daemon::SendOwnMoved(Peer *p, Segment *s, const std::string &reason) {

@@ -6,6 +6,8 @@
 #     four times the bound of a connection's output queue);
 #   - vmB migrates h2 -> h3: ownership moves h1 -> h3, the snapshot streams
 #     every page to h3 while h1 keeps serving;
+#   - the destination's only client leaves while the pages stream in (as
+#     a VM destroyed right after its migration): the new owner keeps them;
 #   - every host agrees on the owner, the old owner logged one outcome (the
 #     hand-over), and every byte reads back on every host.
 source "$(dirname "$0")/lib/common.sh"
@@ -44,6 +46,7 @@ sleep 0.6  # a report period or two: the owner sees vmB as the dominant user
 step "vmB migrates h2 -> h3: ownership of the 256 MiB segment moves h1 -> h3"
 t0=$(date +%s%N)
 migrate vmB h3 vmB2 vmB
+ask_ok vmB2 "quit" >/dev/null  # gone while the move streams its pages to h3
 for h in h1 h2 h3; do
     for i in $(seq 1 300); do [ "$(dshm_stat $h big owner)" = 3 ] && break; sleep 0.1; done
     assert_eq "$(dshm_stat $h big owner)" 3 "owner as seen on $h"
@@ -59,11 +62,17 @@ if grep -qi "not reading\|output queue" "$(tb_log h1 dshmd)" "$(tb_log h2 dshmd)
     fail "a connection overflowed its output queue"
 fi
 
+assert_match "$(cat "$(tb_log h3 dshmd)")" "this host is the owner now \(was host 1; 65536 page" \
+    "h3 received every page"
+assert_eq "$(dshm_stat h3 big valid_pages)" 65536 "pages held by the new owner h3"
+assert_eq "$(dshm_stat h2 big local_copy)" False "h2 (no VM left) dropped its copy"
+
 step "every byte reads back on every host; the new owner serves the next release"
-assert_match "$(ask vmB2 "verify 0 $SIZE 11" 240)" "^ok" "h3 (new owner) reads all 256 MiB"
-ask_ok vmB2 "acquire 0" >/dev/null
-ask_ok vmB2 "fill 4096 8192 12" >/dev/null
-ask_ok vmB2 "release 0" >/dev/null
+dshm_script h3 vmB3 big vmB
+assert_match "$(ask vmB3 "verify 0 $SIZE 11" 240)" "^ok" "h3 (new owner) reads all 256 MiB"
+ask_ok vmB3 "acquire 0" >/dev/null
+ask_ok vmB3 "fill 4096 8192 12" >/dev/null
+ask_ok vmB3 "release 0" >/dev/null
 ask_ok vmA "acquire 0" >/dev/null
 assert_match "$(ask vmA "verify 4096 8192 12")" "^ok" "h1 reads h3's new release"
 assert_match "$(ask vmA "verify 12288 $((SIZE - 12288)) 11" 240)" "^ok" "h1 still reads the rest"

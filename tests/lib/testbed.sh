@@ -239,8 +239,9 @@ tb_teardown() {
     local rc=$?
     trap - EXIT INT TERM
     local h pid1
-    # Keep the hosts' logs of a failed run (tests/run.sh sets TB_ARTIFACTS).
-    if [ "$rc" != 0 ] && [ -n "${TB_ARTIFACTS:-}" ]; then
+    # Keep the hosts' logs of a failed run (tests/run.sh sets TB_ARTIFACTS),
+    # or of every run with TB_KEEP_LOGS=1.
+    if { [ "$rc" != 0 ] || [ -n "${TB_KEEP_LOGS:-}" ]; } && [ -n "${TB_ARTIFACTS:-}" ]; then
         for h in "${TB_HOSTS[@]}"; do
             mkdir -p "$TB_ARTIFACTS/$h"
             cp "$TB_STATE/$h/"*.log "$TB_STATE/$h/"*.err "$TB_ARTIFACTS/$h/" 2>/dev/null || true
