@@ -2236,7 +2236,9 @@ std::vector<MergedVm> Daemon::MergedView(Segment *s) {
 void Daemon::OnVmArrived(Segment *s, const VmId &vm, uint32_t from, uint32_t host) {
     if (s->moving)
         return;
-    std::vector<Classification> cls = Classify(MergedView(s), cfg_.policy);
+    std::vector<MergedVm> view = MergedView(s);
+    MarkAttached(&view, vm, host);  // it is there now, whatever the last reports say
+    std::vector<Classification> cls = Classify(view, cfg_.policy);
     Decision d = DecideOnMigration(s->cfg.name, vm, from, host, s->owner, cls,
                                    cfg_.policy);
     g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "DSHM_SEGMENT", s->cfg.name.c_str(),
@@ -2354,7 +2356,7 @@ std::string Daemon::StatusJson(uint32_t what) {
                 add("events", cl.events);
                 json_builder_set_member_name(b, "share");
                 json_builder_add_double_value(b, cl.share);
-                str("link", cl.strong ? "strong" : "weak");
+                str("link", cl.gone ? "gone" : cl.strong ? "strong" : "weak");
                 json_builder_set_member_name(b, "most_active");
                 json_builder_add_boolean_value(b, cl.most_active);
                 str("reason", cl.reason);

@@ -346,12 +346,20 @@ std::vector<std::string> ClusterView::Segments() const {
 std::vector<Classification> Classify(const std::vector<MergedVm> &vms, const PolicyConfig &p) {
     std::vector<Classification> out;
     uint64_t sum = 0;
-    for (const MergedVm &m : vms)
-        sum += m.window.events();
+    for (const MergedVm &m : vms) {
+        if (!m.AttachedAt().empty())
+            sum += m.window.events();
+    }
     for (const MergedVm &m : vms) {
         Classification c;
         c.vm = m.vm;
         c.events = m.window.events();
+        if (m.AttachedAt().empty()) {
+            c.gone = true;
+            c.reason = "gone (attached nowhere): " + EventsIn(c.events, p) + ", not weighed";
+            out.push_back(std::move(c));
+            continue;
+        }
         // Exact at the threshold: a decimal threshold and a quotient equal to
         // it round to the same double.
         c.share = sum == 0 ? 0.0 : static_cast<double>(c.events) / static_cast<double>(sum);
@@ -376,11 +384,34 @@ std::vector<Classification> Classify(const std::vector<MergedVm> &vms, const Pol
             return a.events > b.events;
         return a.vm.Key() < b.vm.Key();
     });
-    if (!out.empty() && out[0].events > 0) {
-        out[0].most_active = true;
-        out[0].reason += ", the most active VM";
+    for (Classification &c : out) {
+        if (c.gone)
+            continue;
+        if (c.events > 0) {
+            c.most_active = true;
+            c.reason += ", the most active VM";
+        }
+        break;
     }
     return out;
+}
+
+void MarkAttached(std::vector<MergedVm> *vms, const VmId &vm, uint32_t host) {
+    const std::string key = vm.Key();
+    for (MergedVm &m : *vms) {
+        if (m.vm.Key() != key)
+            continue;
+        for (HostActivity &h : m.hosts) {
+            if (h.host == host) {
+                h.attached = true;
+                return;
+            }
+        }
+        m.hosts.push_back(HostActivity{host, true, Activity{}});
+        std::sort(m.hosts.begin(), m.hosts.end(),
+                  [](const HostActivity &a, const HostActivity &b) { return a.host < b.host; });
+        return;
+    }
 }
 
 const Classification *FindVm(const std::vector<Classification> &cls, const VmId &vm) {

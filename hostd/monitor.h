@@ -302,6 +302,7 @@ struct Classification {
     double share = 0;     // events / the segment's events, 0..1 (0 if the segment has none)
     bool strong = false;  // strongly linked; otherwise weakly linked
     bool most_active = false;
+    bool gone = false;  // attached nowhere: only its old window remains
     std::string reason;  // one line, e.g. "strongly linked: 1234 events in 60 s (85% of the
                          // segment's), the most active VM"
 };
@@ -311,11 +312,21 @@ struct Classification {
 //     AND events > 0 (a VM without events is never strongly linked, whatever
 //     the thresholds);
 //   - most_active: the VM with the most events; on a tie, the smallest Key()
-//     (deterministic, the same on every host); none when every VM has 0.
+//     (deterministic, the same on every host); none when every VM has 0;
+//   - gone: a VM attached nowhere (destroyed, or its QEMU exited) is listed
+//     with its figures but is neither strong nor most active, and its events
+//     are not in the segment's sum: the policy weighs the VMs that use the
+//     segment now.  (A migrating VM stays attached at its source until the
+//     destination has adopted it; the caller marks an arriving VM attached,
+//     MarkAttached.)
 // `vms` is the whole segment (the shares are relative to its sum); its VMs
 // have distinct keys.  The result has one entry per VM, ordered by events
 // decreasing, then Key() increasing (the most active VM first).
 std::vector<Classification> Classify(const std::vector<MergedVm> &vms, const PolicyConfig &p);
+
+// Marks `vm` attached at `host` in `vms` (a VM that just arrived there,
+// before the host's next report says so).  No-op when `vm` is not listed.
+void MarkAttached(std::vector<MergedVm> *vms, const VmId &vm, uint32_t host);
 
 // The classification of `vm` in `cls`, or nullptr.
 const Classification *FindVm(const std::vector<Classification> &cls, const VmId &vm);

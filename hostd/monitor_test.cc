@@ -406,6 +406,36 @@ START_TEST(migration_decision_table) {
 }
 END_TEST
 
+START_TEST(gone_vms_are_not_weighed) {
+    PolicyConfig p;  // 100 events, 25 %
+    // A destroyed VM's window outweighs everyone: it must not win.
+    std::vector<MergedVm> vms = {Vm(Named("gone"), 5000, std::nullopt), Vm(Named("a"), 200, 2),
+                                 Vm(Named("b"), 100, 3)};
+    auto c = Classify(vms, p);
+    ck_assert_uint_eq(c.size(), 3);
+    const Classification *g = FindVm(c, Named("gone"));
+    ck_assert(g && g->gone && !g->strong && !g->most_active);
+    StrEq(g->reason, "gone (attached nowhere): 5000 events in 60 s, not weighed");
+    const Classification *a = FindVm(c, Named("a"));
+    ck_assert(a->most_active && a->strong && !a->gone);
+    ck_assert(FindVm(c, Named("b"))->strong);  // 100 of 300: 33 %, the gone VM not counted
+    Decision d = DecideOnMigration("s", Named("a"), 2, 4, 1, c, p);
+    ck_assert(d.move);
+    // A VM whose reports say it is attached nowhere yet, that just arrived
+    // at host 4 (its ADOPT): marked there, it is weighed again.
+    std::vector<MergedVm> arriving = {Vm(Named("m"), 500, std::nullopt), Vm(Named("o"), 100, 1)};
+    ck_assert(FindVm(Classify(arriving, p), Named("m"))->gone);
+    MarkAttached(&arriving, Named("m"), 4);
+    ck_assert_uint_eq(arriving[0].AttachedAt().size(), 1);
+    ck_assert_uint_eq(arriving[0].AttachedAt()[0], 4);
+    ck_assert_uint_eq(arriving[0].window.events(), 500);  // its figures are unchanged
+    c = Classify(arriving, p);
+    ck_assert(FindVm(c, Named("m"))->most_active && FindVm(c, Named("m"))->strong);
+    MarkAttached(&arriving, Named("nobody"), 4);  // not listed: no-op
+    ck_assert_uint_eq(arriving.size(), 2);
+}
+END_TEST
+
 START_TEST(advice_ranking) {
     PolicyConfig p;
     p.strong_min_share = 0.1;
@@ -436,7 +466,7 @@ START_TEST(advice_ranking) {
     ck_assert(adv[2].kind == Advice::Kind::kMoveVm && adv[2].to_host == 1);
     StrEq(adv[2].reason,
           "VM b on segment s is on host 3, the owner is host 1 (strongly linked: 800 events in "
-          "60 s (14.6% of the segment's)): moving it to host 1 makes its faults, write-backs and "
+          "60 s (16.8% of the segment's)): moving it to host 1 makes its faults, write-backs and "
           "lock round trips local (800 events)");
 
     // The owner host is quiet: ownership should follow the most active VM,
@@ -486,6 +516,7 @@ int main() {
     tcase_add_test(tc, classification_share_and_window);
     tcase_add_test(tc, most_active_and_ties);
     tcase_add_test(tc, migration_decision_table);
+    tcase_add_test(tc, gone_vms_are_not_weighed);
     tcase_add_test(tc, advice_ranking);
     suite_add_tcase(s, tc);
     return RunSuite(s);
