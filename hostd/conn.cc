@@ -56,8 +56,10 @@ void Conn::Start(FrameFn on_frame, CloseFn on_close) {
 void Conn::UpdateWatch() {
     if (closed_)
         return;
-    GIOCondition want = GIOCondition(G_IO_IN | G_IO_HUP | G_IO_ERR |
-                                     (out_.empty() && later_.empty() ? 0 : G_IO_OUT));
+    // G_IO_OUT also while a drain callback waits: the queue may have been
+    // emptied by a Flush outside OnIo, and OnIo is where it is called.
+    const bool want_out = !out_.empty() || !later_.empty() || on_drained_;
+    GIOCondition want = GIOCondition(G_IO_IN | G_IO_HUP | G_IO_ERR | (want_out ? G_IO_OUT : 0));
     if (watch_ && want == watch_cond_)
         return;
     if (watch_)
@@ -77,6 +79,7 @@ gboolean Conn::OnIo(gint, GIOCondition cond, gpointer p) {
         if (self->on_drained_ && !self->closed_ && self->queued_bytes() <= self->drain_low_) {
             auto fn = std::move(self->on_drained_);
             self->on_drained_ = nullptr;
+            self->UpdateWatch();
             fn();
         }
     }
@@ -215,6 +218,7 @@ void Conn::WhenDrained(size_t low_water, std::function<void()> fn) {
         return;
     drain_low_ = low_water;
     on_drained_ = std::move(fn);
+    UpdateWatch();
 }
 
 void Conn::Uncork() {

@@ -86,7 +86,8 @@ class Conn {
     // calls `fn` once, from the main loop, when the output queue has drained
     // to `low_water` bytes or less.  Replaces an earlier registration; a
     // closed connection never calls it.  `fn` may Send() and register again.
-    // REQUIRES: queued_bytes() > low_water (else nothing would wake it).
+    // It is called from the main loop even when the queue is below
+    // low_water already, or is emptied by a write outside the main loop.
     void WhenDrained(size_t low_water, std::function<void()> fn);
     // Bytes waiting to be written (not counting streams not produced yet).
     size_t queued_bytes() const { return queued_ + later_bytes_; }

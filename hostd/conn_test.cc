@@ -134,6 +134,42 @@ START_TEST(when_drained_fires_once_below_low_water) {
 }
 END_TEST
 
+START_TEST(when_drained_fires_after_a_flush_outside_the_loop) {
+    Pair p;
+    for (uint32_t i = 0; i < 2048; i++)  // 8 MiB
+        p.conn->Send(PageMsg(i));
+    int calls = 0;
+    p.conn->WhenDrained(1u << 20, [&] { calls++; });
+    // The queue empties through writes made by a handler (Uncork), not by
+    // the main loop's writable callback; the far end reads without it.
+    uint8_t buf[64 << 10];
+    for (int i = 0; i < 100000 && p.conn->queued_bytes() > 0; i++) {
+        while (recv(p.far, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+        }
+        p.conn->Cork();
+        p.conn->Uncork();
+    }
+    ck_assert_uint_eq(p.conn->queued_bytes(), 0);
+    ck_assert_int_eq(calls, 0);
+    for (int i = 0; i < 50 && calls == 0; i++) {
+        while (recv(p.far, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+        }
+        while (g_main_context_iteration(nullptr, FALSE)) {
+        }
+        g_usleep(1000);
+    }
+    ck_assert_int_eq(calls, 1);
+    // Registered below the low-water mark: called on the next iteration.
+    p.conn->WhenDrained(1u << 20, [&] { calls++; });
+    for (int i = 0; i < 50 && calls == 1; i++) {
+        while (g_main_context_iteration(nullptr, FALSE)) {
+        }
+        g_usleep(1000);
+    }
+    ck_assert_int_eq(calls, 2);
+}
+END_TEST
+
 START_TEST(closed_connection_drops_its_stream) {
     Pair p;
     auto alive = std::make_shared<int>(0);
@@ -164,6 +200,7 @@ int main() {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, stream_is_bounded_and_ordered);
     tcase_add_test(tc, when_drained_fires_once_below_low_water);
+    tcase_add_test(tc, when_drained_fires_after_a_flush_outside_the_loop);
     tcase_add_test(tc, closed_connection_drops_its_stream);
     suite_add_tcase(s, tc);
     return RunSuite(s);

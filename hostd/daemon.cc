@@ -1351,7 +1351,7 @@ void Daemon::InstallPage(Segment *s, uint32_t page, const uint8_t *data,
         if (!c || !c->uffd.valid())
             continue;
         auto wp = os::WriteProtect(c->uffd.get(), c->base + uint64_t(page) * kPage, kPage, true);
-        if (!wp.ok())
+        if (!wp.ok() && wp.err() != ESRCH)  // ESRCH: the client exited, its close is queued
             g_warning("%s: protecting page %u before filling it: %s", c->conn->label().c_str(),
                       page, wp.error().what.c_str());
     }
