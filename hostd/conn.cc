@@ -93,12 +93,13 @@ gboolean Conn::OnIo(gint, GIOCondition cond, gpointer p) {
 }
 
 void Conn::ReadSome() {
-    uint8_t buf[64 * 1024];
     // A bounded number of reads per wake-up keeps one busy peer from
-    // starving the others.
-    for (int round = 0; round < 8 && !closed_; round++) {
+    // starving the others.  Each read goes straight into the FrameReader's
+    // buffer (no copy in between).
+    for (int round = 0; round < kMaxReadsPerWakeup && !closed_; round++) {
         std::vector<int> fds;
-        auto r = os::RecvWithFds(fd_.get(), buf, sizeof buf, &fds);
+        uint8_t *buf = reader_.Prepare(kReadBytes);
+        auto r = os::RecvWithFds(fd_.get(), buf, kReadBytes, &fds);
         if (!r.ok()) {
             if (r.err() == EAGAIN || r.err() == EINTR)
                 return;
@@ -113,7 +114,7 @@ void Conn::ReadSome() {
         }
         bytes_in_ += *r;
         reader_.AddFds(fds);
-        reader_.Feed(buf, *r);
+        reader_.Commit(*r);
         delivering_ = true;
         while (!closed_) {
             std::optional<Frame> f;
@@ -137,7 +138,7 @@ void Conn::ReadSome() {
             }
         }
         delivering_ = false;
-        if (*r < sizeof buf)
+        if (*r < kReadBytes)
             return;
     }
 }

@@ -64,7 +64,8 @@ class Conn {
     // Batching: between Cork() and Uncork(), Send() only queues (up to
     // kCorkFlushBytes, then it writes what it has); Uncork() writes the
     // queue with as few sendmsg() calls as possible.  Use it around a burst
-    // of messages sent from one handler (a release's WRITEBACKs): one
+    // of messages sent from one handler (an ownership move's pages; a
+    // release builds its WRITEBACKs into ~256 KiB buffers itself): one
     // gathered write per ~256 KiB instead of one send() (and, with
     // TCP_NODELAY, one TCP segment and one wake-up of the receiver) per
     // message.  Corks nest; the queue bound (kMaxQueuedBytes) is unchanged.
@@ -111,6 +112,10 @@ class Conn {
         size_t off = 0;
         int fd = -1;  // owned dup, sent with the first byte
     };
+    // Input: at most kMaxReadsPerWakeup reads of up to kReadBytes each per
+    // main-loop wake-up.
+    static constexpr size_t kReadBytes = 256u << 10;
+    static constexpr int kMaxReadsPerWakeup = 8;
     static gboolean OnIo(gint fd, GIOCondition cond, gpointer self);
     void ReadSome();
     void Flush();

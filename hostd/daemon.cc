@@ -535,9 +535,7 @@ void Daemon::OnAcquire(Client *c, const Frame &f) {
     SendPeer(s->owner, EncodeMsg(DSHM_MSG_P_ACQUIRE, 0, m));
 }
 
-std::vector<Daemon::Diff> Daemon::CollectDirty(Client *c, uint32_t *bytes) {
-    Segment *s = c->seg;
-    std::vector<Diff> out;
+std::vector<uint32_t> Daemon::ProtectDirty(Client *c) {
     // Invariant W first: write-protect all of c's dirty pages, one ioctl per
     // run of consecutive pages (a per-page ioctl, each with its own TLB
     // flush, cost ~1.3 µs a page), then diff them in page order.  A write
@@ -557,6 +555,23 @@ std::vector<Daemon::Diff> Daemon::CollectDirty(Client *c, uint32_t *bytes) {
         }
         i = j;
     }
+    c->dirty.clear();
+    return pages;
+}
+
+void Daemon::AccountWriteback(Client *c, uint64_t pages, uint64_t bytes) {
+    Segment *s = c->seg;
+    s->stats.pages_written_back += pages;
+    s->stats.bytes_written_back += bytes;
+    c->stats.pages_written_back += pages;
+    c->stats.bytes_written_back += bytes;
+    Record(c, Activity{.pages_written_back = pages, .bytes_written_back = bytes});
+}
+
+std::vector<Daemon::Diff> Daemon::CollectDirty(Client *c, uint32_t *bytes) {
+    Segment *s = c->seg;
+    std::vector<Diff> out;
+    std::vector<uint32_t> pages = ProtectDirty(c);
     out.reserve(pages.size());
     for (uint32_t p : pages) {
         Diff d;
@@ -567,16 +582,19 @@ std::vector<Daemon::Diff> Daemon::CollectDirty(Client *c, uint32_t *bytes) {
         if (d.encoding)
             out.push_back(std::move(d));
     }
-    c->dirty.clear();
     *bytes = 0;
     for (const auto &d : out)
         *bytes += d.data.size();
-    s->stats.pages_written_back += out.size();
-    s->stats.bytes_written_back += *bytes;
-    c->stats.pages_written_back += out.size();
-    c->stats.bytes_written_back += *bytes;
-    Record(c, Activity{.pages_written_back = out.size(), .bytes_written_back = *bytes});
+    AccountWriteback(c, out.size(), *bytes);
     return out;
+}
+
+std::vector<Daemon::DiffRef> Daemon::RefsOf(const std::vector<Diff> &diffs) {
+    std::vector<Daemon::DiffRef> refs;
+    refs.reserve(diffs.size());
+    for (const auto &d : diffs)
+        refs.push_back({d.page, d.encoding, d.data});
+    return refs;
 }
 
 void Daemon::OnRelease(Client *c, const Frame &f) {
@@ -585,61 +603,111 @@ void Daemon::OnRelease(Client *c, const Frame &f) {
         return LockFailed(c, L, f.hdr.tag, st);
     c->migrating_out = false;  // it runs again (a migration that failed)
     Segment *s = c->seg;
-    uint32_t bytes = 0;
-    std::vector<Diff> diffs = CollectDirty(c, &bytes);
-    c->pending[L] = PendingLock{true, f.hdr.tag, static_cast<uint32_t>(diffs.size()), bytes};
-    Holder who{cfg_.host_id, c->id};
     if (IsOwner(s)) {
-        StartOwnerRelease(s, L, who, f.hdr.tag, std::move(diffs));
+        uint32_t bytes = 0;
+        std::vector<Diff> diffs = CollectDirty(c, &bytes);
+        c->pending[L] = PendingLock{true, f.hdr.tag, static_cast<uint32_t>(diffs.size()), bytes};
+        StartOwnerRelease(s, L, Holder{cfg_.host_id, c->id}, f.hdr.tag, RefsOf(diffs));
         return;
     }
-    SendWritebacks(s, DSHM_MSG_P_RELEASE, L, c, std::move(diffs));
+    // Pending before the burst: an owner lost during it fails the release.
+    c->pending[L] = PendingLock{true, f.hdr.tag, 0, 0};
+    const uint32_t id = c->id;
+    uint32_t pages = 0, bytes = 0;
+    SendWritebacks(c, DSHM_MSG_P_RELEASE, L, &pages, &bytes);
+    if (Client *still = FindClient(id)) {
+        auto it = still->pending.find(L);
+        if (it != still->pending.end() && it->second.release) {
+            it->second.pages = pages;
+            it->second.bytes = bytes;
+        }
+    }
 }
 
-std::vector<uint8_t> Daemon::EncodeWriteback(const std::string &segment, const Diff &d) {
+void Daemon::SendWritebacks(Client *c, uint16_t type, uint32_t lock, uint32_t *pages_out,
+                            uint32_t *bytes_out) {
+    Segment *s = c->seg;
+    const uint32_t client_id = c->id;
+    const std::vector<uint32_t> pages = ProtectDirty(c);
+    // The connection the burst starts on: if it closes during the burst,
+    // the owner never sees this release's P_RELEASE (OnPeerClosed failed
+    // the request); the rest is not queued for a later connection, where a
+    // partial release would be a protocol error.  The Conn outlives a close
+    // inside the burst (deferred deletion).
+    Peer *op = FindPeer(s->owner);
+    Conn *conn = op && op->up && op->conn && !op->conn->closed() ? op->conn.get() : nullptr;
     dshm_writeback w = {};
-    SetName(w.segment, segment);
-    w.page = d.page;
-    w.encoding = d.encoding;
-    return EncodeMsg(DSHM_MSG_WRITEBACK, 0, w, d.data.data(), d.data.size());
-}
-
-void Daemon::SendWritebacks(Segment *s, uint16_t type, uint32_t lock, Client *c,
-                            std::vector<Diff> diffs) {
+    SetName(w.segment, s->cfg.name);
+    constexpr size_t kHdr = sizeof(dshm_hdr);
+    constexpr size_t kFrameMax = kHdr + sizeof w + kMaxEncodedDiff;
+    std::vector<uint8_t> chunk;
+    // Chunks go out at once while the connection's queue is short; past
+    // Conn::kStreamQueueBytes the rest waits here and is handed over as a
+    // stream (Conn::SendStream) that refills the queue as it drains: a
+    // release may carry the whole segment, far more than a connection may
+    // queue.  Whatever is sent to the owner afterwards follows it.
+    auto rest = std::make_shared<std::deque<std::vector<uint8_t>>>();
+    auto flush = [&]() {
+        if (chunk.empty())
+            return;
+        if (!conn)
+            SendPeer(s->owner, std::move(chunk));
+        else if (!rest->empty() || conn->queued_bytes() >= Conn::kStreamQueueBytes)
+            rest->push_back(std::move(chunk));
+        else if (!conn->closed())
+            conn->Send(std::move(chunk));
+        chunk = std::vector<uint8_t>();
+    };
+    uint32_t n = 0, bytes = 0;
+    for (uint32_t p : pages) {
+        if (chunk.capacity() == 0)
+            chunk.reserve(kWritebackChunk + kFrameMax);
+        // The frame is built in place: header and dshm_writeback, then the
+        // diff encoded straight after them.
+        const size_t start = chunk.size();
+        chunk.resize(start + kFrameMax);
+        uint8_t *frame = chunk.data() + start;
+        size_t len = 0;
+        Trace("release-pre", client_id, p, s->pages->dirtiers(p), s->Page(p), s->pages->twin(p));
+        w.encoding = s->pages->ReleaseDirty(p, s->Page(p), frame + kHdr + sizeof w, &len);
+        Trace("release-diff", client_id, p, static_cast<uint32_t>(len));
+        if (!w.encoding) {
+            chunk.resize(start);
+            continue;
+        }
+        w.page = p;
+        const dshm_hdr hdr = {DSHM_MAGIC, DSHM_MSG_WRITEBACK, 0,
+                              static_cast<uint32_t>(sizeof w + len), 0};
+        memcpy(frame, &hdr, kHdr);
+        memcpy(frame + kHdr, &w, sizeof w);
+        chunk.resize(start + kHdr + sizeof w + len);
+        n++;
+        bytes += static_cast<uint32_t>(len);
+        if (chunk.size() >= kWritebackChunk)
+            flush();
+    }
     dshm_p_release m = {};
     SetName(m.segment, s->cfg.name);
     m.lock_id = lock;
     m.host_id = cfg_.host_id;
-    m.client_id = c->id;
-    m.npages = static_cast<uint32_t>(diffs.size());
-    std::vector<uint8_t> tail = EncodeMsg(type, 0, m);
-    Peer *op = FindPeer(s->owner);
-    if (!op || !op->up || !op->conn || op->conn->closed()) {
-        // Queued for the connection to come (SendPeer).
-        for (const auto &d : diffs)
-            SendPeer(s->owner, EncodeWriteback(s->cfg.name, d));
-        SendPeer(s->owner, std::move(tail));
-        return;
+    m.client_id = client_id;
+    m.npages = n;
+    const std::vector<uint8_t> tail = EncodeMsg(type, 0, m);
+    chunk.insert(chunk.end(), tail.begin(), tail.end());
+    flush();
+    if (!rest->empty() && !conn->closed()) {
+        conn->SendStream([rest]() -> std::optional<std::vector<uint8_t>> {
+            if (rest->empty())
+                return std::nullopt;
+            std::vector<uint8_t> next = std::move(rest->front());
+            rest->pop_front();
+            return next;
+        });
     }
-    // A stream: the WRITEBACKs are encoded as the connection drains (a
-    // release may carry the whole segment, far more than a connection may
-    // queue), then the P_RELEASE; messages sent to the owner later follow it.
-    struct Stream {
-        std::string segment;
-        std::vector<Diff> diffs;
-        std::vector<uint8_t> tail;
-        size_t next = 0;
-        bool tail_sent = false;
-    };
-    auto st = std::make_shared<Stream>(Stream{s->cfg.name, std::move(diffs), std::move(tail)});
-    op->conn->SendStream([st]() -> std::optional<std::vector<uint8_t>> {
-        if (st->next < st->diffs.size())
-            return EncodeWriteback(st->segment, st->diffs[st->next++]);
-        if (st->tail_sent)
-            return std::nullopt;
-        st->tail_sent = true;
-        return std::move(st->tail);
-    });
+    *pages_out = n;
+    *bytes_out = bytes;
+    if (Client *still = FindClient(client_id))
+        AccountWriteback(still, n, bytes);
 }
 
 // ---------------------------------------------------------------- migration
@@ -667,16 +735,22 @@ void Daemon::MaybeFlush(Client *c) {
             return;
     }
     Segment *s = c->seg;
-    uint32_t bytes = 0;
-    std::vector<Diff> diffs = CollectDirty(c, &bytes);
     c->flushing = true;
-    c->flush_pages = static_cast<uint32_t>(diffs.size());
-    c->flush_bytes = bytes;
     if (IsOwner(s)) {
-        StartOwnerRelease(s, 0, Holder{cfg_.host_id, c->id}, *c->migrate_tag, std::move(diffs),
-                          true);
-    } else {
-        SendWritebacks(s, DSHM_MSG_P_FLUSH, 0, c, std::move(diffs));
+        uint32_t bytes = 0;
+        std::vector<Diff> diffs = CollectDirty(c, &bytes);
+        c->flush_pages = static_cast<uint32_t>(diffs.size());
+        c->flush_bytes = bytes;
+        StartOwnerRelease(s, 0, Holder{cfg_.host_id, c->id}, *c->migrate_tag, RefsOf(diffs), true);
+        return;
+    }
+    c->flush_pages = c->flush_bytes = 0;
+    const uint32_t id = c->id;
+    uint32_t pages = 0, bytes = 0;
+    SendWritebacks(c, DSHM_MSG_P_FLUSH, 0, &pages, &bytes);
+    if (Client *still = FindClient(id); still && still->flushing) {
+        still->flush_pages = pages;
+        still->flush_bytes = bytes;
     }
 }
 
@@ -1482,7 +1556,8 @@ void Daemon::OnPRelease(Peer *p, const Frame &f, bool flush) {
         p->conn->Send(EncodeMsg(DSHM_MSG_P_RELEASE_ACK, f.hdr.tag, ack));
         return;
     }
-    std::vector<Diff> diffs;
+    std::vector<DiffRef> diffs;
+    diffs.reserve(frames.size());
     for (const Frame &w : frames) {
         auto wb = w.Fixed<dshm_writeback>();
         auto data = w.Extra(sizeof wb);
@@ -1495,14 +1570,14 @@ void Daemon::OnPRelease(Peer *p, const Frame &f, bool flush) {
         if (!st.ok())
             g_warning("segment %s: applying write-back: %s", s->cfg.name.c_str(),
                       st.ToString().c_str());
-        diffs.push_back(Diff{wb.page, wb.encoding, std::vector<uint8_t>(data.begin(), data.end())});
+        diffs.push_back(DiffRef{wb.page, wb.encoding, data});
     }
     s->stats.writebacks_applied += diffs.size();
-    StartOwnerRelease(s, m.lock_id, who, f.hdr.tag, std::move(diffs), flush);
+    StartOwnerRelease(s, m.lock_id, who, f.hdr.tag, diffs, flush);
 }
 
 void Daemon::StartOwnerRelease(Segment *s, uint32_t lock, Holder who, uint32_t reply_tag,
-                               std::vector<Diff> diffs, bool flush) {
+                               std::span<const DiffRef> diffs, bool flush) {
     auto r = std::make_unique<OwnerRelease>();
     r->id = next_release_id_++;
     r->seg = s;
@@ -1512,11 +1587,15 @@ void Daemon::StartOwnerRelease(Segment *s, uint32_t lock, Holder who, uint32_t r
     r->reply_tag = reply_tag;
     r->pages = static_cast<uint32_t>(diffs.size());
     std::map<uint32_t, std::vector<uint32_t>> inval;
-    for (Diff &d : diffs) {
+    for (const DiffRef &d : diffs) {
         const uint32_t pgno = d.page;
         r->bytes += d.data.size();
-        r->diffs[pgno] = {d.encoding, std::move(d.data)};
         const uint64_t targets = s->pages->InvalidationTargets(pgno, cfg_.host_id, who.host);
+        if (targets == 0)
+            continue;
+        // Another host has a copy: if it keeps the page (local writers), it
+        // gets this diff as UPDATE (OnInvalAck).
+        r->diffs[pgno] = {d.encoding, std::vector<uint8_t>(d.data.begin(), d.data.end())};
         for (uint32_t h = 0; h < DSHM_MAX_HOSTS; h++) {
             if (targets & (uint64_t(1) << h))
                 inval[h].push_back(pgno);

@@ -33,6 +33,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <unordered_set>
 #include <vector>
@@ -165,8 +166,8 @@ class Daemon {
 
     struct OwnerRelease {
         uint32_t id = 0;
-        // The release's diff of each changed page: forwarded as UPDATE to
-        // hosts that keep the page dirty.
+        // The release's diff of each changed page that other hosts had
+        // copies of: forwarded as UPDATE to those that keep the page dirty.
         std::map<uint32_t, std::pair<uint16_t, std::vector<uint8_t>>> diffs;
         Segment *seg = nullptr;
         bool flush = false;  // a migrating client's write-back: no lock released
@@ -291,16 +292,38 @@ class Daemon {
         uint16_t encoding;
         std::vector<uint8_t> data;
     };
-    // Also accounts them (segment and client counters, access monitor);
+    // A diff held elsewhere (a Diff, or a buffered WRITEBACK frame).
+    struct DiffRef {
+        uint32_t page;
+        uint16_t encoding;
+        std::span<const uint8_t> data;
+    };
+    static std::vector<DiffRef> RefsOf(const std::vector<Diff> &diffs);
+    // Write-protects c's dirty pages (Invariant W), one ioctl per run of
+    // consecutive pages, and empties c's dirty set; returns the pages in
+    // increasing order.  Each must then go through ReleaseDirty.
+    std::vector<uint32_t> ProtectDirty(Client *c);
+    // Counts a write-back of c (segment and client counters, access monitor).
+    void AccountWriteback(Client *c, uint64_t pages, uint64_t bytes);
+    // The owner host's own release: ProtectDirty, diffs, AccountWriteback;
     // *bytes = their encoded size.
     std::vector<Diff> CollectDirty(Client *c, uint32_t *bytes);
+    // Invalidates the released pages' other copies and completes the release
+    // when they are acknowledged.  The diffs are only read during the call
+    // (those of pages with copies elsewhere are kept for UPDATEs).
     void StartOwnerRelease(Segment *s, uint32_t lock, Holder who, uint32_t reply_tag,
-                           std::vector<Diff> diffs, bool flush = false);
-    // Non-owner: WRITEBACKs then P_RELEASE (or P_FLUSH) to the owner, as a
-    // stream encoded while the connection drains (Conn::SendStream).
-    void SendWritebacks(Segment *s, uint16_t type, uint32_t lock, Client *c,
-                        std::vector<Diff> diffs);
-    static std::vector<uint8_t> EncodeWriteback(const std::string &segment, const Diff &d);
+                           std::span<const DiffRef> diffs, bool flush = false);
+    // Non-owner: ProtectDirty, then each page diffed straight into its
+    // WRITEBACK frame; frames go to the owner in chunks of kWritebackChunk
+    // bytes as they fill, so the owner receives the first pages while the
+    // rest are diffed; then P_RELEASE (or P_FLUSH: `type`).  Accounts the
+    // write-back; *pages and *bytes = pages and diff bytes written back.
+    // The caller records its pending request BEFORE the call: losing the
+    // owner during the burst fails it (OnPeerClosed), and the rest of the
+    // burst is then dropped, not queued for the next connection.  c may be
+    // gone when this returns (a client closed by a failed send).
+    static constexpr size_t kWritebackChunk = 256u << 10;
+    void SendWritebacks(Client *c, uint16_t type, uint32_t lock, uint32_t *pages, uint32_t *bytes);
     // The owner's side of P_RELEASE and P_FLUSH.
     void OnPRelease(Peer *p, const Frame &f, bool flush);
     void AckOwnerRelease(uint32_t id, uint32_t host, int delta);

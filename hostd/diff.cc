@@ -196,22 +196,38 @@ bool DiffSizeBounds(uint16_t encoding, size_t *min_len, size_t *max_len) {
     return false;
 }
 
-uint16_t EncodeDiff(const uint8_t *page, const uint8_t *twin, std::vector<uint8_t> *out) {
-    out->clear();
+uint16_t EncodeDiffTo(const uint8_t *page, const uint8_t *twin, uint8_t *out, size_t *len) {
+    // Fast path: every byte differs.  Each word is read once, compared and
+    // stored from the same read, so the FULL diff is one snapshot too.  The
+    // first word with an unchanged byte (at once, for a typical sparse diff)
+    // sends the page to the general scan, which takes its own snapshot.
+    size_t i = 0;
+    for (; i < kPageSize; i += 8) {
+        const uint64_t v = Load64(page + i);
+        if (!AllBytesNonZero(v ^ Load64(twin + i))) {
+            break;
+        }
+        memcpy(out + i, &v, sizeof v);
+    }
+    if (i == kPageSize) {
+        *len = kPageSize;
+        return DSHM_ENC_FULL;
+    }
+    *len = 0;
     Scan scan;
     ScanPage(page, twin, &scan);
     if (scan.nchanged == 0) {
         return 0;
     }
     if (scan.nchanged == kPageSize) {
-        out->assign(page, page + kPageSize);
+        memcpy(out, page, kPageSize);
+        *len = kPageSize;
         return DSHM_ENC_FULL;
     }
     const size_t runs_size = scan.nruns * kRunHeaderSize + scan.nchanged;
     const size_t mask_size = kMaskBytes + scan.nchanged;
     if (runs_size <= mask_size) {  // then at most 128 runs
-        out->resize(runs_size);
-        uint8_t *p = out->data();
+        uint8_t *p = out;
         for (size_t start = NextBit(scan, 0, true); start < kPageSize;) {
             const size_t end = NextBit(scan, start, false);
             Store16(p, static_cast<uint16_t>(start));
@@ -220,10 +236,10 @@ uint16_t EncodeDiff(const uint8_t *page, const uint8_t *twin, std::vector<uint8_
             p += kRunHeaderSize + (end - start);
             start = NextBit(scan, end, true);
         }
+        *len = runs_size;
         return DSHM_ENC_RUNS;
     }
-    out->resize(mask_size);
-    uint8_t *p = out->data();
+    uint8_t *p = out;
     memcpy(p, scan.changed, kMaskBytes);  // little-endian: bit i of byte i / 8
     p += kMaskBytes;
     for (size_t blk = 0; blk < kBlocks; blk++) {
@@ -238,7 +254,16 @@ uint16_t EncodeDiff(const uint8_t *page, const uint8_t *twin, std::vector<uint8_
             *p++ = src[__builtin_ctzll(b)];
         }
     }
+    *len = mask_size;
     return DSHM_ENC_MASK;
+}
+
+uint16_t EncodeDiff(const uint8_t *page, const uint8_t *twin, std::vector<uint8_t> *out) {
+    out->resize(kMaxEncodedDiff);
+    size_t len = 0;
+    const uint16_t enc = EncodeDiffTo(page, twin, out->data(), &len);
+    out->resize(len);
+    return enc;
 }
 
 Status ValidateDiff(uint16_t encoding, const uint8_t *data, size_t len) {

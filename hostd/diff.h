@@ -52,13 +52,29 @@ bool DiffSizeBounds(uint16_t encoding, size_t *min_len, size_t *max_len);
 // and leaves *out empty when the page equals its twin.
 // REQUIRES: page and twin point to DSHM_PAGE_SIZE readable bytes; nobody
 //           modifies `twin` during the call.
-// `page` may be written concurrently (a live shared mapping): each byte is
-// compared once and the diff carries the value read when it is copied out,
-// a moment later.  The caller MUST then advance the twin by applying this
-// diff to it (ApplyDiff(twin, ...)), never by copying the page, so that a
-// write the diff missed still differs from the twin and goes out with the
-// next release.
+// `page` may be written concurrently (a live shared mapping): the diff is
+// derived from one comparison of each byte (one snapshot) and carries the
+// value read when it is copied out, a moment later (for a FULL diff found by
+// the fast path, the very value compared).  The caller MUST then advance the
+// twin by applying this diff to it (ApplyDiff(twin, ...)), never by copying
+// the page, so that a write the diff missed still differs from the twin and
+// goes out with the next release.
 uint16_t EncodeDiff(const uint8_t *page, const uint8_t *twin, std::vector<uint8_t> *out);
+
+// Room EncodeDiffTo needs: the largest diff EncodeDiff emits (a MASK of
+// 4095 changed bytes; a FULL diff is 4096 bytes, a RUNS diff is emitted
+// only when it is no larger than the MASK).
+inline constexpr size_t kMaxEncodedDiff = kMaskMaxSize;
+
+// EncodeDiff into a caller's buffer (a WRITEBACK being built in place):
+// writes the diff to out[0, *len) and returns its encoding, or returns 0
+// with *len = 0 when the page equals its twin.  Same diff, same rules (and
+// the same single snapshot of `page`) as EncodeDiff.  A page whose every
+// byte differs (the common case of a page rewritten as a whole) is found
+// and copied in one pass.
+// REQUIRES: as EncodeDiff; out points to kMaxEncodedDiff writable bytes
+//           that do not overlap page or twin.
+uint16_t EncodeDiffTo(const uint8_t *page, const uint8_t *twin, uint8_t *out, size_t *len);
 
 // Checks that data[0, len) is a valid diff of `encoding` (see above) without
 // touching any page.  Returns OK or an E_PROTO status saying what is wrong.
@@ -69,6 +85,5 @@ Status ValidateDiff(uint16_t encoding, const uint8_t *data, size_t len);
 // are neither read nor written.  On error `page` is untouched.
 // REQUIRES: page points to DSHM_PAGE_SIZE writable bytes; data to len bytes.
 Status ApplyDiff(uint8_t *page, uint16_t encoding, const uint8_t *data, size_t len);
-
 
 }  // namespace dshm

@@ -2,6 +2,7 @@
 // sharing, malformed diffs, encoding sizes.
 #include "diff.h"
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <utility>
@@ -203,6 +204,49 @@ START_TEST(edges_of_the_page) {
 }
 END_TEST
 
+// EncodeDiffTo (the in-place encoder) emits exactly what EncodeDiff emits,
+// in particular around its whole-page fast path: every byte changed, or all
+// but one (first, middle, last byte; first and last byte of a word).
+START_TEST(encode_to_matches_encode) {
+    std::mt19937_64 rng(11);
+    for (int round = 0; round < 60; round++) {
+        const Page twin = RandomPage(rng);
+        Page page = twin;
+        for (size_t i = 0; i < kPageSize; i++) {
+            Flip(page, i, rng);
+        }
+        const size_t keep[] = {kPageSize, 0, 7, 8, 2049, kPageSize - 8, kPageSize - 1};
+        const size_t k = keep[round % 7];
+        if (k < kPageSize) {
+            page[k] = twin[k];
+        }
+        if (round >= 35) {  // sparse: back to the twin but for a few bytes
+            page = twin;
+            for (int j = 0; j < round; j++) {
+                Flip(page, rng() % kPageSize, rng);
+            }
+        }
+        std::vector<uint8_t> diff;
+        const uint16_t enc = EncodeDiff(page.data(), twin.data(), &diff);
+        std::vector<uint8_t> out(dshm::kMaxEncodedDiff, 0xcc);
+        size_t len = 12345;
+        ck_assert_uint_eq(dshm::EncodeDiffTo(page.data(), twin.data(), out.data(), &len), enc);
+        ck_assert_uint_eq(len, diff.size());
+        ck_assert(std::equal(diff.begin(), diff.end(), out.begin()));
+        ck_assert_uint_le(len, dshm::kMaxEncodedDiff);
+        if (round < 35) {
+            ck_assert_uint_eq(enc == DSHM_ENC_FULL, k == kPageSize);
+        }
+        CheckRoundTrip(page, twin);
+    }
+    Page twin(kPageSize, 3);
+    size_t len = 1;
+    std::vector<uint8_t> out(dshm::kMaxEncodedDiff);
+    ck_assert_uint_eq(dshm::EncodeDiffTo(twin.data(), twin.data(), out.data(), &len), 0);
+    ck_assert_uint_eq(len, 0);
+}
+END_TEST
+
 START_TEST(false_sharing_disjoint_writers) {
     std::mt19937_64 rng(99);
     for (int iter = 0; iter < 500; iter++) {
@@ -383,6 +427,7 @@ int main() {
     tcase_add_test(tc, equal_pages_encode_nothing);
     tcase_add_test(tc, random_roundtrips);
     tcase_add_test(tc, edges_of_the_page);
+    tcase_add_test(tc, encode_to_matches_encode);
     tcase_add_test(tc, false_sharing_disjoint_writers);
     tcase_add_test(tc, malformed_diffs_rejected_untouched);
     tcase_add_test(tc, valid_noncanonical_diffs_accepted);

@@ -429,25 +429,61 @@ void FrameReader::CloseAllFds() {
 Status FrameReader::Fail(Status s) {
     error_ = s;
     CloseAllFds();
-    buf_.clear();
-    buf_.shrink_to_fit();
-    head_ = 0;
+    buf_.reset();
+    cap_ = size_ = head_ = 0;
     return s;
+}
+
+void FrameReader::Reserve(size_t len) {
+    if (head_ == size_) {
+        size_ = head_ = 0;
+    } else if (head_ >= 4096 && head_ >= size_ / 2) {
+        memmove(buf_.get(), buf_.get() + head_, size_ - head_);
+        size_ -= head_;
+        head_ = 0;
+    }
+    if (cap_ - size_ >= len) {
+        return;
+    }
+    if (head_ > 0) {  // growing anyway: drop the consumed bytes in the copy
+        size_ -= head_;
+        memmove(buf_.get(), buf_.get() + head_, size_);
+        head_ = 0;
+        if (cap_ - size_ >= len) {
+            return;
+        }
+    }
+    const size_t cap = std::max(size_ + len, 2 * cap_);
+    std::unique_ptr<uint8_t[]> grown(new uint8_t[cap]);  // not zeroed
+    if (size_ > 0) {
+        memcpy(grown.get(), buf_.get(), size_);
+    }
+    buf_ = std::move(grown);
+    cap_ = cap;
 }
 
 void FrameReader::Feed(const uint8_t *data, size_t len) {
     if (failed() || len == 0) {
         return;
     }
-    if (head_ == buf_.size()) {
-        buf_.clear();
-        head_ = 0;
-    } else if (head_ >= 4096 && head_ >= buf_.size() / 2) {
-        buf_.erase(buf_.begin(), buf_.begin() + static_cast<ptrdiff_t>(head_));
-        head_ = 0;
-    }
-    buf_.insert(buf_.end(), data, data + len);
+    Reserve(len);
+    memcpy(buf_.get() + size_, data, len);
+    size_ += len;
     fed_ += len;
+}
+
+uint8_t *FrameReader::Prepare(size_t max) {
+    Reserve(max);
+    return buf_.get() + size_;
+}
+
+void FrameReader::Commit(size_t n) {
+    if (failed() || n == 0) {
+        return;
+    }
+    assert(n <= cap_ - size_);
+    size_ += n;
+    fed_ += n;
 }
 
 void FrameReader::AddFds(std::span<const int> fds) {
@@ -517,32 +553,33 @@ Status FrameReader::Next(std::optional<Frame> *frame) {
         return Status::OK();
     }
     dshm_hdr hdr;
-    memcpy(&hdr, buf_.data() + head_, kHdrSize);
+    memcpy(&hdr, buf_.get() + head_, kHdrSize);
     const uint64_t end = pos_ + kHdrSize + hdr.len;
 
     size_t fds_here = 0;
     while (fds_here < fds_.size() && fds_[fds_here].pos == pos_) {
         fds_here++;
     }
-    const std::string where = "message at stream offset " + std::to_string(pos_) + ": ";
+    // Built only for an error message (not per frame: a release streams
+    // hundreds of frames).
+    const auto where = [this] { return "message at stream offset " + std::to_string(pos_) + ": "; };
     Status s = CheckHeader(hdr, fds_here);
     if (!s.ok()) {
-        return Fail(Status::Proto(where + s.message()));
+        return Fail(Status::Proto(where() + s.message()));
     }
     if (fds_here < fds_.size() && fds_[fds_here].pos < end) {
-        return Fail(Status::Proto(where + "fd attached inside the message"));
+        return Fail(Status::Proto(where() + "fd attached inside the message"));
     }
     if (buffered() < kHdrSize + hdr.len) {
         return Status::OK();
     }
 
-    const uint8_t *body = buf_.data() + head_ + kHdrSize;
+    const uint8_t *body = buf_.get() + head_ + kHdrSize;
     std::vector<uint8_t> payload(body, body + hdr.len);
-    const std::string name = MsgTypeName(hdr.type);
     if (hdr.type == DSHM_MSG_HELLO) {
         const auto h = Get<dshm_hello>(payload);
         if (h.version != DSHM_PROTO_VERSION) {
-            return Fail(Status::Version(where + "HELLO version " + std::to_string(h.version) +
+            return Fail(Status::Version(where() + "HELLO version " + std::to_string(h.version) +
                                         ", this side speaks " +
                                         std::to_string(DSHM_PROTO_VERSION)));
         }
@@ -563,7 +600,7 @@ Status FrameReader::Next(std::optional<Frame> *frame) {
             }
         }
         if (!err.empty()) {
-            return Fail(Status::Proto(where + "HELLO: " + err));
+            return Fail(Status::Proto(where() + "HELLO: " + err));
         }
         if (channel_ == Channel::kClient && receiver_ == Receiver::kDaemon) {
             role_ = h.role == DSHM_ROLE_CTL ? ClientRole::kCtl : ClientRole::kClient;
@@ -572,7 +609,7 @@ Status FrameReader::Next(std::optional<Frame> *frame) {
     } else {
         std::string err = CheckPayload(hdr.type, payload);
         if (!err.empty()) {
-            return Fail(Status::Proto(where + name + ": " + err));
+            return Fail(Status::Proto(where() + MsgTypeName(hdr.type) + ": " + err));
         }
     }
 

@@ -55,6 +55,7 @@
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -129,6 +130,15 @@ class FrameReader {
     // Appends bytes received from the stream.  Does nothing after an error.
     void Feed(const uint8_t *data, size_t len);
 
+    // Feeding without a copy: Prepare returns room for up to `max` bytes at
+    // the end of the reader's buffer (receive into it), then Commit(n) with
+    // the count actually received (0..max) appends them, exactly as Feed of
+    // those n bytes would.  Nothing else may be called in between; AddFds
+    // for the same recvmsg goes before Commit (as before Feed).  After an
+    // error the bytes are dropped as Feed drops them.
+    uint8_t *Prepare(size_t max);
+    void Commit(size_t n);
+
     // Takes ownership of fds received with the bytes that the NEXT Feed call
     // will pass (one recvmsg: AddFds(fds) then Feed(bytes)).  Closes them at
     // once if the reader is in error.
@@ -150,7 +160,7 @@ class FrameReader {
     ClientRole role() const { return role_; }
     bool hello_seen() const { return hello_seen_; }
     // Bytes fed but not yet returned as frames.
-    size_t buffered() const { return buf_.size() - head_; }
+    size_t buffered() const { return size_ - head_; }
 
   private:
     struct PendingFd {
@@ -168,7 +178,15 @@ class FrameReader {
     bool hello_seen_ = false;
     Status error_;
 
-    std::vector<uint8_t> buf_;  // fed bytes; [head_, size) not yet consumed
+    // Makes room for `len` more bytes at size_ (dropping consumed bytes
+    // first when that is cheap).
+    void Reserve(size_t len);
+
+    // Fed bytes (not initialized beyond size_): [head_, size_) not yet
+    // consumed; cap_ bytes allocated.
+    std::unique_ptr<uint8_t[]> buf_;
+    size_t cap_ = 0;
+    size_t size_ = 0;
     size_t head_ = 0;
     uint64_t pos_ = 0;           // stream offset of buf_[head_]
     uint64_t fed_ = 0;           // stream offset of the next byte to be fed

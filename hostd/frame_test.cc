@@ -6,9 +6,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -360,6 +362,60 @@ START_TEST(peer_types) {
     ck_assert_uint_eq(f.frames.size(), 18);
     ck_assert_uint_eq(f.frames[1].payload.size(), sizeof(dshm_page) + DSHM_PAGE_SIZE);
     ck_assert_uint_eq(f.frames[12].Fixed<dshm_pagelist>().count, DSHM_MAX_INVAL_PAGES);
+}
+END_TEST
+
+// Prepare/Commit (a recv straight into the reader) yields the same frames
+// as Feed, whatever the read sizes and however much of each read is used.
+START_TEST(prepare_commit_like_feed) {
+    std::mt19937_64 rng(7);
+    Bytes runs, full;
+    Bytes page(DSHM_PAGE_SIZE, 0), twin(DSHM_PAGE_SIZE, 0);
+    page[100] = 1;
+    ck_assert_uint_eq(dshm::EncodeDiff(page.data(), twin.data(), &runs), DSHM_ENC_RUNS);
+    page.assign(DSHM_PAGE_SIZE, 9);
+    ck_assert_uint_eq(dshm::EncodeDiff(page.data(), twin.data(), &full), DSHM_ENC_FULL);
+    std::vector<Bytes> parts;
+    for (int i = 0; i < 200; i++) {
+        parts.push_back(i % 3 == 0 ? Writeback(DSHM_ENC_RUNS, runs)
+                                   : Writeback(DSHM_ENC_FULL, full));
+    }
+    parts.push_back(EncodeMsg(DSHM_MSG_P_ACQUIRE, 1, PLock(0, 0)));
+    Bytes all;
+    for (const Bytes &b : parts) {
+        all.insert(all.end(), b.begin(), b.end());
+    }
+    Peer ref;
+    Fed want = FeedAll(ref.r, all);
+    ck_assert(want.status.ok());
+    ck_assert_uint_eq(want.frames.size(), 201);
+    for (size_t max : {size_t{1}, size_t{100}, size_t{4096}, size_t{65536}, size_t{1} << 20}) {
+        Peer p;
+        std::vector<Frame> got;
+        for (size_t pos = 0; pos < all.size();) {
+            uint8_t *buf = p.r.Prepare(max);
+            // A short read now and then, as recv gives them.
+            const size_t n = std::min({max, all.size() - pos, size_t{1} + rng() % max});
+            memcpy(buf, all.data() + pos, n);
+            p.r.Commit(n);
+            pos += n;
+            for (;;) {
+                std::optional<Frame> f;
+                ck_assert(p.r.Next(&f).ok());
+                if (!f) {
+                    break;
+                }
+                got.push_back(std::move(*f));
+            }
+            ck_assert_uint_le(p.r.buffered(), max + 16 + sizeof(dshm_writeback) + DSHM_PAGE_SIZE);
+        }
+        ck_assert_uint_eq(got.size(), want.frames.size());
+        for (size_t i = 0; i < got.size(); i++) {
+            ck_assert_uint_eq(got[i].hdr.type, want.frames[i].hdr.type);
+            ck_assert(got[i].payload == want.frames[i].payload);
+        }
+        ck_assert_uint_eq(p.r.buffered(), 0);
+    }
 }
 END_TEST
 
@@ -800,6 +856,7 @@ int main() {
     TCase *ok = tcase_create("accepted");
     tcase_add_test(ok, client_session_any_chunking);
     tcase_add_test(ok, partial_frame_waits);
+    tcase_add_test(ok, prepare_commit_like_feed);
     tcase_add_test(ok, ctl_role);
     tcase_add_test(ok, library_side);
     tcase_add_test(ok, peer_types);

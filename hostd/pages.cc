@@ -78,13 +78,21 @@ std::vector<uint32_t> PageTable::Fetching() const {
 }
 
 uint16_t PageTable::ReleaseDirty(uint32_t p, const uint8_t *content, std::vector<uint8_t> *out) {
+    out->resize(kMaxEncodedDiff);
+    size_t len = 0;
+    const uint16_t enc = ReleaseDirty(p, content, out->data(), &len);
+    out->resize(len);
+    return enc;
+}
+
+uint16_t PageTable::ReleaseDirty(uint32_t p, const uint8_t *content, uint8_t *out, size_t *len) {
     Page &pg = pages_[p];
-    const uint16_t enc = EncodeDiff(content, pg.twin.get(), out);
+    const uint16_t enc = EncodeDiffTo(content, pg.twin.get(), out, len);
     if (--pg.ndirtiers == 0) {
         pg.twin.reset();
     } else if (enc) {
-        // Valid by construction: EncodeDiff produced it.
-        (void)ApplyDiff(pg.twin.get(), enc, out->data(), out->size());
+        // Valid by construction: EncodeDiffTo produced it.
+        (void)ApplyDiff(pg.twin.get(), enc, out, *len);
     }
     return enc;
 }

@@ -81,6 +81,9 @@ class PageTable {
     // drops the twin if it was the last dirtier, else advances the twin by
     // exactly that diff (never by a copy: another dirtier may be writing).
     uint16_t ReleaseDirty(uint32_t p, const uint8_t *content, std::vector<uint8_t> *out);
+    // The same, encoding into out[0, *len) (EncodeDiffTo: a WRITEBACK built
+    // in place).  REQUIRES: out has kMaxEncodedDiff (diff.h) writable bytes.
+    uint16_t ReleaseDirty(uint32_t p, const uint8_t *content, uint8_t *out, size_t *len);
     // A dirtier died without releasing: if it was the only one, rolls
     // `content` back to the twin and returns true.
     bool DropDirtier(uint32_t p, uint8_t *content);
