@@ -19,6 +19,16 @@ constexpr size_t kMaxIov = 64;
 constexpr size_t kMaxGather = 1u << 20;
 }  // namespace
 
+guint WatchFd(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data) {
+    GSource *src = g_unix_fd_source_new(fd, cond);
+    g_source_set_callback(src, reinterpret_cast<GSourceFunc>(reinterpret_cast<void (*)()>(fn)),
+                          data, nullptr);
+    g_source_set_can_recurse(src, TRUE);
+    guint id = g_source_attach(src, nullptr);
+    g_source_unref(src);
+    return id;
+}
+
 Conn::Conn(os::UniqueFd fd, Channel channel, Receiver receiver, ClientRole role, std::string label)
     : fd_(std::move(fd)), reader_(channel, receiver, role), label_(std::move(label)) {
     int fl = fcntl(fd_.get(), F_GETFL);
@@ -64,7 +74,7 @@ void Conn::UpdateWatch() {
         return;
     if (watch_)
         g_source_remove(watch_);
-    watch_ = g_unix_fd_add(fd_.get(), want, &Conn::OnIo, this);
+    watch_ = WatchFd(fd_.get(), want, &Conn::OnIo, this);
     watch_cond_ = want;
 }
 

@@ -19,6 +19,7 @@
 // Thread safety: a Conn belongs to the thread running its GMainContext.
 #pragma once
 
+#include <glib-unix.h>
 #include <glib.h>
 
 #include <deque>
@@ -31,6 +32,15 @@
 #include "os/result.h"
 
 namespace dshm {
+
+// g_unix_fd_add() on the default main context, except that the source may
+// recurse: GLib (2.74) otherwise takes a source's fds out of the poll set
+// while its callback runs and puts them back after, and each change writes
+// the context's wake-up eventfd, so every dispatched event cost two extra
+// write()s, a read() and one more poll() round (seen with strace on the
+// fault path).  dshmd never iterates the loop from inside a callback, so
+// recursion cannot happen.  Returns the source id (g_source_remove()).
+guint WatchFd(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data);
 
 class Conn {
   public:

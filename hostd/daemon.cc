@@ -249,7 +249,7 @@ Status Daemon::ListenClients() {
     chmod(cfg_.socket_path.c_str(), 0660);
     client_listen_ = std::move(fd);
     client_listen_watch_ =
-        g_unix_fd_add(client_listen_.get(), G_IO_IN, &Daemon::OnClientAccept, this);
+        WatchFd(client_listen_.get(), G_IO_IN, &Daemon::OnClientAccept, this);
     return Status::OK();
 }
 
@@ -265,7 +265,7 @@ Status Daemon::ListenPeers() {
         return Status::Internal("listen on " + cfg_.listen + ": " + strerror(errno));
     }
     peer_listen_ = std::move(fd);
-    peer_listen_watch_ = g_unix_fd_add(peer_listen_.get(), G_IO_IN, &Daemon::OnPeerAccept, this);
+    peer_listen_watch_ = WatchFd(peer_listen_.get(), G_IO_IN, &Daemon::OnPeerAccept, this);
     return Status::OK();
 }
 
@@ -482,7 +482,7 @@ void Daemon::OnUffd(Client *c, Frame &f) {
     c->uffd = std::move(uffd);
     c->base = u.base;
     c->ready = true;
-    c->uffd_watch = g_unix_fd_add(c->uffd.get(), G_IO_IN, &Daemon::OnUffdEvent, c);
+    c->uffd_watch = WatchFd(c->uffd.get(), G_IO_IN, &Daemon::OnUffdEvent, c);
     monitor_.SetAttached(c->seg->cfg.name, c->vm(), true);
     c->conn->Send(EncodeEmpty(DSHM_MSG_READY, f.hdr.tag));
 }
@@ -1128,7 +1128,7 @@ void Daemon::DialPeer(Peer *p) {
         return;
     }
     p->connecting_fd = fd;
-    p->connect_watch = g_unix_fd_add(fd, G_IO_OUT, &Daemon::OnDialReady, p);
+    p->connect_watch = WatchFd(fd, G_IO_OUT, &Daemon::OnDialReady, p);
 }
 
 gboolean Daemon::OnRetryTimer(gpointer pp) {
