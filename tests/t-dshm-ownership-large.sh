@@ -18,14 +18,6 @@ tb_init 3
 dshm_cluster 3 "big:256M:1" '[policy]\nreport-ms = 200'
 SIZE=$((256 << 20))
 
-migrate() {
-    local out token
-    out=$(ask_ok "$1" "migrate-out" 120)
-    token=$(sed 's/.*token=\([0-9:]*\).*/\1/' <<<"$out")
-    dshm_script "$2" "$3" big "$4"
-    ask_ok "$3" "adopt $token" >/dev/null
-    ask_ok "$1" "quit" >/dev/null
-}
 
 dshm_script h1 vmA big
 dshm_script h2 vmB big
@@ -45,7 +37,7 @@ sleep 0.6  # a report period or two: the owner sees vmB as the dominant user
 
 step "vmB migrates h2 -> h3: ownership of the 256 MiB segment moves h1 -> h3"
 t0=$(date +%s%N)
-migrate vmB h3 vmB2 vmB
+dshm_migrate vmB h3 vmB2 big vmB
 ask_ok vmB2 "quit" >/dev/null  # gone while the move streams its pages to h3
 for h in h1 h2 h3; do
     for i in $(seq 1 300); do [ "$(dshm_stat $h big owner)" = 3 ] && break; sleep 0.1; done

@@ -26,15 +26,6 @@ incr() {
 }
 owner_on() { dshm_stat "$1" seg owner; }
 reason_on() { dshm_stat "$1" seg owner_reason; }
-# migrate SRC_HANDLE DST_HOST DST_HANDLE VM: migrate-out, then adopt on DST.
-migrate() {
-    local out token
-    out=$(ask_ok "$1" "migrate-out")
-    token=$(sed 's/.*token=\([0-9:]*\).*/\1/' <<<"$out")
-    dshm_script "$2" "$3" seg "$4"
-    ask_ok "$3" "adopt $token" >/dev/null
-    ask_ok "$1" "quit" >/dev/null
-}
 
 dshm_script h1 vmA seg
 dshm_script h2 vmB seg
@@ -46,7 +37,7 @@ incr vmC 1 1 8
 sleep 0.6  # a report period or two: the owner aggregates every host's figures
 dshmctl_on h1 stats >/dev/null
 step "weak: vmC migrates h2 -> h3; ownership stays on h1"
-migrate vmC h3 vmC2 vmC
+dshm_migrate vmC h3 vmC2 seg vmC
 sleep 0.3
 assert_eq "$(owner_on h1)" 1 "owner after vmC's migration"
 r=$(reason_on h1)
@@ -73,7 +64,7 @@ served_h1_before=$(dshm_stat h1 seg fetches_served)
 step "vmB migrates h2 -> h3 while vmA keeps counting: ownership moves to h3"
 incr vmA 20 0 0 &
 bg=$!
-migrate vmB h3 vmB2 vmB
+dshm_migrate vmB h3 vmB2 seg vmB
 wait $bg || fail "vmA's increments failed during the move"
 for h in h1 h2 h3; do
     for i in $(seq 1 50); do [ "$(owner_on $h)" = 3 ] && break; sleep 0.1; done

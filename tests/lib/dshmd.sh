@@ -7,6 +7,8 @@
 #   dshm_attach HOST SEGMENT ARGS...     run dshm-attach on HOST
 #   dshmctl_on HOST ARGS...              run dshmctl on HOST
 #   dshm_stat HOST SEGMENT KEY           one counter of a segment (dshmctl --json)
+#   dshm_script / ask / ask_ok           scripted dshm-attach clients (below)
+#   dshm_migrate SRC DST_HOST DST SEG VM migrate a script client (below)
 
 DSHMD=$MESON_BUILD/hostd/dshmd
 DSHM_ATTACH=$MESON_BUILD/hostd/client/dshm-attach
@@ -109,6 +111,18 @@ ask_recv() {
     local line
     read -r -t "$2" line <&"${_DSHM_OUT[$1]}" || return 1
     printf '%s\n' "$line"
+}
+
+# dshm_migrate SRC DST_HOST DST SEGMENT VM: moves script client SRC as a
+# live migration does: SRC's migrate-out (its hand-off token), a new script
+# client DST on DST_HOST (calling itself VM) adopts the token, SRC quits.
+dshm_migrate() {
+    local out token
+    out=$(ask_ok "$1" "migrate-out" 120)
+    token=$(sed 's/.*token=\([0-9:]*\).*/\1/' <<<"$out")
+    dshm_script "$2" "$3" "$4" "$5"
+    ask_ok "$3" "adopt $token" >/dev/null
+    ask_ok "$1" "quit" >/dev/null
 }
 
 # pid_of HOST PATTERN: host-local pid of the newest process matching PATTERN.
