@@ -316,7 +316,9 @@ class Daemon {
     // Non-owner: ProtectDirty, then each page diffed straight into its
     // WRITEBACK frame; frames go to the owner in chunks of kWritebackChunk
     // bytes as they fill, so the owner receives the first pages while the
-    // rest are diffed; then P_RELEASE (or P_FLUSH: `type`).  Accounts the
+    // rest are diffed; once Conn::kStreamQueueBytes are queued, the rest is
+    // handed to the connection as a stream (Conn::SendStream) sent as it
+    // drains; then P_RELEASE (or P_FLUSH: `type`).  Accounts the
     // write-back; *pages and *bytes = pages and diff bytes written back.
     // The caller records its pending request BEFORE the call: losing the
     // owner during the burst fails it (OnPeerClosed), and the rest of the
