@@ -64,6 +64,17 @@ uint64_t NowNs() {
     return ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
 
+// Which pages of a memfd hold data (os::PresentPages); none on an error,
+// which is logged.
+std::vector<bool> PresentPages(int memfd, uint32_t npages, const std::string &segment) {
+    auto r = os::PresentPages(memfd, npages);
+    if (r.ok())
+        return std::move(*r);
+    g_warning("segment %s: reading which pages are present: %s", segment.c_str(),
+              r.error().what.c_str());
+    return std::vector<bool>(npages, false);
+}
+
 std::string SegOf(const char (&name)[DSHM_SEGNAME_LEN]) {
     return std::string(NameOf(name));
 }
@@ -1859,6 +1870,7 @@ void Daemon::EndMove(Segment *s) {
     s->moving = false;
     s->snap_next = 0;
     s->snap_sent = 0;
+    s->snap_present.clear();
     s->move_acks.clear();
     s->incoming_copysets.clear();
     s->incoming_locks.clear();
@@ -1959,11 +1971,7 @@ void Daemon::MaybeSendSnapshot(Segment *s) {
     // have zero-filled a page behind the cursor meanwhile (zeros, which is
     // what the new owner holds there too), and this host must be in that
     // page's copy set or it would never be invalidated.
-    std::vector<bool> present(s->npages, false);
-    for (uint32_t pg = 0; pg < s->npages; pg++) {
-        auto pr = os::PageIsPresent(s->memfd.get(), uint64_t(pg) * kPage);
-        present[pg] = pr.ok() && *pr;
-    }
+    const std::vector<bool> present = PresentPages(s->memfd.get(), s->npages, s->cfg.name);
     nc->Cork();
     // Copy sets as the new owner will keep them: this host holds what is
     // present here; the new owner is no member of its own copy sets.
@@ -2018,15 +2026,19 @@ bool Daemon::SendSnapshotPages(Segment *s, Conn *nc) {
     // Nothing changes the released content while the stream runs: no
     // release starts during a move (lock frames are held back everywhere),
     // and a local writer's changes stay out of the twin until its release.
+    // Which pages hold data is read once, when the stream starts: a hole
+    // zero-filled for a local fault later holds zeros, as the new owner's
+    // hole does.
     const uint32_t to = s->moving_to;
+    if (s->snap_next == 0)
+        s->snap_present = PresentPages(s->memfd.get(), s->npages, s->cfg.name);
     nc->Cork();
     while (s->snap_next < s->npages && !nc->closed() &&
            nc->queued_bytes() < kSnapshotQueueBytes) {
         const uint32_t pg = s->snap_next++;
         if (s->pages->copyset(pg) & (uint64_t(1) << to))
             continue;  // the new owner holds the current content already
-        auto pr = os::PageIsPresent(s->memfd.get(), uint64_t(pg) * kPage);
-        if (!pr.ok() || !*pr)
+        if (!s->snap_present[pg])
             continue;
         dshm_page m = {};
         SetName(m.segment, s->cfg.name);
@@ -2354,11 +2366,8 @@ std::string Daemon::StatusJson(uint32_t what) {
             }
             if (IsOwner(s.get()) && s->memfd.valid()) {
                 // Present pages of the owner's memfd.
-                for (uint32_t i = 0; i < s->npages; i++) {
-                    auto pr = os::PageIsPresent(s->memfd.get(), uint64_t(i) * kPage);
-                    if (pr.ok() && *pr)
-                        valid++;
-                }
+                for (bool present : PresentPages(s->memfd.get(), s->npages, s->cfg.name))
+                    valid += present;
             }
             json_builder_begin_object(b);
             json_builder_set_member_name(b, "name");

@@ -103,9 +103,11 @@ class Daemon {
         std::string move_reason;
         std::set<uint32_t> move_acks;            // old owner: OWN_MOVING_ACKs awaited
         // Old owner: the snapshot streams page by page (flow-controlled, see
-        // SendSnapshotPages); the next page to consider and pages sent so far.
+        // SendSnapshotPages); the next page to consider, pages sent so far,
+        // and which pages held data when the stream started.
         uint32_t snap_next = 0;
         uint32_t snap_sent = 0;
+        std::vector<bool> snap_present;
         std::vector<uint64_t> incoming_copysets;  // new owner: from OWN_COPYSETS
         std::vector<LockTable::Entry> incoming_locks;  // new owner: from OWN_LOCKS
         std::vector<std::function<void()>> deferred;

@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
@@ -63,6 +64,27 @@ Result<bool> PageIsPresent(int fd, uint64_t offset) {
         return OsError::FromErrno(errno, "lseek(SEEK_DATA) offset=" + Hex(offset));
     }
     return static_cast<uint64_t>(data) == offset;
+}
+
+Result<std::vector<bool>> PresentPages(int fd, uint64_t npages) {
+    std::vector<bool> present(npages, false);
+    const uint64_t end = npages * kPageSize;
+    for (uint64_t off = 0; off < end;) {
+        off_t data = lseek(fd, static_cast<off_t>(off), SEEK_DATA);
+        if (data < 0) {
+            if (errno == ENXIO)
+                break;  // no data at or after off
+            return OsError::FromErrno(errno, "lseek(SEEK_DATA) offset=" + Hex(off));
+        }
+        off_t hole = lseek(fd, data, SEEK_HOLE);
+        if (hole < 0)
+            return OsError::FromErrno(errno, "lseek(SEEK_HOLE) offset=" + Hex(uint64_t(data)));
+        const uint64_t last = std::min<uint64_t>(static_cast<uint64_t>(hole), end);
+        for (uint64_t p = static_cast<uint64_t>(data) / kPageSize; p * kPageSize < last; p++)
+            present[p] = true;
+        off = last;
+    }
+    return present;
 }
 
 Status ReadPage(int fd, uint64_t offset, void *buf) {

@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "result.h"
 
@@ -43,6 +44,12 @@ Status PunchPage(int fd, uint64_t offset, uint64_t len = kPageSize);
 // nor allocates anything.  (Moves the fd's file offset, which dshm never
 // uses: all I/O is positional.)
 Result<bool> PageIsPresent(int fd, uint64_t offset);
+
+// Which of the first `npages` pages of the memfd are present: one
+// lseek(SEEK_DATA) / lseek(SEEK_HOLE) pair per run of present pages, not a
+// call per page (a 256 MiB segment has 65536 pages).  Same rules as
+// PageIsPresent.
+Result<std::vector<bool>> PresentPages(int fd, uint64_t npages);
 
 // Reads the kPageSize bytes at `offset` into `buf` with pread (looping over
 // short reads).  A hole reads as zeros and stays a hole.  Fails with EIO if

@@ -90,6 +90,29 @@ START_TEST(write_read_punch) {
 }
 END_TEST
 
+START_TEST(present_pages_walks_runs) {
+    auto fd = CreateSegmentMemfd("unit", 16 * kPageSize);
+    ck_assert(fd.ok());
+    auto none = PresentPages(fd->get(), 16);
+    ck_assert(none.ok() && none->size() == 16);
+    for (bool b : *none)
+        ck_assert(!b);
+    // Runs at the start, in the middle and at the end, and a lone page.
+    for (uint64_t pg : {0, 1, 5, 6, 7, 9, 15})
+        ck_assert(WritePage(fd->get(), pg * kPageSize, Page(0x11).data()).ok());
+    ck_assert(PunchPage(fd->get(), 6 * kPageSize).ok());
+    auto got = PresentPages(fd->get(), 16);
+    ck_assert(got.ok());
+    for (uint64_t pg = 0; pg < 16; pg++)
+        ck_assert_msg((*got)[pg] == *PageIsPresent(fd->get(), pg * kPageSize), "page %u",
+                      unsigned(pg));
+    ck_assert((*got)[15] && (*got)[5] && !(*got)[6] && (*got)[7] && !(*got)[8]);
+    // Fewer pages than the file: only those are looked at.
+    auto head = PresentPages(fd->get(), 6);
+    ck_assert(head.ok() && head->size() == 6 && (*head)[5] && !(*head)[4]);
+}
+END_TEST
+
 START_TEST(client_mapping_shares_pages) {
     auto fd = CreateSegmentMemfd("unit", 4 * kPageSize);
     ck_assert(fd.ok());
@@ -148,6 +171,7 @@ int main() {
     tcase_add_test(tc, create_rejects_bad_sizes);
     tcase_add_test(tc, read_hole_is_zero_and_stays_hole);
     tcase_add_test(tc, write_read_punch);
+    tcase_add_test(tc, present_pages_walks_runs);
     tcase_add_test(tc, client_mapping_shares_pages);
     tcase_add_test(tc, bad_arguments);
     tcase_add_test(tc, unique_fd_moves_and_closes);

@@ -48,6 +48,19 @@ wait_for_file_match() {
     return 1
 }
 
+# wait_console HOST NAME REGEX SECS CONSOLE LOG: poll until a guest's
+# CONSOLE file matches REGEX; otherwise show the end of the console and of
+# its QEMU LOG and fail the test.
+wait_console() {
+    local h=$1 name=$2 re=$3 t=$4 console=$5 log=$6
+    wait_for_file_match "$console" "$re" "$t" && return 0
+    echo "---- console of $name on $h:" >&2
+    tail -n 30 "$console" >&2 2>/dev/null
+    echo "---- QEMU log of $name on $h:" >&2
+    tail -n 20 "$log" >&2 2>/dev/null
+    fail "$name on $h: '$re' did not appear within ${t}s"
+}
+
 # ---------------------------------------------------------------- guests
 
 # qemu_guest_args APPEND [SERIAL]: the common QEMU arguments of a dshm guest

@@ -173,11 +173,6 @@ lv_add_devices() {
 
 # lv_wait_console HOST NAME REGEX [SECS]: like vm_wait, for a libvirt guest.
 lv_wait_console() {
-    local h=$1 name=$2 re=$3 t=${4:-120}
-    wait_for_file_match "$(lv_console "$h" "$name")" "$re" "$t" && return 0
-    echo "---- console of $name on $h:" >&2
-    tail -n 30 "$(lv_console "$h" "$name")" >&2 2>/dev/null
-    echo "---- QEMU log of $name on $h:" >&2
-    tail -n 20 "$(lv_hostpath "$h" "/var/log/libvirt/qemu/$name.log")" >&2 2>/dev/null
-    fail "$name on $h: '$re' did not appear within ${t}s"
+    wait_console "$1" "$2" "$3" "${4:-120}" "$(lv_console "$1" "$2")" \
+        "$(lv_hostpath "$1" "/var/log/libvirt/qemu/$2.log")"
 }

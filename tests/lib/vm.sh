@@ -38,13 +38,7 @@ s.close()' "$TB_STATE/$1/$2.serial" "$3"
 }
 
 vm_wait() {
-    local h=$1 name=$2 re=$3 t=${4:-120}
-    wait_for_file_match "$(vm_console "$h" "$name")" "$re" "$t" && return 0
-    echo "---- console of $name on $h:" >&2
-    tail -n 30 "$(vm_console "$h" "$name")" >&2 2>/dev/null
-    echo "---- QEMU output of $name on $h:" >&2
-    tail -n 20 "$(tb_log "$h" "$name")" >&2
-    fail "$name on $h: '$re' did not appear within ${t}s"
+    wait_console "$1" "$2" "$3" "${4:-120}" "$(vm_console "$1" "$2")" "$(tb_log "$1" "$2")"
 }
 
 vm_status() { guest_exit_status "$(vm_console "$1" "$2")"; }
