@@ -14,8 +14,8 @@
 namespace dshm {
 
 namespace {
-// Flush(): at most this many messages / bytes per sendmsg.
-constexpr size_t kMaxIov = 64;
+// Flush(), SendGather(): at most this many iovecs (Flush: bytes) per sendmsg.
+constexpr size_t kMaxIov = 256;
 constexpr size_t kMaxGather = 1u << 20;
 }  // namespace
 
@@ -171,6 +171,63 @@ void Conn::Send(std::vector<uint8_t> msg, int fd) {
         return;
     }
     Enqueue(std::move(msg), fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1);
+}
+
+void Conn::SendGather(std::span<const struct iovec> iov) {
+    if (closed_)
+        return;
+    size_t total = 0;
+    for (const struct iovec &v : iov)
+        total += v.iov_len;
+    size_t done = 0;  // bytes of iov written
+    size_t first = 0, skip = 0;  // iov[first] is written up to byte skip
+    if (out_.empty() && later_.empty() && corked_ == 0) {
+        while (done < total) {
+            struct iovec v[kMaxIov];
+            size_t n = 0;
+            for (size_t i = first; i < iov.size() && n < kMaxIov; i++) {
+                v[n] = iov[i];
+                if (i == first) {
+                    v[n].iov_base = static_cast<uint8_t *>(v[n].iov_base) + skip;
+                    v[n].iov_len -= skip;
+                }
+                n++;
+            }
+            struct msghdr mh = {};
+            mh.msg_iov = v;
+            mh.msg_iovlen = n;
+            const ssize_t w = sendmsg(fd_.get(), &mh, MSG_NOSIGNAL);
+            if (w < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (errno == EAGAIN)
+                    break;
+                Close(Status::Proto(label_ + ": write: " + strerror(errno)));
+                return;
+            }
+            bytes_out_ += w;
+            done += w;
+            for (size_t left = static_cast<size_t>(w); left > 0;) {
+                const size_t avail = iov[first].iov_len - skip;
+                if (left < avail) {
+                    skip += left;
+                    break;
+                }
+                left -= avail;
+                first++;
+                skip = 0;
+            }
+        }
+    }
+    if (done == total)
+        return;
+    std::vector<uint8_t> rest;
+    rest.reserve(total - done);
+    for (size_t i = first; i < iov.size(); i++) {
+        const uint8_t *b = static_cast<const uint8_t *>(iov[i].iov_base);
+        rest.insert(rest.end(), b + (i == first ? skip : 0), b + iov[i].iov_len);
+    }
+    Send(std::move(rest));
 }
 
 void Conn::SendStream(Producer next) {

@@ -21,10 +21,12 @@
 
 #include <glib-unix.h>
 #include <glib.h>
+#include <sys/uio.h>
 
 #include <deque>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -65,6 +67,15 @@ class Conn {
     // when sent and stays owned by the caller... until this call returns: it
     // is dup()ed here.  Does nothing once closed.
     void Send(std::vector<uint8_t> msg, int fd = -1);
+
+    // Queues the bytes `iov` gathers (one or more whole encoded messages)
+    // without taking them over: their memory need only stay valid during
+    // this call.  When nothing is queued before them they are written at
+    // once, straight from `iov` (a release sends rewritten pages from the
+    // segment's memory); whatever the socket does not take, or all of it
+    // when other bytes are queued first, is copied into the queue.  Same
+    // order and bound as Send().  Does nothing once closed.
+    void SendGather(std::span<const struct iovec> iov);
 
     // Closes the connection (E_PROTO) if no complete frame has arrived
     // within `ms`: a peer or client that connects and never finishes its

@@ -1,5 +1,5 @@
 // Unit tests for conn.h: streams (SendStream) keep the output queue bounded
-// and keep message order; WhenDrained fires once the queue has drained; a
+// and keep message order; SendGather copies what it cannot write at once; WhenDrained fires once the queue has drained; a
 // closed connection drops its producers.  The far end is a plain socket of a
 // socketpair, read by a FrameReader as a peer would.
 #include "conn.h"
@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -36,6 +37,7 @@ struct Pair {
     int far = -1;
     FrameReader reader{Channel::kPeer, Receiver::kDaemon, ClientRole::kUnknown};
     std::vector<uint32_t> pages;  // tags of the PAGE frames received, in order
+    size_t bad_data = 0;          // PAGE frames whose data is not PageMsg's
     int closes = 0;
     size_t max_queued = 0;
 
@@ -82,8 +84,14 @@ struct Pair {
                 ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
                 if (!f)
                     break;
-                if (f->hdr.type == DSHM_MSG_PAGE)
-                    pages.push_back(f->hdr.tag);
+                if (f->hdr.type != DSHM_MSG_PAGE)
+                    continue;
+                pages.push_back(f->hdr.tag);
+                const auto data = f->Extra(sizeof(dshm_page));
+                const auto fill = static_cast<uint8_t>(f->hdr.tag * 31);
+                if (data.size() != DSHM_PAGE_SIZE ||
+                    std::any_of(data.begin(), data.end(), [&](uint8_t b) { return b != fill; }))
+                    bad_data++;
             }
         }
     }
@@ -112,6 +120,43 @@ START_TEST(stream_is_bounded_and_ordered) {
     for (uint32_t i = 0; i < p.pages.size(); i++)
         ck_assert_uint_eq(p.pages[i], i);
     ck_assert_uint_le(p.max_queued, bound);
+    ck_assert_uint_eq(p.conn->queued_bytes(), 0);
+}
+END_TEST
+
+// SendGather: written at once from the caller's memory when nothing is
+// queued; what the (small) socket does not take is copied, so the caller
+// may reuse its buffers at once; order with Send() before and after kept.
+START_TEST(gather_copies_what_it_cannot_write_and_keeps_order) {
+    Pair p;
+    p.conn->Send(PageMsg(0));
+    p.Pump(1);  // the queue is empty again: the first gathers are written directly
+    ck_assert_uint_eq(p.conn->queued_bytes(), 0);
+    const uint32_t n = 1024, per_call = 64;  // 4 MiB: far more than the socket takes
+    for (uint32_t i = 1; i <= n; i += per_call) {
+        // Each message in two pieces (header, data) from separate buffers.
+        std::vector<std::vector<uint8_t>> bufs;
+        std::vector<struct iovec> iov;
+        for (uint32_t k = i; k < i + per_call; k++) {
+            const std::vector<uint8_t> m = PageMsg(k);
+            const size_t split = m.size() - DSHM_PAGE_SIZE;
+            bufs.emplace_back(m.begin(), m.begin() + split);
+            bufs.emplace_back(m.begin() + split, m.end());
+        }
+        for (auto &b : bufs)
+            iov.push_back({b.data(), b.size()});
+        p.conn->SendGather(iov);
+        for (auto &b : bufs)
+            std::fill(b.begin(), b.end(), 0xee);  // the caller's memory is free again
+    }
+    ck_assert_uint_gt(p.conn->queued_bytes(), 0);  // the socket did not take it all
+    p.conn->Send(PageMsg(n + 1));
+    p.Pump(n + 2);
+    ck_assert_int_eq(p.closes, 0);
+    ck_assert_uint_eq(p.pages.size(), n + 2);
+    for (uint32_t i = 0; i < p.pages.size(); i++)
+        ck_assert_uint_eq(p.pages[i], i);
+    ck_assert_uint_eq(p.bad_data, 0);
     ck_assert_uint_eq(p.conn->queued_bytes(), 0);
 }
 END_TEST
@@ -199,6 +244,7 @@ int main() {
     TCase *tc = tcase_create("output");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, stream_is_bounded_and_ordered);
+    tcase_add_test(tc, gather_copies_what_it_cannot_write_and_keeps_order);
     tcase_add_test(tc, when_drained_fires_once_below_low_water);
     tcase_add_test(tc, when_drained_fires_after_a_flush_outside_the_loop);
     tcase_add_test(tc, closed_connection_drops_its_stream);

@@ -650,8 +650,18 @@ void Daemon::SendWritebacks(Client *c, uint16_t type, uint32_t lock, uint32_t *p
     dshm_writeback w = {};
     SetName(w.segment, s->cfg.name);
     constexpr size_t kHdr = sizeof(dshm_hdr);
-    constexpr size_t kFrameMax = kHdr + sizeof w + kMaxEncodedDiff;
-    std::vector<uint8_t> chunk;
+    // Frames are built in `chunk`, except the data of a page this client
+    // alone rewrote as a whole: that is sent from the segment's memory
+    // (PageTable::ReleaseDirty's `whole`), and `borrowed` says where in the
+    // chunk it goes.  Every chunk is sent or copied before this returns.
+    struct Borrowed {
+        size_t at;
+        const uint8_t *page;
+    };
+    std::vector<uint8_t> chunk, diff(kMaxEncodedDiff);
+    std::vector<Borrowed> borrowed;
+    std::vector<struct iovec> iov;
+    chunk.reserve(kWritebackChunk);
     // Chunks go out at once while the connection's queue is short; past
     // Conn::kStreamQueueBytes the rest waits here and is handed over as a
     // stream (Conn::SendStream) that refills the queue as it drains: a
@@ -661,40 +671,61 @@ void Daemon::SendWritebacks(Client *c, uint16_t type, uint32_t lock, uint32_t *p
     auto flush = [&]() {
         if (chunk.empty())
             return;
-        if (!conn)
-            SendPeer(s->owner, std::move(chunk));
-        else if (!rest->empty() || conn->queued_bytes() >= Conn::kStreamQueueBytes)
-            rest->push_back(std::move(chunk));
-        else if (!conn->closed())
-            conn->Send(std::move(chunk));
-        chunk = std::vector<uint8_t>();
+        if (conn && conn->closed()) {
+            // Lost during the burst: the release has failed (OnPeerClosed),
+            // which punched the pages released so far (clean now): the
+            // borrowed ones must not be read any more.
+        } else if (conn && rest->empty() && conn->queued_bytes() < Conn::kStreamQueueBytes) {
+            iov.clear();
+            size_t from = 0;
+            for (const Borrowed &b : borrowed) {
+                iov.push_back({chunk.data() + from, b.at - from});
+                iov.push_back({const_cast<uint8_t *>(b.page), kPage});
+                from = b.at;
+            }
+            iov.push_back({chunk.data() + from, chunk.size() - from});
+            conn->SendGather(iov);
+        } else {
+            std::vector<uint8_t> whole;
+            whole.reserve(chunk.size() + borrowed.size() * kPage);
+            size_t from = 0;
+            for (const Borrowed &b : borrowed) {
+                whole.insert(whole.end(), chunk.begin() + from, chunk.begin() + b.at);
+                whole.insert(whole.end(), b.page, b.page + kPage);
+                from = b.at;
+            }
+            whole.insert(whole.end(), chunk.begin() + from, chunk.end());
+            if (!conn)
+                SendPeer(s->owner, std::move(whole));
+            else
+                rest->push_back(std::move(whole));
+        }
+        chunk.clear();
+        borrowed.clear();
     };
     uint32_t n = 0, bytes = 0;
     for (uint32_t p : pages) {
-        if (chunk.capacity() == 0)
-            chunk.reserve(kWritebackChunk + kFrameMax);
-        // The frame is built in place: header and dshm_writeback, then the
-        // diff encoded straight after them.
-        const size_t start = chunk.size();
-        chunk.resize(start + kFrameMax);
-        uint8_t *frame = chunk.data() + start;
         size_t len = 0;
+        bool whole = false;
         Trace("release-pre", client_id, p, s->pages->dirtiers(p), s->Page(p), s->pages->twin(p));
-        w.encoding = s->pages->ReleaseDirty(p, s->Page(p), frame + kHdr + sizeof w, &len);
+        w.encoding = s->pages->ReleaseDirty(p, s->Page(p), diff.data(), &len, &whole);
         Trace("release-diff", client_id, p, static_cast<uint32_t>(len));
-        if (!w.encoding) {
-            chunk.resize(start);
+        if (!w.encoding)
             continue;
-        }
         w.page = p;
         const dshm_hdr hdr = {DSHM_MAGIC, DSHM_MSG_WRITEBACK, 0,
                               static_cast<uint32_t>(sizeof w + len), 0};
-        memcpy(frame, &hdr, kHdr);
-        memcpy(frame + kHdr, &w, sizeof w);
-        chunk.resize(start + kHdr + sizeof w + len);
+        const auto *h = reinterpret_cast<const uint8_t *>(&hdr);
+        const auto *wb = reinterpret_cast<const uint8_t *>(&w);
+        chunk.insert(chunk.end(), h, h + kHdr);
+        chunk.insert(chunk.end(), wb, wb + sizeof w);
+        if (whole)
+            borrowed.push_back({chunk.size(), s->Page(p)});
+        else
+            chunk.insert(chunk.end(), diff.data(), diff.data() + len);
         n++;
         bytes += static_cast<uint32_t>(len);
-        if (chunk.size() >= kWritebackChunk)
+        if (chunk.size() + borrowed.size() * kPage >= kWritebackChunk)
             flush();
     }
     dshm_p_release m = {};

@@ -3,6 +3,10 @@
 #include <cstring>
 #include <string>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace dshm {
 
 namespace {
@@ -196,20 +200,35 @@ bool DiffSizeBounds(uint16_t encoding, size_t *min_len, size_t *max_len) {
     return false;
 }
 
-uint16_t EncodeDiffTo(const uint8_t *page, const uint8_t *twin, uint8_t *out, size_t *len) {
-    // Fast path: every byte differs.  Each word is read once, compared and
-    // stored from the same read, so the FULL diff is one snapshot too.  The
-    // first word with an unchanged byte (at once, for a typical sparse diff)
-    // sends the page to the general scan, which takes its own snapshot.
-    size_t i = 0;
-    for (; i < kPageSize; i += 8) {
-        const uint64_t v = Load64(page + i);
-        if (!AllBytesNonZero(v ^ Load64(twin + i))) {
-            break;
+bool AllBytesChanged(const uint8_t *page, const uint8_t *twin) {
+    for (size_t i = 0; i < kPageSize; i += kBlock) {
+#if defined(__SSE2__)
+        __m128i same = _mm_setzero_si128();
+        for (size_t j = 0; j < kBlock; j += 16) {
+            const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i *>(page + i + j));
+            const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i *>(twin + i + j));
+            same = _mm_or_si128(same, _mm_cmpeq_epi8(a, b));
         }
-        memcpy(out + i, &v, sizeof v);
+        if (_mm_movemask_epi8(same) != 0) {
+            return false;
+        }
+#else
+        for (size_t j = 0; j < kBlock; j += 8) {
+            if (!AllBytesNonZero(Load64(page + i + j) ^ Load64(twin + i + j))) {
+                return false;
+            }
+        }
+#endif
     }
-    if (i == kPageSize) {
+    return true;
+}
+
+uint16_t EncodeDiffTo(const uint8_t *page, const uint8_t *twin, uint8_t *out, size_t *len) {
+    // Fast path: every byte differs (a page rewritten as a whole).  The
+    // first block with an unchanged byte (at once, for a typical sparse
+    // diff) sends the page to the general scan, which takes one snapshot.
+    if (AllBytesChanged(page, twin)) {
+        memcpy(out, page, kPageSize);
         *len = kPageSize;
         return DSHM_ENC_FULL;
     }

@@ -71,10 +71,19 @@ inline constexpr size_t kMaxEncodedDiff = kMaskMaxSize;
 // with *len = 0 when the page equals its twin.  Same diff, same rules (and
 // the same single snapshot of `page`) as EncodeDiff.  A page whose every
 // byte differs (the common case of a page rewritten as a whole) is found
-// and copied in one pass.
+// by AllBytesChanged and copied whole: a FULL diff is valid whatever
+// `page` holds when it is copied, and the twin advances by the copy.
 // REQUIRES: as EncodeDiff; out points to kMaxEncodedDiff writable bytes
 //           that do not overlap page or twin.
 uint16_t EncodeDiffTo(const uint8_t *page, const uint8_t *twin, uint8_t *out, size_t *len);
+
+// True when every byte of `page` differs from `twin`: the page was rewritten
+// as a whole, and its diff is FULL, the page itself.  Compares 64 bytes per
+// step (SSE2 where the target has it) and stops at the first unchanged
+// byte, so a sparse diff costs one step.  A release sends such a page
+// straight from the segment's memory when nobody can write it meanwhile
+// (PageTable::ReleaseDirty).
+bool AllBytesChanged(const uint8_t *page, const uint8_t *twin);
 
 // Checks that data[0, len) is a valid diff of `encoding` (see above) without
 // touching any page.  Returns OK or an E_PROTO status saying what is wrong.

@@ -247,6 +247,26 @@ START_TEST(encode_to_matches_encode) {
 }
 END_TEST
 
+// AllBytesChanged: true only when no byte is equal, wherever the one equal
+// byte sits (each 16-byte lane and 64-byte step of the compare).
+START_TEST(all_bytes_changed_finds_any_equal_byte) {
+    std::mt19937_64 rng(5);
+    const Page twin = RandomPage(rng);
+    Page page = twin;
+    for (size_t i = 0; i < kPageSize; i++) {
+        Flip(page, i, rng);
+    }
+    ck_assert(dshm::AllBytesChanged(page.data(), twin.data()));
+    for (size_t k = 0; k < kPageSize; k++) {
+        const uint8_t keep = page[k];
+        page[k] = twin[k];
+        ck_assert_msg(!dshm::AllBytesChanged(page.data(), twin.data()), "byte %zu", k);
+        page[k] = keep;
+    }
+    ck_assert(!dshm::AllBytesChanged(twin.data(), twin.data()));
+}
+END_TEST
+
 START_TEST(false_sharing_disjoint_writers) {
     std::mt19937_64 rng(99);
     for (int iter = 0; iter < 500; iter++) {
@@ -428,6 +448,7 @@ int main() {
     tcase_add_test(tc, random_roundtrips);
     tcase_add_test(tc, edges_of_the_page);
     tcase_add_test(tc, encode_to_matches_encode);
+    tcase_add_test(tc, all_bytes_changed_finds_any_equal_byte);
     tcase_add_test(tc, false_sharing_disjoint_writers);
     tcase_add_test(tc, malformed_diffs_rejected_untouched);
     tcase_add_test(tc, valid_noncanonical_diffs_accepted);

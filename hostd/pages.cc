@@ -86,7 +86,21 @@ uint16_t PageTable::ReleaseDirty(uint32_t p, const uint8_t *content, std::vector
 }
 
 uint16_t PageTable::ReleaseDirty(uint32_t p, const uint8_t *content, uint8_t *out, size_t *len) {
+    return ReleaseDirty(p, content, out, len, nullptr);
+}
+
+uint16_t PageTable::ReleaseDirty(uint32_t p, const uint8_t *content, uint8_t *out, size_t *len,
+                                 bool *whole) {
     Page &pg = pages_[p];
+    if (whole != nullptr) {
+        *whole = pg.ndirtiers == 1 && AllBytesChanged(content, pg.twin.get());
+        if (*whole) {
+            pg.ndirtiers = 0;
+            pg.twin.reset();
+            *len = kPageSize;
+            return DSHM_ENC_FULL;
+        }
+    }
     const uint16_t enc = EncodeDiffTo(content, pg.twin.get(), out, len);
     if (--pg.ndirtiers == 0) {
         pg.twin.reset();

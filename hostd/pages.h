@@ -84,6 +84,17 @@ class PageTable {
     // The same, encoding into out[0, *len) (EncodeDiffTo: a WRITEBACK built
     // in place).  REQUIRES: out has kMaxEncodedDiff (diff.h) writable bytes.
     uint16_t ReleaseDirty(uint32_t p, const uint8_t *content, uint8_t *out, size_t *len);
+    // The same, except that when `whole` is given, this is p's only dirtier
+    // and every byte of `content` differs from the twin, nothing is copied:
+    // returns FULL with *len = kPageSize and *whole = true, the diff being
+    // `content` itself (else *whole = false and the diff is in out[0, *len)
+    // as above).
+    // REQUIRES: as above; and the caller sends `content` before anything can
+    // write it again (the releasing client's mapping is write-protected and
+    // no other local client may write p, so: before returning to the main
+    // loop, whose handlers are the only other writers).
+    uint16_t ReleaseDirty(uint32_t p, const uint8_t *content, uint8_t *out, size_t *len,
+                          bool *whole);
     // A dirtier died without releasing: if it was the only one, rolls
     // `content` back to the twin and returns true.
     bool DropDirtier(uint32_t p, uint8_t *content);

@@ -129,6 +129,42 @@ START_TEST(release_sends_exact_bytes_and_keeps_concurrent_writes) {
 }
 END_TEST
 
+START_TEST(whole_page_is_borrowed_only_from_a_sole_dirtier) {
+    // A page rewritten as a whole by its only dirtier: its diff is the page
+    // itself (nothing copied) and the twin is gone.  With a second dirtier,
+    // or one unchanged byte, the diff is encoded into `out` as usual.
+    PageTable t(3, true);
+    Mem m[3];
+    std::vector<uint8_t> out(dshm::kMaxEncodedDiff, 0xcc);
+    for (uint32_t p = 0; p < 3; p++)
+        t.OnWriteFault(p, true, m[p].p());
+    t.OnWriteFault(1, true, m[1].p());  // a second client dirties page 1
+    for (uint32_t p = 0; p < 3; p++)
+        memset(m[p].p(), 0x5a, kPage);
+    m[2].p()[4095] = 0;  // page 2: one byte unchanged
+    size_t len = 0;
+    bool whole = false;
+    ck_assert_uint_eq(t.ReleaseDirty(0, m[0].p(), out.data(), &len, &whole), DSHM_ENC_FULL);
+    ck_assert(whole);
+    ck_assert_uint_eq(len, kPage);
+    ck_assert_uint_eq(out[0], 0xcc);  // not copied
+    ck_assert_ptr_null(t.twin(0));
+    ck_assert_uint_eq(t.dirtiers(0), 0);
+
+    ck_assert_uint_eq(t.ReleaseDirty(1, m[1].p(), out.data(), &len, &whole), DSHM_ENC_FULL);
+    ck_assert(!whole);
+    ck_assert_uint_eq(len, kPage);
+    ck_assert_uint_eq(out[0], 0x5a);
+    ck_assert_uint_eq(t.twin(1)[0], 0x5a);  // advanced by the diff: the other dirtier goes on
+    ck_assert_uint_eq(t.dirtiers(1), 1);
+
+    ck_assert_uint_eq(t.ReleaseDirty(2, m[2].p(), out.data(), &len, &whole), DSHM_ENC_RUNS);
+    ck_assert(!whole);
+    ck_assert_uint_eq(len, 4 + kPage - 1);
+    ck_assert_ptr_null(t.twin(2));
+}
+END_TEST
+
 START_TEST(unchanged_release_sends_nothing) {
     PageTable t(1, true);
     Mem m;
@@ -270,6 +306,7 @@ int main() {
     tcase_add_test(tc, update_applies_to_page_and_twin);
     tcase_add_test(tc, owner_serves_twin_and_tracks_copysets);
     tcase_add_test(tc, remote_release_reaches_owner_twin);
+    tcase_add_test(tc, whole_page_is_borrowed_only_from_a_sole_dirtier);
     suite_add_tcase(s, tc);
     return RunSuite(s);
 }
