@@ -331,6 +331,21 @@ for name, v, floor, lim, how in targets:
     ok = ratio <= lim if how == 'le' else ratio >= lim
     print('  %-64s %10.2f %10.2f %7.2f %7.2f  %s' % (name, v, floor, ratio, lim, 'PASS' if ok else 'MISS'))
 print('  (write-back vs raw TCP busy-poll %.1f MB/s: blocking %.2f, poll-us=%s %.2f)' % (raw_p, wb_b / raw_p, poll, wb_p / raw_p))
+# Raw TCP swings by 2x between repetitions on a shared VM: the same ratio
+# per repetition (its own TCP stream, a minute apart at most), for the spread.
+def paired(mode):
+    out = []
+    for rep in sorted(set(r['rep'] for r in rows), key=int):
+        t = vals('tcp_throughput', 'mb_per_s', mode='blocking', rep=rep)
+        w = vals('writeback', 'mb_per_s', mode=mode, rep=rep)
+        if t and w:
+            out.append(w[0] / t[0])
+    return out
+for label, mode in (('blocking', 'blocking'), ('poll-us=%s' % poll, mpoll)):
+    r = paired(mode)
+    if r:
+        print('  (write-back / raw TCP of the same repetition, %s: %s; median %.2f)' % (
+            label, ' '.join('%.2f' % x for x in r), statistics.median(r)))
 EOF
 
 echo

@@ -64,6 +64,17 @@ uint64_t NowNs() {
     return ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
 
+FILE *g_phases = nullptr;  // DSHMD_PHASES: release phases (bench/release-phases.sh)
+
+// One line per phase of a release: CLOCK_MONOTONIC ns, the phase, two
+// numbers.  Cheap enough to leave on while benchmarking (a few lines per
+// release, buffered), unlike the per-page trace.
+void Phase(const char *what, uint32_t a, uint64_t b) {
+    if (g_phases)
+        fprintf(g_phases, "%llu %s %u %llu\n", static_cast<unsigned long long>(NowNs()), what, a,
+                static_cast<unsigned long long>(b));
+}
+
 // Which pages of a memfd hold data (os::PresentPages); none on an error,
 // which is logged.
 std::vector<bool> PresentPages(int memfd, uint32_t npages, const std::string &segment) {
@@ -124,10 +135,11 @@ bool Resolve(const std::string &addr, sockaddr_storage *out, socklen_t *len) {
 
 Daemon::Daemon(Config config)
     : cfg_(std::move(config)), zero_page_(kPage, 0), monitor_(cfg_.policy.window_s) {
-    if (const char *t = getenv("DSHMD_TRACE")) {
-        g_trace = fopen(t, "w");
-        if (g_trace)
-            setvbuf(g_trace, nullptr, _IOFBF, 1 << 20);
+    for (auto [env, file] : {std::pair{"DSHMD_TRACE", &g_trace}, {"DSHMD_PHASES", &g_phases}}) {
+        const char *t = getenv(env);
+        *file = t && *t ? fopen(t, "w") : nullptr;
+        if (*file)
+            setvbuf(*file, nullptr, _IOFBF, 1 << 20);
     }
     incarnation_ = (static_cast<uint64_t>(time(nullptr)) << 20) ^ getpid();
     ctx_ = g_main_context_default();
@@ -149,8 +161,11 @@ Daemon::Daemon(Config config)
 }
 
 Daemon::~Daemon() {
-    if (g_trace)
-        fclose(g_trace);
+    for (FILE **file : {&g_trace, &g_phases}) {
+        if (*file)
+            fclose(*file);
+        *file = nullptr;
+    }
     for (auto &[id, c] : clients_) {
         if (c->uffd_watch)
             g_source_remove(c->uffd_watch);
@@ -639,7 +654,9 @@ void Daemon::SendWritebacks(Client *c, uint16_t type, uint32_t lock, uint32_t *p
                             uint32_t *bytes_out) {
     Segment *s = c->seg;
     const uint32_t client_id = c->id;
+    Phase("rel-start", client_id, lock);
     const std::vector<uint32_t> pages = ProtectDirty(c);
+    Phase("rel-protected", client_id, pages.size());
     // The connection the burst starts on: if it closes during the burst,
     // the owner never sees this release's P_RELEASE (OnPeerClosed failed
     // the request); the rest is not queued for a later connection, where a
@@ -746,6 +763,7 @@ void Daemon::SendWritebacks(Client *c, uint16_t type, uint32_t lock, uint32_t *p
             return next;
         });
     }
+    Phase("rel-sent", client_id, conn ? conn->queued_bytes() : 0);
     *pages_out = n;
     *bytes_out = bytes;
     if (Client *still = FindClient(client_id))
@@ -1571,6 +1589,8 @@ void Daemon::OnWriteback(Peer *p, Frame &&f) {
     PEER_SEGMENT(s, m, true);
     PEER_PAGE(s, m.page);
     auto &buf = s->buffered[p->cfg.host_id];
+    if (buf.empty())
+        Phase("own-first-wb", p->cfg.host_id, m.page);
     if (buf.size() >= s->npages) {
         return p->conn->Fail(Status::Proto("more write-backs than pages before a P_RELEASE"),
                              f.hdr.type);
@@ -1580,6 +1600,7 @@ void Daemon::OnWriteback(Peer *p, Frame &&f) {
 
 void Daemon::OnPRelease(Peer *p, const Frame &f, bool flush) {
     auto m = f.Fixed<dshm_p_release>();
+    Phase("own-p-release", p->cfg.host_id, m.npages);
     PEER_SEGMENT(s, m, true);
     auto frames = std::move(s->buffered[p->cfg.host_id]);
     s->buffered.erase(p->cfg.host_id);
@@ -1615,6 +1636,7 @@ void Daemon::OnPRelease(Peer *p, const Frame &f, bool flush) {
         diffs.push_back(DiffRef{wb.page, wb.encoding, data});
     }
     s->stats.writebacks_applied += diffs.size();
+    Phase("own-applied", p->cfg.host_id, diffs.size());
     StartOwnerRelease(s, m.lock_id, who, f.hdr.tag, diffs, flush);
 }
 
@@ -1737,6 +1759,7 @@ void Daemon::FinishOwnerRelease(OwnerRelease *r) {
         ack.status = st.code();
         SendPeer(r->who.host, EncodeMsg(r->flush ? DSHM_MSG_P_FLUSH_ACK : DSHM_MSG_P_RELEASE_ACK,
                                         r->reply_tag, ack));
+        Phase("own-acked", r->who.host, r->pages);
     }
     if (r->timer)
         g_source_remove(r->timer);
@@ -1746,6 +1769,7 @@ void Daemon::FinishOwnerRelease(OwnerRelease *r) {
 
 void Daemon::OnPReleaseAck(Peer *p, const Frame &f) {
     auto m = f.Fixed<dshm_p_release_ack>();
+    Phase("rel-acked", m.client_id, m.status);
     PEER_SEGMENT(s, m, false);
     Client *c = FindClient(m.client_id);
     if (!c || c->seg != s)

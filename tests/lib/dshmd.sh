@@ -4,6 +4,8 @@
 #   dshm_cluster N "SEG:SIZE:OWNER ..." [extra [dshmd] lines]
 #       writes a dshmd.conf for h1..hN (peers: all other hosts) and starts
 #       dshmd on each; waits until every host sees every peer connected.
+#       DSHMD_TRACE=1 / DSHMD_PHASES=1 in the environment: each dshmd writes
+#       $TB_STATE/hN/trace.log (page events) / phases.log (release phases).
 #   dshm_attach HOST SEGMENT ARGS...     run dshm-attach on HOST
 #   dshmctl_on HOST ARGS...              run dshmctl on HOST
 #   dshm_stat HOST SEGMENT KEY           one counter of a segment (dshmctl --json)
@@ -30,7 +32,7 @@ dshm_cluster() {
                 printf '[segment %s]\nsize = %s\nowner = %s\n' "$name" "$size" "$owner"
             done
         } >"$TB_STATE/h$i/dshmd.conf"
-        tb_spawn "h$i" dshmd env G_MESSAGES_DEBUG="${DSHMD_DEBUG:-}" DSHMD_TRACE="${DSHMD_TRACE:+$TB_STATE/h$i/trace.log}" "$DSHMD" --config "$TB_STATE/h$i/dshmd.conf"
+        tb_spawn "h$i" dshmd env G_MESSAGES_DEBUG="${DSHMD_DEBUG:-}" DSHMD_TRACE="${DSHMD_TRACE:+$TB_STATE/h$i/trace.log}" DSHMD_PHASES="${DSHMD_PHASES:+$TB_STATE/h$i/phases.log}" "$DSHMD" --config "$TB_STATE/h$i/dshmd.conf"
     done
     for i in $(seq 1 "$n"); do
         local ok=0 k
