@@ -315,8 +315,10 @@ class Daemon {
     // (those of pages with copies elsewhere are kept for UPDATEs).
     void StartOwnerRelease(Segment *s, uint32_t lock, Holder who, uint32_t reply_tag,
                            std::span<const DiffRef> diffs, bool flush = false);
-    // Non-owner: ProtectDirty, then each page diffed straight into its
-    // WRITEBACK frame; frames go to the owner in chunks of kWritebackChunk
+    // Non-owner: ProtectDirty, then each page diffed into its WRITEBACK
+    // frame (a page c alone rewrote as a whole is not copied: the frame's
+    // data is written from the segment, Conn::SendGather, before this
+    // returns); frames go to the owner in chunks of kWritebackChunk
     // bytes as they fill, so the owner receives the first pages while the
     // rest are diffed; once Conn::kStreamQueueBytes are queued, the rest is
     // handed to the connection as a stream (Conn::SendStream) sent as it

@@ -54,8 +54,8 @@ bool DiffSizeBounds(uint16_t encoding, size_t *min_len, size_t *max_len);
 //           modifies `twin` during the call.
 // `page` may be written concurrently (a live shared mapping): the diff is
 // derived from one comparison of each byte (one snapshot) and carries the
-// value read when it is copied out, a moment later (for a FULL diff found by
-// the fast path, the very value compared).  The caller MUST then advance the
+// value read when it is copied out, a moment later (a FULL diff carries
+// every byte, whatever it holds by then).  The caller MUST then advance the
 // twin by applying this diff to it (ApplyDiff(twin, ...)), never by copying
 // the page, so that a write the diff missed still differs from the twin and
 // goes out with the next release.
