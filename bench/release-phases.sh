@@ -59,35 +59,28 @@ source "$TOP/tests/lib/common.sh"
 source "$TOP/tests/lib/testbed.sh"
 # shellcheck source=../tests/lib/dshmd.sh
 source "$TOP/tests/lib/dshmd.sh"
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
 DSHM_BENCH=$MESON_BUILD/bench/dshm_bench
 for f in "$DSHM_BENCH" "$DSHMD" "$DSHMCTL" "$TB_REAPER"; do
     [ -x "$f" ] || { echo "$f is missing: build it (ninja -C $MESON_BUILD)" >&2; exit 1; }
 done
 [ "$(id -u)" = 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
-NCPU=$(nproc)
-[ "$PIN_HOSTS" = 0 ] || [ "$NCPU" -ge 2 ] || { echo "--pin-hosts needs at least 2 CPUs" >&2; exit 2; }
-half=$((NCPU / 2))
-CPUS_h1="0-$((half - 1))"
-CPUS_h2="$half-$((NCPU - 1))"
+bench_check_pin
 
 mkdir -p "$TOP/bench/results"
 [ -n "$OUT" ] || OUT=$TOP/bench/results/phases-$(date +%Y%m%d-%H%M).txt
 exec > >(tee -i "$OUT") 2>&1
 
 echo "# release phases: $CMDLINE"
-echo "# date: $(date -Is)  kernel: $(uname -r)  nproc: $NCPU  commit: $(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo ?)"
-echo "# poll-us=$POLL_US pages=$PAGES rounds=$ROUNDS cpus: $([ "$PIN_HOSTS" = 1 ] && echo "h1 on $CPUS_h1, h2 on $CPUS_h2" || echo "not pinned")"
+echo "# date: $(date -Is)  kernel: $(uname -r)  nproc: $(nproc)  commit: $(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo ?)"
+echo "# poll-us=$POLL_US pages=$PAGES rounds=$ROUNDS cpus: $(bench_cpus_line)"
 echo "# load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 tb_init 2
 DSHMD_PHASES=1 dshm_cluster 2 "wb:$((PAGES * 4096)):1" "poll-us = $POLL_US"
-PIN2=()
-if [ "$PIN_HOSTS" = 1 ]; then
-    tb_run h1 taskset -a -p -c "$CPUS_h1" "$(cat "$TB_STATE/h1/dshmd.pid")" >/dev/null
-    tb_run h2 taskset -a -p -c "$CPUS_h2" "$(cat "$TB_STATE/h2/dshmd.pid")" >/dev/null
-    PIN2=(taskset -c "$CPUS_h2")
-fi
-tb_run h2 "${PIN2[@]}" "$DSHM_BENCH" writeback --socket /run/dshm/dshmd.sock --segment wb \
+bench_pin_dshmd h1 h2
+tb_run h2 $(bench_pin h2) "$DSHM_BENCH" writeback --socket /run/dshm/dshmd.sock --segment wb \
     --pages "$PAGES" --rounds "$ROUNDS"
 for h in h1 h2; do tb_kill "$h" dshmd TERM || true; done
 for h in h1 h2; do

@@ -83,6 +83,8 @@ source "$TOP/tests/lib/common.sh"
 source "$TOP/tests/lib/testbed.sh"
 # shellcheck source=../tests/lib/dshmd.sh
 source "$TOP/tests/lib/dshmd.sh"
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
 
 UFFD_FLOOR=$MESON_BUILD/bench/uffd_floor
 TCP_FLOOR=$MESON_BUILD/bench/tcp_floor
@@ -91,19 +93,7 @@ for f in "$UFFD_FLOOR" "$TCP_FLOOR" "$DSHM_BENCH" "$DSHMD" "$DSHMCTL" "$TB_REAPE
     [ -x "$f" ] || { echo "$f is missing: build it (ninja -C $MESON_BUILD)" >&2; exit 1; }
 done
 [ "$(id -u)" = 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
-NCPU=$(nproc)
-[ "$PIN_HOSTS" = 0 ] || [ "$NCPU" -ge 2 ] || { echo "--pin-hosts needs at least 2 CPUs" >&2; exit 2; }
-# cpus HOST: the CPUs HOST runs on with --pin-hosts (h1 the first half).
-cpus() {
-    local half=$((NCPU / 2))
-    case $1 in
-        h1) echo "0-$((half - 1))" ;;
-        *) echo "$half-$((NCPU - 1))" ;;
-    esac
-}
-# pin HOST: the command prefix that keeps a process on HOST's CPUs (none
-# without --pin-hosts).  Used unquoted.
-pin() { [ "$PIN_HOSTS" = 0 ] || echo "taskset -c $(cpus "$1")"; }
+bench_check_pin
 
 mkdir -p "$TOP/bench/results"
 [ -n "$OUT" ] || OUT=$TOP/bench/results/dshmd-$(date +%Y%m%d-%H%M).txt
@@ -130,7 +120,7 @@ echo "# dshmd benchmark: $CMDLINE"
 echo "# date: $(date -Is)  kernel: $(uname -r)  nproc: $(nproc)  cpu: $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)"
 echo "# build: $MESON_BUILD  commit: $(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$TOP" diff --quiet HEAD -- hostd 2>/dev/null || echo ' (hostd modified in the working tree)')"
 echo "# testbed: TB_PREFIX=$TB_PREFIX TB_NET=$TB_NET; reps=$REPS poll-us=$POLL_US pages=$PAGES passes=$PASSES"
-echo "# cpus: $([ "$PIN_HOSTS" = 1 ] && echo "pinned: h1 on $(cpus h1), h2 on $(cpus h2)" || echo "not pinned: both hosts share all $NCPU")"
+echo "# cpus: $(bench_cpus_line)"
 echo "#   lock-iters=$LOCK_ITERS (256 dirty: $LOCK_ITERS_256) wb-pages=$WB_PAGES wb-rounds=$WB_ROUNDS tcp-iters=$TCP_ITERS tcp-bytes=$TCP_BYTES"
 echo "# load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
@@ -144,11 +134,11 @@ RES=$TB_STATE/results.txt  # measurement lines for the summary (gone with the te
 run_floors() {
     local rep=$1 out port i
     echo "-- rep $rep: uffd_floor on h1 (4096 pages, blocking and busy-poll resolver)"
-    out=$(tb_run h1 $(pin h1) "$UFFD_FLOOR" --pages "$PAGES" --mode both)
+    out=$(tb_run h1 $(bench_pin h1) "$UFFD_FLOOR" --pages "$PAGES" --mode both)
     record "rep=$rep kind=floor" "$(grep -E '^(uffd_fault|shmem_minor_fault) ' <<<"$out")"
 
     echo "-- rep $rep: tcp_floor h2 -> h1 ($H1): rtt 64 B / 4 KiB x $TCP_ITERS, stream $TCP_BYTES bytes"
-    tb_spawn h1 tcp_server $(pin h1) "$TCP_FLOOR" server --listen "$H1:0" --timeout 300
+    tb_spawn h1 tcp_server $(bench_pin h1) "$TCP_FLOOR" server --listen "$H1:0" --timeout 300
     port=""
     for i in $(seq 1 100); do
         port=$(sed -n 's/^tcp_floor listening .* port=\([0-9]*\).*/\1/p' "$(tb_log h1 tcp_server)")
@@ -156,7 +146,7 @@ run_floors() {
         sleep 0.05
     done
     [ -n "$port" ] || fail "tcp_floor server did not listen: $(cat "$(tb_log h1 tcp_server)")"
-    out=$(tb_run h2 $(pin h2) "$TCP_FLOOR" client --connect "$H1:$port" --iterations "$TCP_ITERS" \
+    out=$(tb_run h2 $(bench_pin h2) "$TCP_FLOOR" client --connect "$H1:$port" --iterations "$TCP_ITERS" \
         --reply 4096 --request 64 --throughput "$TCP_BYTES" --mode both --timeout 300)
     record "rep=$rep kind=floor" "$(grep -E '^tcp_' <<<"$out")"
     for i in $(seq 1 50); do tb_alive h1 tcp_server || break; sleep 0.1; done
@@ -188,17 +178,12 @@ run_dshm() {
     tags="rep=$rep kind=dshm mode=$mode poll_us=$poll"
     fault_pages=$((PAGES * PASSES))
     dshm_cluster 2 "faults:$((fault_pages * 4096)):1 locks:2M:1 wb:$((WB_PAGES * 4096)):1" "poll-us = $poll"
-    if [ "$PIN_HOSTS" = 1 ]; then
-        local h
-        for h in h1 h2; do
-            tb_run "$h" taskset -a -p -c "$(cpus "$h")" "$(cat "$TB_STATE/$h/dshmd.pid")" >/dev/null
-        done
-    fi
+    bench_pin_dshmd h1 h2
     echo "-- rep $rep: dshmd poll-us=$poll ($mode): remote faults, client on h2, segment owned by h1"
     local c1a c2a c1b c2b
     read -r -a c1a <<<"$(dshmd_cpu h1)"
     read -r -a c2a <<<"$(dshmd_cpu h2)"
-    out=$(tb_run h2 $(pin h2) "$DSHM_BENCH" faults --socket "$SOCK" --segment faults --pages "$PAGES" --passes "$PASSES")
+    out=$(tb_run h2 $(bench_pin h2) "$DSHM_BENCH" faults --socket "$SOCK" --segment faults --pages "$PAGES" --passes "$PASSES")
     read -r -a c1b <<<"$(dshmd_cpu h1)"
     read -r -a c2b <<<"$(dshmd_cpu h2)"
     record "$tags" "$(grep -E '^remote_fault n=' <<<"$out")"
@@ -214,12 +199,12 @@ run_dshm() {
     local k iters
     for k in 0 1 256; do
         iters=$([ "$k" = 256 ] && echo "$LOCK_ITERS_256" || echo "$LOCK_ITERS")
-        out=$(tb_run h2 $(pin h2) "$DSHM_BENCH" lock --socket "$SOCK" --segment locks --dirty "$k" --iterations "$iters")
+        out=$(tb_run h2 $(bench_pin h2) "$DSHM_BENCH" lock --socket "$SOCK" --segment locks --dirty "$k" --iterations "$iters")
         record "$tags" "$(grep -E '^lock_rtt ' <<<"$out")"
     done
 
     echo "-- rep $rep: dshmd poll-us=$poll ($mode): write-back of $WB_PAGES full pages x $WB_ROUNDS rounds"
-    out=$(tb_run h2 $(pin h2) "$DSHM_BENCH" writeback --socket "$SOCK" --segment wb --pages "$WB_PAGES" --rounds "$WB_ROUNDS")
+    out=$(tb_run h2 $(bench_pin h2) "$DSHM_BENCH" writeback --socket "$SOCK" --segment wb --pages "$WB_PAGES" --rounds "$WB_ROUNDS")
     record "$tags" "$(grep -E '^writeback ' <<<"$out")"
     stop_cluster
 }

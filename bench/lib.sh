@@ -1,0 +1,46 @@
+# shellcheck shell=bash
+# Helpers shared by the bench scripts (source after tests/lib/testbed.sh).
+#
+# --pin-hosts (PIN_HOSTS=1): every process of a simulated host runs on that
+# host's own CPUs, h1 on the first half of the machine's CPUs and every
+# other host on the second half, as separate machines would.
+PIN_HOSTS=${PIN_HOSTS:-0}
+
+# bench_check_pin: refuses --pin-hosts on a machine with one CPU.
+bench_check_pin() {
+    [ "$PIN_HOSTS" = 0 ] || [ "$(nproc)" -ge 2 ] || { echo "--pin-hosts needs at least 2 CPUs" >&2; exit 2; }
+}
+
+# bench_cpus HOST: the CPU list HOST runs on with --pin-hosts.
+bench_cpus() {
+    local n half
+    n=$(nproc)
+    half=$((n / 2))
+    case $1 in
+        h1) echo "0-$((half - 1))" ;;
+        *) echo "$half-$((n - 1))" ;;
+    esac
+}
+
+# bench_pin HOST: the command prefix that keeps a process on HOST's CPUs
+# (nothing without --pin-hosts).  Use it unquoted: tb_run h1 $(bench_pin h1) cmd.
+bench_pin() { [ "$PIN_HOSTS" = 0 ] || echo "taskset -c $(bench_cpus "$1")"; }
+
+# bench_pin_dshmd HOST...: moves every thread of HOST's running dshmd onto
+# HOST's CPUs (nothing without --pin-hosts).
+bench_pin_dshmd() {
+    [ "$PIN_HOSTS" = 1 ] || return 0
+    local h
+    for h in "$@"; do
+        tb_run "$h" taskset -a -p -c "$(bench_cpus "$h")" "$(cat "$TB_STATE/$h/dshmd.pid")" >/dev/null
+    done
+}
+
+# bench_cpus_line: says how the hosts share the CPUs (for result headers).
+bench_cpus_line() {
+    if [ "$PIN_HOSTS" = 1 ]; then
+        echo "pinned: h1 on $(bench_cpus h1), h2 on $(bench_cpus h2)"
+    else
+        echo "not pinned: both hosts share all $(nproc)"
+    fi
+}
