@@ -1,10 +1,22 @@
 # shellcheck shell=bash
-# Helpers shared by the bench scripts (source after tests/lib/testbed.sh).
+# Set-up and helpers shared by the dshmd bench scripts.  Source it with
+# TB_PREFIX and TB_NET exported (the script's own testbed instance, never the
+# test suite's); it sources tests/lib/{common,testbed,dshmd}.sh.
 #
 # --pin-hosts (PIN_HOSTS=1): every process of a simulated host runs on that
 # host's own CPUs, h1 on the first half of the machine's CPUs and every
 # other host on the second half, as separate machines would.
 PIN_HOSTS=${PIN_HOSTS:-0}
+
+[ "$TB_PREFIX" != dshm ] || { echo "refusing TB_PREFIX=dshm: that is the test suite's testbed" >&2; exit 2; }
+_BENCH_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export MESON_BUILD=${MESON_BUILD:-$_BENCH_TOP/build/meson}
+# shellcheck source=../tests/lib/common.sh
+source "$_BENCH_TOP/tests/lib/common.sh"
+# shellcheck source=../tests/lib/testbed.sh
+source "$_BENCH_TOP/tests/lib/testbed.sh"
+# shellcheck source=../tests/lib/dshmd.sh
+source "$_BENCH_TOP/tests/lib/dshmd.sh"
 
 # bench_check_pin: refuses --pin-hosts on a machine with one CPU.
 bench_check_pin() {

@@ -51,14 +51,6 @@ while [ $# -gt 0 ]; do
 done
 
 export TB_PREFIX=${TB_PREFIX:-dshmq} TB_NET=${TB_NET:-198.18.2}
-[ "$TB_PREFIX" != dshm ] || { echo "refusing TB_PREFIX=dshm: that is the test suite's testbed" >&2; exit 2; }
-export MESON_BUILD=${MESON_BUILD:-$TOP/build/meson}
-# shellcheck source=../tests/lib/common.sh
-source "$TOP/tests/lib/common.sh"
-# shellcheck source=../tests/lib/testbed.sh
-source "$TOP/tests/lib/testbed.sh"
-# shellcheck source=../tests/lib/dshmd.sh
-source "$TOP/tests/lib/dshmd.sh"
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
 DSHM_BENCH=$MESON_BUILD/bench/dshm_bench

@@ -75,14 +75,6 @@ done
 
 # Our own testbed instance, never the test suite's (prefix dshm, 198.18.0).
 export TB_PREFIX=${TB_PREFIX:-dshmb} TB_NET=${TB_NET:-198.18.1}
-[ "$TB_PREFIX" != dshm ] || { echo "refusing TB_PREFIX=dshm: that is the test suite's testbed" >&2; exit 2; }
-export MESON_BUILD=${MESON_BUILD:-$TOP/build/meson}
-# shellcheck source=../tests/lib/common.sh
-source "$TOP/tests/lib/common.sh"
-# shellcheck source=../tests/lib/testbed.sh
-source "$TOP/tests/lib/testbed.sh"
-# shellcheck source=../tests/lib/dshmd.sh
-source "$TOP/tests/lib/dshmd.sh"
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
 
