@@ -41,14 +41,22 @@ Conn::~Conn() {
         g_source_remove(watch_);
     if (hello_timer_)
         g_source_remove(hello_timer_);
+    DropQueues();
+}
+
+void Conn::DropQueues() {
     for (auto &o : out_) {
         if (o.fd >= 0)
             close(o.fd);
     }
+    out_.clear();
+    queued_ = 0;
     for (auto &l : later_) {
         if (l.fd >= 0)
             close(l.fd);
     }
+    later_.clear();
+    later_bytes_ = 0;
 }
 
 void Conn::Start(FrameFn on_frame, CloseFn on_close) {
@@ -164,10 +172,7 @@ void Conn::Send(std::vector<uint8_t> msg, int fd) {
         if (fd >= 0)
             l.fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
         later_.push_back(std::move(l));
-        if (queued_ + later_bytes_ > kMaxQueuedBytes) {
-            Close(Status::Proto(label_ + ": peer is not reading (output queue over " +
-                                std::to_string(kMaxQueuedBytes >> 20) + " MiB)"));
-        }
+        CheckBound();
         return;
     }
     Enqueue(std::move(msg), fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1);
@@ -219,15 +224,23 @@ void Conn::SendGather(std::span<const struct iovec> iov) {
             }
         }
     }
-    if (done == total)
-        return;
-    std::vector<uint8_t> rest;
-    rest.reserve(total - done);
-    for (size_t i = first; i < iov.size(); i++) {
-        const uint8_t *b = static_cast<const uint8_t *>(iov[i].iov_base);
-        rest.insert(rest.end(), b + (i == first ? skip : 0), b + iov[i].iov_len);
+    if (done < total)
+        Send(Gathered(iov, done));
+}
+
+std::vector<uint8_t> Gathered(std::span<const struct iovec> iov, size_t skip) {
+    size_t total = 0;
+    for (const struct iovec &v : iov)
+        total += v.iov_len;
+    std::vector<uint8_t> out;
+    out.reserve(total > skip ? total - skip : 0);
+    for (const struct iovec &v : iov) {
+        const size_t from = std::min(skip, v.iov_len);
+        skip -= from;
+        const uint8_t *b = static_cast<const uint8_t *>(v.iov_base);
+        out.insert(out.end(), b + from, b + v.iov_len);
     }
-    Send(std::move(rest));
+    return out;
 }
 
 void Conn::SendStream(Producer next) {
@@ -271,14 +284,19 @@ void Conn::Enqueue(std::vector<uint8_t> msg, int fd) {
     o.fd = fd;
     queued_ += o.bytes.size();
     out_.push_back(std::move(o));
-    if (queued_ > kMaxQueuedBytes) {
-        Close(Status::Proto(label_ + ": peer is not reading (output queue over " +
-                            std::to_string(kMaxQueuedBytes >> 20) + " MiB)"));
+    if (!CheckBound())
         return;
-    }
     if (corked_ ? queued_ >= kCorkFlushBytes : out_.size() == 1)
         Flush();
     UpdateWatch();
+}
+
+bool Conn::CheckBound() {
+    if (queued_ + later_bytes_ <= kMaxQueuedBytes)
+        return true;
+    Close(Status::Proto(label_ + ": peer is not reading (output queue over " +
+                        std::to_string(kMaxQueuedBytes >> 20) + " MiB)"));
+    return false;
 }
 
 void Conn::WhenDrained(size_t low_water, std::function<void()> fn) {
@@ -399,18 +417,7 @@ void Conn::Close(const Status &why) {
     }
     fd_.reset();
     on_drained_ = nullptr;
-    for (auto &o : out_) {
-        if (o.fd >= 0)
-            close(o.fd);
-    }
-    out_.clear();
-    queued_ = 0;
-    for (auto &l : later_) {
-        if (l.fd >= 0)
-            close(l.fd);
-    }
-    later_.clear();
-    later_bytes_ = 0;
+    DropQueues();
     CloseFn fn = std::move(have_next_ ? next_on_close_ : on_close_);
     on_close_ = nullptr;
     next_on_close_ = nullptr;

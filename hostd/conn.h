@@ -44,6 +44,9 @@ namespace dshm {
 // recursion cannot happen.  Returns the source id (g_source_remove()).
 guint WatchFd(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data);
 
+// The bytes `iov` gathers, from byte `skip` on, copied into one buffer.
+std::vector<uint8_t> Gathered(std::span<const struct iovec> iov, size_t skip = 0);
+
 class Conn {
   public:
     using FrameFn = std::function<void(Frame &&)>;
@@ -143,6 +146,11 @@ class Conn {
     // Moves messages from later_ to out_ while under kStreamQueueBytes.
     void Refill();
     void Enqueue(std::vector<uint8_t> msg, int fd);
+    // Closes the connection (and returns false) when the queued bytes are
+    // over kMaxQueuedBytes.
+    bool CheckBound();
+    // Closes the fds of queued messages and empties the queues.
+    void DropQueues();
     void UpdateWatch();
 
     os::UniqueFd fd_;

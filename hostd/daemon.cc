@@ -688,34 +688,24 @@ void Daemon::SendWritebacks(Client *c, uint16_t type, uint32_t lock, uint32_t *p
     auto flush = [&]() {
         if (chunk.empty())
             return;
+        iov.clear();
+        size_t from = 0;
+        for (const Borrowed &b : borrowed) {
+            iov.push_back({chunk.data() + from, b.at - from});
+            iov.push_back({const_cast<uint8_t *>(b.page), kPage});
+            from = b.at;
+        }
+        iov.push_back({chunk.data() + from, chunk.size() - from});
         if (conn && conn->closed()) {
             // Lost during the burst: the release has failed (OnPeerClosed),
             // which punched the pages released so far (clean now): the
             // borrowed ones must not be read any more.
         } else if (conn && rest->empty() && conn->queued_bytes() < Conn::kStreamQueueBytes) {
-            iov.clear();
-            size_t from = 0;
-            for (const Borrowed &b : borrowed) {
-                iov.push_back({chunk.data() + from, b.at - from});
-                iov.push_back({const_cast<uint8_t *>(b.page), kPage});
-                from = b.at;
-            }
-            iov.push_back({chunk.data() + from, chunk.size() - from});
             conn->SendGather(iov);
+        } else if (conn) {
+            rest->push_back(Gathered(iov));
         } else {
-            std::vector<uint8_t> whole;
-            whole.reserve(chunk.size() + borrowed.size() * kPage);
-            size_t from = 0;
-            for (const Borrowed &b : borrowed) {
-                whole.insert(whole.end(), chunk.begin() + from, chunk.begin() + b.at);
-                whole.insert(whole.end(), b.page, b.page + kPage);
-                from = b.at;
-            }
-            whole.insert(whole.end(), chunk.begin() + from, chunk.end());
-            if (!conn)
-                SendPeer(s->owner, std::move(whole));
-            else
-                rest->push_back(std::move(whole));
+            SendPeer(s->owner, Gathered(iov));
         }
         chunk.clear();
         borrowed.clear();
