@@ -9,7 +9,9 @@
 # on h2 (P full pages per release, R rounds; default 1024 x 40, as
 # run-dshmd.sh), both daemons started with DSHMD_PHASES.  The daemons stamp
 # each release's phases with CLOCK_MONOTONIC (one clock for every namespace
-# of this machine), and this prints the median and p90 of each step:
+# of this machine), and this prints the median and p90 of each step, and
+# for a step stamped at both ends by one daemon the median CPU time that
+# daemon's thread used in it (the rest of the step it waited):
 #
 #   protect        h2: rel-start -> rel-protected   write-protect the dirty pages
 #   diff+send      h2: rel-protected -> rel-sent    diff each page, hand the
@@ -17,7 +19,8 @@
 #   first frame    rel-protected -> own-first-wb    until h1 reads the first WRITEBACK
 #   owner lag      rel-sent -> own-p-release        h1 still reading after h2 wrote
 #                                                   the last byte (>0: h1 is behind)
-#   apply          h1: own-p-release -> own-applied apply the buffered write-backs
+#   commit         h1: own-p-release -> own-applied commit the write-backs (applied
+#                                                   as they arrived)
 #   ack            own-applied -> rel-acked         P_RELEASE_ACK back to h2
 #   total          rel-start -> rel-acked           dshmd's part of one release
 #
@@ -34,7 +37,7 @@ POLL_US=0
 PAGES=1024
 ROUNDS=40
 OUT=""
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case $1 in
         --pin-hosts) PIN_HOSTS=1; shift; continue ;;
@@ -81,19 +84,19 @@ done
 python3 - "$TB_STATE/h1/phases.log" "$TB_STATE/h2/phases.log" <<'PY'
 import math, sys
 ev = []
-for path in sys.argv[1:]:
+for host, path in zip(('h1', 'h2'), sys.argv[1:]):
     for line in open(path):
-        t, what, a, b = line.split()
-        ev.append((int(t), what))
+        t, what, a, b, cpu = line.split()
+        ev.append((int(t), what, host, int(cpu)))
 ev.sort()
 # One release at a time: cut the merged stream at each rel-start.
 rels, cur = [], None
-for t, what in ev:
+for t, what, host, cpu in ev:
     if what == 'rel-start':
         cur = {}
         rels.append(cur)
     if cur is not None and what not in cur:
-        cur[what] = t
+        cur[what] = (t, host, cpu)
 need = ('rel-start', 'rel-protected', 'rel-sent', 'own-first-wb', 'own-p-release',
         'own-applied', 'rel-acked')
 rels = [r for r in rels if all(k in r for k in need)][1:]  # the first also fetched
@@ -102,7 +105,7 @@ steps = [
     ('diff+send', 'rel-protected', 'rel-sent'),
     ('first frame', 'rel-protected', 'own-first-wb'),
     ('owner lag', 'rel-sent', 'own-p-release'),
-    ('apply', 'own-p-release', 'own-applied'),
+    ('commit', 'own-p-release', 'own-applied'),
     ('ack', 'own-applied', 'rel-acked'),
     ('total', 'rel-start', 'rel-acked'),
 ]
@@ -110,8 +113,14 @@ def pct(v, q):
     v = sorted(v)
     return v[max(0, math.ceil(q * len(v)) - 1)]  # nearest rank
 print('releases: %d' % len(rels))
-print('%-12s %10s %10s' % ('step', 'p50 ms', 'p90 ms'))
+print('%-12s %10s %10s %12s' % ('step', 'p50 ms', 'p90 ms', 'on-CPU p50'))
 for name, a, b in steps:
-    d = [(r[b] - r[a]) / 1e6 for r in rels]
-    print('%-12s %10.3f %10.3f' % (name, pct(d, 0.5), pct(d, 0.9)))
+    d = [(r[b][0] - r[a][0]) / 1e6 for r in rels]
+    oncpu = ''
+    if rels and rels[0][a][1] == rels[0][b][1]:  # both ends stamped by one daemon
+        oncpu = '%10.3f' % pct([(r[b][2] - r[a][2]) / 1e6 for r in rels], 0.5)
+    print('%-12s %10.3f %10.3f %12s' % (name, pct(d, 0.5), pct(d, 0.9), oncpu))
+# The owner's CPU over the whole release (its stamps: first frame to commit).
+d = [(r['own-applied'][2] - r['own-first-wb'][2]) / 1e6 for r in rels]
+print('owner on-CPU from its first frame to the commit, p50: %.3f ms' % pct(d, 0.5))
 PY

@@ -67,12 +67,18 @@ uint64_t NowNs() {
 FILE *g_phases = nullptr;  // DSHMD_PHASES: release phases (bench/release-phases.sh)
 
 // One line per phase of a release: CLOCK_MONOTONIC ns, the phase, two
-// numbers.  Cheap enough to leave on while benchmarking (a few lines per
-// release, buffered), unlike the per-page trace.
+// numbers, and the CPU time this thread has used (ns: the part of a step
+// spent running, not waiting).  Cheap enough to leave on while
+// benchmarking (a few lines per release, buffered), unlike the per-page
+// trace.
 void Phase(const char *what, uint32_t a, uint64_t b) {
-    if (g_phases)
-        fprintf(g_phases, "%llu %s %u %llu\n", static_cast<unsigned long long>(NowNs()), what, a,
-                static_cast<unsigned long long>(b));
+    if (!g_phases)
+        return;
+    struct timespec cpu;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
+    fprintf(g_phases, "%llu %s %u %llu %llu\n", static_cast<unsigned long long>(NowNs()), what, a,
+            static_cast<unsigned long long>(b),
+            static_cast<unsigned long long>(cpu.tv_sec * 1000000000ull + cpu.tv_nsec));
 }
 
 // Which pages of a memfd hold data (os::PresentPages); none on an error,
@@ -1290,6 +1296,8 @@ void Daemon::OnPeerClosed(Peer *p, const Status &why) {
     const uint32_t host = p->cfg.host_id;
     if (was_up) {
         for (auto &[name, s] : segments_) {
+            if (IsOwner(s.get()))
+                DropInFlight(s.get(), host);  // a release cut off before its P_RELEASE
             if (IsOwner(s.get()) && s->moving) {
                 // A move waits for no acknowledgement from a lost host; a
                 // lost new owner ends it (ownership stays here).
@@ -1299,8 +1307,7 @@ void Daemon::OnPeerClosed(Peer *p, const Status &why) {
                 EndMove(s.get());  // the move cannot complete any more
             }
             if (IsOwner(s.get())) {
-                // Its copies, its buffered write-backs and its locks are gone.
-                s->buffered.erase(host);
+                // Its copies and its locks are gone (its write-backs: above).
                 s->pages->DropHost(host);
                 for (const auto &[lock, next] : s->locks.DropHost(host))
                     Grant(s.get(), lock, next);
@@ -1441,9 +1448,27 @@ void Daemon::OnFetch(Peer *p, const Frame &f) {
     r.page = m.page;
     // Locally dirty: the last released content (the twin) is served.
     const uint8_t *src = s->pages->ServeFetch(m.page, p->cfg.host_id, s->Page(m.page));
+    std::vector<uint8_t> before;
+    if (s->pages->inflight(m.page) > 0)
+        src = InFlightPreImage(s, m.page, src, &before);
     Trace("serve", p->cfg.host_id, m.page, src == s->Page(m.page) ? 0 : 1, src);
     s->stats.fetches_served++;
     p->conn->Send(EncodeMsg(DSHM_MSG_PAGE, f.hdr.tag, r, src, kPage));
+}
+
+const uint8_t *Daemon::InFlightPreImage(Segment *s, uint32_t page, const uint8_t *src,
+                                        std::vector<uint8_t> *buf) {
+    buf->assign(src, src + kPage);
+    for (auto &[host, frames] : s->buffered) {
+        for (auto it = frames.rbegin(); it != frames.rend(); ++it) {
+            auto wb = it->Fixed<dshm_writeback>();
+            if (wb.page != page)
+                continue;
+            auto pre = it->Extra(sizeof wb);  // the pre-image (ApplyInFlight)
+            (void)ApplyDiff(buf->data(), wb.encoding, pre.data(), pre.size());
+        }
+    }
+    return buf->data();
 }
 
 void Daemon::OnPage(Peer *p, const Frame &f) {
@@ -1585,48 +1610,91 @@ void Daemon::OnWriteback(Peer *p, Frame &&f) {
         return p->conn->Fail(Status::Proto("more write-backs than pages before a P_RELEASE"),
                              f.hdr.type);
     }
+    // Applied now, while the rest of the release is still on the wire; the
+    // frame keeps the pre-image until the verdict (protocol.md section 6).
+    const size_t fixed = sizeof m;
+    Status st = s->pages->ApplyInFlight(m.page, m.encoding, f.payload.data() + fixed,
+                                        f.payload.size() - fixed, s->Page(m.page));
+    if (!st.ok()) {  // the FrameReader validated the diff: not expected
+        return p->conn->Fail(st, f.hdr.type);
+    }
     buf.push_back(std::move(f));
+}
+
+void Daemon::EndInFlight(Segment *s, std::vector<Frame> &frames, bool commit, uint32_t writer,
+                         std::vector<DiffRef> *diffs) {
+    const uint64_t others = ~(uint64_t(1) << cfg_.host_id) & ~(uint64_t(1) << writer);
+    if (commit) {
+        diffs->reserve(frames.size());
+        for (Frame &w : frames) {
+            auto wb = w.Fixed<dshm_writeback>();
+            std::span<uint8_t> data = std::span<uint8_t>(w.payload).subspan(sizeof wb);
+            // The diff goes out again only as UPDATE, to hosts with a copy.
+            const bool want = (s->pages->copyset(wb.page) & others) != 0;
+            s->pages->CommitInFlight(wb.page, wb.encoding, data.data(), data.size(),
+                                     s->Page(wb.page), want);
+            diffs->push_back(DiffRef{wb.page, wb.encoding, data});
+        }
+        return;
+    }
+    for (auto it = frames.rbegin(); it != frames.rend(); ++it) {
+        auto wb = it->Fixed<dshm_writeback>();
+        std::span<uint8_t> data = std::span<uint8_t>(it->payload).subspan(sizeof wb);
+        s->pages->RevertInFlight(wb.page, wb.encoding, data.data(), data.size(),
+                                 s->Page(wb.page));
+    }
+    if (!frames.empty()) {
+        g_message("segment %s: %zu write-back(s) of host %u reverted (release not accepted)",
+                  s->cfg.name.c_str(), frames.size(), writer);
+        s->stats.writebacks_reverted += frames.size();
+    }
+    frames.clear();
+}
+
+void Daemon::DropInFlight(Segment *s, uint32_t host) {
+    auto it = s->buffered.find(host);
+    if (it == s->buffered.end())
+        return;
+    std::vector<Frame> frames = std::move(it->second);
+    s->buffered.erase(it);
+    EndInFlight(s, frames, false, host, nullptr);
+    MaybeSendSnapshot(s);
 }
 
 void Daemon::OnPRelease(Peer *p, const Frame &f, bool flush) {
     auto m = f.Fixed<dshm_p_release>();
     Phase("own-p-release", p->cfg.host_id, m.npages);
     PEER_SEGMENT(s, m, true);
-    auto frames = std::move(s->buffered[p->cfg.host_id]);
-    s->buffered.erase(p->cfg.host_id);
-    Holder who{p->cfg.host_id, m.client_id};
-    dshm_p_release_ack ack = {};
-    SetName(ack.segment, s->cfg.name);
-    ack.lock_id = m.lock_id;
-    ack.client_id = m.client_id;
-    if (m.host_id != p->cfg.host_id || frames.size() != m.npages) {
+    const uint32_t host = p->cfg.host_id;
+    auto bit = s->buffered.find(host);
+    const size_t nframes = bit == s->buffered.end() ? 0 : bit->second.size();
+    if (m.host_id != host || nframes != m.npages) {
+        // Failing the connection reverts what was applied (OnPeerClosed).
         return p->conn->Fail(Status::Proto("P_RELEASE does not match the write-backs before it"),
                              f.hdr.type);
     }
+    std::vector<Frame> frames;
+    if (bit != s->buffered.end()) {
+        frames = std::move(bit->second);
+        s->buffered.erase(bit);
+    }
+    Holder who{host, m.client_id};
     if (!flush && s->locks.HolderOf(m.lock_id) != std::optional<Holder>(who)) {
-        // Not (or no longer) the holder: its writes must not be applied.
+        // Not (or no longer) the holder: its writes must not stay.
+        EndInFlight(s, frames, false, host, nullptr);
+        dshm_p_release_ack ack = {};
+        SetName(ack.segment, s->cfg.name);
+        ack.lock_id = m.lock_id;
+        ack.client_id = m.client_id;
         ack.status = DSHM_E_NOT_HELD;
         p->conn->Send(EncodeMsg(DSHM_MSG_P_RELEASE_ACK, f.hdr.tag, ack));
+        MaybeSendSnapshot(s);
         return;
     }
     std::vector<DiffRef> diffs;
-    diffs.reserve(frames.size());
-    for (const Frame &w : frames) {
-        auto wb = w.Fixed<dshm_writeback>();
-        auto data = w.Extra(sizeof wb);
-        Trace("apply-pre", p->cfg.host_id, m.client_id, wb.page, s->Page(wb.page),
-              s->pages->twin(wb.page));
-        // Validated by the FrameReader; applied to the live page and, if
-        // local clients are writing it, to the twin (the released content).
-        Status st = s->pages->ApplyReleased(wb.page, wb.encoding, data.data(), data.size(),
-                                            s->Page(wb.page));
-        if (!st.ok())
-            g_warning("segment %s: applying write-back: %s", s->cfg.name.c_str(),
-                      st.ToString().c_str());
-        diffs.push_back(DiffRef{wb.page, wb.encoding, data});
-    }
+    EndInFlight(s, frames, true, host, &diffs);
     s->stats.writebacks_applied += diffs.size();
-    Phase("own-applied", p->cfg.host_id, diffs.size());
+    Phase("own-applied", host, diffs.size());
     StartOwnerRelease(s, m.lock_id, who, f.hdr.tag, diffs, flush);
 }
 
@@ -1997,6 +2065,8 @@ void Daemon::MaybeSendSnapshot(Segment *s) {
         if (r->seg == s)
             return;  // its invalidations are still being acknowledged
     }
+    if (!s->buffered.empty())
+        return;  // a release in flight (not expected: OWN_MOVING_ACKs follow them)
     Peer *np = FindPeer(s->moving_to);
     if (!np || !np->up || !np->conn || np->conn->closed()) {
         // The new owner went away before the hand-over: this host stays.
@@ -2520,6 +2590,11 @@ std::string Daemon::StatusJson(uint32_t what) {
             add("pages_written_back", st.pages_written_back);
             add("bytes_written_back", st.bytes_written_back);
             add("writebacks_applied", st.writebacks_applied);
+            size_t inflight = 0;
+            for (const auto &[host, frames] : s->buffered)
+                inflight += frames.size();
+            add("writebacks_inflight", inflight);
+            add("writebacks_reverted", st.writebacks_reverted);
             add("invalidations_sent", st.invalidations_sent);
             add("invalidations_received", st.invalidations_received);
             add("updates", st.updates);

@@ -56,6 +56,7 @@ struct SegmentStats {
     uint64_t pages_written_back = 0;  // pages in releases sent (non-owner) or made (owner-local)
     uint64_t bytes_written_back = 0;  // encoded diff bytes
     uint64_t writebacks_applied = 0;  // pages applied from other hosts (owner)
+    uint64_t writebacks_reverted = 0;  // of those, undone: release refused or cut off
     uint64_t invalidations_sent = 0;  // pages invalidated at other hosts (owner)
     uint64_t invalidations_received = 0;  // pages punched here
     uint64_t updates = 0;                 // dirty pages merged with UPDATE
@@ -91,7 +92,9 @@ class Daemon {
         std::unique_ptr<PageTable> pages;
         std::vector<uint32_t> clients;  // attached local clients
         LockTable locks;                // meaningful on the owner only
-        // owner: write-backs received from each host, applied at P_RELEASE
+        // owner: each host's write-backs of its release in flight, applied
+        // as they arrived; each frame holds its page's pre-image (SwapDiff)
+        // until P_RELEASE commits them or they are reverted.
         std::map<uint32_t, std::vector<Frame>> buffered;
         SegmentStats stats;
         std::string owner_reason;  // why the owner is where it is (dshmctl segments)
@@ -330,8 +333,23 @@ class Daemon {
     // gone when this returns (a client closed by a failed send).
     static constexpr size_t kWritebackChunk = 256u << 10;
     void SendWritebacks(Client *c, uint16_t type, uint32_t lock, uint32_t *pages, uint32_t *bytes);
-    // The owner's side of P_RELEASE and P_FLUSH.
+    // The owner's side of P_RELEASE and P_FLUSH: commits the host's
+    // in-flight write-backs if the release is accepted, else reverts them.
     void OnPRelease(Peer *p, const Frame &f, bool flush);
+    // Ends in-flight write-backs of `writer` (OnWriteback applied them):
+    // `commit` keeps them and appends a DiffRef per frame to *diffs (the
+    // applied diff where another host holds the page, for its UPDATE; the
+    // refs point into `frames`); else reverts them newest first and empties
+    // `frames`.
+    void EndInFlight(Segment *s, std::vector<Frame> &frames, bool commit, uint32_t writer,
+                     std::vector<DiffRef> *diffs);
+    // Reverts `host`'s in-flight write-backs to s (its connection is gone).
+    void DropInFlight(Segment *s, uint32_t host);
+    // What a FETCH of `page` must be answered with while write-backs of it
+    // are in flight: `src` (the page or the twin) with their pre-images
+    // put back, built in *buf.  Returns buf->data().
+    const uint8_t *InFlightPreImage(Segment *s, uint32_t page, const uint8_t *src,
+                                    std::vector<uint8_t> *buf);
     void AckOwnerRelease(uint32_t id, uint32_t host, int delta);
     void FinishOwnerRelease(OwnerRelease *r);
     static gboolean OnReleaseTimeout(gpointer self_and_id);

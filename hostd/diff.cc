@@ -301,39 +301,93 @@ Status ValidateDiff(uint16_t encoding, const uint8_t *data, size_t len) {
     return Status::Proto("unknown diff encoding " + std::to_string(encoding));
 }
 
-Status ApplyDiff(uint8_t *page, uint16_t encoding, const uint8_t *data, size_t len) {
-    Status s = ValidateDiff(encoding, data, len);
-    if (!s.ok()) {
-        return s;
-    }
+namespace {
+
+// Calls f(offset, bytes, n) for each stretch of n consecutive page bytes the
+// diff covers, in page order: `bytes` points at the diff's values for page
+// bytes [offset, offset + n).  D is uint8_t or const uint8_t.
+// REQUIRES: the diff is valid (ValidateDiff).
+template <typename D, typename F>
+void ForEachSpan(uint16_t encoding, D *data, size_t len, F &&f) {
     switch (encoding) {
         case DSHM_ENC_RUNS:
             for (size_t pos = 0; pos < len;) {
                 const size_t offset = Load16(data + pos);
                 const size_t length = Load16(data + pos + 2);
-                memcpy(page + offset, data + pos + kRunHeaderSize, length);
+                f(offset, data + pos + kRunHeaderSize, length);
                 pos += kRunHeaderSize + length;
             }
             break;
         case DSHM_ENC_MASK: {
-            const uint8_t *src = data + kMaskBytes;
+            D *src = data + kMaskBytes;
             for (size_t i = 0; i < kMaskBytes; i++) {
                 if (data[i] == 0xff) {
-                    memcpy(page + 8 * i, src, 8);
+                    f(8 * i, src, 8);
                     src += 8;
                     continue;
                 }
                 for (unsigned bits = data[i]; bits != 0; bits &= bits - 1) {
-                    page[i * 8 + static_cast<size_t>(__builtin_ctz(bits))] = *src++;
+                    f(i * 8 + static_cast<size_t>(__builtin_ctz(bits)), src++, 1);
                 }
             }
             break;
         }
         case DSHM_ENC_FULL:
-            memcpy(page, data, kPageSize);
+            f(0, data, kPageSize);
             break;
     }
+}
+
+// Exchanges a[0, n) and b[0, n) (16 bytes at a time where SSE2 is there).
+void SwapBytes(uint8_t *a, uint8_t *b, size_t n) {
+    size_t i = 0;
+#if defined(__SSE2__)
+    for (; i + 16 <= n; i += 16) {
+        const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i *>(a + i));
+        const __m128i y = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b + i));
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(a + i), y);
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(b + i), x);
+    }
+#endif
+    for (; i < n; i++) {
+        const uint8_t t = a[i];
+        a[i] = b[i];
+        b[i] = t;
+    }
+}
+
+}  // namespace
+
+Status ApplyDiff(uint8_t *page, uint16_t encoding, const uint8_t *data, size_t len) {
+    Status s = ValidateDiff(encoding, data, len);
+    if (!s.ok()) {
+        return s;
+    }
+    ForEachSpan(encoding, data, len,
+                [page](size_t off, const uint8_t *v, size_t n) { memcpy(page + off, v, n); });
     return Status::OK();
+}
+
+Status SwapDiff(uint8_t *page, uint16_t encoding, uint8_t *data, size_t len) {
+    Status s = ValidateDiff(encoding, data, len);
+    if (!s.ok()) {
+        return s;
+    }
+    ForEachSpan(encoding, data, len,
+                [page](size_t off, uint8_t *v, size_t n) { SwapBytes(page + off, v, n); });
+    return Status::OK();
+}
+
+void ExtractDiff(const uint8_t *page, uint16_t encoding, uint8_t *data, size_t len) {
+    ForEachSpan(encoding, data, len,
+                [page](size_t off, uint8_t *v, size_t n) { memcpy(v, page + off, n); });
+}
+
+void CopyDiffSpans(uint8_t *dst, const uint8_t *src, uint16_t encoding, const uint8_t *data,
+                   size_t len) {
+    ForEachSpan(encoding, data, len, [dst, src](size_t off, const uint8_t *, size_t n) {
+        memcpy(dst + off, src + off, n);
+    });
 }
 
 }  // namespace dshm

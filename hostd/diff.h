@@ -95,4 +95,25 @@ Status ValidateDiff(uint16_t encoding, const uint8_t *data, size_t len);
 // REQUIRES: page points to DSHM_PAGE_SIZE writable bytes; data to len bytes.
 Status ApplyDiff(uint8_t *page, uint16_t encoding, const uint8_t *data, size_t len);
 
+// The undo-able apply (a release applied as it arrives, before its verdict,
+// protocol.md section 6): validates the diff, then exchanges each byte it
+// covers with the page's byte at that offset.  Afterwards the page holds
+// the diff's values and data[0, len) is the same diff carrying the bytes
+// the page held before (its pre-image); a second SwapDiff with the same
+// data undoes the first.  On error both are untouched.
+// REQUIRES: as ApplyDiff; data is writable and does not overlap page.
+Status SwapDiff(uint8_t *page, uint16_t encoding, uint8_t *data, size_t len);
+
+// Overwrites the values of the diff data[0, len) with the page's bytes at
+// the offsets it covers (the layout stays): after SwapDiff, this turns the
+// pre-image back into the applied diff, as long as nobody has written those
+// bytes of the page since.
+// REQUIRES: data[0, len) is a valid diff of `encoding` (ValidateDiff).
+void ExtractDiff(const uint8_t *page, uint16_t encoding, uint8_t *data, size_t len);
+
+// dst[i] = src[i] for every page offset i the diff covers; its values are
+// not read.  REQUIRES: as ExtractDiff; dst and src are pages.
+void CopyDiffSpans(uint8_t *dst, const uint8_t *src, uint16_t encoding, const uint8_t *data,
+                   size_t len);
+
 }  // namespace dshm

@@ -153,13 +153,33 @@ const uint8_t *PageTable::ServeFetch(uint32_t p, uint32_t host, const uint8_t *c
     return pg.twin ? pg.twin.get() : content;
 }
 
-Status PageTable::ApplyReleased(uint32_t p, uint16_t encoding, const uint8_t *data, size_t len,
+Status PageTable::ApplyInFlight(uint32_t p, uint16_t encoding, uint8_t *data, size_t len,
                                 uint8_t *content) {
     Page &pg = pages_[p];
-    Status st = ApplyDiff(content, encoding, data, len);
-    if (st.ok() && pg.twin)
-        st = ApplyDiff(pg.twin.get(), encoding, data, len);
-    return st;
+    Status st = ValidateDiff(encoding, data, len);
+    if (!st.ok())
+        return st;
+    if (pg.twin)
+        (void)ApplyDiff(pg.twin.get(), encoding, data, len);  // valid: checked above
+    (void)SwapDiff(content, encoding, data, len);
+    pg.inflight++;
+    return Status::OK();
+}
+
+void PageTable::CommitInFlight(uint32_t p, uint16_t encoding, uint8_t *data, size_t len,
+                               const uint8_t *content, bool want_diff) {
+    if (want_diff)
+        ExtractDiff(content, encoding, data, len);
+    pages_[p].inflight--;
+}
+
+void PageTable::RevertInFlight(uint32_t p, uint16_t encoding, uint8_t *data, size_t len,
+                               uint8_t *content) {
+    Page &pg = pages_[p];
+    (void)SwapDiff(content, encoding, data, len);  // valid: ApplyInFlight checked it
+    if (pg.twin)
+        CopyDiffSpans(pg.twin.get(), content, encoding, data, len);
+    pg.inflight--;
 }
 
 uint64_t PageTable::InvalidationTargets(uint32_t p, uint32_t self, uint32_t writer) {

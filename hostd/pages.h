@@ -16,7 +16,8 @@
 // Invariants:
 //   - twin(p) != nullptr  <=>  dirtiers(p) > 0;
 //   - waiters(p) non-empty =>  state(p) == kFetching (non-owner);
-//   - on the owner every page is kValid and never has waiters.
+//   - on the owner every page is kValid and never has waiters;
+//   - inflight(p) > 0 only on the owner.
 //
 // Thread safety: none; the daemon's single loop thread owns the table.
 #pragma once
@@ -117,10 +118,30 @@ class PageTable {
     // FETCH from `host`: the content to send (the twin while local clients
     // write the page: the last released content); `host` joins the copy set.
     const uint8_t *ServeFetch(uint32_t p, uint32_t host, const uint8_t *content);
-    // A released diff of another host: applied to `content` and, while
-    // local clients write the page, to the twin (the released content).
-    Status ApplyReleased(uint32_t p, uint16_t encoding, const uint8_t *data, size_t len,
+    // --- another host's release, applied as it arrives (protocol.md section 6) ---
+    // A WRITEBACK of a release whose verdict (P_RELEASE) is still to come:
+    // applied to `content` and, while local clients write the page, to the
+    // twin (the released content).  data[0, len) becomes the pre-image of
+    // `content` (SwapDiff), so that RevertInFlight can undo it; inflight(p)
+    // counts such write-backs until they are committed or reverted.
+    // REQUIRES: the diff is valid (frames are, frame.h); data is writable.
+    Status ApplyInFlight(uint32_t p, uint16_t encoding, uint8_t *data, size_t len,
                          uint8_t *content);
+    // The release was accepted.  When `want_diff`, data[0, len) is turned
+    // back into the applied diff (ExtractDiff from `content`: exact unless a
+    // racing writer wrote the same bytes meanwhile), to be sent as UPDATE.
+    // REQUIRES: a matching ApplyInFlight.
+    void CommitInFlight(uint32_t p, uint16_t encoding, uint8_t *data, size_t len,
+                        const uint8_t *content, bool want_diff);
+    // The release failed (not the holder, or its host vanished before its
+    // P_RELEASE): the bytes it covered get their pre-image back in `content`
+    // and in the twin if there is one now (a local client that started
+    // writing the page meanwhile took the applied bytes into its twin).
+    // Several in-flight write-backs of one page are reverted newest first.
+    // REQUIRES: a matching ApplyInFlight.
+    void RevertInFlight(uint32_t p, uint16_t encoding, uint8_t *data, size_t len,
+                        uint8_t *content);
+    uint32_t inflight(uint32_t p) const { return pages_[p].inflight; }
     // The hosts to invalidate for a release of p by `writer` (the copy set
     // minus `self` and `writer`); the writer joins the copy set.  Hosts leave
     // it only through LeftCopyset.
@@ -146,6 +167,7 @@ class PageTable {
     struct Page {
         State state = kInvalid;
         uint16_t ndirtiers = 0;
+        uint16_t inflight = 0;  // write-backs applied, verdict pending
         std::unique_ptr<uint8_t[]> twin;
         uint64_t copyset = 0;
         std::vector<Waiter> waiters;

@@ -283,11 +283,93 @@ START_TEST(remote_release_reaches_owner_twin) {
     after.Set64(16, 5);
     std::vector<uint8_t> d;
     uint16_t enc = dshm::EncodeDiff(after.p(), before.p(), &d);
-    ck_assert(t.ApplyReleased(0, enc, d.data(), d.size(), m.p()).ok());
+    ck_assert(t.ApplyInFlight(0, enc, d.data(), d.size(), m.p()).ok());
+    ck_assert_uint_eq(t.inflight(0), 1);
+    t.CommitInFlight(0, enc, d.data(), d.size(), m.p(), false);
+    ck_assert_uint_eq(t.inflight(0), 0);
     uint64_t v;
     memcpy(&v, t.ServeFetch(0, 2, m.p()) + 16, 8);
     ck_assert_uint_eq(v, 5);  // served from the twin, which has the released bytes
     ck_assert_uint_eq(m.Get64(16), 5);
+}
+END_TEST
+
+// A release applied as it arrives: the frame holds the pre-image until the
+// verdict; committed with want_diff it is the applied diff again.
+START_TEST(in_flight_commit_gives_the_diff_back) {
+    PageTable t(1, true);
+    Mem m;
+    m.Set64(0, 1);
+    m.Set64(64, 2);
+    Mem after = m;
+    after.Set64(64, 7);
+    std::vector<uint8_t> d;
+    const uint16_t enc = dshm::EncodeDiff(after.p(), m.p(), &d);
+    const std::vector<uint8_t> sent = d;
+    ck_assert(t.ApplyInFlight(0, enc, d.data(), d.size(), m.p()).ok());
+    ck_assert_uint_eq(m.Get64(64), 7);  // applied at once
+    ck_assert(d != sent);               // the frame now carries the old bytes
+    Mem pre = after;
+    ck_assert(dshm::ApplyDiff(pre.p(), enc, d.data(), d.size()).ok());
+    ck_assert_uint_eq(pre.Get64(64), 2);  // ... which rebuild what a FETCH must see
+    t.CommitInFlight(0, enc, d.data(), d.size(), m.p(), true);
+    ck_assert(d == sent);
+    ck_assert_uint_eq(m.Get64(0), 1);
+    ck_assert_uint_eq(m.Get64(64), 7);
+}
+END_TEST
+
+// A release not accepted is reverted exactly: the bytes it covered get their
+// old values back, in the page and in a twin taken after the apply, while a
+// local writer's bytes and a second in-flight release's bytes stay.
+START_TEST(in_flight_revert_restores_only_its_bytes) {
+    PageTable t(1, true);
+    Mem m;
+    for (size_t off = 0; off < kPage; off += 8)
+        m.Set64(off, off);
+    const Mem orig = m;
+    // Host A rewrites the whole page except bytes [512, 520); host B writes 8 bytes there.
+    Mem a = m;
+    for (size_t off = 0; off < kPage; off += 8) {
+        if (off != 512)
+            a.Set64(off, ~uint64_t(off));
+    }
+    std::vector<uint8_t> da, db;
+    const uint16_t ea = dshm::EncodeDiff(a.p(), m.p(), &da);
+    Mem b = m;
+    b.Set64(512, 99);
+    const uint16_t eb = dshm::EncodeDiff(b.p(), m.p(), &db);
+    ck_assert(t.ApplyInFlight(0, ea, da.data(), da.size(), m.p()).ok());
+    ck_assert(t.ApplyInFlight(0, eb, db.data(), db.size(), m.p()).ok());
+    ck_assert_uint_eq(t.inflight(0), 2);
+    // A local client starts writing: its twin holds both applied releases.
+    t.OnWriteFault(0, true, m.p());
+    m.p()[517] = 0xee;  // a byte neither release covers
+    t.RevertInFlight(0, ea, da.data(), da.size(), m.p());  // A refused
+    ck_assert_uint_eq(t.inflight(0), 1);
+    Mem want = orig;
+    want.Set64(512, 99);
+    for (size_t i = 0; i < kPage; i++) {
+        ck_assert_msg(t.twin(0)[i] == want.p()[i], "twin byte %zu", i);
+        if (i != 517)
+            ck_assert_msg(m.p()[i] == want.p()[i], "page byte %zu", i);
+    }
+    ck_assert_uint_eq(m.p()[517], 0xee);  // the local writer's byte stays
+    t.CommitInFlight(0, eb, db.data(), db.size(), m.p(), false);
+    ck_assert_uint_eq(t.inflight(0), 0);
+    ck_assert_uint_eq(m.p()[512], 99);  // B's byte stays
+}
+END_TEST
+
+// Garbage is refused before anything is touched.
+START_TEST(in_flight_refuses_an_invalid_diff) {
+    PageTable t(1, true);
+    Mem m;
+    m.Set64(0, 42);
+    std::vector<uint8_t> bad = {0, 0, 0, 0};  // a zero-length run
+    ck_assert(!t.ApplyInFlight(0, DSHM_ENC_RUNS, bad.data(), bad.size(), m.p()).ok());
+    ck_assert_uint_eq(t.inflight(0), 0);
+    ck_assert_uint_eq(m.Get64(0), 42);
 }
 END_TEST
 
@@ -306,6 +388,9 @@ int main() {
     tcase_add_test(tc, update_applies_to_page_and_twin);
     tcase_add_test(tc, owner_serves_twin_and_tracks_copysets);
     tcase_add_test(tc, remote_release_reaches_owner_twin);
+    tcase_add_test(tc, in_flight_commit_gives_the_diff_back);
+    tcase_add_test(tc, in_flight_revert_restores_only_its_bytes);
+    tcase_add_test(tc, in_flight_refuses_an_invalid_diff);
     tcase_add_test(tc, whole_page_is_borrowed_only_from_a_sole_dirtier);
     suite_add_tcase(s, tc);
     return RunSuite(s);

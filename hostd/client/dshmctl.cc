@@ -77,11 +77,13 @@ void PrintSegments(JsonObject *root) {
         printf(
             "  faults missing=%lld write=%lld | fetches sent=%lld served=%lld | written back "
             "pages=%lld "
-            "bytes=%lld applied=%lld | invalidations sent=%lld received=%lld updates=%lld | "
+            "bytes=%lld applied=%lld (in flight=%lld reverted=%lld) | invalidations sent=%lld "
+            "received=%lld updates=%lld | "
             "locks acquired=%lld released=%lld\n",
             Int(st, "missing_faults"), Int(st, "wp_faults"), Int(st, "fetches_sent"),
             Int(st, "fetches_served"), Int(st, "pages_written_back"), Int(st, "bytes_written_back"),
-            Int(st, "writebacks_applied"), Int(st, "invalidations_sent"),
+            Int(st, "writebacks_applied"), Int(st, "writebacks_inflight"),
+            Int(st, "writebacks_reverted"), Int(st, "invalidations_sent"),
             Int(st, "invalidations_received"), Int(st, "updates"), Int(st, "acquires"),
             Int(st, "releases"));
         for (guint j = 0; j < json_array_get_length(cl); j++) {

@@ -10,6 +10,7 @@
 #   dshmctl_on HOST ARGS...              run dshmctl on HOST
 #   dshm_stat HOST SEGMENT KEY           one counter of a segment (dshmctl --json)
 #   dshm_script / ask / ask_ok           scripted dshm-attach clients (below)
+#   script_spawn HOST NAME CMD...        any line-driven program, for ask
 #   dshm_migrate SRC DST_HOST DST SEG VM migrate a script client (below)
 
 DSHMD=$MESON_BUILD/hostd/dshmd
@@ -72,23 +73,31 @@ for s in json.load(sys.stdin)["segments"]:
 ' "$2" "$3"
 }
 
-# dshm_script HOST NAME SEGMENT [VM]: starts "dshm-attach ... script" on HOST
-# with its stdin/stdout on fifos; then `ask NAME "command"` sends one line and
-# prints the answer (fails the test after 20 s without one).  The client
-# calls itself VM (default NAME) towards dshmd: the access monitor's identity.
+# script_spawn HOST NAME CMD...: starts a line-driven program on HOST with
+# its stdin/stdout on fifos (stderr in NAME.err); it must answer "ok..." as
+# its first line.  Then `ask NAME "command"` sends one line and prints the
+# answer (fails the test after 20 s without one).
 declare -A _DSHM_IN _DSHM_OUT
-dshm_script() {
-    local h=$1 name=$2 seg=$3 dir=$TB_STATE/$1
+script_spawn() {
+    local h=$1 name=$2 dir=$TB_STATE/$1
+    shift 2
     mkfifo "$dir/$name.in" "$dir/$name.out"
-    tb_run "$h" "$DSHM_ATTACH" --name "${4:-$name}" "$seg" script <"$dir/$name.in" >"$dir/$name.out" 2>"$dir/$name.err" &
+    tb_run "$h" "$@" <"$dir/$name.in" >"$dir/$name.out" 2>"$dir/$name.err" &
     local in out
     exec {in}>"$dir/$name.in"
     exec {out}<"$dir/$name.out"
     _DSHM_IN[$name]=$in
     _DSHM_OUT[$name]=$out
     local first
-    read -r -t 20 first <&"$out" || { cat "$dir/$name.err" >&2; fail "$name did not attach"; }
-    [[ $first == "ok attached"* ]] || fail "$name: $first"
+    read -r -t 20 first <&"$out" || { cat "$dir/$name.err" >&2; fail "$name did not start"; }
+    [[ $first == "ok"* ]] || fail "$name: $first"
+}
+
+# dshm_script HOST NAME SEGMENT [VM]: script_spawn of "dshm-attach ... script"
+# (its first line: "ok attached").  The client calls itself VM (default
+# NAME) towards dshmd: the access monitor's identity.
+dshm_script() {
+    script_spawn "$1" "$2" "$DSHM_ATTACH" --name "${4:-$2}" "$3" script
 }
 
 ask() {

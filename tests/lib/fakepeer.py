@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""A scripted stand-in for a peer dshmd: sends write-backs the way a real
+one does, but stops where a test tells it to (a release cut off half-way,
+a release by a host that does not hold the lock).
+
+usage: fakepeer.py HOST:PORT HOST_ID
+
+Connects to the dshmd at HOST:PORT, says HELLO as peer HOST_ID (a host of
+that daemon's configuration whose own dshmd is not running, and whose id is
+lower: lower ids dial higher ones), prints "ok hello", then reads commands
+from stdin, one per line, and answers each with one line:
+
+  wb SEG PAGE OFFSET VALUE   WRITEBACK of one u64 (a RUNS diff)     -> ok
+  wbfull SEG PAGE VALUE      WRITEBACK of a page of u64 VALUE (FULL) -> ok
+  release SEG LOCK CLIENT N  P_RELEASE closing N write-backs; waits for the
+                             P_RELEASE_ACK                  -> ok status=S
+  close                      closes the connection                  -> ok
+
+Frames the daemon sends otherwise are read and ignored.  The layouts follow
+include/dshm/wire.h.
+"""
+import socket
+import struct
+import sys
+
+MAGIC = 0x4D485344
+HELLO, WRITEBACK, P_RELEASE, P_RELEASE_ACK = 0x01, 0x44, 0x45, 0x46
+ROLE_PEER, ENC_RUNS, ENC_FULL, PAGE = 2, 1, 3, 4096
+
+
+def frame(typ, payload, tag=0):
+    return struct.pack("<IHHII", MAGIC, typ, 0, len(payload), tag) + payload
+
+
+def seg(name):
+    return struct.pack("<32s", name.encode())
+
+
+class Peer:
+    def __init__(self, addr, host_id):
+        host, port = addr.rsplit(":", 1)
+        self.host_id = host_id
+        self.s = socket.create_connection((host, int(port)), timeout=10)
+        self.buf = b""
+        self.s.sendall(frame(HELLO, struct.pack("<HHIQ64s", 1, ROLE_PEER, host_id, 99, b"fakepeer")))
+
+    def next_frame(self):
+        while True:
+            if len(self.buf) >= 16:
+                _, typ, _, ln, tag = struct.unpack_from("<IHHII", self.buf)
+                if len(self.buf) >= 16 + ln:
+                    body = self.buf[16:16 + ln]
+                    self.buf = self.buf[16 + ln:]
+                    return typ, body
+            chunk = self.s.recv(65536)
+            if not chunk:
+                raise EOFError("dshmd closed the connection")
+            self.buf += chunk
+
+    def writeback(self, name, page, enc, diff):
+        self.s.sendall(frame(WRITEBACK, seg(name) + struct.pack("<IHH", page, enc, 0) + diff))
+
+    def release(self, name, lock, client, n):
+        self.s.sendall(frame(P_RELEASE, seg(name) + struct.pack("<IIII", lock, self.host_id, client, n), tag=7))
+        while True:
+            typ, body = self.next_frame()
+            if typ == P_RELEASE_ACK:
+                return struct.unpack_from("<III", body, 32)[2]
+
+
+def main():
+    peer = Peer(sys.argv[1], int(sys.argv[2]))
+    print("ok hello", flush=True)
+    for line in sys.stdin:
+        w = line.split()
+        if not w:
+            continue
+        try:
+            if w[0] == "wb":
+                off, val = int(w[3]), int(w[4])
+                peer.writeback(w[1], int(w[2]), ENC_RUNS, struct.pack("<HHQ", off, 8, val))
+                print("ok", flush=True)
+            elif w[0] == "wbfull":
+                peer.writeback(w[1], int(w[2]), ENC_FULL, struct.pack("<Q", int(w[3])) * (PAGE // 8))
+                print("ok", flush=True)
+            elif w[0] == "release":
+                st = peer.release(w[1], int(w[2]), int(w[3]), int(w[4]))
+                print(f"ok status={st}", flush=True)
+            elif w[0] == "close":
+                peer.s.close()
+                print("ok", flush=True)
+                return
+            else:
+                print(f"error unknown command {w[0]}", flush=True)
+        except (OSError, EOFError) as e:
+            print(f"error {e}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

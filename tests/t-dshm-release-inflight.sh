@@ -1,0 +1,96 @@
+#!/bin/bash
+# timeout: 120
+# The owner applies a remote release's write-backs as they arrive, before the
+# P_RELEASE that says whether the release is accepted (docs/protocol.md
+# section 6).  Meanwhile other hosts are served the released content, not
+# the write-backs; a release cut off half-way (its host vanished), one made
+# by a host that does not hold the lock, and one whose P_RELEASE does not
+# match its write-backs are all undone exactly; releases after them work.
+# A stand-in for h1 (tests/lib/fakepeer.py) sends the write-backs, so the
+# release can stop wherever the test wants.
+source "$(dirname "$0")/lib/common.sh"
+source "$TOP/tests/lib/testbed.sh"
+source "$TOP/tests/lib/dshmd.sh"
+need_built
+tb_init 3
+dshm_cluster 3 "seg:64K:2"  # owner h2; h1 (the lowest id: it dials h2) is impersonated
+H2=$(tb_addr h2):$DSHM_PORT
+
+# wait_stat SEGKEY VALUE: waits (5 s) until h2's counter KEY of seg is VALUE.
+wait_stat() {
+    local i v
+    for i in $(seq 1 50); do
+        v=$(dshm_stat h2 seg "$1")
+        [ "$v" = "$2" ] && return 0
+        sleep 0.1
+    done
+    fail "h2's $1 is '$v', expected '$2'"
+}
+# h1_on_h2 yes|no: waits until h2 sees host h1 connected (or not).
+h1_on_h2() {
+    local i want=connected
+    [ "$1" = yes ] || want=down
+    for i in $(seq 1 50); do
+        dshmctl_on h2 peers | grep -Eq "^1 +h1 .* $want " && return 0
+        sleep 0.1
+    done
+    dshmctl_on h2 peers >&2
+    fail "h2 does not see h1 $want"
+}
+# read_all HOST: the values at the three offsets the test uses.
+read_all() {
+    local o out=""
+    for o in 0 4096 4104 8192; do out+="$(dshm_attach "$1" seg read --offset $o) "; done
+    echo "$out"
+}
+
+step "released content, written on the owner h2: page 0 = 111, page 1 = 222 (then zeros), page 2 = 333"
+dshm_attach h2 seg write --offset 0 --value 111 --lock 0
+dshm_attach h2 seg write --offset 4096 --value 222 --lock 0
+dshm_attach h2 seg write --offset 8192 --value 333 --lock 0
+released="111 222 0 333 "
+assert_eq "$(read_all h3)" "$released" "h3 reads the released content"
+
+step "h1's dshmd stops; a stand-in for host 1 takes its place"
+tb_kill h1 dshmd TERM
+h1_on_h2 no
+script_spawn h1 fake1 python3 "$TOP/tests/lib/fakepeer.py" "$H2" 1
+h1_on_h2 yes
+
+step "a release cut off half-way: two write-backs (RUNS on page 0, FULL on page 1), no P_RELEASE"
+ask_ok fake1 "wb seg 0 0 777" >/dev/null
+ask_ok fake1 "wbfull seg 1 888" >/dev/null
+wait_stat writebacks_inflight 2
+assert_eq "$(read_all h3)" "$released" "meanwhile h3 fetches the released content, not the write-backs"
+ask_ok fake1 "close" >/dev/null
+wait_stat writebacks_inflight 0
+wait_stat writebacks_reverted 2
+assert_eq "$(read_all h2)" "$released" "the owner's copy is back to the released content"
+assert_eq "$(read_all h3)" "$released" "h3 still reads the released content"
+assert_file_match "$(tb_log h2 dshmd)" "2 write-back\(s\) of host 1 reverted" "the owner logged the revert"
+
+step "a release by a client that does not hold the lock"
+h1_on_h2 no
+script_spawn h1 fake2 python3 "$TOP/tests/lib/fakepeer.py" "$H2" 1
+h1_on_h2 yes
+ask_ok fake2 "wb seg 0 0 555" >/dev/null
+ask_ok fake2 "wbfull seg 2 556" >/dev/null
+assert_eq "$(ask fake2 "release seg 5 42 2")" "ok status=5" "P_RELEASE_ACK says E_NOT_HELD"
+wait_stat writebacks_reverted 4
+assert_eq "$(read_all h2)" "$released" "nothing of it stays at the owner"
+assert_eq "$(read_all h3)" "$released" "nor reaches h3"
+
+step "a P_RELEASE that does not match its write-backs (2 announced, 1 sent)"
+ask_ok fake2 "wb seg 0 0 444" >/dev/null
+out=$(ask fake2 "release seg 0 0 2")
+assert_match "$out" "^error .*closed" "the owner closes the connection"
+wait_stat writebacks_reverted 5
+assert_eq "$(read_all h2)" "$released" "the owner's copy is unchanged"
+assert_file_match "$(tb_log h2 dshmd)" "P_RELEASE does not match the write-backs" "the owner logged why"
+
+step "releases after all that: h3 writes page 0 under lock 0, h2 and h3 read it"
+dshm_attach h3 seg write --offset 0 --value 999 --lock 0
+assert_eq "$(dshm_attach h2 seg read --offset 0)" 999 "the owner has h3's release"
+assert_eq "$(dshm_stat h2 seg writebacks_inflight)" 0 "nothing left in flight"
+tb_alive h2 dshmd || fail "dshmd on h2 died"
+say "ok"
