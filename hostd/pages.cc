@@ -18,6 +18,20 @@ PageTable::PageTable(uint32_t npages, bool owner) : pages_(npages), owner_(owner
     }
 }
 
+std::unique_ptr<uint8_t[]> PageTable::TakeTwin() {
+    if (spare_twins_.empty())
+        return std::unique_ptr<uint8_t[]>(new uint8_t[kPage]);
+    std::unique_ptr<uint8_t[]> t = std::move(spare_twins_.back());
+    spare_twins_.pop_back();
+    return t;
+}
+
+void PageTable::DropTwin(Page *pg) {
+    if (spare_twins_.size() < kMaxSpareTwins)
+        spare_twins_.push_back(std::move(pg->twin));
+    pg->twin.reset();
+}
+
 PageTable::MissingAction PageTable::OnMissingFault(uint32_t p, uint32_t client, uint64_t addr) {
     Page &pg = pages_[p];
     if (owner_)
@@ -41,7 +55,7 @@ PageTable::WriteAction PageTable::OnWriteFault(uint32_t p, bool first, const uin
     if (pg.state != kValid)
         return WriteAction::kRefault;
     if (first && pg.ndirtiers++ == 0) {
-        pg.twin.reset(new uint8_t[kPage]);
+        pg.twin = TakeTwin();
         memcpy(pg.twin.get(), content, kPage);
     }
     return WriteAction::kUnprotect;
@@ -96,14 +110,14 @@ uint16_t PageTable::ReleaseDirty(uint32_t p, const uint8_t *content, uint8_t *ou
         *whole = pg.ndirtiers == 1 && AllBytesChanged(content, pg.twin.get());
         if (*whole) {
             pg.ndirtiers = 0;
-            pg.twin.reset();
+            DropTwin(&pg);
             *len = kPageSize;
             return DSHM_ENC_FULL;
         }
     }
     const uint16_t enc = EncodeDiffTo(content, pg.twin.get(), out, len);
     if (--pg.ndirtiers == 0) {
-        pg.twin.reset();
+        DropTwin(&pg);
     } else if (enc) {
         // Valid by construction: EncodeDiffTo produced it.
         (void)ApplyDiff(pg.twin.get(), enc, out, *len);
@@ -116,7 +130,7 @@ bool PageTable::DropDirtier(uint32_t p, uint8_t *content) {
     if (--pg.ndirtiers > 0)
         return false;
     memcpy(content, pg.twin.get(), kPage);
-    pg.twin.reset();
+    DropTwin(&pg);
     return true;
 }
 

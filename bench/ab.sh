@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# bench/ab.sh: two (or more) dshmd builds side by side, interleaved, so that
+# a change is judged against the machine's drift rather than against a
+# result of another hour.
+#
+#   sudo bench/ab.sh [--reps R] [--poll-us N] [--pages N] [--wb-pages P]
+#                    [--wb-rounds R] [--pin-hosts] [--out FILE] BUILD_DIR...
+#
+# BUILD_DIR: a meson build directory holding hostd/dshmd, bench/dshm_bench,
+# hostd/client/dshmctl and tests/tb-reaper (e.g. build/meson of a
+# `git worktree` at the commit to compare with).  Each repetition runs every
+# build in turn on the same 2 simulated hosts (TB_PREFIX=dshma,
+# TB_NET=198.18.5): dshmd on h1 and h2 with poll-us = N (default 0),
+# segments owned by h1, dshm_bench on h2: remote read faults (N pages,
+# default 4096) and write-back of P full pages x R rounds (1024 x 40).
+# Prints per build the medians over the repetitions [min..max] and the
+# ratio of each median to the first build's.  Output also to FILE (default
+# bench/results/ab-YYYYMMDD-HHMM.txt).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TOP=$(cd "$HERE/.." && pwd)
+CMDLINE=$(printf '%q ' "$0" "$@")
+REPS=5
+POLL_US=0
+PAGES=4096
+WB_PAGES=1024
+WB_ROUNDS=40
+OUT=""
+BUILDS=()
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+while [ $# -gt 0 ]; do
+    case $1 in
+        --pin-hosts) PIN_HOSTS=1; shift; continue ;;
+        --reps|--poll-us|--pages|--wb-pages|--wb-rounds|--out) [ $# -ge 2 ] || usage ;;
+        -*) usage ;;
+        *) BUILDS+=("$(cd "$1" && pwd)"); shift; continue ;;
+    esac
+    case $1 in
+        --reps) REPS=$2 ;;
+        --poll-us) POLL_US=$2 ;;
+        --pages) PAGES=$2 ;;
+        --wb-pages) WB_PAGES=$2 ;;
+        --wb-rounds) WB_ROUNDS=$2 ;;
+        --out) OUT=$2 ;;
+    esac
+    shift 2
+done
+[ ${#BUILDS[@]} -ge 1 ] || usage
+export PIN_HOSTS=${PIN_HOSTS:-0}
+
+export TB_PREFIX=${TB_PREFIX:-dshma} TB_NET=${TB_NET:-198.18.5}
+export MESON_BUILD=${BUILDS[0]}
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
+for b in "${BUILDS[@]}"; do
+    for f in hostd/dshmd bench/dshm_bench hostd/client/dshmctl tests/tb-reaper; do
+        [ -x "$b/$f" ] || { echo "$b/$f is missing: build it (ninja -C $b)" >&2; exit 1; }
+    done
+done
+[ "$(id -u)" = 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
+bench_check_pin
+
+mkdir -p "$TOP/bench/results"
+[ -n "$OUT" ] || OUT=$TOP/bench/results/ab-$(date +%Y%m%d-%H%M).txt
+exec > >(tee -i "$OUT") 2>&1
+echo "# dshmd A/B: $CMDLINE"
+echo "# date: $(date -Is)  kernel: $(uname -r)  nproc: $(nproc)  commit: $(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo ?)"
+for i in "${!BUILDS[@]}"; do
+    b=${BUILDS[$i]}
+    echo "# build $i: $b ($(git -C "$b" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$b" diff --quiet HEAD -- hostd 2>/dev/null || echo ', hostd modified'))"
+done
+echo "# reps=$REPS poll-us=$POLL_US pages=$PAGES wb=${WB_PAGES}x$WB_ROUNDS cpus: $(bench_cpus_line)"
+echo "# load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+tb_init 2
+RES=$TB_STATE/ab.txt
+SOCK=/run/dshm/dshmd.sock
+for rep in $(seq 1 "$REPS"); do
+    for i in "${!BUILDS[@]}"; do
+        MESON_BUILD=${BUILDS[$i]}
+        DSHMD=$MESON_BUILD/hostd/dshmd DSHMCTL=$MESON_BUILD/hostd/client/dshmctl
+        bench=$MESON_BUILD/bench/dshm_bench
+        dshm_cluster 2 "faults:$((PAGES * 4096)):1 wb:$((WB_PAGES * 4096)):1" "poll-us = $POLL_US"
+        bench_pin_dshmd h1 h2
+        f=$(tb_run h2 $(bench_pin h2) "$bench" faults --socket "$SOCK" --segment faults --pages "$PAGES" | grep '^remote_fault ')
+        w=$(tb_run h2 $(bench_pin h2) "$bench" writeback --socket "$SOCK" --segment wb --pages "$WB_PAGES" --rounds "$WB_ROUNDS" | grep '^writeback ')
+        echo "rep $rep build $i: $f"
+        echo "rep $rep build $i: $w"
+        echo "build=$i $f $w" >>"$RES"
+        for h in h1 h2; do tb_kill "$h" dshmd TERM || true; done
+        for h in h1 h2; do
+            for k in $(seq 1 100); do tb_alive "$h" dshmd || break; sleep 0.05; done
+        done
+    done
+done
+
+python3 - "$RES" "${#BUILDS[@]}" <<'PY'
+import statistics, sys
+rows = [dict(t.split('=', 1) for t in line.split() if '=' in t) for line in open(sys.argv[1])]
+n = int(sys.argv[2])
+keys = [('p50_us', 'remote fault p50 us'), ('p99_us', 'remote fault p99 us'),
+        ('mb_per_s', 'write-back MB/s'), ('release_p50_ms', 'write-back release p50 ms')]
+print()
+print('== medians over the repetitions [min..max]; (ratio to build 0)')
+for key, label in keys:
+    base = None
+    cells = []
+    for b in range(n):
+        v = [float(r[key]) for r in rows if r['build'] == str(b)]
+        m = statistics.median(v)
+        base = m if base is None else base
+        cells.append('%9.2f [%.1f..%.1f] (%.2f)' % (m, min(v), max(v), m / base))
+    print('  %-26s %s' % (label, '   '.join(cells)))
+PY
+echo "# load at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+tb_teardown
