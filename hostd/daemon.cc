@@ -1131,7 +1131,7 @@ void Daemon::HandleWriteFault(Client *c, uint32_t page, uint64_t addr) {
         return;
     }
     Trace("wp-fault", c->id, page, s->pages->dirtiers(page), s->Page(page), s->pages->twin(page));
-    const bool first = c->dirty.insert(page).second;
+    const bool first = c->dirty.insert(page);
     if (first) {
         s->stats.wp_faults++;
         c->stats.wp_faults++;

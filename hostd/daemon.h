@@ -35,7 +35,6 @@
 #include <set>
 #include <span>
 #include <string>
-#include <unordered_set>
 #include <vector>
 
 #include "config.h"
@@ -141,7 +140,7 @@ class Daemon {
         bool ready = false;
         std::set<uint32_t> held;
         std::map<uint32_t, PendingLock> pending;
-        std::unordered_set<uint32_t> dirty;
+        PageSet dirty;  // pages written since their last release
         SegmentStats stats;
         std::array<uint8_t, 16> uuid{};  // the VM's UUID from ATTACH (zero: none)
         // Live migration (protocol.md section 11).

@@ -22,6 +22,7 @@
 // Thread safety: none; the daemon's single loop thread owns the table.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -29,6 +30,36 @@
 #include "status.h"
 
 namespace dshm {
+
+// A set of page numbers with O(1) insert and no allocation per element:
+// a client's dirty set (inserted at each first write fault, walked and
+// emptied at each release).  Iterates in insertion order.
+class PageSet {
+  public:
+    // Returns true if p was not in the set.
+    bool insert(uint32_t p) {
+        if (p >= in_.size())
+            in_.resize(std::max<size_t>(p + 1, 2 * in_.size()), false);
+        if (in_[p])
+            return false;
+        in_[p] = true;
+        pages_.push_back(p);
+        return true;
+    }
+    void clear() {
+        for (uint32_t p : pages_)
+            in_[p] = false;
+        pages_.clear();
+    }
+    bool empty() const { return pages_.empty(); }
+    size_t size() const { return pages_.size(); }
+    auto begin() const { return pages_.begin(); }
+    auto end() const { return pages_.end(); }
+
+  private:
+    std::vector<uint32_t> pages_;
+    std::vector<bool> in_;
+};
 
 class PageTable {
   public:

@@ -373,6 +373,22 @@ START_TEST(in_flight_refuses_an_invalid_diff) {
 }
 END_TEST
 
+START_TEST(page_set_dedupes_and_clears) {
+    dshm::PageSet s;
+    ck_assert(s.insert(7));
+    ck_assert(s.insert(3));
+    ck_assert(!s.insert(7));
+    ck_assert(s.insert(1000));
+    ck_assert_uint_eq(s.size(), 3);
+    std::vector<uint32_t> got(s.begin(), s.end());
+    ck_assert(got == (std::vector<uint32_t>{7, 3, 1000}));
+    s.clear();
+    ck_assert(s.empty());
+    ck_assert(s.insert(7));  // gone after clear
+    ck_assert_uint_eq(s.size(), 1);
+}
+END_TEST
+
 int main() {
     Suite *s = suite_create("hostd/pages");
     TCase *tc = tcase_create("state machine");
@@ -391,6 +407,7 @@ int main() {
     tcase_add_test(tc, in_flight_commit_gives_the_diff_back);
     tcase_add_test(tc, in_flight_revert_restores_only_its_bytes);
     tcase_add_test(tc, in_flight_refuses_an_invalid_diff);
+    tcase_add_test(tc, page_set_dedupes_and_clears);
     tcase_add_test(tc, whole_page_is_borrowed_only_from_a_sole_dirtier);
     suite_add_tcase(s, tc);
     return RunSuite(s);
