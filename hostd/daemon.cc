@@ -1090,6 +1090,7 @@ gboolean Daemon::OnUffdEvent(gint fd, GIOCondition, gpointer p) {
 }
 
 void Daemon::HandleMissing(Client *c, uint32_t page, uint64_t addr) {
+    Phase("flt-event", page, 0);
     Segment *s = c->seg;
     s->stats.missing_faults++;
     c->stats.missing_faults++;
@@ -1111,6 +1112,7 @@ void Daemon::HandleMissing(Client *c, uint32_t page, uint64_t addr) {
             m.page = page;
             s->stats.fetches_sent++;
             SendPeer(s->owner, EncodeMsg(DSHM_MSG_FETCH, 0, m));
+            Phase("flt-fetched", page, 0);
             return;
         }
     }
@@ -1441,6 +1443,7 @@ void Daemon::OnPeerFrame(Peer *p, Frame &&f) {
 
 void Daemon::OnFetch(Peer *p, const Frame &f) {
     auto m = f.Fixed<dshm_fetch>();
+    Phase("own-fetch", m.page, 0);
     PEER_SEGMENT(s, m, true);
     PEER_PAGE(s, m.page);
     dshm_page r = {};
@@ -1451,9 +1454,33 @@ void Daemon::OnFetch(Peer *p, const Frame &f) {
     std::vector<uint8_t> before;
     if (s->pages->inflight(m.page) > 0)
         src = InFlightPreImage(s, m.page, src, &before);
+    else if (src == s->Page(m.page) && IsHole(s, m.page))
+        src = zero_page_.data();  // never written: zeros, without allocating the page here
     Trace("serve", p->cfg.host_id, m.page, src == s->Page(m.page) ? 0 : 1, src);
     s->stats.fetches_served++;
-    p->conn->Send(EncodeMsg(DSHM_MSG_PAGE, f.hdr.tag, r, src, kPage));
+    SendPage(p->conn.get(), DSHM_MSG_PAGE, f.hdr.tag, r, src);
+    Phase("own-page", m.page, 0);
+}
+
+void Daemon::SendPage(Conn *conn, uint16_t type, uint32_t tag, const dshm_page &m,
+                      const uint8_t *page) {
+    const std::vector<uint8_t> head = EncodeHead(type, tag, m, kPage);
+    const struct iovec iov[2] = {{const_cast<uint8_t *>(head.data()), head.size()},
+                                 {const_cast<uint8_t *>(page), kPage}};
+    conn->SendGather(iov);
+}
+
+bool Daemon::IsHole(Segment *s, uint32_t page) {
+    if (s->known_present.size() != s->npages)
+        s->known_present.assign(s->npages, false);
+    if (s->known_present[page])
+        return false;
+    auto r = os::PageIsPresent(s->memfd.get(), uint64_t(page) * kPage);
+    if (!r.ok() || *r) {
+        s->known_present[page] = true;  // (on an error: read it as before)
+        return false;
+    }
+    return true;
 }
 
 const uint8_t *Daemon::InFlightPreImage(Segment *s, uint32_t page, const uint8_t *src,
@@ -1473,6 +1500,7 @@ const uint8_t *Daemon::InFlightPreImage(Segment *s, uint32_t page, const uint8_t
 
 void Daemon::OnPage(Peer *p, const Frame &f) {
     auto m = f.Fixed<dshm_page>();
+    Phase("flt-page", m.page, 0);
     PEER_SEGMENT(s, m, false);
     PEER_PAGE(s, m.page);
     if (m.status != DSHM_OK) {
@@ -1486,6 +1514,7 @@ void Daemon::OnPage(Peer *p, const Frame &f) {
     const uint8_t *data = f.Extra(sizeof m).data();
     Trace("page-in", m.page, static_cast<uint32_t>(waiters.size()), 0, data);
     InstallPage(s, m.page, data, waiters);
+    Phase("flt-done", m.page, 0);
 }
 
 void Daemon::InstallPage(Segment *s, uint32_t page, const uint8_t *data,
@@ -2159,7 +2188,7 @@ bool Daemon::SendSnapshotPages(Segment *s, Conn *nc) {
         SetName(m.segment, s->cfg.name);
         m.page = pg;
         const uint8_t *src = s->pages->twin(pg) ? s->pages->twin(pg) : s->Page(pg);
-        nc->Send(EncodeMsg(DSHM_MSG_OWN_PAGE, 0, m, src, kPage));
+        SendPage(nc, DSHM_MSG_OWN_PAGE, 0, m, src);
         s->snap_sent++;
     }
     nc->Uncork();
@@ -2236,6 +2265,7 @@ void Daemon::OnOwnCommit(Peer *p, const Frame &f) {
     for (auto &cs : s->incoming_copysets)
         cs &= ~(uint64_t(1) << cfg_.host_id);
     s->pages->BecomeOwner(s->incoming_copysets);
+    s->known_present.clear();
     s->locks = std::move(locks);
     const uint32_t old = s->owner;
     s->owner = cfg_.host_id;

@@ -95,6 +95,9 @@ class Daemon {
         // as they arrived; each frame holds its page's pre-image (SwapDiff)
         // until P_RELEASE commits them or they are reverted.
         std::map<uint32_t, std::vector<Frame>> buffered;
+        // owner: pages known to be present in the memfd (IsHole); cleared
+        // when this host becomes the owner.  An owner never punches.
+        std::vector<bool> known_present;
         SegmentStats stats;
         std::string owner_reason;  // why the owner is where it is (dshmctl segments)
         // Ownership transfer (protocol.md section 13).  While `moving`, no
@@ -344,6 +347,14 @@ class Daemon {
                      std::vector<DiffRef> *diffs);
     // Reverts `host`'s in-flight write-backs to s (its connection is gone).
     void DropInFlight(Segment *s, uint32_t host);
+    // Sends a message carrying one page (PAGE, OWN_PAGE): header and `m`,
+    // then the page straight from where it lies (Conn::SendGather).
+    void SendPage(Conn *conn, uint16_t type, uint32_t tag, const dshm_page &m,
+                  const uint8_t *page);
+    // Owner: true when `page` is a hole in the memfd (it reads as zeros;
+    // reading it through the mapping would allocate it).  One lseek per
+    // page until it is seen present.
+    bool IsHole(Segment *s, uint32_t page);
     // What a FETCH of `page` must be answered with while write-backs of it
     // are in flight: `src` (the page or the twin) with their pre-images
     // put back, built in *buf.  Returns buf->data().

@@ -235,6 +235,17 @@ std::vector<uint8_t> EncodeMsg(uint16_t type, uint32_t tag, const T &fixed,
     return Encode(type, tag, &fixed, sizeof(T), extra, extra_len);
 }
 
+// The header and fixed struct of a message whose `extra_len` variable bytes
+// the caller sends right after them from where they lie (Conn::SendGather):
+// hdr.len counts them.
+template <typename T>
+std::vector<uint8_t> EncodeHead(uint16_t type, uint32_t tag, const T &fixed, size_t extra_len) {
+    std::vector<uint8_t> out = EncodeMsg(type, tag, fixed);
+    const uint32_t len = static_cast<uint32_t>(sizeof(T) + extra_len);
+    memcpy(out.data() + offsetof(dshm_hdr, len), &len, sizeof len);
+    return out;
+}
+
 // Encode() of a message with an empty payload (DETACH, READY).
 inline std::vector<uint8_t> EncodeEmpty(uint16_t type, uint32_t tag) {
     return Encode(type, tag, nullptr, 0);
