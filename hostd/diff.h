@@ -83,7 +83,11 @@ uint16_t EncodeDiffTo(const uint8_t *page, const uint8_t *twin, uint8_t *out, si
 // byte, so a sparse diff costs one step.  A release sends such a page
 // straight from the segment's memory when nobody can write it meanwhile
 // (PageTable::ReleaseDirty).
+// Uses AVX2 (128 bytes per step) where the CPU has it, else
+// AllBytesChangedBaseline.
 bool AllBytesChanged(const uint8_t *page, const uint8_t *twin);
+// The same answer on any CPU (SSE2 where the target has it, else scalar).
+bool AllBytesChangedBaseline(const uint8_t *page, const uint8_t *twin);
 
 // Checks that data[0, len) is a valid diff of `encoding` (see above) without
 // touching any page.  Returns OK or an E_PROTO status saying what is wrong.
