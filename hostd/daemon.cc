@@ -64,7 +64,7 @@ uint64_t NowNs() {
     return ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
 
-FILE *g_phases = nullptr;  // DSHMD_PHASES: release phases (bench/release-phases.sh)
+FILE *g_phases = nullptr;  // DSHMD_PHASES: release and fault phases (bench/phases.sh)
 
 // One line per phase of a release: CLOCK_MONOTONIC ns, the phase, two
 // numbers, and the CPU time this thread has used (ns: the part of a step
