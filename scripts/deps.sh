@@ -21,6 +21,8 @@ PKGS=(
   # simulated hosts, libvirt hosts
   iproute2 util-linux procps psmisc kmod libvirt-daemon libvirt-daemon-driver-qemu
   libvirt-clients libxml2-utils
+  # t-testbed's TCP listeners (busybox nc; the guest image's busybox is separate)
+  busybox
 )
 
 changed=0

@@ -57,8 +57,13 @@ assert_match "$(tb_run h1 getent hosts h3)" "198.18.0.3" "h1 resolves h3"
 
 step "h1 connects to a listener on h2 over the lab bridge"
 tb_spawn h2 listener busybox nc -l -p 7000 -e /bin/echo hello-from-h2
-sleep 0.3
-got=$(tb_run h1 timeout 5 bash -c 'cat </dev/tcp/198.18.0.2/7000')
+# The listener may take a moment to listen (a busy machine): retry a refused
+# connection (it does not consume the listener's one connection).
+got=""
+for i in $(seq 1 50); do
+    got=$(tb_run h1 timeout 5 bash -c 'cat </dev/tcp/198.18.0.2/7000' 2>/dev/null) && break
+    sleep 0.1
+done
 assert_eq "$got" "hello-from-h2" "reply from h2's listener"
 
 step "... and cannot reach anything else"
