@@ -1642,6 +1642,8 @@ void Daemon::OnWriteback(Peer *p, Frame &&f) {
     // Applied now, while the rest of the release is still on the wire; the
     // frame keeps the pre-image until the verdict (protocol.md section 6).
     const size_t fixed = sizeof m;
+    Trace("apply-inflight", p->cfg.host_id, m.page, s->pages->dirtiers(m.page), s->Page(m.page),
+          s->pages->twin(m.page));
     Status st = s->pages->ApplyInFlight(m.page, m.encoding, f.payload.data() + fixed,
                                         f.payload.size() - fixed, s->Page(m.page));
     if (!st.ok()) {  // the FrameReader validated the diff: not expected

@@ -339,10 +339,12 @@ class Daemon {
     // in-flight write-backs if the release is accepted, else reverts them.
     void OnPRelease(Peer *p, const Frame &f, bool flush);
     // Ends in-flight write-backs of `writer` (OnWriteback applied them):
-    // `commit` keeps them and appends a DiffRef per frame to *diffs (the
-    // applied diff where another host holds the page, for its UPDATE; the
-    // refs point into `frames`); else reverts them newest first and empties
-    // `frames`.
+    // `commit` keeps them and appends a DiffRef per frame to *diffs, which
+    // point into `frames`: where another host holds the page (exactly the
+    // pages StartOwnerRelease invalidates and may send an UPDATE) its data
+    // is the applied diff again; elsewhere it still holds the pre-image and
+    // only its size means anything.  Else reverts them newest first and
+    // empties `frames`.
     void EndInFlight(Segment *s, std::vector<Frame> &frames, bool commit, uint32_t writer,
                      std::vector<DiffRef> *diffs);
     // Reverts `host`'s in-flight write-backs to s (its connection is gone).

@@ -78,15 +78,15 @@ inline constexpr size_t kMaxEncodedDiff = kMaskMaxSize;
 uint16_t EncodeDiffTo(const uint8_t *page, const uint8_t *twin, uint8_t *out, size_t *len);
 
 // True when every byte of `page` differs from `twin`: the page was rewritten
-// as a whole, and its diff is FULL, the page itself.  Compares 64 bytes per
-// step (SSE2 where the target has it) and stops at the first unchanged
+// as a whole, and its diff is FULL, the page itself.  Compares 128 bytes
+// per step with AVX2 where the CPU has it (checked once at start-up), else
+// AllBytesChangedBaseline, and stops at the first step with an unchanged
 // byte, so a sparse diff costs one step.  A release sends such a page
 // straight from the segment's memory when nobody can write it meanwhile
 // (PageTable::ReleaseDirty).
-// Uses AVX2 (128 bytes per step) where the CPU has it, else
-// AllBytesChangedBaseline.
 bool AllBytesChanged(const uint8_t *page, const uint8_t *twin);
-// The same answer on any CPU (SSE2 where the target has it, else scalar).
+// The same answer on any CPU: 64 bytes per step with SSE2 where the target
+// has it, else scalar.
 bool AllBytesChangedBaseline(const uint8_t *page, const uint8_t *twin);
 
 // Checks that data[0, len) is a valid diff of `encoding` (see above) without
