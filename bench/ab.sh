@@ -15,7 +15,7 @@
 # default 4096) and write-back of P full pages x R rounds (1024 x 40).
 # Prints per build the medians over the repetitions [min..max] and the
 # ratio of each median to the first build's.  Output also to FILE (default
-# bench/results/ab-YYYYMMDD-HHMM.txt).
+# bench/results/ab-YYYYMMDD-HHMMSS.txt).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -62,7 +62,7 @@ done
 bench_check_pin
 
 mkdir -p "$TOP/bench/results"
-[ -n "$OUT" ] || OUT=$TOP/bench/results/ab-$(date +%Y%m%d-%H%M).txt
+[ -n "$OUT" ] || OUT=$TOP/bench/results/ab-$(date +%Y%m%d-%H%M%S).txt
 exec > >(tee -i "$OUT") 2>&1
 echo "# dshmd A/B: $CMDLINE"
 echo "# date: $(date -Is)  kernel: $(uname -r)  nproc: $(nproc)  commit: $(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo ?)"

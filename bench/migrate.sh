@@ -30,7 +30,7 @@
 # the dsm/stock ratios per size.
 #
 # Usage: bench/migrate.sh [--reps 3] [--sizes "16 256"] [--move-ownership] [--out FILE]
-#   (root; default output bench/results/migrate-YYYYMMDD-HHMM.txt)
+#   (root; default output bench/results/migrate-YYYYMMDD-HHMMSS.txt)
 # Runs its own testbed (TB_PREFIX=dshmm, TB_NET=198.18.3): it does not
 # collide with the tests, but numbers taken while they run are noisy.
 set -euo pipefail
@@ -52,7 +52,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 need_built
-result_file=${result_file:-$TOP/bench/results/migrate-$(date +%Y%m%d-%H%M).txt}
+result_file=${result_file:-$TOP/bench/results/migrate-$(date +%Y%m%d-%H%M%S).txt}
 mkdir -p "$(dirname "$result_file")"
 exec > >(tee "$result_file") 2>&1
 echo "# $cmdline"

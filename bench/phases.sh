@@ -39,7 +39,7 @@
 #
 # --pin-hosts: h1 on the first half of the CPUs, h2 on the second (as
 # run-dshmd.sh).  Output to the terminal and to FILE (default
-# bench/results/phases-MODE-YYYYMMDD-HHMM.txt).
+# bench/results/phases-MODE-YYYYMMDD-HHMMSS.txt).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -80,7 +80,7 @@ done
 bench_check_pin
 
 mkdir -p "$TOP/bench/results"
-[ -n "$OUT" ] || OUT=$TOP/bench/results/phases-$MODE-$(date +%Y%m%d-%H%M).txt
+[ -n "$OUT" ] || OUT=$TOP/bench/results/phases-$MODE-$(date +%Y%m%d-%H%M%S).txt
 exec > >(tee -i "$OUT") 2>&1
 
 echo "# $MODE phases: $CMDLINE"

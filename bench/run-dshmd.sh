@@ -20,7 +20,7 @@
 #             throughput; dshmd CPU time (both hosts) over the fault runs.
 # then prints a summary (medians over the R repetitions) with the issue's
 # targets and a verdict each.  Everything printed goes to
-# bench/results/dshmd-YYYYMMDD-HHMM.txt as well (or --out FILE).
+# bench/results/dshmd-YYYYMMDD-HHMMSS.txt as well (or --out FILE).
 # --pin-hosts gives each simulated host its own half of the CPUs (taskset on
 # every process of the host, floors included), as two machines would have:
 # unpinned, the scheduler may run both hosts' daemons on one CPU while the
@@ -88,7 +88,7 @@ done
 bench_check_pin
 
 mkdir -p "$TOP/bench/results"
-[ -n "$OUT" ] || OUT=$TOP/bench/results/dshmd-$(date +%Y%m%d-%H%M).txt
+[ -n "$OUT" ] || OUT=$TOP/bench/results/dshmd-$(date +%Y%m%d-%H%M%S).txt
 # Everything below goes to the terminal and to $OUT (tee -i survives Ctrl-C,
 # so the teardown's messages are kept).
 exec {TTY_FD}>&1

@@ -15,7 +15,7 @@ source "$TOP/tests/lib/testbed.sh"
 source "$TOP/tests/lib/dshmd.sh"
 source "$TOP/tests/lib/vm.sh"
 need_built
-result_file=$TOP/bench/results/guest-$(date +%Y%m%d-%H%M).txt
+result_file=$TOP/bench/results/guest-$(date +%Y%m%d-%H%M%S).txt
 exec > >(tee "$result_file") 2>&1
 echo "# $0 ($(date -u), $(uname -r), $(nproc) cpus, accel $(dshm_accel))"
 tb_init 2
