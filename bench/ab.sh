@@ -58,14 +58,10 @@ for b in "${BUILDS[@]}"; do
         [ -x "$b/$f" ] || { echo "$b/$f is missing: build it (ninja -C $b)" >&2; exit 1; }
     done
 done
-[ "$(id -u)" = 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
-bench_check_pin
-
-mkdir -p "$TOP/bench/results"
-[ -n "$OUT" ] || OUT=$TOP/bench/results/ab-$(date +%Y%m%d-%H%M%S).txt
+bench_prepare ab
 exec > >(tee -i "$OUT") 2>&1
 echo "# dshmd A/B: $CMDLINE"
-echo "# date: $(date -Is)  kernel: $(uname -r)  nproc: $(nproc)  commit: $(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo ?)"
+bench_machine_line
 for i in "${!BUILDS[@]}"; do
     b=${BUILDS[$i]}
     echo "# build $i: $b ($(git -C "$b" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$b" diff --quiet HEAD -- hostd 2>/dev/null || echo ', hostd modified'))"

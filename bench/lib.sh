@@ -56,3 +56,18 @@ bench_cpus_line() {
         echo "not pinned: both hosts share all $(nproc)"
     fi
 }
+
+# bench_prepare NAME: the checks of every bench script (root, for the
+# namespaces; CPUs for --pin-hosts) and its result file: OUT, unless set,
+# becomes bench/results/NAME-YYYYMMDD-HHMMSS.txt.
+bench_prepare() {
+    [ "$(id -u)" = 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
+    bench_check_pin
+    mkdir -p "$_BENCH_TOP/bench/results"
+    [ -n "${OUT:-}" ] || OUT=$_BENCH_TOP/bench/results/$1-$(date +%Y%m%d-%H%M%S).txt
+}
+
+# bench_machine_line: date, kernel, CPUs and commit, for result headers.
+bench_machine_line() {
+    echo "# date: $(date -Is)  kernel: $(uname -r)  nproc: $(nproc)  commit: $(git -C "$_BENCH_TOP" rev-parse --short HEAD 2>/dev/null || echo ?)"
+}

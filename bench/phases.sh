@@ -76,15 +76,11 @@ DSHM_BENCH=$MESON_BUILD/bench/dshm_bench
 for f in "$DSHM_BENCH" "$DSHMD" "$DSHMCTL" "$TB_REAPER"; do
     [ -x "$f" ] || { echo "$f is missing: build it (ninja -C $MESON_BUILD)" >&2; exit 1; }
 done
-[ "$(id -u)" = 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
-bench_check_pin
-
-mkdir -p "$TOP/bench/results"
-[ -n "$OUT" ] || OUT=$TOP/bench/results/phases-$MODE-$(date +%Y%m%d-%H%M%S).txt
+bench_prepare phases-$MODE
 exec > >(tee -i "$OUT") 2>&1
 
 echo "# $MODE phases: $CMDLINE"
-echo "# date: $(date -Is)  kernel: $(uname -r)  nproc: $(nproc)  commit: $(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo ?)"
+bench_machine_line
 echo "# poll-us=$POLL_US pages=$PAGES rounds=$ROUNDS cpus: $(bench_cpus_line)"
 echo "# load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 

@@ -84,11 +84,7 @@ DSHM_BENCH=$MESON_BUILD/bench/dshm_bench
 for f in "$UFFD_FLOOR" "$TCP_FLOOR" "$DSHM_BENCH" "$DSHMD" "$DSHMCTL" "$TB_REAPER"; do
     [ -x "$f" ] || { echo "$f is missing: build it (ninja -C $MESON_BUILD)" >&2; exit 1; }
 done
-[ "$(id -u)" = 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
-bench_check_pin
-
-mkdir -p "$TOP/bench/results"
-[ -n "$OUT" ] || OUT=$TOP/bench/results/dshmd-$(date +%Y%m%d-%H%M%S).txt
+bench_prepare dshmd
 # Everything below goes to the terminal and to $OUT (tee -i survives Ctrl-C,
 # so the teardown's messages are kept).
 exec {TTY_FD}>&1
