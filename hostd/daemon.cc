@@ -1652,33 +1652,32 @@ void Daemon::OnWriteback(Peer *p, Frame &&f) {
     buf.push_back(std::move(f));
 }
 
-void Daemon::EndInFlight(Segment *s, std::vector<Frame> &frames, bool commit, uint32_t writer,
-                         std::vector<DiffRef> *diffs) {
-    const uint64_t others = ~(uint64_t(1) << cfg_.host_id) & ~(uint64_t(1) << writer);
-    if (commit) {
-        diffs->reserve(frames.size());
-        for (Frame &w : frames) {
-            auto wb = w.Fixed<dshm_writeback>();
-            std::span<uint8_t> data = std::span<uint8_t>(w.payload).subspan(sizeof wb);
-            // The diff goes out again only as UPDATE, to hosts with a copy.
-            const bool want = (s->pages->copyset(wb.page) & others) != 0;
-            s->pages->CommitInFlight(wb.page, wb.encoding, data.data(), data.size(),
-                                     s->Page(wb.page), want);
-            diffs->push_back(DiffRef{wb.page, wb.encoding, data});
-        }
-        return;
+void Daemon::CommitFrames(Segment *s, std::vector<Frame> &frames, uint32_t writer,
+                          std::vector<DiffRef> *diffs) {
+    diffs->reserve(frames.size());
+    for (Frame &w : frames) {
+        auto wb = w.Fixed<dshm_writeback>();
+        std::span<uint8_t> data = std::span<uint8_t>(w.payload).subspan(sizeof wb);
+        // The diff goes out again only as UPDATE, to hosts with a copy.
+        const bool want = s->pages->OtherHolders(wb.page, cfg_.host_id, writer) != 0;
+        s->pages->CommitInFlight(wb.page, wb.encoding, data.data(), data.size(),
+                                 s->Page(wb.page), want);
+        diffs->push_back(DiffRef{wb.page, wb.encoding, data});
     }
+}
+
+void Daemon::RevertFrames(Segment *s, std::vector<Frame> &frames, uint32_t writer) {
+    if (frames.empty())
+        return;
     for (auto it = frames.rbegin(); it != frames.rend(); ++it) {
         auto wb = it->Fixed<dshm_writeback>();
         std::span<uint8_t> data = std::span<uint8_t>(it->payload).subspan(sizeof wb);
         s->pages->RevertInFlight(wb.page, wb.encoding, data.data(), data.size(),
                                  s->Page(wb.page));
     }
-    if (!frames.empty()) {
-        g_message("segment %s: %zu write-back(s) of host %u reverted (release not accepted)",
-                  s->cfg.name.c_str(), frames.size(), writer);
-        s->stats.writebacks_reverted += frames.size();
-    }
+    g_message("segment %s: %zu write-back(s) of host %u reverted (release not accepted)",
+              s->cfg.name.c_str(), frames.size(), writer);
+    s->stats.writebacks_reverted += frames.size();
     frames.clear();
 }
 
@@ -1688,7 +1687,7 @@ void Daemon::DropInFlight(Segment *s, uint32_t host) {
         return;
     std::vector<Frame> frames = std::move(it->second);
     s->buffered.erase(it);
-    EndInFlight(s, frames, false, host, nullptr);
+    RevertFrames(s, frames, host);
     MaybeSendSnapshot(s);
 }
 
@@ -1712,7 +1711,7 @@ void Daemon::OnPRelease(Peer *p, const Frame &f, bool flush) {
     Holder who{host, m.client_id};
     if (!flush && s->locks.HolderOf(m.lock_id) != std::optional<Holder>(who)) {
         // Not (or no longer) the holder: its writes must not stay.
-        EndInFlight(s, frames, false, host, nullptr);
+        RevertFrames(s, frames, host);
         dshm_p_release_ack ack = {};
         SetName(ack.segment, s->cfg.name);
         ack.lock_id = m.lock_id;
@@ -1723,7 +1722,7 @@ void Daemon::OnPRelease(Peer *p, const Frame &f, bool flush) {
         return;
     }
     std::vector<DiffRef> diffs;
-    EndInFlight(s, frames, true, host, &diffs);
+    CommitFrames(s, frames, host, &diffs);
     s->stats.writebacks_applied += diffs.size();
     Phase("own-applied", host, diffs.size());
     StartOwnerRelease(s, m.lock_id, who, f.hdr.tag, diffs, flush);

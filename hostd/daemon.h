@@ -338,15 +338,16 @@ class Daemon {
     // The owner's side of P_RELEASE and P_FLUSH: commits the host's
     // in-flight write-backs if the release is accepted, else reverts them.
     void OnPRelease(Peer *p, const Frame &f, bool flush);
-    // Ends in-flight write-backs of `writer` (OnWriteback applied them):
-    // `commit` keeps them and appends a DiffRef per frame to *diffs, which
-    // point into `frames`: where another host holds the page (exactly the
-    // pages StartOwnerRelease invalidates and may send an UPDATE) its data
-    // is the applied diff again; elsewhere it still holds the pre-image and
-    // only its size means anything.  Else reverts them newest first and
-    // empties `frames`.
-    void EndInFlight(Segment *s, std::vector<Frame> &frames, bool commit, uint32_t writer,
-                     std::vector<DiffRef> *diffs);
+    // The in-flight write-backs of `writer` (OnWriteback applied them) are
+    // accepted: appends a DiffRef per frame to *diffs, pointing into
+    // `frames`.  Where another host holds the page (exactly the pages
+    // StartOwnerRelease invalidates and may send an UPDATE) its data is the
+    // applied diff again; elsewhere it still holds the pre-image and only
+    // its size means anything.
+    void CommitFrames(Segment *s, std::vector<Frame> &frames, uint32_t writer,
+                      std::vector<DiffRef> *diffs);
+    // They are not accepted: reverted newest first; `frames` is emptied.
+    void RevertFrames(Segment *s, std::vector<Frame> &frames, uint32_t writer);
     // Reverts `host`'s in-flight write-backs to s (its connection is gone).
     void DropInFlight(Segment *s, uint32_t host);
     // Sends a message carrying one page (PAGE, OWN_PAGE): header and `m`,

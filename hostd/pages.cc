@@ -170,12 +170,11 @@ const uint8_t *PageTable::ServeFetch(uint32_t p, uint32_t host, const uint8_t *c
 Status PageTable::ApplyInFlight(uint32_t p, uint16_t encoding, uint8_t *data, size_t len,
                                 uint8_t *content) {
     Page &pg = pages_[p];
-    Status st = ValidateDiff(encoding, data, len);
+    Status st = SwapDiff(content, encoding, data, len);  // validates; untouched on error
     if (!st.ok())
         return st;
     if (pg.twin)
-        (void)ApplyDiff(pg.twin.get(), encoding, data, len);  // valid: checked above
-    (void)SwapDiff(content, encoding, data, len);
+        CopyDiffSpans(pg.twin.get(), content, encoding, data, len);  // the applied bytes
     pg.inflight++;
     return Status::OK();
 }
@@ -196,9 +195,13 @@ void PageTable::RevertInFlight(uint32_t p, uint16_t encoding, uint8_t *data, siz
     pg.inflight--;
 }
 
+uint64_t PageTable::OtherHolders(uint32_t p, uint32_t self, uint32_t writer) const {
+    return pages_[p].copyset & ~(uint64_t(1) << self) & ~(uint64_t(1) << writer);
+}
+
 uint64_t PageTable::InvalidationTargets(uint32_t p, uint32_t self, uint32_t writer) {
     Page &pg = pages_[p];
-    const uint64_t targets = pg.copyset & ~(uint64_t(1) << self) & ~(uint64_t(1) << writer);
+    const uint64_t targets = OtherHolders(p, self, writer);
     if (writer != self)
         pg.copyset |= uint64_t(1) << writer;
     return targets;

@@ -155,7 +155,8 @@ class PageTable {
     // twin (the released content).  data[0, len) becomes the pre-image of
     // `content` (SwapDiff), so that RevertInFlight can undo it; inflight(p)
     // counts such write-backs until they are committed or reverted.
-    // REQUIRES: the diff is valid (frames are, frame.h); data is writable.
+    // An invalid diff is refused and changes nothing.  REQUIRES: data is
+    // writable.
     Status ApplyInFlight(uint32_t p, uint16_t encoding, uint8_t *data, size_t len,
                          uint8_t *content);
     // The release was accepted.  When `want_diff`, data[0, len) is turned
@@ -177,6 +178,8 @@ class PageTable {
     // minus `self` and `writer`); the writer joins the copy set.  Hosts leave
     // it only through LeftCopyset.
     uint64_t InvalidationTargets(uint32_t p, uint32_t self, uint32_t writer);
+    // The same hosts, without changing the copy set.
+    uint64_t OtherHolders(uint32_t p, uint32_t self, uint32_t writer) const;
     // `host` reported the page punched.
     void LeftCopyset(uint32_t p, uint32_t host);
     // `host` is gone: it leaves every copy set.

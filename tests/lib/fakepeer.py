@@ -23,13 +23,10 @@ import socket
 import struct
 import sys
 
-MAGIC = 0x4D485344
-HELLO, WRITEBACK, P_RELEASE, P_RELEASE_ACK = 0x01, 0x44, 0x45, 0x46
+from badframes import frame, hello  # the frame layouts, shared with badframes.py
+
+WRITEBACK, P_RELEASE, P_RELEASE_ACK = 0x44, 0x45, 0x46
 ROLE_PEER, ENC_RUNS, ENC_FULL, PAGE = 2, 1, 3, 4096
-
-
-def frame(typ, payload, tag=0):
-    return struct.pack("<IHHII", MAGIC, typ, 0, len(payload), tag) + payload
 
 
 def seg(name):
@@ -42,7 +39,7 @@ class Peer:
         self.host_id = host_id
         self.s = socket.create_connection((host, int(port)), timeout=10)
         self.buf = b""
-        self.s.sendall(frame(HELLO, struct.pack("<HHIQ64s", 1, ROLE_PEER, host_id, 99, b"fakepeer")))
+        self.s.sendall(hello(ROLE_PEER, host_id, name=b"fakepeer"))
 
     def next_frame(self):
         while True:
@@ -58,7 +55,7 @@ class Peer:
             self.buf += chunk
 
     def writeback(self, name, page, enc, diff):
-        self.s.sendall(frame(WRITEBACK, seg(name) + struct.pack("<IHH", page, enc, 0) + diff))
+        self.s.sendall(frame(WRITEBACK, seg(name) + struct.pack("<IHH", page, enc, 0) + diff, tag=0))
 
     def release(self, name, lock, client, n):
         self.s.sendall(frame(P_RELEASE, seg(name) + struct.pack("<IIII", lock, self.host_id, client, n), tag=7))
