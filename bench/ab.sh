@@ -4,7 +4,7 @@
 # result of another hour.
 #
 #   sudo bench/ab.sh [--reps R] [--poll-us N] [--pages N] [--wb-pages P]
-#                    [--wb-rounds R] [--pin-hosts] [--out FILE] BUILD_DIR...
+#                    [--wb-rounds R] [--idle K] [--pin-hosts] [--out FILE] BUILD_DIR...
 #
 # BUILD_DIR: a meson build directory holding hostd/dshmd, bench/dshm_bench,
 # hostd/client/dshmctl and tests/tb-reaper (e.g. build/meson of a
@@ -12,7 +12,9 @@
 # build in turn on the same 2 simulated hosts (TB_PREFIX=dshma,
 # TB_NET=198.18.5): dshmd on h1 and h2 with poll-us = N (default 0),
 # segments owned by h1, dshm_bench on h2: remote read faults (N pages,
-# default 4096) and write-back of P full pages x R rounds (1024 x 40).
+# default 4096) and write-back of P full pages x R rounds (1024 x 40);
+# --idle K: K more clients attached on h2 during the faults, idle (as idle
+# VMs would be: each one more socket and userfaultfd for dshmd to watch).
 # Prints per build the medians over the repetitions [min..max] and the
 # ratio of each median to the first build's.  Output also to FILE (default
 # bench/results/ab-YYYYMMDD-HHMMSS.txt).
@@ -26,13 +28,14 @@ POLL_US=0
 PAGES=4096
 WB_PAGES=1024
 WB_ROUNDS=40
+IDLE=0
 OUT=""
 BUILDS=()
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case $1 in
         --pin-hosts) PIN_HOSTS=1; shift; continue ;;
-        --reps|--poll-us|--pages|--wb-pages|--wb-rounds|--out) [ $# -ge 2 ] || usage ;;
+        --reps|--poll-us|--pages|--wb-pages|--wb-rounds|--idle|--out) [ $# -ge 2 ] || usage ;;
         -*) usage ;;
         *) BUILDS+=("$(cd "$1" && pwd)"); shift; continue ;;
     esac
@@ -42,6 +45,7 @@ while [ $# -gt 0 ]; do
         --pages) PAGES=$2 ;;
         --wb-pages) WB_PAGES=$2 ;;
         --wb-rounds) WB_ROUNDS=$2 ;;
+        --idle) IDLE=$2 ;;
         --out) OUT=$2 ;;
     esac
     shift 2
@@ -66,7 +70,7 @@ for i in "${!BUILDS[@]}"; do
     b=${BUILDS[$i]}
     echo "# build $i: $b ($(git -C "$b" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$b" diff --quiet HEAD -- hostd 2>/dev/null || echo ', hostd modified'))"
 done
-echo "# reps=$REPS poll-us=$POLL_US pages=$PAGES wb=${WB_PAGES}x$WB_ROUNDS cpus: $(bench_cpus_line)"
+echo "# reps=$REPS poll-us=$POLL_US pages=$PAGES idle=$IDLE wb=${WB_PAGES}x$WB_ROUNDS cpus: $(bench_cpus_line)"
 echo "# load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 tb_init 2
@@ -79,7 +83,7 @@ for rep in $(seq 1 "$REPS"); do
         bench=$MESON_BUILD/bench/dshm_bench
         dshm_cluster 2 "faults:$((PAGES * 4096)):1 wb:$((WB_PAGES * 4096)):1" "poll-us = $POLL_US"
         bench_pin_dshmd h1 h2
-        f=$(tb_run h2 $(bench_pin h2) "$bench" faults --socket "$SOCK" --segment faults --pages "$PAGES" | grep '^remote_fault ')
+        f=$(tb_run h2 $(bench_pin h2) "$bench" faults --socket "$SOCK" --segment faults --pages "$PAGES" --idle "$IDLE" | grep '^remote_fault ')
         w=$(tb_run h2 $(bench_pin h2) "$bench" writeback --socket "$SOCK" --segment wb --pages "$WB_PAGES" --rounds "$WB_ROUNDS" | grep '^writeback ')
         echo "rep $rep build $i: $f"
         echo "rep $rep build $i: $w"

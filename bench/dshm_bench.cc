@@ -20,6 +20,9 @@
 //       Per round: Acquire; overwrite P whole pages so that every byte
 //       changes (each diff is a FULL page); Release.  One untimed warm-up
 //       round first.  Throughput = P*4096*R / sum of the release times.
+//   Every mode: --idle K also attaches K more clients to the segment that
+//       never touch it (as idle VMs on the host would: each is one more
+//       socket and userfaultfd for dshmd to watch).
 //
 // Output (one line per measurement, stable and grep-able; MB = 10^6 bytes):
 //   remote_fault pass=I n=.. p50_us=.. p90_us=.. p99_us=.. mean_us=..    (with --passes > 1)
@@ -41,6 +44,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -239,6 +243,12 @@ int main(int argc, char **argv) {
         o.kv[a.substr(2)] = argv[++i];
     }
     if (mode != "faults" && mode != "lock" && mode != "writeback") Usage("unknown mode '" + mode + "'");
+    std::vector<std::unique_ptr<Client>> idle(o.Num("idle", 0));
+    for (auto &i : idle) {
+        i = std::make_unique<Client>();
+        if (Status st = i->Attach(o.Str("socket"), o.Str("segment"), "dshm_bench-idle"); !st.ok())
+            Fail("attach an idle client", st);
+    }
     Client c;
     Status st = c.Attach(o.Str("socket"), o.Str("segment"), "dshm_bench");
     if (!st.ok()) Fail("attach", st);

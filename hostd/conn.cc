@@ -19,16 +19,6 @@ constexpr size_t kMaxIov = 256;
 constexpr size_t kMaxGather = 1u << 20;
 }  // namespace
 
-guint WatchFd(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data) {
-    GSource *src = g_unix_fd_source_new(fd, cond);
-    g_source_set_callback(src, reinterpret_cast<GSourceFunc>(reinterpret_cast<void (*)()>(fn)),
-                          data, nullptr);
-    g_source_set_can_recurse(src, TRUE);
-    guint id = g_source_attach(src, nullptr);
-    g_source_unref(src);
-    return id;
-}
-
 Conn::Conn(os::UniqueFd fd, Channel channel, Receiver receiver, ClientRole role, std::string label)
     : fd_(std::move(fd)), reader_(channel, receiver, role), label_(std::move(label)) {
     int fl = fcntl(fd_.get(), F_GETFL);
@@ -38,7 +28,7 @@ Conn::Conn(os::UniqueFd fd, Channel channel, Receiver receiver, ClientRole role,
 
 Conn::~Conn() {
     if (watch_)
-        g_source_remove(watch_);
+        UnwatchFd(watch_);
     if (hello_timer_)
         g_source_remove(hello_timer_);
     DropQueues();
@@ -78,12 +68,10 @@ void Conn::UpdateWatch() {
     // emptied by a Flush outside OnIo, and OnIo is where it is called.
     const bool want_out = !out_.empty() || !later_.empty() || on_drained_;
     GIOCondition want = GIOCondition(G_IO_IN | G_IO_HUP | G_IO_ERR | (want_out ? G_IO_OUT : 0));
-    if (watch_ && want == watch_cond_)
-        return;
     if (watch_)
-        g_source_remove(watch_);
-    watch_ = WatchFd(fd_.get(), want, &Conn::OnIo, this);
-    watch_cond_ = want;
+        RewatchFd(watch_, want);
+    else
+        watch_ = WatchFd(fd_.get(), want, &Conn::OnIo, this);
 }
 
 gboolean Conn::OnIo(gint, GIOCondition cond, gpointer p) {
@@ -408,7 +396,7 @@ void Conn::Close(const Status &why) {
         return;
     closed_ = true;
     if (watch_) {
-        g_source_remove(watch_);
+        UnwatchFd(watch_);
         watch_ = 0;
     }
     if (hello_timer_) {

@@ -32,17 +32,9 @@
 
 #include "frame.h"
 #include "os/result.h"
+#include "watch.h"
 
 namespace dshm {
-
-// g_unix_fd_add() on the default main context, except that the source may
-// recurse: GLib (2.74) otherwise takes a source's fds out of the poll set
-// while its callback runs and puts them back after, and each change writes
-// the context's wake-up eventfd, so every dispatched event cost two extra
-// write()s, a read() and one more poll() round (seen with strace on the
-// fault path).  dshmd never iterates the loop from inside a callback, so
-// recursion cannot happen.  Returns the source id (g_source_remove()).
-guint WatchFd(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data);
 
 // The bytes `iov` gathers, from byte `skip` on, copied into one buffer.
 std::vector<uint8_t> Gathered(std::span<const struct iovec> iov, size_t skip = 0);
@@ -164,7 +156,6 @@ class Conn {
     guint watch_ = 0;
     guint hello_timer_ = 0;
     uint64_t frames_in_ = 0;
-    GIOCondition watch_cond_ = GIOCondition(0);
     std::deque<Out> out_;
     size_t queued_ = 0;
     // Behind a stream: producers and the messages sent after them, in

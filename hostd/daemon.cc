@@ -174,13 +174,13 @@ Daemon::~Daemon() {
     }
     for (auto &[id, c] : clients_) {
         if (c->uffd_watch)
-            g_source_remove(c->uffd_watch);
+            UnwatchFd(c->uffd_watch);
     }
     for (auto &[id, p] : peers_) {
         if (p->retry_timer)
             g_source_remove(p->retry_timer);
         if (p->connect_watch)
-            g_source_remove(p->connect_watch);
+            UnwatchFd(p->connect_watch);
         if (p->connecting_fd >= 0)
             close(p->connecting_fd);
     }
@@ -197,9 +197,9 @@ Daemon::~Daemon() {
     if (graveyard_idle_)
         g_source_remove(graveyard_idle_);
     if (client_listen_watch_)
-        g_source_remove(client_listen_watch_);
+        UnwatchFd(client_listen_watch_);
     if (peer_listen_watch_)
-        g_source_remove(peer_listen_watch_);
+        UnwatchFd(peer_listen_watch_);
     for (guint w : signal_watches_)
         g_source_remove(w);
     for (auto &[n, s] : segments_) {
@@ -567,26 +567,41 @@ void Daemon::OnAcquire(Client *c, const Frame &f) {
     SendPeer(s->owner, EncodeMsg(DSHM_MSG_P_ACQUIRE, 0, m));
 }
 
-std::vector<uint32_t> Daemon::ProtectDirty(Client *c) {
-    // Invariant W first: write-protect all of c's dirty pages, one ioctl per
-    // run of consecutive pages (a per-page ioctl, each with its own TLB
-    // flush, cost ~1.3 µs a page), then diff them in page order.  A write
-    // by c after this faults and waits for this handler, then re-dirties
-    // the page against the new twin, exactly as after a per-page protect.
-    std::vector<uint32_t> pages(c->dirty.begin(), c->dirty.end());
-    std::sort(pages.begin(), pages.end());
+namespace {
+// Calls fn(first, count) for each run of consecutive pages of `pages`
+// (increasing).
+template <typename Fn>
+void ForEachRun(const std::vector<uint32_t> &pages, Fn fn) {
     for (size_t i = 0; i < pages.size();) {
         size_t j = i + 1;
         while (j < pages.size() && pages[j] == pages[j - 1] + 1)
             j++;
-        auto wp = os::WriteProtect(c->uffd.get(), c->base + uint64_t(pages[i]) * kPage,
-                                   uint64_t(j - i) * kPage, true);
-        if (!wp.ok()) {
-            g_warning("%s: re-protecting pages %u..%u: %s", c->conn->label().c_str(), pages[i],
-                      pages[j - 1], wp.error().what.c_str());
-        }
+        fn(pages[i], static_cast<uint32_t>(j - i));
         i = j;
     }
+}
+}  // namespace
+
+void Daemon::ProtectRuns(Client *c, const std::vector<uint32_t> &pages, const char *why) {
+    // One ioctl per run: a per-page ioctl, each with its own TLB flush, cost
+    // ~1.3 µs a page.
+    ForEachRun(pages, [&](uint32_t first, uint32_t n) {
+        auto wp = os::WriteProtect(c->uffd.get(), c->base + uint64_t(first) * kPage,
+                                   uint64_t(n) * kPage, true);
+        if (!wp.ok() && wp.err() != ESRCH)  // ESRCH: the client exited, its close is queued
+            g_warning("%s: %s pages %u..%u: %s", c->conn->label().c_str(), why, first,
+                      first + n - 1, wp.error().what.c_str());
+    });
+}
+
+std::vector<uint32_t> Daemon::ProtectDirty(Client *c) {
+    // Invariant W first: write-protect all of c's dirty pages, then diff
+    // them in page order.  A write by c after this faults and waits for this
+    // handler, then re-dirties the page against the new twin, exactly as
+    // after a per-page protect.
+    std::vector<uint32_t> pages(c->dirty.begin(), c->dirty.end());
+    std::sort(pages.begin(), pages.end());
+    ProtectRuns(c, pages, "re-protecting");
     c->dirty.clear();
     return pages;
 }
@@ -1023,7 +1038,7 @@ void Daemon::OnClientClosed(Client *c, const Status &why) {
         DropLocalCopy(s);
     }
     if (c->uffd_watch)
-        g_source_remove(c->uffd_watch);
+        UnwatchFd(c->uffd_watch);
     auto it = clients_.find(c->id);
     if (it != clients_.end()) {
         DeferDelete(std::move(it->second->conn));
@@ -1146,14 +1161,25 @@ void Daemon::HandleWriteFault(Client *c, uint32_t page, uint64_t addr) {
                   r.error().what.c_str());
 }
 
-void Daemon::PunchLocal(Segment *s, uint32_t page) {
-    Trace("punch", page, s->pages->dirtiers(page), 0, s->Page(page));
-    auto r = os::PunchPage(s->memfd.get(), uint64_t(page) * kPage, kPage);
-    if (!r.ok())
-        g_warning("segment %s: punching page %u: %s", s->cfg.name.c_str(), page,
-                  r.error().what.c_str());
-    s->pages->Punched(page);
-    s->stats.invalidations_received++;
+void Daemon::PunchLocal(Segment *s, const std::vector<uint32_t> &pages) {
+    if (pages.empty())
+        return;
+    ForEachRun(pages, [&](uint32_t first, uint32_t n) {
+        for (uint32_t p = first; p < first + n; p++)
+            Trace("punch", p, s->pages->dirtiers(p), 0, s->Page(p));
+        auto r = os::PunchPage(s->memfd.get(), uint64_t(first) * kPage, uint64_t(n) * kPage);
+        if (!r.ok())
+            g_warning("segment %s: punching pages %u..%u: %s", s->cfg.name.c_str(), first,
+                      first + n - 1, r.error().what.c_str());
+    });
+    for (uint32_t p : pages)
+        s->pages->Punched(p);
+    s->stats.invalidations_received += pages.size();
+    for (uint32_t cid : s->clients) {
+        Client *c = FindClient(cid);
+        if (c && c->uffd.valid())
+            ProtectRuns(c, pages, "protecting punched");
+    }
 }
 
 // ---------------------------------------------------------------- peers
@@ -1316,11 +1342,12 @@ void Daemon::OnPeerClosed(Peer *p, const Status &why) {
             } else if (s->owner == host) {
                 // Invalidations may be missed while disconnected: drop every
                 // clean copy; fail lock requests in flight.
+                std::vector<uint32_t> clean;
                 for (uint32_t pg = 0; pg < s->npages; pg++) {
-                    if (s->pages->state(pg) == PageTable::kValid && s->pages->dirtiers(pg) == 0) {
-                        PunchLocal(s.get(), pg);
-                    }
+                    if (s->pages->state(pg) == PageTable::kValid && s->pages->dirtiers(pg) == 0)
+                        clean.push_back(pg);
                 }
+                PunchLocal(s.get(), clean);
                 for (uint32_t cid : s->clients) {
                     Client *c = FindClient(cid);
                     if (!c)
@@ -1519,20 +1546,9 @@ void Daemon::OnPage(Peer *p, const Frame &f) {
 
 void Daemon::InstallPage(Segment *s, uint32_t page, const uint8_t *data,
                          const std::vector<PageTable::Waiter> &waiters) {
-    // Invariant W must hold for every local client once the page is
-    // present.  A punch keeps the uffd-wp marker only of PTEs that were
-    // protected, and can drop it when a client raced with the punch, so the
-    // markers are re-installed now, while the page is still a hole (nobody
-    // can map it before it is filled below).
-    for (uint32_t cid : s->clients) {
-        Client *c = FindClient(cid);
-        if (!c || !c->uffd.valid())
-            continue;
-        auto wp = os::WriteProtect(c->uffd.get(), c->base + uint64_t(page) * kPage, kPage, true);
-        if (!wp.ok() && wp.err() != ESRCH)  // ESRCH: the client exited, its close is queued
-            g_warning("%s: protecting page %u before filling it: %s", c->conn->label().c_str(),
-                      page, wp.error().what.c_str());
-    }
+    // Invariant W holds for every other local client without a protect
+    // here: the hole has carried its uffd-wp marker since the attach or
+    // since PunchLocal; the copy below protects the waiter's PTE itself.
     bool installed = false;
     for (const auto &[cid, addr] : waiters) {
         Client *c = FindClient(cid);
@@ -1890,6 +1906,7 @@ void Daemon::OnInvalidate(Peer *p, const Frame &f) {
         return p->conn->Fail(Status::NotOwner("INVALIDATE from a non-owner"), f.hdr.type);
     auto extra = f.Extra(sizeof m);
     std::vector<uint32_t> kept;  // INVAL_ACK entries
+    std::vector<uint32_t> punch;
     for (uint32_t i = 0; i < m.count; i++) {
         uint32_t pgno;
         memcpy(&pgno, extra.data() + 4 * i, 4);
@@ -1902,11 +1919,14 @@ void Daemon::OnInvalidate(Peer *p, const Frame &f) {
                 kept.push_back(pgno | DSHM_INVAL_KEPT);
                 break;
             case PageTable::InvalAction::kPunch:
-                PunchLocal(s, pgno);
+                punch.push_back(pgno);
                 kept.push_back(pgno);
                 break;
         }
     }
+    std::sort(punch.begin(), punch.end());
+    punch.erase(std::unique(punch.begin(), punch.end()), punch.end());
+    PunchLocal(s, punch);
     dshm_pagelist r = {};
     SetName(r.segment, s->cfg.name);
     r.count = static_cast<uint32_t>(kept.size());

@@ -286,9 +286,11 @@ class Daemon {
     void Defer(Segment *s, std::function<void()> fn);
     // Sends FETCH to the owner for every page with a fetch outstanding.
     void RefetchPending(Segment *s);
-    // Write-protects page p in every local client, then fills it from
-    // `data` (through `via`'s uffd when given, else through dshmd's mapping)
-    // and wakes `waiters`.
+    // Fills page p (a hole, write-protected in every local client since
+    // the attach or its punch: PunchLocal) from `data`, through the first
+    // waiter's uffd (UFFDIO_COPY in write-protect mode) or, with no waiter
+    // left, through dshmd's mapping, and wakes `waiters`.  Costs
+    // O(waiters), not O(local clients).
     void InstallPage(Segment *s, uint32_t page, const uint8_t *data,
                      const std::vector<PageTable::Waiter> &waiters);
 
@@ -375,7 +377,18 @@ class Daemon {
     void FillZero(Client *c, uint64_t addr);
     // OWN_MOVED(this host, reason) to p if it is up.
     void SendOwnMoved(Peer *p, Segment *s, const std::string &reason);
-    void PunchLocal(Segment *s, uint32_t page);
+    // Punches `pages` (increasing) out of this host's copy, one fallocate
+    // per run of consecutive pages, then write-protects them again in every
+    // local client, one ioctl per client and run (Invariant W: a punch keeps
+    // the uffd-wp marker of a protected PTE, but drops it when a client
+    // mapped the page during the punch; once the pages are holes nobody can
+    // map them but dshmd's own UFFDIO_COPY, so the markers set now hold
+    // until the page is filled).  REQUIRES: every page clean (no dirtier).
+    void PunchLocal(Segment *s, const std::vector<uint32_t> &pages);
+    // Write-protects (protect=true) `pages` (increasing) in c's mapping, one
+    // UFFDIO_WRITEPROTECT per run of consecutive pages; failures are logged
+    // with `why` (ESRCH, a client whose close is queued, silently).
+    void ProtectRuns(Client *c, const std::vector<uint32_t> &pages, const char *why);
 
     // --- helpers ---
     Segment *FindSegment(std::string_view name);

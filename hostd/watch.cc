@@ -1,0 +1,220 @@
+#include "watch.h"
+
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <unordered_map>
+
+namespace dshm {
+
+namespace {
+
+struct Watch {
+    int fd;           // the caller's, passed to fn
+    int dup = -1;     // registered in the epoll set; -1 with a fallback
+    GIOCondition cond;
+    GUnixFDSourceFunc fn;
+    gpointer data;
+    GSource *fallback = nullptr;  // a GLib fd source when epoll refused
+};
+
+struct Watcher {
+    int epfd = -1;
+    bool epoll_failed = false;  // epoll_create1 failed: every watch falls back
+    bool warned = false;
+    GSource *source = nullptr;
+    guint next_id = 1;
+    std::unordered_map<guint, Watch> watches;
+};
+
+Watcher &W() {
+    static Watcher w;
+    return w;
+}
+
+uint32_t ToEpoll(GIOCondition cond) {
+    uint32_t ev = 0;
+    if (cond & G_IO_IN)
+        ev |= EPOLLIN;
+    if (cond & G_IO_OUT)
+        ev |= EPOLLOUT;
+    if (cond & G_IO_PRI)
+        ev |= EPOLLPRI;
+    return ev;
+}
+
+GIOCondition FromEpoll(uint32_t ev) {
+    unsigned c = 0;
+    if (ev & EPOLLIN)
+        c |= G_IO_IN;
+    if (ev & EPOLLOUT)
+        c |= G_IO_OUT;
+    if (ev & EPOLLPRI)
+        c |= G_IO_PRI;
+    if (ev & EPOLLHUP)
+        c |= G_IO_HUP;
+    if (ev & EPOLLERR)
+        c |= G_IO_ERR;
+    return GIOCondition(c);
+}
+
+void WarnOnce(const char *what, int err) {
+    Watcher &w = W();
+    if (w.warned)
+        return;
+    w.warned = true;
+    g_warning("fd watches: %s: %s; falling back to GLib's poll() for such fds "
+              "(each wake-up then costs more per watched fd)",
+              what, strerror(err));
+}
+
+// Runs one watch's callback; removes the watch if the callback says so.
+// The watch is looked up again by id: an earlier callback of the same
+// dispatch may have removed it.
+void Call(guint id, GIOCondition ready) {
+    auto it = W().watches.find(id);
+    if (it == W().watches.end())
+        return;
+    const Watch w = it->second;
+    const GIOCondition cond = GIOCondition(ready & (w.cond | G_IO_HUP | G_IO_ERR | G_IO_NVAL));
+    if (!cond)
+        return;
+    if (!w.fn(w.fd, cond, w.data))
+        UnwatchFd(id);
+}
+
+gboolean EpollDispatch(GSource *, GSourceFunc, gpointer) {
+    epoll_event evs[kMaxEventsPerDispatch];
+    const int n = epoll_wait(W().epfd, evs, kMaxEventsPerDispatch, 0);
+    for (int i = 0; i < n; i++)
+        Call(static_cast<guint>(evs[i].data.u64), FromEpoll(evs[i].events));
+    return G_SOURCE_CONTINUE;
+}
+
+GSourceFuncs kEpollFuncs = {nullptr, nullptr, EpollDispatch, nullptr, nullptr, nullptr};
+
+gboolean FallbackDispatch(gint, GIOCondition ready, gpointer id) {
+    Call(GPOINTER_TO_UINT(id), ready);
+    // Call() removed the watch (and destroyed this source) if it ended.
+    return G_SOURCE_CONTINUE;
+}
+
+bool EnsureEpoll() {
+    Watcher &w = W();
+    if (w.epfd >= 0)
+        return true;
+    if (w.epoll_failed)
+        return false;
+    w.epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (w.epfd < 0) {
+        w.epoll_failed = true;
+        WarnOnce("epoll_create1", errno);
+        return false;
+    }
+    w.source = g_source_new(&kEpollFuncs, sizeof(GSource));
+    g_source_set_name(w.source, "dshm-fd-watches");
+    // As GLib's fd sources would be without it, the epoll fd would be taken
+    // out of the poll set and put back around each dispatch (two writes of
+    // the context's wake-up eventfd per event); dshmd never iterates the
+    // loop from inside a callback.
+    g_source_set_can_recurse(w.source, TRUE);
+    g_source_add_unix_fd(w.source, w.epfd, G_IO_IN);
+    g_source_attach(w.source, nullptr);
+    return true;
+}
+
+void AttachFallback(guint id, Watch *wt) {
+    wt->fallback = g_unix_fd_source_new(wt->fd, wt->cond);
+    g_source_set_callback(wt->fallback,
+                          reinterpret_cast<GSourceFunc>(
+                              reinterpret_cast<void (*)()>(&FallbackDispatch)),
+                          GUINT_TO_POINTER(id), nullptr);
+    g_source_set_can_recurse(wt->fallback, TRUE);
+    g_source_attach(wt->fallback, nullptr);
+}
+
+void DetachFallback(Watch *wt) {
+    g_source_destroy(wt->fallback);
+    g_source_unref(wt->fallback);
+    wt->fallback = nullptr;
+}
+
+}  // namespace
+
+guint WatchFd(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data) {
+    Watcher &w = W();
+    const guint id = w.next_id++;
+    Watch wt{fd, -1, cond, fn, data, nullptr};
+    if (EnsureEpoll()) {
+        wt.dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        if (wt.dup < 0) {
+            WarnOnce("duplicating a watched fd", errno);
+        } else {
+            epoll_event ev = {};
+            ev.events = ToEpoll(cond);
+            ev.data.u64 = id;
+            if (epoll_ctl(w.epfd, EPOLL_CTL_ADD, wt.dup, &ev) < 0) {
+                // EPERM: a file epoll cannot watch (a regular file); poll()
+                // reports it always ready, as GLib would.
+                if (errno != EPERM)
+                    WarnOnce("adding a fd to the epoll set", errno);
+                close(wt.dup);
+                wt.dup = -1;
+            }
+        }
+    }
+    auto [it, inserted] = w.watches.emplace(id, wt);
+    (void)inserted;
+    if (it->second.dup < 0)
+        AttachFallback(id, &it->second);
+    return id;
+}
+
+void RewatchFd(guint id, GIOCondition cond) {
+    Watcher &w = W();
+    auto it = w.watches.find(id);
+    if (it == w.watches.end() || it->second.cond == cond)
+        return;
+    Watch &wt = it->second;
+    wt.cond = cond;
+    if (wt.fallback) {
+        DetachFallback(&wt);
+        AttachFallback(id, &wt);
+        return;
+    }
+    epoll_event ev = {};
+    ev.events = ToEpoll(cond);
+    ev.data.u64 = id;
+    if (epoll_ctl(w.epfd, EPOLL_CTL_MOD, wt.dup, &ev) < 0) {
+        // Cannot happen for a registered dup; keep the watch working.
+        WarnOnce("changing a watch", errno);
+        epoll_ctl(w.epfd, EPOLL_CTL_DEL, wt.dup, nullptr);
+        close(wt.dup);
+        wt.dup = -1;
+        AttachFallback(id, &wt);
+    }
+}
+
+void UnwatchFd(guint id) {
+    Watcher &w = W();
+    auto it = w.watches.find(id);
+    if (it == w.watches.end())
+        return;
+    Watch &wt = it->second;
+    if (wt.fallback) {
+        DetachFallback(&wt);
+    } else {
+        epoll_ctl(w.epfd, EPOLL_CTL_DEL, wt.dup, nullptr);
+        close(wt.dup);
+    }
+    w.watches.erase(it);
+}
+
+size_t WatchCount() {
+    return W().watches.size();
+}
+
+}  // namespace dshm

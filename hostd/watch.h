@@ -1,0 +1,62 @@
+// watch: readiness of dshmd's file descriptors through one epoll set.
+//
+// GLib's own fd sources (g_unix_fd_add) are poll()ed all together at every
+// iteration of the main loop.  Each wake-up then costs work in proportion to
+// every fd dshmd watches, not to the ones that are ready: poll() adds itself
+// to, and after the wake-up removes itself from, the wait queue of each fd,
+// and GLib runs each source's prepare and check.  dshmd watches two fds per
+// attached VM (its socket and its userfaultfd) and one per peer host, and a
+// remote fault wakes it twice on the faulting host and once on the owner.
+//
+// Here every fd dshmd watches goes into one epoll set, and the main loop
+// polls the epoll fd alone (one GSource): a wake-up costs the same whether
+// dshmd watches 5 fds or 500.  Timers, idles and signal sources stay GLib's.
+//
+// Semantics are those of g_unix_fd_add() on the default main context:
+// level-triggered; the callback gets the fd it was given, the conditions
+// that are ready (G_IO_IN, G_IO_OUT as asked; G_IO_HUP and G_IO_ERR whether
+// asked or not) and its data; returning G_SOURCE_REMOVE removes the watch.
+// At most kMaxEventsPerDispatch watches are dispatched per iteration; the
+// others stay ready (level-triggered) and are dispatched at the next one.
+//
+// Invariants:
+// - A watch registers a duplicate of the caller's fd (F_DUPFD_CLOEXEC), and
+//   UnwatchFd() deregisters and closes it.  A registration therefore never
+//   outlives its watch, even if the caller closes its fd first (an epoll
+//   registration lives as long as the open file, which for a userfaultfd
+//   is shared with the client process), and one file may be watched twice.
+//   The duplicate holds the file open until UnwatchFd(): remove the watch
+//   before relying on a close (as with GLib's sources).
+// - Ids are never reused; UnwatchFd() of an unknown or removed id does
+//   nothing.  A callback may remove any watch, its own included, and add
+//   watches; a watch removed during a dispatch is not called afterwards.
+// - If the epoll set cannot be created or a fd cannot be added to it (fd
+//   limit), the watch falls back to a GLib fd source with the same
+//   semantics, and a warning is logged once.
+//
+// Thread safety: the thread that iterates the default GMainContext only.
+#pragma once
+
+#include <glib-unix.h>
+#include <glib.h>
+
+#include <cstddef>
+
+namespace dshm {
+
+inline constexpr size_t kMaxEventsPerDispatch = 64;
+
+// Watches `fd` for `cond` (G_IO_IN and/or G_IO_OUT; G_IO_HUP and G_IO_ERR
+// are always reported).  Returns the watch id (never 0).
+guint WatchFd(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data);
+
+// Changes the conditions of watch `id` (an epoll_ctl, no new watch).
+void RewatchFd(guint id, GIOCondition cond);
+
+// Removes watch `id`: its callback is not called again.
+void UnwatchFd(guint id);
+
+// Number of live watches (for tests and dshmctl).
+size_t WatchCount();
+
+}  // namespace dshm

@@ -1,0 +1,223 @@
+// Unit tests for watch.h: fd watches through one epoll set behave as
+// g_unix_fd_add() would (level-triggered, G_SOURCE_REMOVE ends a watch,
+// HUP reported unasked), a watch removed during a dispatch is not called, a
+// registration never outlives its watch even when the caller closed its fd
+// first and the file lives on elsewhere, conditions change in place, one
+// file may be watched twice, and a fd epoll refuses falls back to GLib.
+#include "watch.h"
+
+#include <glib.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <vector>
+
+// check.h defines a fail() macro: it must follow the C++ headers.
+#include "../tests/unit/check_main.h"
+
+using namespace dshm;
+
+namespace {
+
+struct Pair {
+    int a = -1, b = -1;
+    Pair() {
+        int sv[2];
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        a = sv[0];
+        b = sv[1];
+    }
+    ~Pair() {
+        if (a >= 0)
+            close(a);
+        if (b >= 0)
+            close(b);
+    }
+};
+
+struct Seen {
+    int calls = 0;
+    unsigned cond = 0;
+    gboolean ret = G_SOURCE_CONTINUE;
+    guint other = 0;  // removed by the callback, if set
+};
+
+gboolean Record(gint, GIOCondition cond, gpointer p) {
+    auto *s = static_cast<Seen *>(p);
+    s->calls++;
+    s->cond |= cond;
+    if (s->other)
+        UnwatchFd(s->other);
+    return s->ret;
+}
+
+// Iterates the default context without blocking, `n` times.
+void Spin(int n = 5) {
+    for (int i = 0; i < n; i++)
+        g_main_context_iteration(nullptr, FALSE);
+}
+
+}  // namespace
+
+START_TEST(readable_fd_fires_level_triggered_until_removed) {
+    Pair p;
+    Seen s;
+    const size_t before = WatchCount();
+    guint id = WatchFd(p.a, G_IO_IN, &Record, &s);
+    ck_assert_uint_ne(id, 0);
+    Spin();
+    ck_assert_int_eq(s.calls, 0);  // nothing to read yet
+    ck_assert_int_eq(write(p.b, "x", 1), 1);
+    Spin(3);
+    ck_assert_int_ge(s.calls, 3);  // unread: ready again at every iteration
+    ck_assert(s.cond & G_IO_IN);
+    s.ret = G_SOURCE_REMOVE;
+    Spin(3);
+    const int at_remove = s.calls;
+    Spin(3);
+    ck_assert_int_eq(s.calls, at_remove);
+    ck_assert_uint_eq(WatchCount(), before);
+    UnwatchFd(id);  // removed already: a no-op
+}
+END_TEST
+
+START_TEST(hup_is_reported_unasked) {
+    Pair p;
+    Seen s;
+    guint id = WatchFd(p.a, G_IO_IN, &Record, &s);
+    close(p.b);
+    p.b = -1;
+    Spin();
+    ck_assert(s.cond & G_IO_HUP);
+    UnwatchFd(id);
+}
+END_TEST
+
+START_TEST(watch_removed_during_a_dispatch_is_not_called) {
+    Pair p, q;
+    Seen s1, s2;
+    guint id1 = WatchFd(p.a, G_IO_IN, &Record, &s1);
+    guint id2 = WatchFd(q.a, G_IO_IN, &Record, &s2);
+    s1.other = id2;  // whichever runs first removes the other
+    s2.other = id1;
+    ck_assert_int_eq(write(p.b, "x", 1), 1);
+    ck_assert_int_eq(write(q.b, "x", 1), 1);
+    Spin(1);  // both ready in one epoll_wait
+    ck_assert_int_eq(s1.calls + s2.calls, 1);
+    UnwatchFd(id1);
+    UnwatchFd(id2);
+}
+END_TEST
+
+START_TEST(registration_does_not_outlive_its_watch) {
+    // The file stays open elsewhere (as a userfaultfd stays open in its
+    // client) and readable; the caller closes its fd before removing the
+    // watch.  After the removal nothing may fire: a stale registration would
+    // make the epoll fd readable forever.
+    Pair p;
+    int elsewhere = dup(p.a);
+    Seen s;
+    guint id = WatchFd(p.a, G_IO_IN, &Record, &s);
+    ck_assert_int_eq(write(p.b, "x", 1), 1);
+    close(p.a);
+    p.a = -1;
+    UnwatchFd(id);
+    Spin();
+    ck_assert_int_eq(s.calls, 0);
+    ck_assert(!g_main_context_iteration(nullptr, FALSE));  // nothing ready at all
+    close(elsewhere);
+}
+END_TEST
+
+START_TEST(conditions_change_in_place) {
+    Pair p;
+    Seen s;
+    guint id = WatchFd(p.a, G_IO_IN, &Record, &s);
+    Spin();
+    ck_assert_int_eq(s.calls, 0);
+    RewatchFd(id, GIOCondition(G_IO_IN | G_IO_OUT));  // a socket with room is writable
+    Spin(1);
+    ck_assert_int_ge(s.calls, 1);
+    ck_assert(s.cond & G_IO_OUT);
+    RewatchFd(id, G_IO_IN);
+    s.calls = 0;
+    s.cond = 0;
+    Spin();
+    ck_assert_int_eq(s.calls, 0);
+    UnwatchFd(id);
+}
+END_TEST
+
+START_TEST(one_file_watched_twice_fires_both) {
+    Pair p;
+    Seen s1, s2;
+    guint id1 = WatchFd(p.a, G_IO_IN, &Record, &s1);
+    guint id2 = WatchFd(p.a, G_IO_IN, &Record, &s2);
+    ck_assert_int_eq(write(p.b, "x", 1), 1);
+    Spin(1);
+    ck_assert_int_eq(s1.calls, 1);
+    ck_assert_int_eq(s2.calls, 1);
+    UnwatchFd(id1);
+    UnwatchFd(id2);
+}
+END_TEST
+
+START_TEST(many_idle_watches_one_ready) {
+    std::vector<Pair> idle(300);
+    std::vector<Seen> seen(idle.size());
+    std::vector<guint> ids;
+    for (size_t i = 0; i < idle.size(); i++)
+        ids.push_back(WatchFd(idle[i].a, G_IO_IN, &Record, &seen[i]));
+    Pair p;
+    Seen s;
+    guint id = WatchFd(p.a, G_IO_IN, &Record, &s);
+    ck_assert_int_eq(write(p.b, "x", 1), 1);
+    Spin(1);
+    ck_assert_int_eq(s.calls, 1);
+    for (const Seen &o : seen)
+        ck_assert_int_eq(o.calls, 0);
+    for (guint i : ids)
+        UnwatchFd(i);
+    UnwatchFd(id);
+}
+END_TEST
+
+START_TEST(fd_epoll_refuses_falls_back_to_glib) {
+    // epoll cannot watch a regular file (EPERM); poll() reports it always
+    // ready, and so must the watch.
+    FILE *f = tmpfile();
+    ck_assert_ptr_nonnull(f);
+    Seen s;
+    const size_t before = WatchCount();
+    guint id = WatchFd(fileno(f), G_IO_IN, &Record, &s);
+    ck_assert_uint_eq(WatchCount(), before + 1);
+    Spin(2);
+    ck_assert_int_ge(s.calls, 1);
+    RewatchFd(id, GIOCondition(G_IO_IN | G_IO_OUT));
+    s.cond = 0;
+    Spin(1);
+    ck_assert(s.cond & G_IO_OUT);
+    UnwatchFd(id);
+    const int at_remove = s.calls;
+    Spin(2);
+    ck_assert_int_eq(s.calls, at_remove);
+    ck_assert_uint_eq(WatchCount(), before);
+    fclose(f);
+}
+END_TEST
+
+int main() {
+    Suite *s = suite_create("hostd/watch");
+    TCase *tc = tcase_create("watch");
+    tcase_add_test(tc, readable_fd_fires_level_triggered_until_removed);
+    tcase_add_test(tc, hup_is_reported_unasked);
+    tcase_add_test(tc, watch_removed_during_a_dispatch_is_not_called);
+    tcase_add_test(tc, registration_does_not_outlive_its_watch);
+    tcase_add_test(tc, conditions_change_in_place);
+    tcase_add_test(tc, one_file_watched_twice_fires_both);
+    tcase_add_test(tc, many_idle_watches_one_ready);
+    tcase_add_test(tc, fd_epoll_refuses_falls_back_to_glib);
+    suite_add_tcase(s, tc);
+    return RunSuite(s);
+}
