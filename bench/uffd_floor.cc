@@ -11,7 +11,12 @@
 //
 // Resolver modes, measured in the same run on fresh memfds:
 //   blocking  the resolver sleeps in poll() between faults;
-//   busypoll  the resolver spins on a non-blocking read() of the uffd.
+//   busypoll  the resolver spins on a non-blocking read() of the uffd;
+//   loop      the resolver sleeps in dshmd's own loop: a GLib main context
+//             iteration with the uffd watched through hostd/watch.h, the
+//             events read and resolved in the watch's callback as dshmd's
+//             OnUffdEvent does.  loop - blocking is what dshmd's loop adds
+//             to each wake-up (not a floor: a diagnostic).
 // Plus a reference line: the same registered mapping, but every page is
 // already present in the memfd, so each touch is a plain shmem minor fault
 // with no uffd event.  (A uffd-registered VMA gets no fault-around: every
@@ -20,9 +25,10 @@
 // Output (one line per mode, stable and grep-able):
 //   uffd_fault mode=blocking n=4096 p50_us=.. p90_us=.. p99_us=.. mean_us=..
 //   uffd_fault mode=busypoll n=4096 ...
+//   uffd_fault mode=loop n=4096 ...                      (--mode loop or all)
 //   shmem_minor_fault mode=present n=4096 ...
 //
-// Usage: uffd_floor [--pages N] [--mode blocking|busypoll|both]
+// Usage: uffd_floor [--pages N] [--mode blocking|busypoll|loop|both|all]
 //                   [--cpus RESOLVER,TOUCHER]
 // Needs root (or vm.unprivileged_userfaultfd=1).  Every wait is bounded: the
 // child has an alarm and PR_SET_PDEATHSIG; the parent kills and reaps it.
@@ -44,7 +50,10 @@
 #include <string>
 #include <vector>
 
+#include <glib.h>
+
 #include "stats.h"
+#include "watch.h"
 #include "os/memfd.h"
 #include "os/uffd.h"
 #include "os/unix_socket.h"
@@ -56,7 +65,7 @@ namespace {
 constexpr unsigned kChildAlarmSec = 60;
 constexpr int kFaultWaitMs = 5000;
 
-enum class Mode { kBlocking, kBusyPoll, kPresent };
+enum class Mode { kBlocking, kBusyPoll, kLoop, kPresent };
 
 const char *ModeName(Mode m) {
     switch (m) {
@@ -64,6 +73,8 @@ const char *ModeName(Mode m) {
             return "blocking";
         case Mode::kBusyPoll:
             return "busypoll";
+        case Mode::kLoop:
+            return "loop";
         case Mode::kPresent:
             return "present";
     }
@@ -137,6 +148,58 @@ using dshm::bench::Summarize;
     _exit(0);
 }
 
+// Mode::kLoop: resolves `pages` faults from dshmd's kind of loop.
+struct LoopState {
+    const unsigned char *src;
+    size_t *resolved;
+    std::string error;
+};
+
+gboolean OnLoopUffd(gint fd, GIOCondition, gpointer p) {
+    auto *st = static_cast<LoopState *>(p);
+    uffd_msg msgs[16];
+    for (;;) {
+        auto got = ReadEvents(fd, msgs, 16);
+        if (!got.ok()) {
+            st->error = got.error().what;
+            return G_SOURCE_REMOVE;
+        }
+        for (size_t i = 0; i < *got; i++) {
+            if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+                continue;
+            uint64_t addr = msgs[i].arg.pagefault.address & ~(uint64_t{kPageSize} - 1);
+            auto r = CopyPage(fd, addr, st->src, true, false);
+            if (!r.ok()) {
+                st->error = r.error().what;
+                return G_SOURCE_REMOVE;
+            }
+            (*st->resolved)++;
+        }
+        if (*got < 16)
+            return G_SOURCE_CONTINUE;
+    }
+}
+
+gboolean OnLoopTimeout(gpointer p) {
+    static_cast<LoopState *>(p)->error =
+        "no fault within " + std::to_string(kFaultWaitMs) + " ms";
+    return G_SOURCE_REMOVE;
+}
+
+std::string LoopResolve(int uffd, const unsigned char *src, size_t pages, size_t *resolved) {
+    LoopState st{src, resolved, {}};
+    guint watch = dshm::WatchFd(uffd, G_IO_IN, &OnLoopUffd, &st);
+    while (*resolved < pages && st.error.empty()) {
+        // A guard per wait, as dshmd has timers of its own in its context.
+        guint guard = g_timeout_add(kFaultWaitMs, &OnLoopTimeout, &st);
+        g_main_context_iteration(nullptr, TRUE);
+        if (st.error.empty())
+            g_source_remove(guard);
+    }
+    dshm::UnwatchFd(watch);
+    return st.error;
+}
+
 Stats RunMode(Mode mode, size_t pages, int toucher_cpu) {
     auto memfd = CreateSegmentMemfd("uffd-floor", pages * kPageSize);
     if (!memfd.ok()) {
@@ -194,8 +257,13 @@ Stats RunMode(Mode mode, size_t pages, int toucher_cpu) {
     }
 
     size_t resolved = 0;
+    if (mode == Mode::kLoop) {
+        std::string error = LoopResolve(uffd.get(), src.data(), pages, &resolved);
+        if (!error.empty())
+            kill_child(error);
+    }
     uffd_msg msgs[16];
-    while (mode != Mode::kPresent && resolved < pages) {
+    while ((mode == Mode::kBlocking || mode == Mode::kBusyPoll) && resolved < pages) {
         Result<size_t> got = size_t{0};
         if (mode == Mode::kBlocking) {
             got = WaitEvents(uffd.get(), msgs, 16, kFaultWaitMs);
@@ -257,7 +325,7 @@ void Print(const char *what, Mode mode, const Stats &s) {
 
 void Usage() {
     fprintf(stderr,
-            "usage: uffd_floor [--pages N] [--mode blocking|busypoll|both] "
+            "usage: uffd_floor [--pages N] [--mode blocking|busypoll|loop|both|all] "
             "[--cpus RESOLVER,TOUCHER]\n");
     exit(2);
 }
@@ -266,7 +334,7 @@ void Usage() {
 
 int main(int argc, char **argv) {
     size_t pages = 4096;
-    bool blocking = true, busypoll = true;
+    bool blocking = true, busypoll = true, loop = false;
     int resolver_cpu = -1, toucher_cpu = -1;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
@@ -283,9 +351,10 @@ int main(int argc, char **argv) {
             }
         } else if (a == "--mode") {
             std::string m = next();
-            blocking = m == "blocking" || m == "both";
-            busypoll = m == "busypoll" || m == "both";
-            if (!blocking && !busypoll) {
+            blocking = m == "blocking" || m == "both" || m == "all";
+            busypoll = m == "busypoll" || m == "both" || m == "all";
+            loop = m == "loop" || m == "all";
+            if (!blocking && !busypoll && !loop) {
                 Usage();
             }
         } else if (a == "--cpus") {
@@ -309,6 +378,9 @@ int main(int argc, char **argv) {
     }
     if (busypoll) {
         Print("uffd_fault", Mode::kBusyPoll, RunMode(Mode::kBusyPoll, pages, toucher_cpu));
+    }
+    if (loop) {
+        Print("uffd_fault", Mode::kLoop, RunMode(Mode::kLoop, pages, toucher_cpu));
     }
     Print("shmem_minor_fault", Mode::kPresent, RunMode(Mode::kPresent, pages, toucher_cpu));
     return 0;
