@@ -11,6 +11,10 @@
 //   adopt-timeout-ms = 30000         # how long the locks of a VM that migrated
 //                                    # away are kept for its destination, ms
 //                                    # (100..3600000)
+//   write-ahead-pages = 16           # a client writing pages in sequence gets
+//                                    # up to this many more pages made writable
+//                                    # (and twinned) per write fault, 0..256;
+//                                    # 0: one page per fault (docs/protocol.md §3)
 //
 //   [policy]                         # optional: access monitor and ownership
 //                                    # policy (monitor.h, docs/policy.md)
@@ -71,6 +75,7 @@ struct Config {
     uint32_t poll_us = 0;
     uint32_t ack_timeout_ms = 10000;
     uint32_t adopt_timeout_ms = 30000;
+    uint32_t write_ahead_pages = 16;
     PolicyConfig policy;  // [policy]
     std::vector<PeerConfig> peers;
     std::vector<SegmentConfig> segments;

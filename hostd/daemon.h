@@ -50,6 +50,7 @@ namespace dshm {
 struct SegmentStats {
     uint64_t missing_faults = 0;      // local missing faults
     uint64_t wp_faults = 0;           // local write-protect faults (first writes)
+    uint64_t write_ahead = 0;         // pages made writable ahead of a sequential writer
     uint64_t fetches_sent = 0;        // FETCH sent to the owner
     uint64_t fetches_served = 0;      // FETCH answered (owner)
     uint64_t pages_written_back = 0;  // pages in releases sent (non-owner) or made (owner-local)
@@ -312,6 +313,12 @@ class Daemon {
     // consecutive pages, and empties c's dirty set; returns the pages in
     // increasing order.  Each must then go through ReleaseDirty.
     std::vector<uint32_t> ProtectDirty(Client *c);
+    // c took a first-write fault on `page`: if it wrote page-1 before it
+    // (a sequential writer), adds up to write-ahead-pages following pages
+    // that are valid here and clean for c to c's dirty set (with twins).
+    // Returns how many; the caller makes page and those writable in one
+    // ioctl.
+    uint32_t WriteAhead(Client *c, uint32_t page);
     // Counts a write-back of c (segment and client counters, access monitor).
     void AccountWriteback(Client *c, uint64_t pages, uint64_t bytes);
     // The owner host's own release: ProtectDirty, diffs, AccountWriteback;

@@ -51,6 +51,7 @@ class PageSet {
             in_[p] = false;
         pages_.clear();
     }
+    bool contains(uint32_t p) const { return p < in_.size() && in_[p]; }
     bool empty() const { return pages_.empty(); }
     size_t size() const { return pages_.size(); }
     auto begin() const { return pages_.begin(); }

@@ -4,6 +4,9 @@
 # a client on h3 that read the old page keeps reading the OLD value while a
 # writer on h2 is inside its critical section, and reads the NEW value right
 # after the release (its copy was invalidated and is fetched again).
+# A client writing pages in sequence takes write faults on the first two
+# only (the pages after them are made writable ahead, write-ahead-pages),
+# and its release still writes back exactly the pages it changed.
 source "$(dirname "$0")/lib/common.sh"
 source "$TOP/tests/lib/testbed.sh"
 source "$TOP/tests/lib/dshmd.sh"
@@ -53,5 +56,26 @@ ask_ok reader "release 1" >/dev/null
 ask_ok writer "acquire 1" >/dev/null
 assert_eq "$(ask writer "verify 4096 61440 7")" "ok verified" "pattern read on h2"
 ask_ok writer "release 1" >/dev/null
+step "a sequential writer: write faults on its first pages only, exactly the changed pages written back"
+ask_ok writer "touch 0 65536" >/dev/null  # every page valid on h2
+wp0=$(dshm_stat h2 seg wp_faults) ahead0=$(dshm_stat h2 seg write_ahead)
+ask_ok writer "acquire 2" >/dev/null
+ask_ok writer "fill 8192 32768 9" >/dev/null  # pages 2..9, in order
+rel=$(ask_ok writer "release 2")
+wp=$(($(dshm_stat h2 seg wp_faults) - wp0)) ahead=$(($(dshm_stat h2 seg write_ahead) - ahead0))
+say "   8 pages written: $wp write faults, $ahead pages made writable ahead"
+[ "$wp" -le 3 ] || fail "8 sequential pages took $wp write faults (expected 2: the rest written ahead)"
+[ "$ahead" -ge 6 ] || fail "only $ahead pages made writable ahead"
+assert_match "$rel" "pages=8 " "the release writes back the 8 changed pages, not the pages made writable ahead"
+assert_match "$(dshm_attach h1 seg verify --offset 8192 --length 32768 --pattern 9)" "^verify OK" "pages 2..9 on the owner"
+assert_match "$(dshm_attach h1 seg verify --offset 40960 --length 24576 --pattern 7)" "^verify OK" "pages 10..15 unchanged on the owner"
+assert_eq "$(ask reader "verify 8192 32768 9")" "ok verified" "pages 2..9 on h3"
+
+step "after the release the pages written ahead are protected again: a later write is caught"
+ask_ok writer "acquire 2" >/dev/null
+ask_ok writer "write 61440 4242" >/dev/null  # page 15, made writable ahead above
+ask_ok writer "release 2" >/dev/null
+assert_eq "$(dshm_attach h1 seg read --offset 61440)" 4242 "page 15's write on the owner"
+
 dshmctl_on h1 segments
 say "ok"
