@@ -1558,9 +1558,13 @@ void Daemon::OnPage(Peer *p, const Frame &f) {
                   StatusCodeName(m.status));
         return;
     }
+    if (s->pages->state(m.page) != PageTable::kFetching)
+        return;  // a late duplicate (after a reconnect or an ownership move)
+    // With no waiter left (the clients that faulted have gone) the page is
+    // installed all the same, through dshmd's mapping: the owner counts
+    // this host in the page's copy set, and a page left FETCHING would
+    // hold every later fault on it here.
     std::vector<PageTable::Waiter> waiters = s->pages->TakeWaiters(m.page);
-    if (waiters.empty())
-        return;  // late duplicate after a reconnect, or nobody left
     const uint8_t *data = f.Extra(sizeof m).data();
     Trace("page-in", m.page, static_cast<uint32_t>(waiters.size()), 0, data);
     InstallPage(s, m.page, data, waiters);

@@ -2,7 +2,9 @@
 # timeout: 120
 # A client that dies (kill -9) while holding a lock: the next waiter gets the
 # lock within 1 s, and the dead client's unreleased writes never reach the
-# owner (nor stay in its own host's copy).
+# owner (nor stay in its own host's copy).  A client that dies while its page
+# fault is being served: the page still arrives and is installed, and the
+# next reader of that page on its host is not held up.
 source "$(dirname "$0")/lib/common.sh"
 source "$TOP/tests/lib/testbed.sh"
 source "$TOP/tests/lib/dshmd.sh"
@@ -31,4 +33,24 @@ for holder_host in h2 h1; do
     assert_eq "$(dshm_attach h1 seg read --offset 0)" 5 "the owner's value"
     assert_eq "$(tb_run "$holder_host" "$DSHM_ATTACH" seg read --offset 0)" 5 "the dead holder's host copy was rolled back"
 done
+
+step "a client killed while the owner serves its fault: the page is installed without it"
+dshm_attach h3 seg write --offset 8192 --value 77 --lock 1
+dshm_script h2 keeper seg  # keeps h2's copy of the segment (else dropped with its last client)
+fetched0=$(dshm_stat h2 seg fetches_sent) valid0=$(dshm_stat h2 seg valid_pages)
+tb_kill h1 dshmd STOP  # the owner holds the FETCH until CONT
+trap 'tb_kill h1 dshmd CONT' ERR
+tb_spawn h2 faulter "$DSHM_ATTACH" --name faulter seg read --offset 8192
+for i in $(seq 1 100); do [ "$(dshm_stat h2 seg fetches_sent)" -gt "$fetched0" ] && break; sleep 0.05; done
+[ "$(dshm_stat h2 seg fetches_sent)" = $((fetched0 + 1)) ] || fail "h2 sent no FETCH for the faulting client"
+tb_kill h2 faulter KILL
+for i in $(seq 1 100); do dshm_stat h2 seg clients | grep -q faulter || break; sleep 0.05; done
+dshm_stat h2 seg clients | grep -q faulter && fail "h2 still lists the killed client"
+tb_kill h1 dshmd CONT
+trap - ERR
+for i in $(seq 1 100); do [ "$(dshm_stat h2 seg valid_pages)" -gt "$valid0" ] && break; sleep 0.05; done
+assert_eq "$(dshm_stat h2 seg valid_pages)" $((valid0 + 1)) "valid pages on h2 once the PAGE arrived with nobody waiting"
+got=$(tb_run h2 timeout 5 "$DSHM_ATTACH" seg read --offset 8192) || fail "a reader on h2 hung on the page whose faulting client died"
+assert_eq "$got" 77 "the next reader on h2 reads the page"
+assert_eq "$(dshm_stat h2 seg fetches_sent)" $((fetched0 + 1)) "FETCHes from h2 (the page came once)"
 say "ok"
