@@ -75,7 +75,7 @@ echo "# dshmd A/B: $CMDLINE"
 bench_machine_line
 for i in "${!BUILDS[@]}"; do
     b=${BUILDS[$i]}
-    echo "# build $i: $b ($(git -C "$b" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$b" diff --quiet HEAD -- hostd 2>/dev/null || echo ', hostd modified'))${SETTINGS[$i]:+ with $(tr '\n' ' ' <<<"${SETTINGS[$i]}")}"
+    echo "# build $i: $b ($(git -C "$b" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$b" diff --quiet HEAD -- ':/hostd' 2>/dev/null || echo ', hostd modified'))${SETTINGS[$i]:+ with $(tr '\n' ' ' <<<"${SETTINGS[$i]}")}"
 done
 echo "# reps=$REPS poll-us=$POLL_US pages=$PAGES idle=$IDLE dirty=$DIRTY wb=${WB_PAGES}x$WB_ROUNDS cpus: $(bench_cpus_line)"
 echo "# load at start: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1932,12 +1932,15 @@ void Daemon::OnInvalidate(Peer *p, const Frame &f) {
     if (s->owner != p->cfg.host_id)
         return p->conn->Fail(Status::NotOwner("INVALIDATE from a non-owner"), f.hdr.type);
     auto extra = f.Extra(sizeof m);
+    std::vector<uint32_t> pages(m.count);
+    memcpy(pages.data(), extra.data(), 4 * size_t(m.count));
+    // Every page number is checked before any is acted on: a page marked
+    // invalid must be punched in the same handler.
+    for (uint32_t pgno : pages)
+        PEER_PAGE(s, pgno);
     std::vector<uint32_t> kept;  // INVAL_ACK entries
     std::vector<uint32_t> punch;
-    for (uint32_t i = 0; i < m.count; i++) {
-        uint32_t pgno;
-        memcpy(&pgno, extra.data() + 4 * i, 4);
-        PEER_PAGE(s, pgno);
+    for (uint32_t pgno : pages) {
         Trace("inval", pgno, f.hdr.tag, s->pages->dirtiers(pgno));
         switch (s->pages->OnInvalidate(pgno)) {
             case PageTable::InvalAction::kNotHere:  // none here, or a FETCH answered later
