@@ -3,7 +3,7 @@
 # fault, goes.
 #
 #   sudo bench/phases.sh [release|faults] [--pin-hosts] [--poll-us N]
-#                        [--pages P] [--rounds R] [--out FILE]
+#                        [--pages P] [--rounds R] [--perf] [--out FILE]
 #
 # Two simulated hosts (TB_PREFIX=dshmq, TB_NET=198.18.2: beside the test
 # suite and bench/run-dshmd.sh), segment owned by h1, dshm_bench on h2, both
@@ -37,6 +37,13 @@
 # (The client's own wake-ups, fault -> uffd event and copy -> running again,
 # are the rest of the latency dshm_bench prints.)
 #
+# --perf: also samples the whole machine with `perf record` (4 kHz, clock
+# CLOCK_MONOTONIC, the stamps' clock) during the run, and prints for each
+# step the daemons' samples that fall inside it: per daemon, µs per unit
+# and the symbols that take most of it.  (On a VM without a PMU, time with
+# interrupts off is charged to where they are turned back on:
+# `_raw_spin_unlock_irq*` is mostly wake-ups.)
+#
 # --pin-hosts: h1 on the first half of the CPUs, h2 on the second (as
 # run-dshmd.sh).  Output to the terminal and to FILE (default
 # bench/results/phases-MODE-YYYYMMDD-HHMMSS.txt).
@@ -47,15 +54,17 @@ TOP=$(cd "$HERE/.." && pwd)
 CMDLINE=$(printf '%q ' "$0" "$@")
 MODE=release
 PIN_HOSTS=0
+PERF=0
 POLL_US=0
 PAGES=""
 ROUNDS=40
 OUT=""
-usage() { sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,51p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case $1 in
         release|faults) MODE=$1; shift; continue ;;
         --pin-hosts) PIN_HOSTS=1; shift; continue ;;
+        --perf) PERF=1; shift; continue ;;
         --poll-us|--pages|--rounds|--out) [ $# -ge 2 ] || usage ;;
         *) usage ;;
     esac
@@ -87,6 +96,18 @@ echo "# load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 tb_init 2
 DSHMD_PHASES=1 dshm_cluster 2 "seg:$((PAGES * 4096)):1" "poll-us = $POLL_US"
 bench_pin_dshmd h1 h2
+PERF_DATA=$TB_STATE/perf.data
+if [ "$PERF" = 1 ]; then
+    command -v perf >/dev/null || { echo "--perf: no perf (apt-get install linux-perf)" >&2; exit 1; }
+    # Global pid -> host, from each daemon's command line (its config path).
+    for pid in $(pgrep -x dshmd); do
+        grep -qa "$TB_STATE/h1/" "/proc/$pid/cmdline" && echo "$pid h1"
+        grep -qa "$TB_STATE/h2/" "/proc/$pid/cmdline" && echo "$pid h2"
+    done >"$TB_STATE/pids"
+    perf record -q -a -k CLOCK_MONOTONIC -F 4000 -o "$PERF_DATA" 2>/dev/null &
+    PERF_PID=$!
+    sleep 0.5
+fi
 if [ "$MODE" = release ]; then
     tb_run h2 $(bench_pin h2) "$DSHM_BENCH" writeback --socket /run/dshm/dshmd.sock --segment seg \
         --pages "$PAGES" --rounds "$ROUNDS"
@@ -94,15 +115,20 @@ else
     tb_run h2 $(bench_pin h2) "$DSHM_BENCH" faults --socket /run/dshm/dshmd.sock --segment seg \
         --pages "$PAGES"
 fi
+if [ "$PERF" = 1 ]; then
+    kill -INT "$PERF_PID"
+    wait "$PERF_PID" || true
+    perf script -i "$PERF_DATA" -F pid,time,ip,sym --ns 2>/dev/null >"$TB_STATE/perf.txt"
+fi
 for h in h1 h2; do tb_kill "$h" dshmd TERM || true; done
 for h in h1 h2; do
     for i in $(seq 1 100); do tb_alive "$h" dshmd || break; sleep 0.05; done
 done
-python3 - "$MODE" "$TB_STATE/h1/phases.log" "$TB_STATE/h2/phases.log" <<'PY'
-import math, sys
+python3 - "$MODE" "$TB_STATE/h1/phases.log" "$TB_STATE/h2/phases.log" "$PERF" "$TB_STATE" <<'PY'
+import bisect, collections, math, sys
 mode = sys.argv[1]
 ev = []  # (time ns, stamp, host, first number, thread CPU ns)
-for host, path in zip(('h1', 'h2'), sys.argv[2:]):
+for host, path in zip(('h1', 'h2'), sys.argv[2:4]):
     for line in open(path):
         t, what, a, b, cpu = line.split()
         ev.append((int(t), what, host, int(a), int(cpu)))
@@ -159,4 +185,35 @@ for name, a, b in steps:
 if mode == 'release':
     d = [(u['own-applied'][2] - u['own-first-wb'][2]) / scale for u in units]
     print('owner on-CPU from its first frame to the commit, p50: %.3f ms' % pct(d, 0.5))
+if sys.argv[4] == '1' and units:
+    state = sys.argv[5]
+    host_of = dict(line.split() for line in open(state + '/pids'))
+    samples = []  # (time ns, host, symbol) of the daemons
+    for line in open(state + '/perf.txt'):
+        f = line.split(None, 3)  # pid, time:, ip, symbol
+        if len(f) >= 3 and f[0] in host_of:
+            samples.append((int(round(float(f[1].rstrip(':')) * 1e9)), host_of[f[0]],
+                            f[3].strip() if len(f) > 3 else '?'))
+    samples.sort()
+    times = [t for t, _, _ in samples]
+    period_us = 1e6 / 4000
+    print()
+    print('perf: daemon samples inside each step (%.0f us each), us per %s' %
+          (period_us, 'release' if mode == 'release' else 'fault'))
+    for name, a, b in steps:
+        if name == 'total':
+            continue
+        per = collections.Counter()
+        syms = collections.defaultdict(collections.Counter)
+        for u in units:
+            i = bisect.bisect_left(times, u[a][0])
+            while i < len(samples) and samples[i][0] < u[b][0]:
+                per[samples[i][1]] += 1
+                syms[samples[i][1]][samples[i][2]] += 1
+                i += 1
+        line = ', '.join('%s %.1f' % (h, per[h] * period_us / len(units)) for h in sorted(per))
+        print('  %-12s %s' % (name, line or 'no samples'))
+        for h in sorted(per):
+            top = syms[h].most_common(6)
+            print('      %s: %s' % (h, '; '.join('%s %.1f' % (s[:40], c * period_us / len(units)) for s, c in top)))
 PY
