@@ -266,8 +266,9 @@ enum dshm_diff_encoding {
 };
 
 /* WRITEBACK: the changed bytes of one page, relative to the writer's twin.
- * Buffered by the owner and applied only when the P_RELEASE that follows
- * arrives (a release is all-or-nothing).
+ * The owner applies it as it arrives and keeps the bytes it replaced until
+ * the P_RELEASE that follows: a release is all-or-nothing, so a refused or
+ * cut-off release is undone (docs/protocol.md section 6).
  * UPDATE uses the same layout: the owner forwards a release's diff of a page
  * to a host that keeps that page dirty (it applies exactly those bytes). */
 struct dshm_writeback {

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A scripted stand-in for a peer dshmd: sends write-backs the way a real
 one does, but stops where a test tells it to (a release cut off half-way,
-a release by a host that does not hold the lock).
+a release by a host that does not hold the lock); or acts as a segment's
+owner that serves fetches and sends invalidations the test makes up.
 
 usage: fakepeer.py HOST:PORT HOST_ID
 
@@ -14,6 +15,12 @@ from stdin, one per line, and answers each with one line:
   wbfull SEG PAGE VALUE      WRITEBACK of a page of u64 VALUE (FULL) -> ok
   release SEG LOCK CLIENT N  P_RELEASE closing N write-backs; waits for the
                              P_RELEASE_ACK                  -> ok status=S
+  serve VALUE                as the segment's owner: waits for the next FETCH
+                             and answers a PAGE of u64 VALUE -> ok page=P
+  inval SEG PAGE...          as the segment's owner: INVALIDATE of those
+                             pages; waits for the INVAL_ACK  -> ok ack
+                             (or for the daemon to close     -> ok closed)
+  connect                    dials again (after a close)     -> ok hello
   close                      closes the connection                  -> ok
 
 Frames the daemon sends otherwise are read and ignored.  The layouts follow
@@ -25,7 +32,8 @@ import sys
 
 from badframes import frame, hello  # the frame layouts, shared with badframes.py
 
-WRITEBACK, P_RELEASE, P_RELEASE_ACK = 0x44, 0x45, 0x46
+FETCH, PAGE_MSG, WRITEBACK, P_RELEASE, P_RELEASE_ACK = 0x40, 0x41, 0x44, 0x45, 0x46
+INVALIDATE, INVAL_ACK = 0x47, 0x48
 ROLE_PEER, ENC_RUNS, ENC_FULL, PAGE = 2, 1, 3, 4096
 
 
@@ -35,20 +43,24 @@ def seg(name):
 
 class Peer:
     def __init__(self, addr, host_id):
-        host, port = addr.rsplit(":", 1)
+        self.addr = addr
         self.host_id = host_id
+        self.connect()
+
+    def connect(self):
+        host, port = self.addr.rsplit(":", 1)
         self.s = socket.create_connection((host, int(port)), timeout=10)
         self.buf = b""
-        self.s.sendall(hello(ROLE_PEER, host_id, name=b"fakepeer"))
+        self.s.sendall(hello(ROLE_PEER, self.host_id, name=b"fakepeer"))
 
-    def next_frame(self):
+    def next_frame(self, want_tag=False):
         while True:
             if len(self.buf) >= 16:
                 _, typ, _, ln, tag = struct.unpack_from("<IHHII", self.buf)
                 if len(self.buf) >= 16 + ln:
                     body = self.buf[16:16 + ln]
                     self.buf = self.buf[16 + ln:]
-                    return typ, body
+                    return (typ, body, tag) if want_tag else (typ, body)
             chunk = self.s.recv(65536)
             if not chunk:
                 raise EOFError("dshmd closed the connection")
@@ -63,6 +75,27 @@ class Peer:
             typ, body = self.next_frame()
             if typ == P_RELEASE_ACK:
                 return struct.unpack_from("<III", body, 32)[2]
+
+
+    def serve(self, value):
+        while True:
+            typ, body, tag = self.next_frame(want_tag=True)
+            if typ == FETCH:
+                name, page = body[:32], struct.unpack_from("<I", body, 32)[0]
+                data = struct.pack("<Q", value) * (PAGE // 8)
+                self.s.sendall(frame(PAGE_MSG, name + struct.pack("<II", page, 0) + data, tag=tag))
+                return page
+
+    def inval(self, name, pages):
+        body = seg(name) + struct.pack("<II", len(pages), 0) + b"".join(struct.pack("<I", p) for p in pages)
+        self.s.sendall(frame(INVALIDATE, body, tag=9))
+        try:
+            while True:
+                typ, _ = self.next_frame()
+                if typ == INVAL_ACK:
+                    return "ack"
+        except EOFError:
+            return "closed"
 
 
 def main():
@@ -83,6 +116,13 @@ def main():
             elif w[0] == "release":
                 st = peer.release(w[1], int(w[2]), int(w[3]), int(w[4]))
                 print(f"ok status={st}", flush=True)
+            elif w[0] == "serve":
+                print(f"ok page={peer.serve(int(w[1]))}", flush=True)
+            elif w[0] == "inval":
+                print(f"ok {peer.inval(w[1], [int(x) for x in w[2:]])}", flush=True)
+            elif w[0] == "connect":
+                peer.connect()
+                print("ok hello", flush=True)
             elif w[0] == "close":
                 peer.s.close()
                 print("ok", flush=True)
