@@ -152,6 +152,7 @@ using dshm::bench::Summarize;
 struct LoopState {
     const unsigned char *src;
     size_t *resolved;
+    size_t at_last_tick = 0;  // *resolved at the guard's previous tick
     std::string error;
 };
 
@@ -180,22 +181,27 @@ gboolean OnLoopUffd(gint fd, GIOCondition, gpointer p) {
     }
 }
 
-gboolean OnLoopTimeout(gpointer p) {
-    static_cast<LoopState *>(p)->error =
-        "no fault within " + std::to_string(kFaultWaitMs) + " ms";
-    return G_SOURCE_REMOVE;
+// The guard: one periodic timer (as dshmd has timers of its own in its
+// context), not one per wait; a tick with no fault resolved since the last
+// one ends the run.
+gboolean OnLoopTick(gpointer p) {
+    auto *st = static_cast<LoopState *>(p);
+    if (*st->resolved == st->at_last_tick) {
+        st->error = "no fault within " + std::to_string(kFaultWaitMs) + " ms";
+        return G_SOURCE_REMOVE;
+    }
+    st->at_last_tick = *st->resolved;
+    return G_SOURCE_CONTINUE;
 }
 
 std::string LoopResolve(int uffd, const unsigned char *src, size_t pages, size_t *resolved) {
-    LoopState st{src, resolved, {}};
+    LoopState st{src, resolved, 0, {}};
     guint watch = dshm::WatchFd(uffd, G_IO_IN, &OnLoopUffd, &st);
-    while (*resolved < pages && st.error.empty()) {
-        // A guard per wait, as dshmd has timers of its own in its context.
-        guint guard = g_timeout_add(kFaultWaitMs, &OnLoopTimeout, &st);
+    guint guard = g_timeout_add(kFaultWaitMs, &OnLoopTick, &st);
+    while (*resolved < pages && st.error.empty())
         g_main_context_iteration(nullptr, TRUE);
-        if (st.error.empty())
-            g_source_remove(guard);
-    }
+    if (st.error.empty())
+        g_source_remove(guard);
     dshm::UnwatchFd(watch);
     return st.error;
 }

@@ -1194,9 +1194,9 @@ void Daemon::PunchLocal(Segment *s, const std::vector<uint32_t> &pages) {
         if (!r.ok())
             g_warning("segment %s: punching pages %u..%u: %s", s->cfg.name.c_str(), first,
                       first + n - 1, r.error().what.c_str());
+        for (uint32_t p = first; p < first + n; p++)
+            s->pages->Punched(p);
     });
-    for (uint32_t p : pages)
-        s->pages->Punched(p);
     s->stats.invalidations_received += pages.size();
     for (uint32_t cid : s->clients) {
         Client *c = FindClient(cid);
@@ -1684,11 +1684,11 @@ void Daemon::OnWriteback(Peer *p, Frame &&f) {
     }
     // Applied now, while the rest of the release is still on the wire; the
     // frame keeps the pre-image until the verdict (protocol.md section 6).
-    const size_t fixed = sizeof m;
     Trace("apply-inflight", p->cfg.host_id, m.page, s->pages->dirtiers(m.page), s->Page(m.page),
           s->pages->twin(m.page));
-    Status st = s->pages->ApplyInFlight(m.page, m.encoding, f.payload.data() + fixed,
-                                        f.payload.size() - fixed, s->Page(m.page));
+    std::span<uint8_t> data = f.MutableExtra(sizeof m);
+    Status st =
+        s->pages->ApplyInFlight(m.page, m.encoding, data.data(), data.size(), s->Page(m.page));
     if (!st.ok()) {  // the FrameReader validated the diff: not expected
         return p->conn->Fail(st, f.hdr.type);
     }
@@ -1700,7 +1700,7 @@ void Daemon::CommitFrames(Segment *s, std::vector<Frame> &frames, uint32_t write
     diffs->reserve(frames.size());
     for (Frame &w : frames) {
         auto wb = w.Fixed<dshm_writeback>();
-        std::span<uint8_t> data = std::span<uint8_t>(w.payload).subspan(sizeof wb);
+        std::span<uint8_t> data = w.MutableExtra(sizeof wb);
         // The diff goes out again only as UPDATE, to hosts with a copy.
         const bool want = s->pages->OtherHolders(wb.page, cfg_.host_id, writer) != 0;
         s->pages->CommitInFlight(wb.page, wb.encoding, data.data(), data.size(),
@@ -1714,7 +1714,7 @@ void Daemon::RevertFrames(Segment *s, std::vector<Frame> &frames, uint32_t write
         return;
     for (auto it = frames.rbegin(); it != frames.rend(); ++it) {
         auto wb = it->Fixed<dshm_writeback>();
-        std::span<uint8_t> data = std::span<uint8_t>(it->payload).subspan(sizeof wb);
+        std::span<uint8_t> data = it->MutableExtra(sizeof wb);
         s->pages->RevertInFlight(wb.page, wb.encoding, data.data(), data.size(),
                                  s->Page(wb.page));
     }
@@ -1954,8 +1954,7 @@ void Daemon::OnInvalidate(Peer *p, const Frame &f) {
                 break;
         }
     }
-    std::sort(punch.begin(), punch.end());
-    punch.erase(std::unique(punch.begin(), punch.end()), punch.end());
+    std::sort(punch.begin(), punch.end());  // no duplicates: a page punched once is INVALID
     PunchLocal(s, punch);
     dshm_pagelist r = {};
     SetName(r.segment, s->cfg.name);

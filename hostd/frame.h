@@ -114,6 +114,10 @@ struct Frame {
     std::span<const uint8_t> Extra(size_t fixed_len) const {
         return std::span<const uint8_t>(payload).subspan(fixed_len);
     }
+    // The same, writable (a WRITEBACK the owner applies in place).
+    std::span<uint8_t> MutableExtra(size_t fixed_len) {
+        return std::span<uint8_t>(payload).subspan(fixed_len);
+    }
 };
 
 class FrameReader {

@@ -35,30 +35,26 @@ Watcher &W() {
     return w;
 }
 
+// GLib's conditions and epoll's events, pair by pair (HUP and ERR epoll
+// reports unasked).
+constexpr struct {
+    unsigned glib;
+    uint32_t epoll;
+} kConds[] = {{G_IO_IN, EPOLLIN}, {G_IO_OUT, EPOLLOUT}, {G_IO_PRI, EPOLLPRI},
+              {G_IO_HUP, EPOLLHUP}, {G_IO_ERR, EPOLLERR}};
+
 uint32_t ToEpoll(GIOCondition cond) {
     uint32_t ev = 0;
-    if (cond & G_IO_IN)
-        ev |= EPOLLIN;
-    if (cond & G_IO_OUT)
-        ev |= EPOLLOUT;
-    if (cond & G_IO_PRI)
-        ev |= EPOLLPRI;
+    for (const auto &c : kConds)
+        ev |= (cond & c.glib) ? c.epoll : 0;
     return ev;
 }
 
 GIOCondition FromEpoll(uint32_t ev) {
-    unsigned c = 0;
-    if (ev & EPOLLIN)
-        c |= G_IO_IN;
-    if (ev & EPOLLOUT)
-        c |= G_IO_OUT;
-    if (ev & EPOLLPRI)
-        c |= G_IO_PRI;
-    if (ev & EPOLLHUP)
-        c |= G_IO_HUP;
-    if (ev & EPOLLERR)
-        c |= G_IO_ERR;
-    return GIOCondition(c);
+    unsigned cond = 0;
+    for (const auto &c : kConds)
+        cond |= (ev & c.epoll) ? c.glib : 0;
+    return GIOCondition(cond);
 }
 
 void WarnOnce(const char *what, int err) {

@@ -14,22 +14,10 @@ tb_init 2
 dshm_cluster 2 "seg:64K:1"
 H2=$(tb_addr h2):$DSHM_PORT
 
-# h1_on_h2 yes|no: waits until h2 sees host h1 connected (or not).
-h1_on_h2() {
-    local i want=connected
-    [ "$1" = yes ] || want=down
-    for i in $(seq 1 50); do
-        dshmctl_on h2 peers | grep -Eq "^1 +h1 .* $want " && return 0
-        sleep 0.1
-    done
-    dshmctl_on h2 peers >&2
-    fail "h2 does not see h1 $want"
-}
-
 tb_kill h1 dshmd TERM
-h1_on_h2 no
+wait_peer h2 h1 no
 script_spawn h1 owner python3 "$TOP/tests/lib/fakepeer.py" "$H2" 1
-h1_on_h2 yes
+wait_peer h2 h1 yes
 dshm_script h2 c seg
 
 step "h2 fetches page 0 from the stand-in owner: 111"
@@ -40,13 +28,13 @@ assert_eq "$(dshm_stat h2 seg valid_pages)" 1 "valid pages on h2"
 
 step "INVALIDATE of page 0 and of page 99999: h2 closes the connection, acting on neither"
 assert_eq "$(ask owner "inval seg 0 99999")" "ok closed" "the owner's connection"
-h1_on_h2 no
+wait_peer h2 h1 no
 grep -q "page 99999 out of range" "$(tb_log h2 dshmd)" || fail "h2 did not log why it closed the connection"
 assert_eq "$(dshm_stat h2 seg valid_pages)" 0 "valid pages on h2 once its owner is lost"
 
 step "the owner is back with page 0 = 222: h2's next read faults and fetches it"
 ask_ok owner "connect" >/dev/null
-h1_on_h2 yes
+wait_peer h2 h1 yes
 ask_send c "read 0"
 assert_eq "$(ask owner "serve 222")" "ok page=0" "h2 fetched page 0 again (a stale copy would be read without a fetch)"
 assert_eq "$(ask_recv c 10)" "value 222" "the read on h2"

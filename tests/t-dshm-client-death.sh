@@ -41,15 +41,13 @@ fetched0=$(dshm_stat h2 seg fetches_sent) valid0=$(dshm_stat h2 seg valid_pages)
 tb_kill h1 dshmd STOP  # the owner holds the FETCH until CONT
 trap 'tb_kill h1 dshmd CONT' ERR
 tb_spawn h2 faulter "$DSHM_ATTACH" --name faulter seg read --offset 8192
-for i in $(seq 1 100); do [ "$(dshm_stat h2 seg fetches_sent)" -gt "$fetched0" ] && break; sleep 0.05; done
-[ "$(dshm_stat h2 seg fetches_sent)" = $((fetched0 + 1)) ] || fail "h2 sent no FETCH for the faulting client"
+wait_stat h2 seg fetches_sent $((fetched0 + 1))  # the faulting client's FETCH
 tb_kill h2 faulter KILL
-for i in $(seq 1 100); do dshm_stat h2 seg clients | grep -q faulter || break; sleep 0.05; done
-dshm_stat h2 seg clients | grep -q faulter && fail "h2 still lists the killed client"
+lists_faulter() { dshm_stat h2 seg clients | grep -q faulter; }
+wait_until 5 eval '! lists_faulter' || fail "h2 still lists the killed client"
 tb_kill h1 dshmd CONT
 trap - ERR
-for i in $(seq 1 100); do [ "$(dshm_stat h2 seg valid_pages)" -gt "$valid0" ] && break; sleep 0.05; done
-assert_eq "$(dshm_stat h2 seg valid_pages)" $((valid0 + 1)) "valid pages on h2 once the PAGE arrived with nobody waiting"
+wait_stat h2 seg valid_pages $((valid0 + 1))  # the PAGE arrived with nobody waiting
 got=$(tb_run h2 timeout 5 "$DSHM_ATTACH" seg read --offset 8192) || fail "a reader on h2 hung on the page whose faulting client died"
 assert_eq "$got" 77 "the next reader on h2 reads the page"
 assert_eq "$(dshm_stat h2 seg fetches_sent)" $((fetched0 + 1)) "FETCHes from h2 (the page came once)"

@@ -16,27 +16,6 @@ tb_init 3
 dshm_cluster 3 "seg:64K:2"  # owner h2; h1 (the lowest id: it dials h2) is impersonated
 H2=$(tb_addr h2):$DSHM_PORT
 
-# wait_stat SEGKEY VALUE: waits (5 s) until h2's counter KEY of seg is VALUE.
-wait_stat() {
-    local i v
-    for i in $(seq 1 50); do
-        v=$(dshm_stat h2 seg "$1")
-        [ "$v" = "$2" ] && return 0
-        sleep 0.1
-    done
-    fail "h2's $1 is '$v', expected '$2'"
-}
-# h1_on_h2 yes|no: waits until h2 sees host h1 connected (or not).
-h1_on_h2() {
-    local i want=connected
-    [ "$1" = yes ] || want=down
-    for i in $(seq 1 50); do
-        dshmctl_on h2 peers | grep -Eq "^1 +h1 .* $want " && return 0
-        sleep 0.1
-    done
-    dshmctl_on h2 peers >&2
-    fail "h2 does not see h1 $want"
-}
 # read_all HOST: the values at the three offsets the test uses.
 read_all() {
     local o out=""
@@ -53,30 +32,30 @@ assert_eq "$(read_all h3)" "$released" "h3 reads the released content"
 
 step "h1's dshmd stops; a stand-in for host 1 takes its place"
 tb_kill h1 dshmd TERM
-h1_on_h2 no
+wait_peer h2 h1 no
 script_spawn h1 fake1 python3 "$TOP/tests/lib/fakepeer.py" "$H2" 1
-h1_on_h2 yes
+wait_peer h2 h1 yes
 
 step "a release cut off half-way: two write-backs (RUNS on page 0, FULL on page 1), no P_RELEASE"
 ask_ok fake1 "wb seg 0 0 777" >/dev/null
 ask_ok fake1 "wbfull seg 1 888" >/dev/null
-wait_stat writebacks_inflight 2
+wait_stat h2 seg writebacks_inflight 2
 assert_eq "$(read_all h3)" "$released" "meanwhile h3 fetches the released content, not the write-backs"
 ask_ok fake1 "close" >/dev/null
-wait_stat writebacks_inflight 0
-wait_stat writebacks_reverted 2
+wait_stat h2 seg writebacks_inflight 0
+wait_stat h2 seg writebacks_reverted 2
 assert_eq "$(read_all h2)" "$released" "the owner's copy is back to the released content"
 assert_eq "$(read_all h3)" "$released" "h3 still reads the released content"
 assert_file_match "$(tb_log h2 dshmd)" "2 write-back\(s\) of host 1 reverted" "the owner logged the revert"
 
 step "a release by a client that does not hold the lock"
-h1_on_h2 no
+wait_peer h2 h1 no
 script_spawn h1 fake2 python3 "$TOP/tests/lib/fakepeer.py" "$H2" 1
-h1_on_h2 yes
+wait_peer h2 h1 yes
 ask_ok fake2 "wb seg 0 0 555" >/dev/null
 ask_ok fake2 "wbfull seg 2 556" >/dev/null
 assert_eq "$(ask fake2 "release seg 5 42 2")" "ok status=5" "P_RELEASE_ACK says E_NOT_HELD"
-wait_stat writebacks_reverted 4
+wait_stat h2 seg writebacks_reverted 4
 assert_eq "$(read_all h2)" "$released" "nothing of it stays at the owner"
 assert_eq "$(read_all h3)" "$released" "nor reaches h3"
 
@@ -84,7 +63,7 @@ step "a P_RELEASE that does not match its write-backs (2 announced, 1 sent)"
 ask_ok fake2 "wb seg 0 0 444" >/dev/null
 out=$(ask fake2 "release seg 0 0 2")
 assert_match "$out" "^error .*closed" "the owner closes the connection"
-wait_stat writebacks_reverted 5
+wait_stat h2 seg writebacks_reverted 5
 assert_eq "$(read_all h2)" "$released" "the owner's copy is unchanged"
 assert_file_match "$(tb_log h2 dshmd)" "P_RELEASE does not match the write-backs" "the owner logged why"
 

@@ -38,15 +38,20 @@ need_built() {
     done
 }
 
-# wait_for_file_match FILE REGEX TIMEOUT_S: poll until FILE matches.
-wait_for_file_match() {
-    local file=$1 re=$2 t=$3 i
+# wait_until TIMEOUT_S CMD...: runs CMD every 0.1 s until it succeeds (0)
+# or TIMEOUT_S seconds have passed (1).
+wait_until() {
+    local t=$1 i
+    shift
     for i in $(seq 1 $((t * 10))); do
-        grep -Eq -- "$re" "$file" 2>/dev/null && return 0
+        "$@" && return 0
         sleep 0.1
     done
     return 1
 }
+
+# wait_for_file_match FILE REGEX TIMEOUT_S: poll until FILE matches.
+wait_for_file_match() { wait_until "$3" grep -Eq -- "$2" "$1" 2>/dev/null; }
 
 # wait_console HOST NAME REGEX SECS CONSOLE LOG: poll until a guest's
 # CONSOLE file matches REGEX; otherwise show the end of the console and of

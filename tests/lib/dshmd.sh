@@ -9,6 +9,8 @@
 #   dshm_attach HOST SEGMENT ARGS...     run dshm-attach on HOST
 #   dshmctl_on HOST ARGS...              run dshmctl on HOST
 #   dshm_stat HOST SEGMENT KEY           one counter of a segment (dshmctl --json)
+#   wait_stat HOST SEGMENT KEY VALUE     wait (5 s) until that counter is VALUE
+#   wait_peer HOST PEER yes|no           wait (5 s) until HOST sees PEER connected
 #   dshm_script / ask / ask_ok           scripted dshm-attach clients (below)
 #   script_spawn HOST NAME CMD...        any line-driven program, for ask
 #   dshm_migrate SRC DST_HOST DST SEG VM migrate a script client (below)
@@ -71,6 +73,24 @@ for s in json.load(sys.stdin)["segments"]:
     if s["name"] == seg:
         print(s["stats"][key] if key in s["stats"] else s[key]); break
 ' "$2" "$3"
+}
+
+# wait_stat HOST SEGMENT KEY VALUE: waits (5 s) until dshm_stat is VALUE;
+# fails the test otherwise.
+wait_stat() {
+    _stat_is() { [ "$(dshm_stat "$1" "$2" "$3")" = "$4" ]; }
+    wait_until 5 _stat_is "$@" || fail "$1's $3 of $2 is '$(dshm_stat "$1" "$2" "$3")', expected '$4'"
+}
+
+# wait_peer HOST PEER yes|no: waits (5 s) until HOST's dshmd sees peer host
+# PEER (hN) connected (yes) or down (no); fails the test otherwise.
+wait_peer() {
+    local want=connected
+    [ "$3" = yes ] || want=down
+    _peer_is() { dshmctl_on "$1" peers | grep -Eq "^${2#h} +$2 .* $3 "; }
+    wait_until 5 _peer_is "$1" "$2" "$want" && return 0
+    dshmctl_on "$1" peers >&2
+    fail "$1 does not see $2 $want"
 }
 
 # script_spawn HOST NAME CMD...: starts a line-driven program on HOST with
