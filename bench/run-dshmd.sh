@@ -13,6 +13,10 @@
 #   floors    uffd_floor on h1 (blocking + busy-poll resolver);
 #             tcp_floor h2 -> h1: 64 B request / 4 KiB reply RTT and stream
 #             throughput (blocking + busy-poll);
+#             and, as diagnostics, the two composed: uffd_floor on h2
+#             whose resolver fetches each page from tcp_floor on h1
+#             (--relay: a remote fault's four wake-ups without dshmd),
+#             blocking and from dshmd's loop (loop-relay);
 #   dshm      dshmd with poll-us = 0 (blocking) and poll-us = N (bounded
 #             busy-poll, default 200 µs), segments owned by h1, dshm_bench
 #             on h2: remote read faults (N pages x P passes), lock round
@@ -126,17 +130,33 @@ run_floors() {
     record "rep=$rep kind=floor" "$(grep -E '^(uffd_fault|shmem_minor_fault) ' <<<"$out")"
 
     echo "-- rep $rep: tcp_floor h2 -> h1 ($H1): rtt 64 B / 4 KiB x $TCP_ITERS, stream $TCP_BYTES bytes"
+    port=$(tcp_server) || fail "no tcp_floor server"
+    out=$(tb_run h2 $(bench_pin h2) "$TCP_FLOOR" client --connect "$H1:$port" --iterations "$TCP_ITERS" \
+        --reply 4096 --request 64 --throughput "$TCP_BYTES" --mode both --timeout 300)
+    record "rep=$rep kind=floor" "$(grep -E '^tcp_' <<<"$out")"
+    tcp_server_gone
+
+    echo "-- rep $rep: uffd_floor on h2 fetching each page from tcp_floor on h1 (the floors composed; blocking and from dshmd's loop)"
+    port=$(tcp_server) || fail "no tcp_floor server"
+    out=$(tb_run h2 $(bench_pin h2) "$UFFD_FLOOR" --pages "$PAGES" --mode none --relay "$H1:$port")
+    record "rep=$rep kind=floor" "$(grep -E '^uffd_fault ' <<<"$out")"
+    tcp_server_gone
+}
+
+# tcp_server: starts a tcp_floor server (one session) on h1, prints its port.
+tcp_server() {
+    local port="" i
     tb_spawn h1 tcp_server $(bench_pin h1) "$TCP_FLOOR" server --listen "$H1:0" --timeout 300
-    port=""
     for i in $(seq 1 100); do
         port=$(sed -n 's/^tcp_floor listening .* port=\([0-9]*\).*/\1/p' "$(tb_log h1 tcp_server)")
         [ -n "$port" ] && break
         sleep 0.05
     done
     [ -n "$port" ] || fail "tcp_floor server did not listen: $(cat "$(tb_log h1 tcp_server)")"
-    out=$(tb_run h2 $(bench_pin h2) "$TCP_FLOOR" client --connect "$H1:$port" --iterations "$TCP_ITERS" \
-        --reply 4096 --request 64 --throughput "$TCP_BYTES" --mode both --timeout 300)
-    record "rep=$rep kind=floor" "$(grep -E '^tcp_' <<<"$out")"
+    echo "$port"
+}
+tcp_server_gone() {
+    local i
     for i in $(seq 1 50); do tb_alive h1 tcp_server || break; sleep 0.1; done
 }
 
@@ -246,15 +266,18 @@ reps = len(set(r['rep'] for r in rows))
 print('== summary: medians over %d repetition(s); [min..max] across repetitions' % reps)
 print()
 print('floors')
-for m in ('blocking', 'busypoll', 'loop'):
-    print('  uffd fault   %-8s p50 %7.2f us [%s]  p99 %7.2f us [%s]%s' % (m, med('uffd_fault', 'p50_us', mode=m),
+notes = {'loop': "  (resolver in dshmd's loop: not a floor)",
+         'relay': '  (resolver fetches each page from tcp_floor on h1: the floors composed, not a floor)',
+         'loop-relay': "  (the same from dshmd's loop on h2: not a floor)"}
+for m in ('blocking', 'busypoll', 'loop', 'relay', 'loop-relay'):
+    print('  uffd fault   %-10s p50 %7.2f us [%s]  p99 %7.2f us [%s]%s' % (m, med('uffd_fault', 'p50_us', mode=m),
           spread('uffd_fault', 'p50_us', mode=m), med('uffd_fault', 'p99_us', mode=m), spread('uffd_fault', 'p99_us', mode=m),
-          "  (resolver in dshmd's loop: not a floor)" if m == 'loop' else ''))
+          notes.get(m, '')))
 for m in ('blocking', 'busypoll'):
-    print('  tcp rtt 4K   %-8s p50 %7.2f us [%s]  p99 %7.2f us [%s]' % (m, med('tcp_rtt', 'p50_us', mode=m),
+    print('  tcp rtt 4K   %-10s p50 %7.2f us [%s]  p99 %7.2f us [%s]' % (m, med('tcp_rtt', 'p50_us', mode=m),
           spread('tcp_rtt', 'p50_us', mode=m), med('tcp_rtt', 'p99_us', mode=m), spread('tcp_rtt', 'p99_us', mode=m)))
 for m in ('blocking', 'busypoll'):
-    print('  tcp stream   %-8s %8.1f MB/s [%s]' % (m, med('tcp_throughput', 'mb_per_s', mode=m), spread('tcp_throughput', 'mb_per_s', mode=m)))
+    print('  tcp stream   %-10s %8.1f MB/s [%s]' % (m, med('tcp_throughput', 'mb_per_s', mode=m), spread('tcp_throughput', 'mb_per_s', mode=m)))
 print()
 print('dshm (client on h2, segments owned by h1)')
 hdr = '  %-34s %22s %22s' % ('', 'poll-us=0 (blocking)', 'poll-us=%s' % poll)
@@ -305,6 +328,10 @@ for name, v, floor, lim, how in targets:
     ok = ratio <= lim if how == 'le' else ratio >= lim
     print('  %-64s %10.2f %10.2f %7.2f %7.2f  %s' % (name, v, floor, ratio, lim, 'PASS' if ok else 'MISS'))
 print('  (write-back vs raw TCP busy-poll %.1f MB/s: blocking %.2f, poll-us=%s %.2f)' % (raw_p, wb_b / raw_p, poll, wb_p / raw_p))
+rl50, ll50 = med('uffd_fault', 'p50_us', mode='relay'), med('uffd_fault', 'p50_us', mode='loop-relay')
+print('  (remote fault p50, blocking: floors composed (relay) %.2f us = %.2f x their sum; from dshmd\'s loop '
+      '(loop-relay) %.2f us = %.2f x relay; dshm %.2f us = %.2f x loop-relay)' % (
+          rl50, rl50 / (ub50 + tb50), ll50, ll50 / rl50, f50, f50 / ll50))
 # Raw TCP swings by 2x between repetitions on a shared VM: the same ratio
 # per repetition (its own TCP stream, a minute apart at most), for the spread.
 def paired(mode):

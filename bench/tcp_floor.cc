@@ -51,27 +51,21 @@
 #include <string>
 #include <vector>
 
+#include "floor_proto.h"
 #include "stats.h"
 
 namespace {
 
-constexpr uint32_t kMagic = 0x544d4844;  // "DHMT"
+using dshm::bench::kBlocking;
+using dshm::bench::kBusyPoll;
+using dshm::bench::kEnd;
+using dshm::bench::kRtt;
+using dshm::bench::kThroughput;
+using dshm::bench::Phase;
+constexpr uint32_t kMagic = dshm::bench::kFloorMagic;
+using Kind = dshm::bench::FloorKind;
 constexpr size_t kStreamChunk = 64 * 1024;
 constexpr uint32_t kMaxMsg = 16u << 20;
-
-enum Kind : uint32_t { kRtt = 1, kThroughput = 2, kEnd = 3 };
-enum Mode : uint32_t { kBlocking = 0, kBusyPoll = 1 };
-
-struct Phase {
-    uint32_t magic;
-    uint32_t kind;
-    uint32_t mode;
-    uint32_t request;
-    uint32_t reply;
-    uint32_t reserved;
-    uint64_t count;  // rtt: exchanges (including warm-up); throughput: bytes
-};
-static_assert(sizeof(Phase) == 32);
 
 const char *ModeName(uint32_t m) {
     return m == kBusyPoll ? "busypoll" : "blocking";
@@ -106,24 +100,11 @@ uint64_t NowNs() {
     return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-// Resolves numeric "ADDR:PORT" / "[V6ADDR]:PORT"; never does a name lookup.
 addrinfo *Resolve(const std::string &spec, bool passive) {
-    size_t colon = spec.rfind(':');
-    if (colon == std::string::npos || colon == 0 || colon + 1 == spec.size()) {
-        Die("bad address '" + spec + "' (want ADDR:PORT)");
-    }
-    std::string host = spec.substr(0, colon), port = spec.substr(colon + 1);
-    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-        host = host.substr(1, host.size() - 2);
-    }
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
-    addrinfo *res = nullptr;
-    int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
-    if (rc != 0) {
-        Die("address '" + spec + "': " + gai_strerror(rc));
+    std::string err;
+    addrinfo *res = dshm::bench::ResolveNumeric(spec, passive, &err);
+    if (res == nullptr) {
+        Die(err);
     }
     return res;
 }

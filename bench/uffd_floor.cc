@@ -16,7 +16,14 @@
 //             iteration with the uffd watched through hostd/watch.h, the
 //             events read and resolved in the watch's callback as dshmd's
 //             OnUffdEvent does.  loop - blocking is what dshmd's loop adds
-//             to each wake-up (not a floor: a diagnostic).
+//             to each wake-up (not a floor: a diagnostic);
+//   relay     (--relay ADDR:PORT, a tcp_floor server on another host) as
+//             blocking, but before each copy the resolver sends a 64 B
+//             request and blocks until the server's 4 KiB reply, which it
+//             copies in: a remote fault's structure (the same four wake-ups
+//             as dshm's blocking fault: resolver, server, resolver, toucher)
+//             with none of dshmd's software.  Not a floor either: how much
+//             more than the sum of the two floors their composition costs.
 // Plus a reference line: the same registered mapping, but every page is
 // already present in the memfd, so each touch is a plain shmem minor fault
 // with no uffd event.  (A uffd-registered VMA gets no fault-around: every
@@ -26,12 +33,15 @@
 //   uffd_fault mode=blocking n=4096 p50_us=.. p90_us=.. p99_us=.. mean_us=..
 //   uffd_fault mode=busypoll n=4096 ...
 //   uffd_fault mode=loop n=4096 ...                      (--mode loop or all)
+//   uffd_fault mode=relay n=4096 ...                     (--relay)
 //   shmem_minor_fault mode=present n=4096 ...
 //
-// Usage: uffd_floor [--pages N] [--mode blocking|busypoll|loop|both|all]
-//                   [--cpus RESOLVER,TOUCHER]
+// Usage: uffd_floor [--pages N] [--mode blocking|busypoll|loop|both|all|none]
+//                   [--cpus RESOLVER,TOUCHER] [--relay ADDR:PORT]
 // Needs root (or vm.unprivileged_userfaultfd=1).  Every wait is bounded: the
 // child has an alarm and PR_SET_PDEATHSIG; the parent kills and reaps it.
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -52,6 +62,7 @@
 
 #include <glib.h>
 
+#include "floor_proto.h"
 #include "stats.h"
 #include "watch.h"
 #include "os/memfd.h"
@@ -65,7 +76,7 @@ namespace {
 constexpr unsigned kChildAlarmSec = 60;
 constexpr int kFaultWaitMs = 5000;
 
-enum class Mode { kBlocking, kBusyPoll, kLoop, kPresent };
+enum class Mode { kBlocking, kBusyPoll, kLoop, kRelay, kLoopRelay, kPresent };
 
 const char *ModeName(Mode m) {
     switch (m) {
@@ -75,6 +86,10 @@ const char *ModeName(Mode m) {
             return "busypoll";
         case Mode::kLoop:
             return "loop";
+        case Mode::kRelay:
+            return "relay";
+        case Mode::kLoopRelay:
+            return "loop-relay";
         case Mode::kPresent:
             return "present";
     }
@@ -106,6 +121,58 @@ void Pin(int cpu) {
 
 using dshm::bench::Stats;
 using dshm::bench::Summarize;
+
+// Starts a blocking rtt phase of `count` exchanges (64 B request, kPageSize
+// reply) on a tcp_floor session.
+void RelayPhase(int fd, uint64_t count) {
+    const dshm::bench::Phase ph{dshm::bench::kFloorMagic, dshm::bench::kRtt,
+                                dshm::bench::kBlocking, 64, kPageSize, 0, count};
+    if (send(fd, &ph, sizeof ph, MSG_NOSIGNAL) != sizeof ph) {
+        Die("--relay: sending the phase: " + std::string(strerror(errno)));
+    }
+}
+
+// Modes kRelay and kLoopRelay: the connection to the tcp_floor server, in
+// an rtt phase of `count` exchanges.
+int RelayConnect(const std::string &spec, uint64_t count) {
+    std::string err;
+    addrinfo *ai = dshm::bench::ResolveNumeric(spec, false, &err);
+    if (ai == nullptr) {
+        Die("--relay: " + err);
+    }
+    const int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        Die("--relay: connect " + spec + ": " + strerror(errno));
+    }
+    freeaddrinfo(ai);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    RelayPhase(fd, count);
+    return fd;
+}
+
+// Whole buffer, blocking; false on an error or EOF.
+bool RelayIo(int fd, void *buf, size_t len, bool in) {
+    auto *p = static_cast<uint8_t *>(buf);
+    while (len > 0) {
+        const ssize_t n = in ? recv(fd, p, len, 0) : send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return false;
+        }
+        p += n;
+        len -= static_cast<size_t>(n);
+    }
+    return true;
+}
+
+// One exchange: the reply (kPageSize bytes) lands in `page`.
+bool RelayExchange(int fd, uint8_t *page) {
+    uint8_t request[64] = {};
+    return RelayIo(fd, request, sizeof request, false) && RelayIo(fd, page, kPageSize, true);
+}
 
 // Child: map, register, hand the uffd over, wait for "go", touch every page.
 [[noreturn]] void Toucher(int memfd, size_t pages, int sock, uint64_t *times, int cpu) {
@@ -148,10 +215,16 @@ using dshm::bench::Summarize;
     _exit(0);
 }
 
-// Mode::kLoop: resolves `pages` faults from dshmd's kind of loop.
+// Mode::kLoop: resolves `pages` faults from dshmd's kind of loop; with a
+// relay (Mode::kLoopRelay), as dshmd does: the uffd event sends the request
+// and returns to the loop, the reply's arrival (a watch on the socket)
+// copies the page in.
 struct LoopState {
-    const unsigned char *src;
+    unsigned char *src;
     size_t *resolved;
+    int uffd = -1;
+    int relay = -1;
+    std::vector<uint64_t> waiting;  // relay: faulting addresses, in request order
     size_t at_last_tick = 0;  // *resolved at the guard's previous tick
     std::string error;
 };
@@ -169,6 +242,15 @@ gboolean OnLoopUffd(gint fd, GIOCondition, gpointer p) {
             if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
                 continue;
             uint64_t addr = msgs[i].arg.pagefault.address & ~(uint64_t{kPageSize} - 1);
+            if (st->relay >= 0) {
+                uint8_t request[64] = {};
+                if (!RelayIo(st->relay, request, sizeof request, false)) {
+                    st->error = "relay: sending a request failed";
+                    return G_SOURCE_REMOVE;
+                }
+                st->waiting.push_back(addr);
+                continue;
+            }
             auto r = CopyPage(fd, addr, st->src, true, false);
             if (!r.ok()) {
                 st->error = r.error().what;
@@ -179,6 +261,23 @@ gboolean OnLoopUffd(gint fd, GIOCondition, gpointer p) {
         if (*got < 16)
             return G_SOURCE_CONTINUE;
     }
+}
+
+gboolean OnLoopRelay(gint fd, GIOCondition, gpointer p) {
+    auto *st = static_cast<LoopState *>(p);
+    if (st->waiting.empty() || !RelayIo(fd, st->src, kPageSize, true)) {
+        st->error = "relay: a reply without a request, or the server failed";
+        return G_SOURCE_REMOVE;
+    }
+    const uint64_t addr = st->waiting.front();
+    st->waiting.erase(st->waiting.begin());
+    auto r = CopyPage(st->uffd, addr, st->src, true, false);
+    if (!r.ok()) {
+        st->error = r.error().what;
+        return G_SOURCE_REMOVE;
+    }
+    (*st->resolved)++;
+    return G_SOURCE_CONTINUE;
 }
 
 // The guard: one periodic timer (as dshmd has timers of its own in its
@@ -194,24 +293,29 @@ gboolean OnLoopTick(gpointer p) {
     return G_SOURCE_CONTINUE;
 }
 
-std::string LoopResolve(int uffd, const unsigned char *src, size_t pages, size_t *resolved) {
-    LoopState st{src, resolved, 0, {}};
+std::string LoopResolve(int uffd, unsigned char *src, size_t pages, size_t *resolved, int relay) {
+    LoopState st{src, resolved, uffd, relay, {}, 0, {}};
     guint watch = dshm::WatchFd(uffd, G_IO_IN, &OnLoopUffd, &st);
+    guint relay_watch = relay >= 0 ? dshm::WatchFd(relay, G_IO_IN, &OnLoopRelay, &st) : 0;
     guint guard = g_timeout_add(kFaultWaitMs, &OnLoopTick, &st);
     while (*resolved < pages && st.error.empty())
         g_main_context_iteration(nullptr, TRUE);
     if (st.error.empty())
         g_source_remove(guard);
     dshm::UnwatchFd(watch);
+    dshm::UnwatchFd(relay_watch);
     return st.error;
 }
 
-Stats RunMode(Mode mode, size_t pages, int toucher_cpu) {
+Stats RunMode(Mode mode, size_t pages, int toucher_cpu, int relay = -1) {
     auto memfd = CreateSegmentMemfd("uffd-floor", pages * kPageSize);
     if (!memfd.ok()) {
         Die(memfd.error().what);
     }
-    std::vector<unsigned char> src(kPageSize, 0x5a);
+    // The byte every page holds (a tcp_floor server's reply is all 'r').
+    const bool relayed = mode == Mode::kRelay || mode == Mode::kLoopRelay;
+    const unsigned char fill = relayed ? 'r' : 0x5a;
+    std::vector<unsigned char> src(kPageSize, fill);
     if (mode == Mode::kPresent) {
         for (size_t i = 0; i < pages; i++) {
             if (!WritePage(memfd->get(), i * kPageSize, src.data()).ok()) {
@@ -263,15 +367,17 @@ Stats RunMode(Mode mode, size_t pages, int toucher_cpu) {
     }
 
     size_t resolved = 0;
-    if (mode == Mode::kLoop) {
-        std::string error = LoopResolve(uffd.get(), src.data(), pages, &resolved);
+    if (mode == Mode::kLoop || mode == Mode::kLoopRelay) {
+        std::string error =
+            LoopResolve(uffd.get(), src.data(), pages, &resolved, mode == Mode::kLoop ? -1 : relay);
         if (!error.empty())
             kill_child(error);
     }
     uffd_msg msgs[16];
-    while ((mode == Mode::kBlocking || mode == Mode::kBusyPoll) && resolved < pages) {
+    while ((mode == Mode::kBlocking || mode == Mode::kBusyPoll || mode == Mode::kRelay) &&
+           resolved < pages) {
         Result<size_t> got = size_t{0};
-        if (mode == Mode::kBlocking) {
+        if (mode != Mode::kBusyPoll) {
             got = WaitEvents(uffd.get(), msgs, 16, kFaultWaitMs);
             if (got.ok() && *got == 0) {
                 kill_child("no fault within " + std::to_string(kFaultWaitMs) + " ms");
@@ -297,6 +403,9 @@ Stats RunMode(Mode mode, size_t pages, int toucher_cpu) {
                 continue;
             }
             uint64_t addr = msgs[i].arg.pagefault.address & ~(uint64_t{kPageSize} - 1);
+            if (mode == Mode::kRelay && !RelayExchange(relay, src.data())) {
+                kill_child("relay: the exchange with the tcp_floor server failed");
+            }
             auto r = CopyPage(uffd.get(), addr, src.data(), true, false);
             if (!r.ok()) {
                 kill_child(r.error().what);
@@ -315,7 +424,7 @@ Stats RunMode(Mode mode, size_t pages, int toucher_cpu) {
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         Die(std::string(ModeName(mode)) + ": child failed");
     }
-    if (sum != pages * 0x5a) {
+    if (sum != pages * fill) {
         Die(std::string(ModeName(mode)) + ": child read wrong data");
     }
     std::vector<uint64_t> v(times, times + pages);
@@ -331,8 +440,8 @@ void Print(const char *what, Mode mode, const Stats &s) {
 
 void Usage() {
     fprintf(stderr,
-            "usage: uffd_floor [--pages N] [--mode blocking|busypoll|loop|both|all] "
-            "[--cpus RESOLVER,TOUCHER]\n");
+            "usage: uffd_floor [--pages N] [--mode blocking|busypoll|loop|both|all|none] "
+            "[--cpus RESOLVER,TOUCHER] [--relay ADDR:PORT]\n");
     exit(2);
 }
 
@@ -342,6 +451,7 @@ int main(int argc, char **argv) {
     size_t pages = 4096;
     bool blocking = true, busypoll = true, loop = false;
     int resolver_cpu = -1, toucher_cpu = -1;
+    std::string relay;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         auto next = [&]() -> std::string {
@@ -360,9 +470,11 @@ int main(int argc, char **argv) {
             blocking = m == "blocking" || m == "both" || m == "all";
             busypoll = m == "busypoll" || m == "both" || m == "all";
             loop = m == "loop" || m == "all";
-            if (!blocking && !busypoll && !loop) {
+            if (!blocking && !busypoll && !loop && m != "none") {
                 Usage();
             }
+        } else if (a == "--relay") {
+            relay = next();
         } else if (a == "--cpus") {
             std::string c = next();
             if (sscanf(c.c_str(), "%d,%d", &resolver_cpu, &toucher_cpu) != 2) {
@@ -387,6 +499,16 @@ int main(int argc, char **argv) {
     }
     if (loop) {
         Print("uffd_fault", Mode::kLoop, RunMode(Mode::kLoop, pages, toucher_cpu));
+    }
+    if (!relay.empty()) {
+        // One tcp_floor session: two rtt phases, then its end.
+        const int fd = RelayConnect(relay, pages);
+        Print("uffd_fault", Mode::kRelay, RunMode(Mode::kRelay, pages, toucher_cpu, fd));
+        RelayPhase(fd, pages);
+        Print("uffd_fault", Mode::kLoopRelay, RunMode(Mode::kLoopRelay, pages, toucher_cpu, fd));
+        dshm::bench::Phase end{dshm::bench::kFloorMagic, dshm::bench::kEnd, 0, 1, 0, 0, 0};
+        (void)RelayIo(fd, &end, sizeof end, false);
+        close(fd);
     }
     Print("shmem_minor_fault", Mode::kPresent, RunMode(Mode::kPresent, pages, toucher_cpu));
     return 0;
