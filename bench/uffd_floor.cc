@@ -23,21 +23,32 @@
 //             copies in: a remote fault's structure (the same four wake-ups
 //             as dshm's blocking fault: resolver, server, resolver, toucher)
 //             with none of dshmd's software.  Not a floor either: how much
-//             more than the sum of the two floors their composition costs.
+//             more than the sum of the two floors their composition costs;
+//   loop-relay  the same, the resolver waiting in dshmd's loop for the
+//             uffd event and, through a watch, for the reply;
+//   dshmd-relay (--relay-dshmd ADDR:PORT,SEGMENT,HOST_ID) the blocking
+//             resolver as peer host HOST_ID of a real dshmd that owns
+//             SEGMENT: a FETCH per fault, the PAGE copied in (dshmd on the
+//             owner side only; bench/decompose.sh).
 // Plus a reference line: the same registered mapping, but every page is
 // already present in the memfd, so each touch is a plain shmem minor fault
 // with no uffd event.  (A uffd-registered VMA gets no fault-around: every
 // page of a dshm client mapping faults once, even when present.)
 //
 // Output (one line per mode, stable and grep-able):
-//   uffd_fault mode=blocking n=4096 p50_us=.. p90_us=.. p99_us=.. mean_us=..
+//   uffd_fault mode=blocking n=4096 p50_us=.. p90_us=.. p99_us=.. mean_us=.. resolver_cpu_us=..
 //   uffd_fault mode=busypoll n=4096 ...
 //   uffd_fault mode=loop n=4096 ...                      (--mode loop or all)
 //   uffd_fault mode=relay n=4096 ...                     (--relay)
+//   uffd_fault mode=loop-relay n=4096 ...                (--relay)
+//   uffd_fault mode=dshmd-relay n=4096 ...               (--relay-dshmd)
 //   shmem_minor_fault mode=present n=4096 ...
 //
 // Usage: uffd_floor [--pages N] [--mode blocking|busypoll|loop|both|all|none]
 //                   [--cpus RESOLVER,TOUCHER] [--relay ADDR:PORT]
+//                   [--relay-dshmd ADDR:PORT,SEGMENT,HOST_ID]
+// resolver_cpu_us: the resolver process's CPU time per fault (the toucher's
+// not counted), as dshmd's own is counted by run-dshmd.sh.
 // Needs root (or vm.unprivileged_userfaultfd=1).  Every wait is bounded: the
 // child has an alarm and PR_SET_PDEATHSIG; the parent kills and reaps it.
 #include <netinet/in.h>
@@ -63,6 +74,7 @@
 #include <glib.h>
 
 #include "floor_proto.h"
+#include "frame.h"
 #include "stats.h"
 #include "watch.h"
 #include "os/memfd.h"
@@ -76,7 +88,7 @@ namespace {
 constexpr unsigned kChildAlarmSec = 60;
 constexpr int kFaultWaitMs = 5000;
 
-enum class Mode { kBlocking, kBusyPoll, kLoop, kRelay, kLoopRelay, kPresent };
+enum class Mode { kBlocking, kBusyPoll, kLoop, kRelay, kLoopRelay, kDshmdRelay, kPresent };
 
 const char *ModeName(Mode m) {
     switch (m) {
@@ -90,10 +102,21 @@ const char *ModeName(Mode m) {
             return "relay";
         case Mode::kLoopRelay:
             return "loop-relay";
+        case Mode::kDshmdRelay:
+            return "dshmd-relay";
         case Mode::kPresent:
             return "present";
     }
     return "?";
+}
+
+// CPU time of the resolver's RunMode, per fault (Print shows it).
+double g_resolver_cpu_us = 0;
+
+uint64_t CpuNs() {
+    timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
 uint64_t NowNs() {
@@ -172,6 +195,93 @@ bool RelayIo(int fd, void *buf, size_t len, bool in) {
 bool RelayExchange(int fd, uint8_t *page) {
     uint8_t request[64] = {};
     return RelayIo(fd, request, sizeof request, false) && RelayIo(fd, page, kPageSize, true);
+}
+
+// Mode::kDshmdRelay: the resolver is a peer host of a real dshmd that owns
+// SEGMENT (--relay-dshmd ADDR:PORT,SEGMENT,HOST_ID; HOST_ID must be in that
+// dshmd's peer list and not connected): per fault one FETCH of the same
+// page index, the PAGE's data copied in.  dshm's remote fault with a bare
+// resolver on the client host and dshmd on the owner.
+struct DshmdPeer {
+    int fd = -1;
+    std::string segment;
+    dshm::FrameReader reader{dshm::Channel::kPeer, dshm::Receiver::kDaemon,
+                             dshm::ClientRole::kUnknown};
+    std::vector<uint8_t> buf = std::vector<uint8_t>(256 << 10);
+
+    // The next frame from the owner; nullopt on EOF or an error (printed).
+    std::optional<dshm::Frame> Next() {
+        for (;;) {
+            std::optional<dshm::Frame> f;
+            dshm::Status st = reader.Next(&f);
+            if (!st.ok()) {
+                fprintf(stderr, "uffd_floor: from dshmd: %s\n", st.ToString().c_str());
+                return std::nullopt;
+            }
+            if (f)
+                return f;
+            const ssize_t n = recv(fd, buf.data(), buf.size(), 0);
+            if (n <= 0)
+                return std::nullopt;
+            reader.Feed(buf.data(), static_cast<size_t>(n));
+        }
+    }
+
+    bool Fetch(uint32_t page, uint8_t *out) {
+        dshm_fetch m = {};
+        dshm::SetName(m.segment, segment);
+        m.page = page;
+        std::vector<uint8_t> msg = dshm::EncodeMsg(DSHM_MSG_FETCH, page, m);
+        if (!RelayIo(fd, msg.data(), msg.size(), false))
+            return false;
+        for (;;) {
+            std::optional<dshm::Frame> f = Next();
+            if (!f)
+                return false;
+            if (f->hdr.type != DSHM_MSG_PAGE || f->Fixed<dshm_page>().page != page)
+                continue;  // e.g. the owner's own periodic messages
+            if (f->Fixed<dshm_page>().status != DSHM_OK)
+                return false;
+            memcpy(out, f->Extra(sizeof(dshm_page)).data(), kPageSize);
+            return true;
+        }
+    }
+};
+
+// Connects as peer HOST_ID and waits for the owner's HELLO.
+void DshmdConnect(DshmdPeer *p, const std::string &spec) {
+    const size_t c1 = spec.find(','), c2 = spec.rfind(',');
+    if (c1 == std::string::npos || c2 == c1)
+        Die("--relay-dshmd wants ADDR:PORT,SEGMENT,HOST_ID");
+    const std::string addr = spec.substr(0, c1);
+    p->segment = spec.substr(c1 + 1, c2 - c1 - 1);
+    std::string err;
+    addrinfo *ai = dshm::bench::ResolveNumeric(addr, false, &err);
+    if (ai == nullptr)
+        Die("--relay-dshmd: " + err);
+    p->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (p->fd < 0 || connect(p->fd, ai->ai_addr, ai->ai_addrlen) != 0)
+        Die("--relay-dshmd: connect " + addr + ": " + strerror(errno));
+    freeaddrinfo(ai);
+    int one = 1;
+    setsockopt(p->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    dshm_hello h = {};
+    h.version = DSHM_PROTO_VERSION;
+    h.role = DSHM_ROLE_PEER;
+    h.host_id = static_cast<uint32_t>(strtoul(spec.substr(c2 + 1).c_str(), nullptr, 10));
+    h.incarnation = static_cast<uint64_t>(getpid());
+    dshm::SetName(h.name, "uffd_floor");
+    std::vector<uint8_t> msg = dshm::EncodeMsg(DSHM_MSG_HELLO, 0, h);
+    if (!RelayIo(p->fd, msg.data(), msg.size(), false))
+        Die("--relay-dshmd: sending HELLO failed");
+    for (;;) {
+        std::optional<dshm::Frame> f = p->Next();
+        if (!f)
+            Die("--relay-dshmd: no HELLO from dshmd (is host " + std::to_string(h.host_id) +
+                " one of its peers, and not connected?)");
+        if (f->hdr.type == DSHM_MSG_HELLO)
+            return;
+    }
 }
 
 // Child: map, register, hand the uffd over, wait for "go", touch every page.
@@ -307,14 +417,18 @@ std::string LoopResolve(int uffd, unsigned char *src, size_t pages, size_t *reso
     return st.error;
 }
 
-Stats RunMode(Mode mode, size_t pages, int toucher_cpu, int relay = -1) {
+// `relay`: the tcp_floor connection (kRelay, kLoopRelay); `owner`: the
+// dshmd peer connection (kDshmdRelay).
+Stats RunMode(Mode mode, size_t pages, int toucher_cpu, int relay = -1,
+              DshmdPeer *owner = nullptr) {
     auto memfd = CreateSegmentMemfd("uffd-floor", pages * kPageSize);
     if (!memfd.ok()) {
         Die(memfd.error().what);
     }
     // The byte every page holds (a tcp_floor server's reply is all 'r').
     const bool relayed = mode == Mode::kRelay || mode == Mode::kLoopRelay;
-    const unsigned char fill = relayed ? 'r' : 0x5a;
+    // (The owner's segment pages read as zeros: never written.)
+    const unsigned char fill = mode == Mode::kDshmdRelay ? 0 : relayed ? 'r' : 0x5a;
     std::vector<unsigned char> src(kPageSize, fill);
     if (mode == Mode::kPresent) {
         for (size_t i = 0; i < pages; i++) {
@@ -367,6 +481,7 @@ Stats RunMode(Mode mode, size_t pages, int toucher_cpu, int relay = -1) {
     }
 
     size_t resolved = 0;
+    const uint64_t cpu0 = CpuNs();
     if (mode == Mode::kLoop || mode == Mode::kLoopRelay) {
         std::string error =
             LoopResolve(uffd.get(), src.data(), pages, &resolved, mode == Mode::kLoop ? -1 : relay);
@@ -374,7 +489,8 @@ Stats RunMode(Mode mode, size_t pages, int toucher_cpu, int relay = -1) {
             kill_child(error);
     }
     uffd_msg msgs[16];
-    while ((mode == Mode::kBlocking || mode == Mode::kBusyPoll || mode == Mode::kRelay) &&
+    while ((mode == Mode::kBlocking || mode == Mode::kBusyPoll || mode == Mode::kRelay ||
+            mode == Mode::kDshmdRelay) &&
            resolved < pages) {
         Result<size_t> got = size_t{0};
         if (mode != Mode::kBusyPoll) {
@@ -406,6 +522,10 @@ Stats RunMode(Mode mode, size_t pages, int toucher_cpu, int relay = -1) {
             if (mode == Mode::kRelay && !RelayExchange(relay, src.data())) {
                 kill_child("relay: the exchange with the tcp_floor server failed");
             }
+            if (mode == Mode::kDshmdRelay &&
+                !owner->Fetch(static_cast<uint32_t>((addr - base) / kPageSize), src.data())) {
+                kill_child("dshmd-relay: the FETCH was not answered");
+            }
             auto r = CopyPage(uffd.get(), addr, src.data(), true, false);
             if (!r.ok()) {
                 kill_child(r.error().what);
@@ -427,21 +547,23 @@ Stats RunMode(Mode mode, size_t pages, int toucher_cpu, int relay = -1) {
     if (sum != pages * fill) {
         Die(std::string(ModeName(mode)) + ": child read wrong data");
     }
+    g_resolver_cpu_us = static_cast<double>(CpuNs() - cpu0) / 1e3 / static_cast<double>(pages);
     std::vector<uint64_t> v(times, times + pages);
     munmap(tm, times_size);
     return Summarize(std::move(v));
 }
 
 void Print(const char *what, Mode mode, const Stats &s) {
-    printf("%s mode=%s n=%zu p50_us=%.2f p90_us=%.2f p99_us=%.2f mean_us=%.2f\n", what,
-           ModeName(mode), s.n, s.p50, s.p90, s.p99, s.mean);
+    printf("%s mode=%s n=%zu p50_us=%.2f p90_us=%.2f p99_us=%.2f mean_us=%.2f resolver_cpu_us=%.2f\n",
+           what, ModeName(mode), s.n, s.p50, s.p90, s.p99, s.mean, g_resolver_cpu_us);
     fflush(stdout);
 }
 
 void Usage() {
     fprintf(stderr,
             "usage: uffd_floor [--pages N] [--mode blocking|busypoll|loop|both|all|none] "
-            "[--cpus RESOLVER,TOUCHER] [--relay ADDR:PORT]\n");
+            "[--cpus RESOLVER,TOUCHER] [--relay ADDR:PORT] "
+            "[--relay-dshmd ADDR:PORT,SEGMENT,HOST_ID]\n");
     exit(2);
 }
 
@@ -451,7 +573,7 @@ int main(int argc, char **argv) {
     size_t pages = 4096;
     bool blocking = true, busypoll = true, loop = false;
     int resolver_cpu = -1, toucher_cpu = -1;
-    std::string relay;
+    std::string relay, relay_dshmd;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         auto next = [&]() -> std::string {
@@ -475,6 +597,8 @@ int main(int argc, char **argv) {
             }
         } else if (a == "--relay") {
             relay = next();
+        } else if (a == "--relay-dshmd") {
+            relay_dshmd = next();
         } else if (a == "--cpus") {
             std::string c = next();
             if (sscanf(c.c_str(), "%d,%d", &resolver_cpu, &toucher_cpu) != 2) {
@@ -509,6 +633,13 @@ int main(int argc, char **argv) {
         dshm::bench::Phase end{dshm::bench::kFloorMagic, dshm::bench::kEnd, 0, 1, 0, 0, 0};
         (void)RelayIo(fd, &end, sizeof end, false);
         close(fd);
+    }
+    if (!relay_dshmd.empty()) {
+        DshmdPeer owner;
+        DshmdConnect(&owner, relay_dshmd);
+        Print("uffd_fault", Mode::kDshmdRelay,
+              RunMode(Mode::kDshmdRelay, pages, toucher_cpu, -1, &owner));
+        close(owner.fd);
     }
     Print("shmem_minor_fault", Mode::kPresent, RunMode(Mode::kPresent, pages, toucher_cpu));
     return 0;
