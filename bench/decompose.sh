@@ -99,20 +99,20 @@ tcp_server_gone() {
 for rep in $(seq 1 "$REPS"); do
     echo "== repetition $rep of $REPS (load $(cut -d' ' -f1-3 /proc/loadavg))"
     out=$(tb_run h2 $(client_cpus) "$UFFD_FLOOR" --pages "$PAGES" --mode blocking | grep '^uffd_fault ')
-    echo "$out"; echo "rep=$rep $out" >>"$RES"
+    echo "$out"; sed "s/^/rep=$rep /" <<<"$out" >>"$RES"
     port=$(tcp_server) || fail "no tcp_floor server"
     out=$(tb_run h2 $(client_cpus) "$TCP_FLOOR" client --connect "$H3:$port" --iterations 5000 \
         --request 64 --reply 4096 --timeout 120 | grep '^tcp_rtt ')
-    echo "$out"; echo "rep=$rep $out" >>"$RES"
+    echo "$out"; sed "s/^/rep=$rep /" <<<"$out" >>"$RES"
     tcp_server_gone
     port=$(tcp_server) || fail "no tcp_floor server"
     out=$(tb_run h1 $(client_cpus) "$UFFD_FLOOR" --pages "$PAGES" --mode none --relay "$H3:$port" \
         --relay-dshmd "$H3:$DSHM_PORT,seg,1" | grep '^uffd_fault ')
-    echo "$out"; echo "rep=$rep $out" >>"$RES"
+    echo "$out"; sed "s/^/rep=$rep /" <<<"$out" >>"$RES"
     tcp_server_gone
     out=$(tb_run h2 $(client_cpus) "$DSHM_BENCH" faults --socket /run/dshm/dshmd.sock --segment seg \
         --pages "$PAGES" --first $(((rep - 1) * PAGES)) | grep '^remote_fault ')
-    echo "$out"; echo "rep=$rep $out" >>"$RES"
+    echo "$out"; sed "s/^/rep=$rep /" <<<"$out" >>"$RES"
 done
 
 echo
