@@ -79,37 +79,20 @@ if [ "$PIN_HOSTS" = 1 ]; then
     tb_run h2 taskset -a -p -c "$((n / 2))-$((n - 1))" "$(cat "$TB_STATE/h2/dshmd.pid")" >/dev/null
 fi
 
-# tcp_server: a one-session tcp_floor server on h3; prints its port.
-tcp_server() {
-    local port="" i
-    tb_spawn h3 tcp_server $(owner_cpus) "$TCP_FLOOR" server --listen "$H3:0" --timeout 300
-    for i in $(seq 1 100); do
-        port=$(sed -n 's/^tcp_floor listening .* port=\([0-9]*\).*/\1/p' "$(tb_log h3 tcp_server)")
-        [ -n "$port" ] && break
-        sleep 0.05
-    done
-    [ -n "$port" ] || fail "tcp_floor server did not listen: $(cat "$(tb_log h3 tcp_server)")"
-    echo "$port"
-}
-tcp_server_gone() {
-    local i
-    for i in $(seq 1 50); do tb_alive h3 tcp_server || break; sleep 0.1; done
-}
-
 for rep in $(seq 1 "$REPS"); do
     echo "== repetition $rep of $REPS (load $(cut -d' ' -f1-3 /proc/loadavg))"
     out=$(tb_run h2 $(client_cpus) "$UFFD_FLOOR" --pages "$PAGES" --mode blocking | grep '^uffd_fault ')
     echo "$out"; sed "s/^/rep=$rep /" <<<"$out" >>"$RES"
-    port=$(tcp_server) || fail "no tcp_floor server"
+    port=$(bench_tcp_server h3 $(owner_cpus)) || fail "no tcp_floor server"
     out=$(tb_run h2 $(client_cpus) "$TCP_FLOOR" client --connect "$H3:$port" --iterations 5000 \
         --request 64 --reply 4096 --timeout 120 | grep '^tcp_rtt ')
     echo "$out"; sed "s/^/rep=$rep /" <<<"$out" >>"$RES"
-    tcp_server_gone
-    port=$(tcp_server) || fail "no tcp_floor server"
+    bench_tcp_server_gone h3
+    port=$(bench_tcp_server h3 $(owner_cpus)) || fail "no tcp_floor server"
     out=$(tb_run h1 $(client_cpus) "$UFFD_FLOOR" --pages "$PAGES" --mode none --relay "$H3:$port" \
         --relay-dshmd "$H3:$DSHM_PORT,seg,1" | grep '^uffd_fault ')
     echo "$out"; sed "s/^/rep=$rep /" <<<"$out" >>"$RES"
-    tcp_server_gone
+    bench_tcp_server_gone h3
     out=$(tb_run h2 $(client_cpus) "$DSHM_BENCH" faults --socket /run/dshm/dshmd.sock --segment seg \
         --pages "$PAGES" --first $(((rep - 1) * PAGES)) | grep '^remote_fault ')
     echo "$out"; sed "s/^/rep=$rep /" <<<"$out" >>"$RES"

@@ -71,3 +71,24 @@ bench_prepare() {
 bench_machine_line() {
     echo "# date: $(date -Is)  kernel: $(uname -r)  nproc: $(nproc)  commit: $(git -C "$_BENCH_TOP" rev-parse --short HEAD 2>/dev/null || echo ?)"
 }
+
+# bench_tcp_server HOST [PREFIX...]: starts a one-session tcp_floor server
+# on HOST's address (PREFIX: e.g. a taskset command), prints its port.
+# TCP_FLOOR must be set.  bench_tcp_server_gone HOST waits (5 s at most)
+# for it to have exited after its session.
+bench_tcp_server() {
+    local h=$1 port="" i
+    shift
+    tb_spawn "$h" tcp_server "$@" "$TCP_FLOOR" server --listen "$(tb_addr "$h"):0" --timeout 300
+    for i in $(seq 1 100); do
+        port=$(sed -n 's/^tcp_floor listening .* port=\([0-9]*\).*/\1/p' "$(tb_log "$h" tcp_server)")
+        [ -n "$port" ] && break
+        sleep 0.05
+    done
+    [ -n "$port" ] || fail "tcp_floor server did not listen: $(cat "$(tb_log "$h" tcp_server)")"
+    echo "$port"
+}
+bench_tcp_server_gone() {
+    local i
+    for i in $(seq 1 50); do tb_alive "$1" tcp_server || break; sleep 0.1; done
+}

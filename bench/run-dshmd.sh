@@ -130,34 +130,17 @@ run_floors() {
     record "rep=$rep kind=floor" "$(grep -E '^(uffd_fault|shmem_minor_fault) ' <<<"$out")"
 
     echo "-- rep $rep: tcp_floor h2 -> h1 ($H1): rtt 64 B / 4 KiB x $TCP_ITERS, stream $TCP_BYTES bytes"
-    port=$(tcp_server) || fail "no tcp_floor server"
+    port=$(bench_tcp_server h1 $(bench_pin h1)) || fail "no tcp_floor server"
     out=$(tb_run h2 $(bench_pin h2) "$TCP_FLOOR" client --connect "$H1:$port" --iterations "$TCP_ITERS" \
         --reply 4096 --request 64 --throughput "$TCP_BYTES" --mode both --timeout 300)
     record "rep=$rep kind=floor" "$(grep -E '^tcp_' <<<"$out")"
-    tcp_server_gone
+    bench_tcp_server_gone h1
 
     echo "-- rep $rep: uffd_floor on h2 fetching each page from tcp_floor on h1 (the floors composed; blocking and from dshmd's loop)"
-    port=$(tcp_server) || fail "no tcp_floor server"
+    port=$(bench_tcp_server h1 $(bench_pin h1)) || fail "no tcp_floor server"
     out=$(tb_run h2 $(bench_pin h2) "$UFFD_FLOOR" --pages "$PAGES" --mode none --relay "$H1:$port")
     record "rep=$rep kind=floor" "$(grep -E '^uffd_fault ' <<<"$out")"
-    tcp_server_gone
-}
-
-# tcp_server: starts a tcp_floor server (one session) on h1, prints its port.
-tcp_server() {
-    local port="" i
-    tb_spawn h1 tcp_server $(bench_pin h1) "$TCP_FLOOR" server --listen "$H1:0" --timeout 300
-    for i in $(seq 1 100); do
-        port=$(sed -n 's/^tcp_floor listening .* port=\([0-9]*\).*/\1/p' "$(tb_log h1 tcp_server)")
-        [ -n "$port" ] && break
-        sleep 0.05
-    done
-    [ -n "$port" ] || fail "tcp_floor server did not listen: $(cat "$(tb_log h1 tcp_server)")"
-    echo "$port"
-}
-tcp_server_gone() {
-    local i
-    for i in $(seq 1 50); do tb_alive h1 tcp_server || break; sleep 0.1; done
+    bench_tcp_server_gone h1
 }
 
 # ------------------------------------------------------------------ dshm

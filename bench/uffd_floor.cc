@@ -113,16 +113,16 @@ const char *ModeName(Mode m) {
 // CPU time of the resolver's RunMode, per fault (Print shows it).
 double g_resolver_cpu_us = 0;
 
-uint64_t CpuNs() {
+uint64_t ClockNs(clockid_t clock) {
     timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    clock_gettime(clock, &ts);
     return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
-
 uint64_t NowNs() {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+    return ClockNs(CLOCK_MONOTONIC);
+}
+uint64_t CpuNs() {
+    return ClockNs(CLOCK_PROCESS_CPUTIME_ID);
 }
 
 void Die(const std::string &msg) {
@@ -148,8 +148,13 @@ using dshm::bench::Summarize;
 // Starts a blocking rtt phase of `count` exchanges (64 B request, kPageSize
 // reply) on a tcp_floor session.
 void RelayPhase(int fd, uint64_t count) {
-    const dshm::bench::Phase ph{dshm::bench::kFloorMagic, dshm::bench::kRtt,
-                                dshm::bench::kBlocking, 64, kPageSize, 0, count};
+    dshm::bench::Phase ph = {};
+    ph.magic = dshm::bench::kFloorMagic;
+    ph.kind = dshm::bench::kRtt;
+    ph.mode = dshm::bench::kBlocking;
+    ph.request = 64;
+    ph.reply = kPageSize;
+    ph.count = count;
     if (send(fd, &ph, sizeof ph, MSG_NOSIGNAL) != sizeof ph) {
         Die("--relay: sending the phase: " + std::string(strerror(errno)));
     }
@@ -335,7 +340,7 @@ struct LoopState {
     int uffd = -1;
     int relay = -1;
     std::vector<uint64_t> waiting;  // relay: faulting addresses, in request order
-    size_t at_last_tick = 0;  // *resolved at the guard's previous tick
+    size_t at_last_tick = 0;        // *resolved at the guard's previous tick
     std::string error;
 };
 
@@ -554,8 +559,9 @@ Stats RunMode(Mode mode, size_t pages, int toucher_cpu, int relay = -1,
 }
 
 void Print(const char *what, Mode mode, const Stats &s) {
-    printf("%s mode=%s n=%zu p50_us=%.2f p90_us=%.2f p99_us=%.2f mean_us=%.2f resolver_cpu_us=%.2f\n",
-           what, ModeName(mode), s.n, s.p50, s.p90, s.p99, s.mean, g_resolver_cpu_us);
+    printf(
+        "%s mode=%s n=%zu p50_us=%.2f p90_us=%.2f p99_us=%.2f mean_us=%.2f resolver_cpu_us=%.2f\n",
+        what, ModeName(mode), s.n, s.p50, s.p90, s.p99, s.mean, g_resolver_cpu_us);
     fflush(stdout);
 }
 
