@@ -15,7 +15,7 @@
 // once it listens.  ADDR is numeric (IPv4, or IPv6 in brackets); no name
 // lookups, and only the given address is used.
 //
-// A session is a sequence of phases announced by the client (struct Phase),
+// A session is a sequence of phases announced by the client (struct Phase, floor_proto.h),
 // so the server always waits the same way as the client:
 //   rtt         N x (client sends --request bytes, server answers --reply
 //               bytes); the client times each exchange with CLOCK_MONOTONIC
