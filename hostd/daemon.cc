@@ -1158,8 +1158,8 @@ void Daemon::HandleWriteFault(Client *c, uint32_t page, uint64_t addr) {
     const uint32_t ahead = first ? WriteAhead(c, page) : 0;
     auto r = os::WriteProtect(c->uffd.get(), addr, uint64_t(1 + ahead) * kPage, false);
     if (!r.ok())
-        g_warning("%s: unprotecting pages %u..%u: %s", c->conn->label().c_str(), page,
-                  page + ahead, r.error().what.c_str());
+        g_warning("%s: unprotecting pages %u..%u: %s", c->conn->label().c_str(), page, page + ahead,
+                  r.error().what.c_str());
 }
 
 uint32_t Daemon::WriteAhead(Client *c, uint32_t page) {

@@ -40,8 +40,11 @@ Watcher &W() {
 constexpr struct {
     unsigned glib;
     uint32_t epoll;
-} kConds[] = {{G_IO_IN, EPOLLIN}, {G_IO_OUT, EPOLLOUT}, {G_IO_PRI, EPOLLPRI},
-              {G_IO_HUP, EPOLLHUP}, {G_IO_ERR, EPOLLERR}};
+} kConds[] = {{G_IO_IN, EPOLLIN},
+              {G_IO_OUT, EPOLLOUT},
+              {G_IO_PRI, EPOLLPRI},
+              {G_IO_HUP, EPOLLHUP},
+              {G_IO_ERR, EPOLLERR}};
 
 uint32_t ToEpoll(GIOCondition cond) {
     uint32_t ev = 0;

@@ -75,17 +75,16 @@ void PrintSegments(JsonObject *root) {
         }
         JsonObject *st = json_object_get_object_member(s, "stats");
         printf(
-            "  faults missing=%lld write=%lld (ahead=%lld) | fetches sent=%lld served=%lld | written back "
-            "pages=%lld "
-            "bytes=%lld applied=%lld (in flight=%lld reverted=%lld) | invalidations sent=%lld "
-            "received=%lld updates=%lld | "
+            "  faults missing=%lld write=%lld (ahead=%lld) | fetches sent=%lld served=%lld | "
+            "written back pages=%lld bytes=%lld applied=%lld (in flight=%lld reverted=%lld) | "
+            "invalidations sent=%lld received=%lld updates=%lld | "
             "locks acquired=%lld released=%lld\n",
-            Int(st, "missing_faults"), Int(st, "wp_faults"), Int(st, "write_ahead"), Int(st, "fetches_sent"),
-            Int(st, "fetches_served"), Int(st, "pages_written_back"), Int(st, "bytes_written_back"),
-            Int(st, "writebacks_applied"), Int(st, "writebacks_inflight"),
-            Int(st, "writebacks_reverted"), Int(st, "invalidations_sent"),
-            Int(st, "invalidations_received"), Int(st, "updates"), Int(st, "acquires"),
-            Int(st, "releases"));
+            Int(st, "missing_faults"), Int(st, "wp_faults"), Int(st, "write_ahead"),
+            Int(st, "fetches_sent"), Int(st, "fetches_served"), Int(st, "pages_written_back"),
+            Int(st, "bytes_written_back"), Int(st, "writebacks_applied"),
+            Int(st, "writebacks_inflight"), Int(st, "writebacks_reverted"),
+            Int(st, "invalidations_sent"), Int(st, "invalidations_received"), Int(st, "updates"),
+            Int(st, "acquires"), Int(st, "releases"));
         for (guint j = 0; j < json_array_get_length(cl); j++) {
             JsonObject *c = json_array_get_object_element(cl, j);
             printf(
