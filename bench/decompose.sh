@@ -60,12 +60,13 @@ done
 bench_prepare decompose
 exec > >(tee -i "$OUT") 2>&1
 
-n=$(nproc)
-owner_cpus() { [ "$PIN_HOSTS" = 1 ] && echo "taskset -c 0-$((n / 2 - 1))"; true; }
-client_cpus() { [ "$PIN_HOSTS" = 1 ] && echo "taskset -c $((n / 2))-$((n - 1))"; true; }
+# The owner h3 takes the CPUs lib.sh gives h1 elsewhere; h1 and h2 the others.
+OWNER_CPUS=$(bench_cpus h1) CLIENT_CPUS=$(bench_cpus h2)
+owner_cpus() { bench_pin h1; }
+client_cpus() { bench_pin h2; }
 echo "# fault decomposition: $CMDLINE"
 bench_machine_line
-echo "# reps=$REPS pages=$PAGES cpus: $([ "$PIN_HOSTS" = 1 ] && echo "pinned: h3 on 0-$((n / 2 - 1)), h1 and h2 on $((n / 2))-$((n - 1))" || echo "not pinned")"
+echo "# reps=$REPS pages=$PAGES cpus: $([ "$PIN_HOSTS" = 1 ] && echo "pinned: h3 on $OWNER_CPUS, h1 and h2 on $CLIENT_CPUS" || echo "not pinned")"
 echo "# load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 tb_init 3
@@ -75,8 +76,8 @@ dshm_cluster 3 "seg:$((PAGES * REPS * 4096)):3" "poll-us = 0"
 tb_kill h1 dshmd TERM
 for i in $(seq 1 100); do tb_alive h1 dshmd || break; sleep 0.05; done
 if [ "$PIN_HOSTS" = 1 ]; then
-    tb_run h3 taskset -a -p -c "0-$((n / 2 - 1))" "$(cat "$TB_STATE/h3/dshmd.pid")" >/dev/null
-    tb_run h2 taskset -a -p -c "$((n / 2))-$((n - 1))" "$(cat "$TB_STATE/h2/dshmd.pid")" >/dev/null
+    tb_run h3 taskset -a -p -c "$OWNER_CPUS" "$(cat "$TB_STATE/h3/dshmd.pid")" >/dev/null
+    bench_pin_dshmd h2
 fi
 
 for rep in $(seq 1 "$REPS"); do

@@ -68,6 +68,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <string>
 #include <vector>
 
@@ -109,9 +110,6 @@ const char *ModeName(Mode m) {
     }
     return "?";
 }
-
-// CPU time of the resolver's RunMode, per fault (Print shows it).
-double g_resolver_cpu_us = 0;
 
 uint64_t ClockNs(clockid_t clock) {
     timespec ts;
@@ -339,7 +337,7 @@ struct LoopState {
     size_t *resolved;
     int uffd = -1;
     int relay = -1;
-    std::vector<uint64_t> waiting;  // relay: faulting addresses, in request order
+    std::deque<uint64_t> waiting;  // relay: faulting addresses, in request order
     size_t at_last_tick = 0;        // *resolved at the guard's previous tick
     std::string error;
 };
@@ -385,7 +383,7 @@ gboolean OnLoopRelay(gint fd, GIOCondition, gpointer p) {
         return G_SOURCE_REMOVE;
     }
     const uint64_t addr = st->waiting.front();
-    st->waiting.erase(st->waiting.begin());
+    st->waiting.pop_front();
     auto r = CopyPage(st->uffd, addr, st->src, true, false);
     if (!r.ok()) {
         st->error = r.error().what;
@@ -424,7 +422,14 @@ std::string LoopResolve(int uffd, unsigned char *src, size_t pages, size_t *reso
 
 // `relay`: the tcp_floor connection (kRelay, kLoopRelay); `owner`: the
 // dshmd peer connection (kDshmdRelay).
-Stats RunMode(Mode mode, size_t pages, int toucher_cpu, int relay = -1,
+// One mode's run: the toucher's access times, and the resolver's CPU time
+// per fault (the toucher's not counted).
+struct ModeRun {
+    Stats lat;
+    double resolver_cpu_us = 0;
+};
+
+ModeRun RunMode(Mode mode, size_t pages, int toucher_cpu, int relay = -1,
               DshmdPeer *owner = nullptr) {
     auto memfd = CreateSegmentMemfd("uffd-floor", pages * kPageSize);
     if (!memfd.ok()) {
@@ -552,16 +557,17 @@ Stats RunMode(Mode mode, size_t pages, int toucher_cpu, int relay = -1,
     if (sum != pages * fill) {
         Die(std::string(ModeName(mode)) + ": child read wrong data");
     }
-    g_resolver_cpu_us = static_cast<double>(CpuNs() - cpu0) / 1e3 / static_cast<double>(pages);
+    const double cpu_us = static_cast<double>(CpuNs() - cpu0) / 1e3 / static_cast<double>(pages);
     std::vector<uint64_t> v(times, times + pages);
     munmap(tm, times_size);
-    return Summarize(std::move(v));
+    return {Summarize(std::move(v)), cpu_us};
 }
 
-void Print(const char *what, Mode mode, const Stats &s) {
+void Print(const char *what, Mode mode, const ModeRun &r) {
+    const Stats &s = r.lat;
     printf(
         "%s mode=%s n=%zu p50_us=%.2f p90_us=%.2f p99_us=%.2f mean_us=%.2f resolver_cpu_us=%.2f\n",
-        what, ModeName(mode), s.n, s.p50, s.p90, s.p99, s.mean, g_resolver_cpu_us);
+        what, ModeName(mode), s.n, s.p50, s.p90, s.p99, s.mean, r.resolver_cpu_us);
     fflush(stdout);
 }
 
