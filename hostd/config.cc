@@ -210,6 +210,8 @@ Status ParseConfig(const std::string &text, const std::string &origin, Config *o
         st = r.GetU32("dshmd", "adopt-timeout-ms", false, 100, 3600000, &c.adopt_timeout_ms);
     if (st.ok())
         st = r.GetU32("dshmd", "write-ahead-pages", false, 256, &c.write_ahead_pages);
+    if (st.ok())
+        st = r.GetBool("dshmd", "waiter-threads", &c.waiter_threads);
     if (!st.ok())
         return st;
     if (g_key_file_has_group(kf.get(), "policy")) {

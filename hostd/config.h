@@ -76,6 +76,9 @@ struct Config {
     uint32_t ack_timeout_ms = 10000;
     uint32_t adopt_timeout_ms = 30000;
     uint32_t write_ahead_pages = 16;
+    // With poll-us = 0: each peer connection and each client's userfaultfd
+    // is waited for by a thread of its own (watch.h, EnableWaiterThreads).
+    bool waiter_threads = true;
     PolicyConfig policy;  // [policy]
     std::vector<PeerConfig> peers;
     std::vector<SegmentConfig> segments;

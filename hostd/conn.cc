@@ -71,7 +71,8 @@ void Conn::UpdateWatch() {
     if (watch_)
         RewatchFd(watch_, want);
     else
-        watch_ = WatchFd(fd_.get(), want, &Conn::OnIo, this);
+        watch_ = (reader_.channel() == Channel::kPeer ? WatchFdThreaded : WatchFd)(
+            fd_.get(), want, &Conn::OnIo, this);
 }
 
 gboolean Conn::OnIo(gint, GIOCondition cond, gpointer p) {

@@ -303,6 +303,8 @@ Status Daemon::ListenPeers() {
 
 void Daemon::Run() {
     const uint64_t window = static_cast<uint64_t>(cfg_.poll_us) * 1000;
+    if (!window && cfg_.waiter_threads)
+        EnableWaiterThreads();
     while (!quit_) {
         if (window) {
             // Bounded busy-polling: keep dispatching without sleeping while
@@ -514,7 +516,7 @@ void Daemon::OnUffd(Client *c, Frame &f) {
     c->uffd = std::move(uffd);
     c->base = u.base;
     c->ready = true;
-    c->uffd_watch = WatchFd(c->uffd.get(), G_IO_IN, &Daemon::OnUffdEvent, c);
+    c->uffd_watch = WatchFdThreaded(c->uffd.get(), G_IO_IN, &Daemon::OnUffdEvent, c);
     monitor_.SetAttached(c->seg->cfg.name, c->vm(), true);
     c->conn->Send(EncodeEmpty(DSHM_MSG_READY, f.hdr.tag));
 }

@@ -162,6 +162,7 @@ class FrameReader {
     // The role of the client end: learnt from the HELLO on a dshmd client
     // socket (kUnknown before it), as given otherwise.
     ClientRole role() const { return role_; }
+    Channel channel() const { return channel_; }
     bool hello_seen() const { return hello_seen_; }
     // Bytes fed but not yet returned as frames.
     size_t buffered() const { return size_ - head_; }

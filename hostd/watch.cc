@@ -1,16 +1,31 @@
 #include "watch.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
+#include <mutex>
+#include <system_error>
+#include <thread>
 #include <unordered_map>
 
 namespace dshm {
 
 namespace {
+
+// A waiter thread's share of its watch.  Fields other than the fds are
+// GUARDED_BY(LoopMutex()); the thread closes both fds when it ends.
+struct Waiter {
+    int dup = -1;      // the watched file, poll()ed by the thread
+    int wake = -1;     // eventfd: the conditions changed, or the watch ended
+    GIOCondition cond = GIOCondition(0);
+    bool removed = false;
+};
 
 struct Watch {
     int fd;           // the caller's, passed to fn
@@ -19,9 +34,11 @@ struct Watch {
     GUnixFDSourceFunc fn;
     gpointer data;
     GSource *fallback = nullptr;  // a GLib fd source when epoll refused
+    std::shared_ptr<Waiter> waiter;  // a threaded watch (WatchFdThreaded)
 };
 
 struct Watcher {
+    bool threads = false;  // EnableWaiterThreads() was called
     int epfd = -1;
     bool epoll_failed = false;  // epoll_create1 failed: every watch falls back
     bool warned = false;
@@ -141,12 +158,105 @@ void DetachFallback(Watch *wt) {
     wt->fallback = nullptr;
 }
 
+std::mutex &Mu() {
+    static auto *mu = new std::mutex;  // never destroyed: waiter threads outlive main()
+    return *mu;
+}
+
+// The default context's poll function once waiter threads are enabled: the
+// loop thread holds the loop mutex except while it sleeps here.
+gint UnlockedPoll(GPollFD *fds, guint n, gint timeout) {
+    Mu().unlock();
+    const gint r = g_poll(fds, n, timeout);
+    Mu().lock();
+    return r;
+}
+
+short ToPoll(GIOCondition cond) {
+    return static_cast<short>(((cond & G_IO_IN) ? POLLIN : 0) | ((cond & G_IO_OUT) ? POLLOUT : 0) |
+                              ((cond & G_IO_PRI) ? POLLPRI : 0));
+}
+
+GIOCondition FromPoll(short rev) {
+    return GIOCondition(((rev & POLLIN) ? G_IO_IN : 0) | ((rev & POLLOUT) ? G_IO_OUT : 0) |
+                        ((rev & POLLPRI) ? G_IO_PRI : 0) | ((rev & POLLHUP) ? G_IO_HUP : 0) |
+                        ((rev & POLLERR) ? G_IO_ERR : 0) | ((rev & POLLNVAL) ? G_IO_NVAL : 0));
+}
+
+// A threaded watch's thread: sleeps in poll() on the file alone (and the
+// wake-up eventfd), then runs the callback under the loop mutex, as the
+// loop would.  Ends when the watch is removed.
+void WaiterMain(guint id, std::shared_ptr<Waiter> wt) {
+    std::unique_lock lock(Mu());
+    while (!wt->removed) {
+        pollfd pfd[2] = {{wt->dup, ToPoll(wt->cond), 0}, {wt->wake, POLLIN, 0}};
+        lock.unlock();
+        int n = poll(pfd, 2, -1);
+        lock.lock();
+        if (n < 0 || wt->removed)
+            continue;  // EINTR, or ended while this thread slept
+        if (pfd[1].revents) {
+            uint64_t v;
+            (void)!read(wt->wake, &v, sizeof v);
+        }
+        if (pfd[0].revents)
+            Call(id, FromPoll(pfd[0].revents));
+    }
+    lock.unlock();
+    close(wt->dup);
+    close(wt->wake);
+}
+
+void WakeWaiter(const Waiter &wt) {
+    const uint64_t one = 1;
+    (void)!write(wt.wake, &one, sizeof one);
+}
+
 }  // namespace
+
+void EnableWaiterThreads() {
+    Watcher &w = W();
+    if (w.threads)
+        return;
+    w.threads = true;
+    Mu().lock();
+    g_main_context_set_poll_func(nullptr, &UnlockedPoll);
+}
+
+guint WatchFdThreaded(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data) {
+    Watcher &w = W();
+    if (!w.threads)
+        return WatchFd(fd, cond, fn, data);
+    auto wt = std::make_shared<Waiter>();
+    wt->cond = cond;
+    wt->dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    wt->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wt->dup < 0 || wt->wake < 0) {
+        WarnOnce("a waiter thread's fds", errno);
+        if (wt->dup >= 0)
+            close(wt->dup);
+        if (wt->wake >= 0)
+            close(wt->wake);
+        return WatchFd(fd, cond, fn, data);
+    }
+    const guint id = w.next_id++;
+    try {
+        std::thread(WaiterMain, id, wt).detach();
+    } catch (const std::system_error &e) {
+        WarnOnce("starting a waiter thread", e.code().value());
+        close(wt->dup);
+        close(wt->wake);
+        w.next_id--;
+        return WatchFd(fd, cond, fn, data);
+    }
+    w.watches.emplace(id, Watch{fd, -1, cond, fn, data, nullptr, std::move(wt)});
+    return id;
+}
 
 guint WatchFd(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data) {
     Watcher &w = W();
     const guint id = w.next_id++;
-    Watch wt{fd, -1, cond, fn, data, nullptr};
+    Watch wt{fd, -1, cond, fn, data, nullptr, nullptr};
     if (EnsureEpoll()) {
         wt.dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
         if (wt.dup < 0) {
@@ -179,6 +289,11 @@ void RewatchFd(guint id, GIOCondition cond) {
         return;
     Watch &wt = it->second;
     wt.cond = cond;
+    if (wt.waiter) {
+        wt.waiter->cond = cond;
+        WakeWaiter(*wt.waiter);
+        return;
+    }
     if (wt.fallback) {
         DetachFallback(&wt);
         AttachFallback(id, &wt);
@@ -203,7 +318,10 @@ void UnwatchFd(guint id) {
     if (it == w.watches.end())
         return;
     Watch &wt = it->second;
-    if (wt.fallback) {
+    if (wt.waiter) {
+        wt.waiter->removed = true;
+        WakeWaiter(*wt.waiter);
+    } else if (wt.fallback) {
         DetachFallback(&wt);
     } else {
         epoll_ctl(w.epfd, EPOLL_CTL_DEL, wt.dup, nullptr);

@@ -34,7 +34,22 @@
 //   limit), the watch falls back to a GLib fd source with the same
 //   semantics, and a warning is logged once.
 //
-// Thread safety: the thread that iterates the default GMainContext only.
+// Waiter threads (EnableWaiterThreads): a watch made with WatchFdThreaded()
+// gets a thread of its own that sleeps in poll() on that one fd and runs the
+// callback itself, so the wake-up goes straight to a thread waiting on the
+// file, not through the epoll set and the main loop (a blocking remote
+// fault has four wake-ups: bench/README.md).  Callbacks of every kind then
+// run one at a time under one mutex, the loop mutex: the thread iterating
+// the default GMainContext holds it except while it sleeps in poll(), and a
+// waiter thread takes it for its callback.  Code written for the single
+// thread keeps its meaning: state is touched only under the loop mutex, and
+// a callback still runs to its end before any other.  A waiter thread
+// polls the fd without the mutex, takes it, and ends at the first look
+// after its watch was removed; it closes its duplicate of the fd then.
+//
+// Thread safety: every function here REQUIRES the loop mutex, i.e. is
+// called from a callback or by the thread iterating the default
+// GMainContext (before EnableWaiterThreads, that thread only).
 #pragma once
 
 #include <glib-unix.h>
@@ -49,6 +64,16 @@ inline constexpr size_t kMaxEventsPerDispatch = 64;
 // Watches `fd` for `cond` (G_IO_IN and/or G_IO_OUT; G_IO_HUP and G_IO_ERR
 // are always reported).  Returns the watch id (never 0).
 guint WatchFd(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data);
+
+// Makes the calling thread (the one that will iterate the default
+// GMainContext) hold the loop mutex from now on, except while it polls, and
+// lets WatchFdThreaded() start threads.  Idempotent; cannot be undone.
+void EnableWaiterThreads();
+
+// As WatchFd(), but after EnableWaiterThreads() the fd is waited for by a
+// thread of its own (above); before it, or if the thread cannot be started,
+// this is WatchFd().  RewatchFd and UnwatchFd apply as to any watch.
+guint WatchFdThreaded(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data);
 
 // Changes the conditions of watch `id` (an epoll_ctl, no new watch).
 void RewatchFd(guint id, GIOCondition cond);
