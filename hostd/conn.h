@@ -16,7 +16,9 @@
 // delivered after Close().  The owner destroys the Conn later (never from
 // inside its own callbacks): use Daemon's deferred deletion.
 //
-// Thread safety: a Conn belongs to the thread running its GMainContext.
+// Thread safety: REQUIRES the loop mutex (watch.h).  A peer-channel Conn
+// is read by a waiter thread of its own once EnableWaiterThreads() was
+// called (WatchFdThreaded), a client-channel Conn by the main loop.
 #pragma once
 
 #include <glib-unix.h>

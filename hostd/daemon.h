@@ -1,17 +1,23 @@
 // Daemon: the whole of dshmd behind main.cc (docs/architecture.md).
 //
-// Threading: ONE thread runs everything — the GLib main loop of the
-// daemon's GMainContext dispatches the client listener, client connections,
-// every client's userfaultfd, the peer listener and the peer connections.
-// All state below is owned by that thread; there are no locks.  Ordering
-// guarantees of the protocol (docs/protocol.md section 6) follow from
-// handling each connection's messages in order on this one thread.
+// Threading: one callback at a time.  The GLib main loop of the daemon's
+// GMainContext dispatches the listeners, client connections, timers and
+// signals.  With poll-us = 0 and waiter-threads = true (the defaults) each
+// peer connection and each client's userfaultfd has a waiter thread of its
+// own that sleeps on that fd alone and runs its callback itself (watch.h):
+// a remote fault's wake-ups go straight to the thread that handles them.
+// Every callback, on whichever thread, runs under the loop mutex, which the
+// loop thread gives up only while it sleeps in poll(); so all state below
+// is GUARDED_BY(the loop mutex) and the code reads as single-threaded: a
+// handler runs to its end before any other starts.  Ordering guarantees of
+// the protocol (docs/protocol.md section 6) follow from handling each
+// connection's messages in order, by the one thread that reads it.
 //
-// Waiting: with poll-us = 0 the thread blocks in poll() as soon as it is
-// idle.  With poll-us = N it keeps polling without sleeping for N µs after
-// the last event (bounded busy-polling, as NAPI busy-poll does), which saves
-// the wake-up cost on fault and lock round trips at the price of CPU time
-// while traffic flows.
+// Waiting: with poll-us = 0 every thread blocks as soon as it is idle.
+// With poll-us = N the loop thread alone keeps polling without sleeping for
+// N µs after the last event (bounded busy-polling, as NAPI busy-poll does;
+// no waiter threads then), which saves the wake-up cost on fault and lock
+// round trips at the price of CPU time while traffic flows.
 //
 // Invariants (checked by the tests in tests/):
 //   - one memfd per segment per host; every local client maps it;

@@ -19,10 +19,10 @@ namespace dshm {
 namespace {
 
 // A waiter thread's share of its watch.  Fields other than the fds are
-// GUARDED_BY(LoopMutex()); the thread closes both fds when it ends.
+// GUARDED_BY(the loop mutex, Mu()); the thread closes both fds when it ends.
 struct Waiter {
-    int dup = -1;      // the watched file, poll()ed by the thread
-    int wake = -1;     // eventfd: the conditions changed, or the watch ended
+    int dup = -1;   // the watched file, poll()ed by the thread
+    int wake = -1;  // eventfd: the conditions changed, or the watch ended
     GIOCondition cond = GIOCondition(0);
     bool removed = false;
 };

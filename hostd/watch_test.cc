@@ -4,13 +4,21 @@
 // registration never outlives its watch even when the caller closed its fd
 // first and the file lives on elsewhere, conditions change in place, one
 // file may be watched twice, and a fd epoll refuses falls back to GLib.
+// Threaded watches (WatchFdThreaded): a watch before EnableWaiterThreads is
+// a plain one; after it the callback runs on the watch's own thread, never
+// while the loop thread is outside its poll (the loop mutex), conditions
+// change and the watch ends as for any watch, and the thread then closes
+// its duplicate of the fd.
 #include "watch.h"
 
+#include <dirent.h>
 #include <glib.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <thread>
 #include <vector>
 
 // check.h defines a fail() macro: it must follow the C++ headers.
@@ -56,6 +64,59 @@ gboolean Record(gint, GIOCondition cond, gpointer p) {
 void Spin(int n = 5) {
     for (int i = 0; i < n; i++)
         g_main_context_iteration(nullptr, FALSE);
+}
+
+// Iterates the default context, sleeping in its poll (where the loop thread
+// lets waiter threads run) for up to 1 ms at a time, until `done` or
+// about `ms` milliseconds.
+template <typename Pred>
+bool LoopUntil(Pred done, int ms = 2000) {
+    guint tick = g_timeout_add(
+        1, [](gpointer) -> gboolean { return G_SOURCE_CONTINUE; }, nullptr);
+    for (int i = 0; i < ms && !done(); i++)
+        g_main_context_iteration(nullptr, TRUE);
+    g_source_remove(tick);
+    return done();
+}
+
+// Lets waiter threads run for about 50 ms.
+void Settle() {
+    LoopUntil([] { return false; }, 50);
+}
+
+int OpenFds() {
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+struct ThreadSeen {
+    std::atomic<int> calls{0};
+    std::atomic<unsigned> cond{0};
+    std::atomic<bool> off_main{true};     // every call on another thread
+    std::atomic<bool> loop_busy{false};   // the loop thread is outside its poll
+    std::atomic<bool> overlapped{false};  // a call ran while loop_busy
+    std::thread::id main = std::this_thread::get_id();
+    int drain = -1;  // read one byte from it per call
+    gboolean ret = G_SOURCE_CONTINUE;
+};
+
+gboolean RecordThreaded(gint, GIOCondition cond, gpointer p) {
+    auto *s = static_cast<ThreadSeen *>(p);
+    if (std::this_thread::get_id() == s->main)
+        s->off_main = false;
+    if (s->loop_busy)
+        s->overlapped = true;
+    if (s->drain >= 0) {
+        char c;
+        (void)!read(s->drain, &c, 1);
+    }
+    s->cond |= cond;
+    s->calls++;
+    return s->ret;
 }
 
 }  // namespace
@@ -207,6 +268,77 @@ START_TEST(fd_epoll_refuses_falls_back_to_glib) {
 }
 END_TEST
 
+START_TEST(threaded_watch_before_enable_is_a_plain_watch) {
+    Pair p;
+    ThreadSeen s;
+    guint id = WatchFdThreaded(p.a, G_IO_IN, &RecordThreaded, &s);
+    ck_assert_int_eq(write(p.b, "x", 1), 1);
+    Spin(1);  // dispatched by this thread's iteration, as WatchFd's
+    ck_assert_int_eq(s.calls, 1);
+    ck_assert(!s.off_main);
+    UnwatchFd(id);
+}
+END_TEST
+
+START_TEST(threaded_watch_runs_on_its_thread_under_the_loop_mutex) {
+    EnableWaiterThreads();
+    Pair p;
+    ThreadSeen s;
+    s.drain = p.a;
+    guint id = WatchFdThreaded(p.a, G_IO_IN, &RecordThreaded, &s);
+    // Readable at once, but this thread holds the loop mutex while it
+    // is not polling: the callback must wait for the loop's poll.
+    s.loop_busy = true;
+    ck_assert_int_eq(write(p.b, "x", 1), 1);
+    g_usleep(30000);
+    ck_assert_int_eq(s.calls, 0);
+    s.loop_busy = false;
+    ck_assert(LoopUntil([&] { return s.calls == 1; }));
+    ck_assert(s.off_main);
+    ck_assert(!s.overlapped);
+    // Level-triggered, and each new byte is one more call.
+    ck_assert_int_eq(write(p.b, "yz", 2), 2);
+    ck_assert(LoopUntil([&] { return s.calls == 3; }));
+    // G_SOURCE_REMOVE ends it: a later byte is not reported.
+    s.ret = G_SOURCE_REMOVE;
+    ck_assert_int_eq(write(p.b, "w", 1), 1);
+    ck_assert(LoopUntil([&] { return s.calls == 4; }));
+    ck_assert_int_eq(write(p.b, "v", 1), 1);
+    Settle();
+    ck_assert_int_eq(s.calls, 4);
+    UnwatchFd(id);  // removed already: a no-op
+}
+END_TEST
+
+START_TEST(threaded_watch_rewatch_unwatch_and_its_fds) {
+    EnableWaiterThreads();
+    Pair p;
+    ThreadSeen s;
+    const int fds_before = OpenFds();
+    const size_t before = WatchCount();
+    guint id = WatchFdThreaded(p.a, G_IO_IN, &RecordThreaded, &s);
+    ck_assert_uint_eq(WatchCount(), before + 1);
+    ck_assert_int_gt(OpenFds(), fds_before);  // its dup and its eventfd
+    Settle();
+    ck_assert_int_eq(s.calls, 0);
+    RewatchFd(id, GIOCondition(G_IO_IN | G_IO_OUT));  // a socket with room is writable
+    ck_assert(LoopUntil([&] { return s.calls > 0; }));
+    ck_assert(s.cond & G_IO_OUT);
+    RewatchFd(id, G_IO_IN);
+    Settle();  // a call in flight finishes
+    const int calls = s.calls;
+    Settle();
+    ck_assert_int_eq(s.calls, calls);
+    // Removed while readable: never called again, and the thread closes
+    // its two fds.
+    ck_assert_int_eq(write(p.b, "x", 1), 1);
+    UnwatchFd(id);
+    ck_assert_uint_eq(WatchCount(), before);
+    ck_assert(LoopUntil([&] { return OpenFds() == fds_before; }));
+    ck_assert_int_eq(s.calls, calls);
+}
+END_TEST
+
 int main() {
     Suite *s = suite_create("hostd/watch");
     TCase *tc = tcase_create("watch");
@@ -218,6 +350,13 @@ int main() {
     tcase_add_test(tc, one_file_watched_twice_fires_both);
     tcase_add_test(tc, many_idle_watches_one_ready);
     tcase_add_test(tc, fd_epoll_refuses_falls_back_to_glib);
+    tcase_add_test(tc, threaded_watch_before_enable_is_a_plain_watch);
     suite_add_tcase(s, tc);
+    // After every plain-watch test: EnableWaiterThreads cannot be undone
+    // (it matters when CK_FORK=no runs every test in one process).
+    TCase *tt = tcase_create("threaded");
+    tcase_add_test(tt, threaded_watch_runs_on_its_thread_under_the_loop_mutex);
+    tcase_add_test(tt, threaded_watch_rewatch_unwatch_and_its_fds);
+    suite_add_tcase(s, tt);
     return RunSuite(s);
 }
