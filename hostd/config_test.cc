@@ -24,6 +24,7 @@ START_TEST(parses_a_full_config) {
     ck_assert_str_eq(c.host_name.c_str(), "host1");
     ck_assert_uint_eq(c.poll_us, 50);
     ck_assert_uint_eq(c.write_ahead_pages, 16);  // the default
+    ck_assert(c.waiter_threads);                  // the default
     ck_assert_uint_eq(c.peers.size(), 1);
     ck_assert_uint_eq(c.peers[0].host_id, 2);
     ck_assert_uint_eq(c.segments.size(), 2);
@@ -55,6 +56,13 @@ START_TEST(reports_each_problem_precisely) {
     ck_assert(ErrorOf("[dshmd]\nhost-id = 64\nlisten = a:1\n").find("0..63") != std::string::npos);
     ck_assert(ErrorOf(head + "write-ahead-pages = 257\n").find("write-ahead-pages") !=
               std::string::npos);
+    ck_assert(ErrorOf(head + "waiter-threads = maybe\n").find("'maybe' is not true or false") !=
+              std::string::npos);
+    {
+        Config c;
+        ck_assert(ParseConfig(head + "waiter-threads = false\n", "t.conf", &c).ok());
+        ck_assert(!c.waiter_threads);
+    }
     {
         Config c;
         ck_assert(ParseConfig(head + "write-ahead-pages = 0\n", "t.conf", &c).ok());
