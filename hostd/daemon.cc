@@ -238,9 +238,11 @@ Status Daemon::Start() {
         log_timer_ = g_timeout_add_seconds(cfg_.policy.log_s, &Daemon::OnLogTimer, this);
     signal_watches_.push_back(g_unix_signal_add(SIGINT, quit, this));
     signal_watches_.push_back(g_unix_signal_add(SIGTERM, quit, this));
-    g_message("dshmd host %u (%s): peers on %s, clients on %s, %zu segment(s), poll-us %u",
-              cfg_.host_id, cfg_.host_name.c_str(), cfg_.listen.c_str(), cfg_.socket_path.c_str(),
-              segments_.size(), cfg_.poll_us);
+    g_message(
+        "dshmd host %u (%s): peers on %s, clients on %s, %zu segment(s), poll-us %u, "
+        "waiter threads %s",
+        cfg_.host_id, cfg_.host_name.c_str(), cfg_.listen.c_str(), cfg_.socket_path.c_str(),
+        segments_.size(), cfg_.poll_us, cfg_.UsesWaiterThreads() ? "on" : "off");
     return Status::OK();
 }
 
@@ -303,7 +305,7 @@ Status Daemon::ListenPeers() {
 
 void Daemon::Run() {
     const uint64_t window = static_cast<uint64_t>(cfg_.poll_us) * 1000;
-    if (!window && cfg_.waiter_threads)
+    if (cfg_.UsesWaiterThreads())
         EnableWaiterThreads();
     while (!quit_) {
         if (window) {
