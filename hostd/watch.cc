@@ -207,6 +207,16 @@ void WaiterMain(guint id, std::shared_ptr<Waiter> wt) {
     close(wt->wake);
 }
 
+// A waiter thread could not be had: the fd goes into the epoll set instead.
+void WarnNoThread(const char *what, int err) {
+    static bool warned = false;
+    if (warned)
+        return;
+    warned = true;
+    g_warning("waiter threads: %s: %s; such fds are watched by the main loop instead", what,
+              strerror(err));
+}
+
 void WakeWaiter(const Waiter &wt) {
     const uint64_t one = 1;
     (void)!write(wt.wake, &one, sizeof one);
@@ -232,7 +242,7 @@ guint WatchFdThreaded(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer 
     wt->dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     wt->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (wt->dup < 0 || wt->wake < 0) {
-        WarnOnce("a waiter thread's fds", errno);
+        WarnNoThread("a waiter thread's fds", errno);
         if (wt->dup >= 0)
             close(wt->dup);
         if (wt->wake >= 0)
@@ -243,7 +253,7 @@ guint WatchFdThreaded(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer 
     try {
         std::thread(WaiterMain, id, wt).detach();
     } catch (const std::system_error &e) {
-        WarnOnce("starting a waiter thread", e.code().value());
+        WarnNoThread("starting a thread", e.code().value());
         close(wt->dup);
         close(wt->wake);
         w.next_id--;

@@ -25,7 +25,8 @@
 //   outlives its watch, even if the caller closes its fd first (an epoll
 //   registration lives as long as the open file, which for a userfaultfd
 //   is shared with the client process), and one file may be watched twice.
-//   The duplicate holds the file open until UnwatchFd(): remove the watch
+//   The duplicate holds the file open until UnwatchFd() (for a threaded
+//   watch, until its thread next runs, moments later): remove the watch
 //   before relying on a close (as with GLib's sources).
 // - Ids are never reused; UnwatchFd() of an unknown or removed id does
 //   nothing.  A callback may remove any watch, its own included, and add
