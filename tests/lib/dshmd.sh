@@ -4,6 +4,7 @@
 #   dshm_cluster N "SEG:SIZE:OWNER ..." [extra [dshmd] lines]
 #       writes a dshmd.conf for h1..hN (peers: all other hosts) and starts
 #       dshmd on each; waits until every host sees every peer connected.
+#       DSHM_CONF_hN in the environment: more [dshmd] lines for hN alone.
 #       DSHMD_TRACE=1 / DSHMD_PHASES=1 in the environment: each dshmd writes
 #       $TB_STATE/hN/trace.log (page events) / phases.log (release phases).
 #   dshm_attach HOST SEGMENT ARGS...     run dshm-attach on HOST
@@ -21,11 +22,12 @@ DSHMCTL=$MESON_BUILD/hostd/client/dshmctl
 DSHM_PORT=7450
 
 dshm_cluster() {
-    local n=$1 segs=$2 extra=${3:-} i j spec
+    local n=$1 segs=$2 extra=${3:-} i j spec own
     for i in $(seq 1 "$n"); do
+        own=DSHM_CONF_h$i
         {
-            printf '[dshmd]\nhost-id = %s\nname = h%s\nlisten = %s:%s\nsocket = /run/dshm/dshmd.sock\n%b\n' \
-                "$i" "$i" "$(tb_addr "h$i")" "$DSHM_PORT" "$extra"
+            printf '[dshmd]\nhost-id = %s\nname = h%s\nlisten = %s:%s\nsocket = /run/dshm/dshmd.sock\n%b\n%b\n' \
+                "$i" "$i" "$(tb_addr "h$i")" "$DSHM_PORT" "${!own:-}" "$extra"
             for j in $(seq 1 "$n"); do
                 [ "$j" = "$i" ] && continue
                 printf '[peer h%s]\nhost-id = %s\naddress = %s:%s\n' "$j" "$j" "$(tb_addr "h$j")" "$DSHM_PORT"
