@@ -10,7 +10,7 @@
 # daemons started with DSHMD_PHASES: they stamp each step with
 # CLOCK_MONOTONIC (one clock for every namespace of this machine) and with
 # their thread's CPU time.  This prints the median and p90 of each step and,
-# for a step stamped at both ends by one daemon, the median CPU time that
+# for a step stamped at both ends by one thread of one daemon, the median CPU time that
 # daemon used in it (the rest of the step it waited).
 #
 # release (default): `dshm_bench writeback`, P full pages per release, R
@@ -127,11 +127,11 @@ done
 python3 - "$MODE" "$TB_STATE/h1/phases.log" "$TB_STATE/h2/phases.log" "$PERF" "$TB_STATE" <<'PY'
 import bisect, collections, math, sys
 mode = sys.argv[1]
-ev = []  # (time ns, stamp, host, first number, thread CPU ns)
+ev = []  # (time ns, stamp, (host, thread id), first number, thread CPU ns)
 for host, path in zip(('h1', 'h2'), sys.argv[2:4]):
     for line in open(path):
-        t, what, a, b, cpu = line.split()
-        ev.append((int(t), what, host, int(a), int(cpu)))
+        t, what, a, b, cpu, tid = line.split()
+        ev.append((int(t), what, (host, tid), int(a), int(cpu)))
 ev.sort()
 if mode == 'release':
     # One release at a time: cut the merged stream at each rel-start.
@@ -179,12 +179,14 @@ print('%-12s %10s %10s %12s' % ('step', 'p50 ' + unit, 'p90 ' + unit, 'on-CPU p5
 for name, a, b in steps:
     d = [(u[b][0] - u[a][0]) / scale for u in units]
     oncpu = ''
-    if units and units[0][a][1] == units[0][b][1]:  # both ends stamped by one daemon
+    # Both ends stamped by one thread (a thread's CPU clock is its own).
+    if units and all(u[a][1] == u[b][1] for u in units):
         oncpu = '%10.3f' % pct([(u[b][2] - u[a][2]) / scale for u in units], 0.5)
     print('%-12s %10.3f %10.3f %12s' % (name, pct(d, 0.5), pct(d, 0.9), oncpu))
 if mode == 'release':
-    d = [(u['own-applied'][2] - u['own-first-wb'][2]) / scale for u in units]
-    print('owner on-CPU from its first frame to the commit, p50: %.3f ms' % pct(d, 0.5))
+    if all(u['own-applied'][1] == u['own-first-wb'][1] for u in units):
+        d = [(u['own-applied'][2] - u['own-first-wb'][2]) / scale for u in units]
+        print('owner on-CPU from its first frame to the commit, p50: %.3f ms' % pct(d, 0.5))
 if sys.argv[4] == '1' and units:
     state = sys.argv[5]
     host_of = dict(line.split() for line in open(state + '/pids'))

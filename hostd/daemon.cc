@@ -67,18 +67,20 @@ uint64_t NowNs() {
 FILE *g_phases = nullptr;  // DSHMD_PHASES: release and fault phases (bench/phases.sh)
 
 // One line per phase of a release: CLOCK_MONOTONIC ns, the phase, two
-// numbers, and the CPU time this thread has used (ns: the part of a step
-// spent running, not waiting).  Cheap enough to leave on while
-// benchmarking (a few lines per release, buffered), unlike the per-page
-// trace.
+// numbers, the CPU time this thread has used (ns: the part of a step
+// spent running, not waiting) and the thread's id (with waiter threads a
+// step may start on one thread and end on another).  Cheap enough to
+// leave on while benchmarking (a few lines per release, buffered), unlike
+// the per-page trace.
 void Phase(const char *what, uint32_t a, uint64_t b) {
     if (!g_phases)
         return;
     struct timespec cpu;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
-    fprintf(g_phases, "%llu %s %u %llu %llu\n", static_cast<unsigned long long>(NowNs()), what, a,
-            static_cast<unsigned long long>(b),
-            static_cast<unsigned long long>(cpu.tv_sec * 1000000000ull + cpu.tv_nsec));
+    fprintf(g_phases, "%llu %s %u %llu %llu %d\n", static_cast<unsigned long long>(NowNs()), what,
+            a, static_cast<unsigned long long>(b),
+            static_cast<unsigned long long>(cpu.tv_sec * 1000000000ull + cpu.tv_nsec),
+            static_cast<int>(gettid()));
 }
 
 // Which pages of a memfd hold data (os::PresentPages); none on an error,
