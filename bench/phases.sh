@@ -10,8 +10,8 @@
 # daemons started with DSHMD_PHASES: they stamp each step with
 # CLOCK_MONOTONIC (one clock for every namespace of this machine) and with
 # their thread's CPU time.  This prints the median and p90 of each step and,
-# for a step stamped at both ends by one thread of one daemon, the median CPU time that
-# daemon used in it (the rest of the step it waited).
+# for a step stamped at both ends by one thread of one daemon, the median
+# CPU time that thread used in it (the rest of the step it waited).
 #
 # release (default): `dshm_bench writeback`, P full pages per release, R
 # rounds (default 1024 x 40, as run-dshmd.sh):
