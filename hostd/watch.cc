@@ -8,7 +8,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <memory>
 #include <mutex>
 #include <system_error>
 #include <thread>
@@ -18,23 +17,17 @@ namespace dshm {
 
 namespace {
 
-// A waiter thread's share of its watch.  Fields other than the fds are
-// GUARDED_BY(the loop mutex, Mu()); the thread closes both fds when it ends.
-struct Waiter {
-    int dup = -1;   // the watched file, poll()ed by the thread
-    int wake = -1;  // eventfd: the conditions changed, or the watch ended
-    GIOCondition cond = GIOCondition(0);
-    bool removed = false;
-};
-
+// A threaded watch's thread owns its dup and `wake` and closes them when it
+// ends; it reads the watch's conditions, and learns that the watch ended,
+// from the table (under the loop mutex), as the loop does.
 struct Watch {
     int fd;           // the caller's, passed to fn
-    int dup = -1;     // registered in the epoll set; -1 with a fallback
+    int dup = -1;     // registered in the epoll set (or a waiter thread's); -1 with a fallback
     GIOCondition cond;
     GUnixFDSourceFunc fn;
     gpointer data;
     GSource *fallback = nullptr;  // a GLib fd source when epoll refused
-    std::shared_ptr<Waiter> waiter;  // a threaded watch (WatchFdThreaded)
+    int wake = -1;  // a threaded watch: its thread's eventfd (conditions changed, or ended)
 };
 
 struct Watcher {
@@ -77,14 +70,25 @@ GIOCondition FromEpoll(uint32_t ev) {
     return GIOCondition(cond);
 }
 
-void WarnOnce(const char *what, int err) {
-    Watcher &w = W();
-    if (w.warned)
+// Logs, the first time only per `warned`, that `what` failed and what the
+// watch does `instead`.
+void Warn(bool *warned, const char *what, int err, const char *instead) {
+    if (*warned)
         return;
-    w.warned = true;
-    g_warning("fd watches: %s: %s; falling back to GLib's poll() for such fds "
-              "(each wake-up then costs more per watched fd)",
-              what, strerror(err));
+    *warned = true;
+    g_warning("fd watches: %s: %s; %s", what, strerror(err), instead);
+}
+
+void WarnOnce(const char *what, int err) {
+    Warn(&W().warned, what, err,
+         "falling back to GLib's poll() for such fds (each wake-up then costs more per watched "
+         "fd)");
+}
+
+// A waiter thread could not be had: the fd goes into the epoll set instead.
+void WarnNoThread(const char *what, int err) {
+    static bool warned = false;
+    Warn(&warned, what, err, "such fds are watched by the main loop instead of a waiter thread");
 }
 
 // Runs one watch's callback; removes the watch if the callback says so.
@@ -183,41 +187,34 @@ GIOCondition FromPoll(short rev) {
                         ((rev & POLLERR) ? G_IO_ERR : 0) | ((rev & POLLNVAL) ? G_IO_NVAL : 0));
 }
 
-// A threaded watch's thread: sleeps in poll() on the file alone (and the
-// wake-up eventfd), then runs the callback under the loop mutex, as the
-// loop would.  Ends when the watch is removed.
-void WaiterMain(guint id, std::shared_ptr<Waiter> wt) {
+// A threaded watch's thread: sleeps in poll() on the file alone (and its
+// eventfd), then runs the callback under the loop mutex, as the loop would
+// (Call).  Ends at its first look after the watch left the table.
+void WaiterMain(guint id, int dup, int wake) {
     std::unique_lock lock(Mu());
-    while (!wt->removed) {
-        pollfd pfd[2] = {{wt->dup, ToPoll(wt->cond), 0}, {wt->wake, POLLIN, 0}};
+    for (;;) {
+        auto it = W().watches.find(id);
+        if (it == W().watches.end())
+            break;
+        pollfd pfd[2] = {{dup, ToPoll(it->second.cond), 0}, {wake, POLLIN, 0}};
         lock.unlock();
-        int n = poll(pfd, 2, -1);
+        const int n = poll(pfd, 2, -1);
         lock.lock();
-        if (n < 0 || wt->removed)
-            continue;  // EINTR, or ended while this thread slept
+        if (n < 0)
+            continue;  // EINTR
         if (pfd[1].revents) {
             uint64_t v;
-            (void)!read(wt->wake, &v, sizeof v);
+            (void)!read(wake, &v, sizeof v);
         }
         if (pfd[0].revents)
-            Call(id, FromPoll(pfd[0].revents));
+            Call(id, FromPoll(pfd[0].revents));  // nothing if it ended meanwhile
     }
     lock.unlock();
-    close(wt->dup);
-    close(wt->wake);
+    close(dup);
+    close(wake);
 }
 
-// A waiter thread could not be had: the fd goes into the epoll set instead.
-void WarnNoThread(const char *what, int err) {
-    static bool warned = false;
-    if (warned)
-        return;
-    warned = true;
-    g_warning("waiter threads: %s: %s; such fds are watched by the main loop instead", what,
-              strerror(err));
-}
-
-void WakeWaiter(const Waiter &wt) {
+void WakeWaiter(const Watch &wt) {
     const uint64_t one = 1;
     (void)!write(wt.wake, &one, sizeof one);
 }
@@ -237,36 +234,36 @@ guint WatchFdThreaded(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer 
     Watcher &w = W();
     if (!w.threads)
         return WatchFd(fd, cond, fn, data);
-    auto wt = std::make_shared<Waiter>();
-    wt->cond = cond;
-    wt->dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    wt->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (wt->dup < 0 || wt->wake < 0) {
+    const int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    const int wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (dup < 0 || wake < 0) {
         WarnNoThread("a waiter thread's fds", errno);
-        if (wt->dup >= 0)
-            close(wt->dup);
-        if (wt->wake >= 0)
-            close(wt->wake);
+        if (dup >= 0)
+            close(dup);
+        if (wake >= 0)
+            close(wake);
         return WatchFd(fd, cond, fn, data);
     }
+    // In the table before the thread starts: its first look finds it (the
+    // thread waits for the loop mutex, which the caller holds).
     const guint id = w.next_id++;
+    w.watches.emplace(id, Watch{fd, dup, cond, fn, data, nullptr, wake});
     try {
-        std::thread(WaiterMain, id, wt).detach();
+        std::thread(WaiterMain, id, dup, wake).detach();
     } catch (const std::system_error &e) {
         WarnNoThread("starting a thread", e.code().value());
-        close(wt->dup);
-        close(wt->wake);
-        w.next_id--;
+        w.watches.erase(id);
+        close(dup);
+        close(wake);
         return WatchFd(fd, cond, fn, data);
     }
-    w.watches.emplace(id, Watch{fd, -1, cond, fn, data, nullptr, std::move(wt)});
     return id;
 }
 
 guint WatchFd(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data) {
     Watcher &w = W();
     const guint id = w.next_id++;
-    Watch wt{fd, -1, cond, fn, data, nullptr, nullptr};
+    Watch wt{fd, -1, cond, fn, data, nullptr, -1};
     if (EnsureEpoll()) {
         wt.dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
         if (wt.dup < 0) {
@@ -299,9 +296,8 @@ void RewatchFd(guint id, GIOCondition cond) {
         return;
     Watch &wt = it->second;
     wt.cond = cond;
-    if (wt.waiter) {
-        wt.waiter->cond = cond;
-        WakeWaiter(*wt.waiter);
+    if (wt.wake >= 0) {
+        WakeWaiter(wt);  // it polls for wt.cond next
         return;
     }
     if (wt.fallback) {
@@ -328,9 +324,8 @@ void UnwatchFd(guint id) {
     if (it == w.watches.end())
         return;
     Watch &wt = it->second;
-    if (wt.waiter) {
-        wt.waiter->removed = true;
-        WakeWaiter(*wt.waiter);
+    if (wt.wake >= 0) {
+        WakeWaiter(wt);  // it ends at its next look; it closes dup and wake
     } else if (wt.fallback) {
         DetachFallback(&wt);
     } else {
