@@ -11,7 +11,8 @@
 # hostd/dshmd, bench/dshm_bench, hostd/client/dshmctl and tests/tb-reaper
 # (e.g. build/meson of a `git worktree` at the commit to compare with), and
 # optionally [dshmd] settings for this variant (e.g.
-# build/meson@write-ahead-pages=0).  Each repetition runs every variant in
+# build/meson@write-ahead-pages=0; h1:KEY=VALUE for host h1 alone, e.g.
+# build/meson@h1:poll-us=200).  Each repetition runs every variant in
 # turn on the same 2 simulated hosts (TB_PREFIX=dshma, TB_NET=198.18.5):
 # dshmd on h1 and h2 with poll-us = N (default 0), segments owned by h1,
 # dshm_bench on h2: remote read faults (N pages, default 4096), lock round
@@ -88,8 +89,12 @@ for rep in $(seq 1 "$REPS"); do
         MESON_BUILD=${BUILDS[$i]}
         DSHMD=$MESON_BUILD/hostd/dshmd DSHMCTL=$MESON_BUILD/hostd/client/dshmctl
         bench=$MESON_BUILD/bench/dshm_bench
-        dshm_cluster 2 "faults:$((PAGES * 4096)):1 wb:$((WB_PAGES * 4096)):1 lk:$(((DIRTY > 0 ? DIRTY : 1) * 4096)):1" \
-            "poll-us = $POLL_US\n${SETTINGS[$i]}"
+        # hN:KEY=VALUE settings are for host hN alone (DSHM_CONF_hN), after
+        # the shared ones, so they win.
+        both=$(grep -v '^h[0-9]*:' <<<"${SETTINGS[$i]}" || true)
+        DSHM_CONF_h1="poll-us = $POLL_US\n$both\n$(sed -n 's/^h1://p' <<<"${SETTINGS[$i]}")" \
+        DSHM_CONF_h2="poll-us = $POLL_US\n$both\n$(sed -n 's/^h2://p' <<<"${SETTINGS[$i]}")" \
+            dshm_cluster 2 "faults:$((PAGES * 4096)):1 wb:$((WB_PAGES * 4096)):1 lk:$(((DIRTY > 0 ? DIRTY : 1) * 4096)):1"
         bench_pin_dshmd h1 h2
         f=$(tb_run h2 $(bench_pin h2) "$bench" faults --socket "$SOCK" --segment faults --pages "$PAGES" --idle "$IDLE" | grep '^remote_fault ')
         l=$(tb_run h2 $(bench_pin h2) "$bench" lock --socket "$SOCK" --segment lk --dirty "$DIRTY" --iterations 200 | grep '^lock_rtt ')
