@@ -17,6 +17,8 @@
 #             whose resolver fetches each page from tcp_floor on h1
 #             (--relay: a remote fault's four wake-ups without dshmd),
 #             blocking and from dshmd's loop (loop-relay);
+#             compare_floor on h2: what comparing a write-back's pages with
+#             their twins costs in memory reads, beside a plain copy;
 #   dshm      dshmd with poll-us = 0 (blocking) and poll-us = N (bounded
 #             busy-poll, default 200 µs), segments owned by h1, dshm_bench
 #             on h2: remote read faults (N pages x P passes), lock round
@@ -84,8 +86,9 @@ source "$HERE/lib.sh"
 
 UFFD_FLOOR=$MESON_BUILD/bench/uffd_floor
 TCP_FLOOR=$MESON_BUILD/bench/tcp_floor
+COMPARE_FLOOR=$MESON_BUILD/bench/compare_floor
 DSHM_BENCH=$MESON_BUILD/bench/dshm_bench
-for f in "$UFFD_FLOOR" "$TCP_FLOOR" "$DSHM_BENCH" "$DSHMD" "$DSHMCTL" "$TB_REAPER"; do
+for f in "$UFFD_FLOOR" "$TCP_FLOOR" "$COMPARE_FLOOR" "$DSHM_BENCH" "$DSHMD" "$DSHMCTL" "$TB_REAPER"; do
     [ -x "$f" ] || { echo "$f is missing: build it (ninja -C $MESON_BUILD)" >&2; exit 1; }
 done
 bench_prepare dshmd
@@ -141,6 +144,10 @@ run_floors() {
     out=$(tb_run h2 $(bench_pin h2) "$UFFD_FLOOR" --pages "$PAGES" --mode none --relay "$H1:$port")
     record "rep=$rep kind=floor" "$(grep -E '^uffd_fault ' <<<"$out")"
     bench_tcp_server_gone h1
+
+    echo "-- rep $rep: compare_floor on h2 ($WB_PAGES pages: a write-back's page/twin compare, beside a copy)"
+    out=$(tb_run h2 $(bench_pin h2) "$COMPARE_FLOOR" --pages "$WB_PAGES" --reps 5)
+    record "rep=$rep kind=floor" "$(grep -E '^compare_floor ' <<<"$out")"
 }
 
 # ------------------------------------------------------------------ dshm
@@ -333,6 +340,17 @@ for label, mode in (('blocking', 'blocking'), ('poll-us=%s' % poll, mpoll)):
     if r:
         print('  (write-back / raw TCP of the same repetition, %s: %s; median %.2f)' % (
             label, ' '.join('%.2f' % x for x in r), statistics.median(r)))
+# What twin/diff costs before any of dshmd's work: the sending host reads
+# each released page and its twin (compare_floor, caches cold) on the thread
+# that also makes the sends raw TCP makes.
+cmp_us = vals('compare_floor', 'compare_us', state='cold')
+wb_pages = vals('writeback', 'pages', mode='blocking')
+if cmp_us and wb_pages and raw:
+    c = statistics.median(cmp_us) / 1000
+    t = wb_pages[0] * 4096 / raw / 1000
+    print('  (write-back: the page/twin compare of one release costs %.2f ms here (compare_floor, cold), '
+          'raw TCP moves its %d KiB in %.2f ms: with the compare alone in series, write-back / raw TCP '
+          '<= %.2f)' % (c, wb_pages[0] * 4, t, t / (t + c)))
 EOF
 
 echo
