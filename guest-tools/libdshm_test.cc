@@ -111,7 +111,7 @@ void SetupTree() {
     beta.size = 32 << 10;
     FakeRegs gamma;
     gamma.segment = "gamma";
-    gamma.version = 2;
+    gamma.version = DSHM_PROTO_VERSION + 1;  // a version this libdshm does not speak
     FakeRegs nodsm;                                                     // 4 KiB BAR0 without MAGIC
     AddFunction("0000:00:02.0", "0x1234", "0x1111", 4096, 0, nullptr);  // VGA
     AddFunction("0000:00:03.0", "0x1af4", "0x1110", 256, 1 << 20, nullptr);  // stock ivshmem
@@ -302,7 +302,7 @@ START_TEST(list_finds_dsm_devices_only) {
     ck_assert_uint_eq(v[1].size, 32 << 10);
     ck_assert_uint_eq(v[1].bar2_size, kSeg);
     ck_assert_str_eq(v[2].segment, "gamma");
-    ck_assert_uint_eq(v[2].version, 2);
+    ck_assert_uint_eq(v[2].version, DSHM_PROTO_VERSION + 1);
     // No devices at all.
     OpenOptions none = g_opts;
     none.sysfs_root = g_root + "/nonexistent";

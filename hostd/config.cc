@@ -212,6 +212,8 @@ Status ParseConfig(const std::string &text, const std::string &origin, Config *o
         st = r.GetU32("dshmd", "write-ahead-pages", false, 256, &c.write_ahead_pages);
     if (st.ok())
         st = r.GetBool("dshmd", "waiter-threads", &c.waiter_threads);
+    if (st.ok())
+        st = r.GetBool("dshmd", "exclusive-pages", &c.exclusive_pages);
     if (!st.ok())
         return st;
     if (g_key_file_has_group(kf.get(), "policy")) {

@@ -79,6 +79,9 @@ struct Config {
     // With poll-us = 0: each peer connection and each client's userfaultfd
     // is waited for by a thread of its own (watch.h, EnableWaiterThreads).
     bool waiter_threads = true;
+    // Single-writer marks (protocol.md section 6.1): as the owner, grant
+    // them.  A host always honours the marks it is granted.
+    bool exclusive_pages = true;
     // Whether dshmd runs waiter threads: only when it never busy-polls.
     bool UsesWaiterThreads() const { return poll_us == 0 && waiter_threads; }
     PolicyConfig policy;  // [policy]

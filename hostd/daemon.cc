@@ -742,8 +742,14 @@ void Daemon::SendWritebacks(Client *c, uint16_t type, uint32_t lock, uint32_t *p
         size_t len = 0;
         bool whole = false;
         Trace("release-pre", client_id, p, s->pages->dirtiers(p), s->Page(p), s->pages->twin(p));
-        w.encoding = s->pages->ReleaseDirty(p, s->Page(p), diff.data(), &len, &whole);
+        // Under this host's mark a densely rewritten page goes whole
+        // without the compare (protocol.md section 6.1).
+        const bool unchecked = s->pages->excl(p) >= 0 && s->pages->dirtiers(p) == 1 &&
+                               SampledAllBytesChanged(s->Page(p), s->pages->twin(p));
+        w.encoding = s->pages->ReleaseDirty(p, s->Page(p), diff.data(), &len, &whole, unchecked);
         Trace("release-diff", client_id, p, static_cast<uint32_t>(len));
+        if (unchecked)
+            s->stats.whole_unchecked++;
         if (!w.encoding)
             continue;
         w.page = p;
@@ -858,6 +864,8 @@ void Daemon::FlushDone(Client *c, uint32_t status) {
 void Daemon::OnPFlushAck(Peer *p, const Frame &f) {
     auto m = f.Fixed<dshm_p_release_ack>();
     PEER_SEGMENT(s, m, false);
+    if (m.status != DSHM_OK)
+        s->pages->DropExcl(-1);  // (as for a refused release, OnPReleaseAck)
     Client *c = FindClient(m.client_id);
     if (!c || c->seg != s)
         return;
@@ -1148,6 +1156,14 @@ void Daemon::FillZero(Client *c, uint64_t addr) {
 
 void Daemon::HandleWriteFault(Client *c, uint32_t page, uint64_t addr) {
     Segment *s = c->seg;
+    // A page another host holds the mark of: this client writes it once
+    // the mark is given up (protocol.md section 6.1).
+    if (IsOwner(s) &&
+        AfterExclRevoked(s, page, cfg_.host_id, [this, id = c->id, page, addr] {
+            if (Client *again = FindClient(id); again && again->uffd.valid())
+                HandleWriteFault(again, page, addr);
+        }))
+        return;
     if (s->pages->state(page) != PageTable::kValid) {
         // Punched after the fault was raised: let it fault MISSING.
         (void)os::Wake(c->uffd.get(), addr, kPage);
@@ -1180,7 +1196,8 @@ uint32_t Daemon::WriteAhead(Client *c, uint32_t page) {
         return 0;
     uint32_t n = 0;
     for (uint32_t q = page + 1; q < s->npages && n < cfg_.write_ahead_pages; q++, n++) {
-        if (s->pages->state(q) != PageTable::kValid || c->dirty.contains(q))
+        if (s->pages->state(q) != PageTable::kValid || c->dirty.contains(q) ||
+            (IsOwner(s) && s->pages->excl(q) >= 0))
             break;
         c->dirty.insert(q);
         s->pages->OnWriteFault(q, true, s->Page(q));
@@ -1364,13 +1381,16 @@ void Daemon::OnPeerClosed(Peer *p, const Status &why) {
                 EndMove(s.get());  // the move cannot complete any more
             }
             if (IsOwner(s.get())) {
-                // Its copies and its locks are gone (its write-backs: above).
+                // Its copies, its marks and its locks are gone (its
+                // write-backs: above).
                 s->pages->DropHost(host);
+                RunExclWaiting(s.get(), s->pages->DropExcl(static_cast<int>(host)));
                 for (const auto &[lock, next] : s->locks.DropHost(host))
                     Grant(s.get(), lock, next);
             } else if (s->owner == host) {
                 // Invalidations may be missed while disconnected: drop every
-                // clean copy; fail lock requests in flight.
+                // clean copy and every mark; fail lock requests in flight.
+                s->pages->DropExcl(-1);
                 std::vector<uint32_t> clean;
                 for (uint32_t pg = 0; pg < s->npages; pg++) {
                     if (s->pages->state(pg) == PageTable::kValid && s->pages->dirtiers(pg) == 0)
@@ -1491,6 +1511,12 @@ void Daemon::OnPeerFrame(Peer *p, Frame &&f) {
             return OnUpdateAck(p, f);
         case DSHM_MSG_CLIENT_GONE:
             return OnClientGone(p, f);
+        case DSHM_MSG_EXCL_GRANT:
+            return OnExclGrant(p, f);
+        case DSHM_MSG_EXCL_REVOKE:
+            return OnExclRevoke(p, f);
+        case DSHM_MSG_EXCL_REVOKED:
+            return OnExclRevoked(p, f);
         default:
             return p->conn->Fail(Status::Proto("unexpected " + MsgTypeName(f.hdr.type)),
                                  f.hdr.type);
@@ -1502,20 +1528,140 @@ void Daemon::OnFetch(Peer *p, const Frame &f) {
     Phase("own-fetch", m.page, 0);
     PEER_SEGMENT(s, m, true);
     PEER_PAGE(s, m.page);
+    // Another host's mark on the page: served once the holder has given it
+    // up, after every write-back it sent before (protocol.md section 6.1).
+    const uint32_t host = p->cfg.host_id, page = m.page, tag = f.hdr.tag;
+    const bool waits = AfterExclRevoked(s, page, host, [this, s, host, page, tag] {
+        Peer *q = FindPeer(host);
+        if (q && q->up && q->conn && !q->conn->closed() && IsOwner(s))
+            ServeFetch(q, s, page, tag);  // (a host that reconnected fetches again)
+    });
+    if (!waits)
+        ServeFetch(p, s, page, tag);
+}
+
+void Daemon::ServeFetch(Peer *p, Segment *s, uint32_t page, uint32_t tag) {
     dshm_page r = {};
     SetName(r.segment, s->cfg.name);
-    r.page = m.page;
+    r.page = page;
     // Locally dirty: the last released content (the twin) is served.
-    const uint8_t *src = s->pages->ServeFetch(m.page, p->cfg.host_id, s->Page(m.page));
+    const uint8_t *src = s->pages->ServeFetch(page, p->cfg.host_id, s->Page(page));
     std::vector<uint8_t> before;
-    if (s->pages->inflight(m.page) > 0)
-        src = InFlightPreImage(s, m.page, src, &before);
-    else if (src == s->Page(m.page) && IsHole(s, m.page))
+    if (s->pages->inflight(page) > 0)
+        src = InFlightPreImage(s, page, src, &before);
+    else if (src == s->Page(page) && IsHole(s, page))
         src = zero_page_.data();  // never written: zeros, without allocating the page here
-    Trace("serve", p->cfg.host_id, m.page, src == s->Page(m.page) ? 0 : 1, src);
+    Trace("serve", p->cfg.host_id, page, src == s->Page(page) ? 0 : 1, src);
     s->stats.fetches_served++;
-    SendPage(p->conn.get(), DSHM_MSG_PAGE, f.hdr.tag, r, src);
-    Phase("own-page", m.page, 0);
+    SendPage(p->conn.get(), DSHM_MSG_PAGE, tag, r, src);
+    Phase("own-page", page, 0);
+}
+
+bool Daemon::AfterExclRevoked(Segment *s, uint32_t p, uint32_t host, std::function<void()> then) {
+    const int holder = s->pages->excl(p);
+    if (holder < 0 || static_cast<uint32_t>(holder) == host)
+        return false;
+    auto [it, first] = s->excl_waiting.try_emplace(p);
+    it->second.push_back(std::move(then));
+    if (first) {
+        dshm_pagelist m = {};
+        SetName(m.segment, s->cfg.name);
+        m.count = 1;
+        SendPeer(static_cast<uint32_t>(holder), EncodeMsg(DSHM_MSG_EXCL_REVOKE, 0, m, &p, 4));
+        s->stats.excl_revoked++;
+    }
+    return true;
+}
+
+void Daemon::RunExclWaiting(Segment *s, const std::vector<uint32_t> &pages) {
+    for (uint32_t pg : pages) {
+        auto it = s->excl_waiting.find(pg);
+        if (it == s->excl_waiting.end())
+            continue;
+        std::vector<std::function<void()>> work = std::move(it->second);
+        s->excl_waiting.erase(it);
+        for (auto &fn : work)
+            fn();
+    }
+    MaybeSendSnapshot(s);  // a move waits for revokes under way
+}
+
+void Daemon::GrantExcl(OwnerRelease *r) {
+    Segment *s = r->seg;
+    const uint32_t h = r->who.host;
+    if (!cfg_.exclusive_pages || r->flush || s->moving || h == cfg_.host_id || r->whole.empty())
+        return;
+    std::vector<uint32_t> grant;
+    for (uint32_t pg : r->whole) {
+        if (s->pages->excl(pg) < 0 && !s->excl_waiting.contains(pg) &&
+            s->pages->OtherHolders(pg, cfg_.host_id, h) == 0 && s->pages->dirtiers(pg) == 0) {
+            s->pages->SetExcl(pg, static_cast<int>(h));
+            grant.push_back(pg);
+        }
+    }
+    for (size_t i = 0; i < grant.size(); i += DSHM_MAX_INVAL_PAGES) {
+        const size_t n = std::min<size_t>(DSHM_MAX_INVAL_PAGES, grant.size() - i);
+        dshm_pagelist m = {};
+        SetName(m.segment, s->cfg.name);
+        m.count = static_cast<uint32_t>(n);
+        SendPeer(h, EncodeMsg(DSHM_MSG_EXCL_GRANT, 0, m, grant.data() + i, n * 4));
+    }
+    s->stats.excl_granted += grant.size();
+}
+
+namespace {
+// The page numbers of a validated page list, each checked against the
+// segment (false: one is out of range).
+bool PagesOf(const Frame &f, uint32_t npages, std::vector<uint32_t> *out) {
+    auto m = f.Fixed<dshm_pagelist>();
+    out->resize(m.count);
+    memcpy(out->data(), f.Extra(sizeof m).data(), 4 * size_t(m.count));
+    return std::all_of(out->begin(), out->end(), [npages](uint32_t pg) { return pg < npages; });
+}
+}  // namespace
+
+void Daemon::OnExclGrant(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_pagelist>();
+    PEER_SEGMENT(s, m, false);
+    if (s->owner != p->cfg.host_id || IsOwner(s))
+        return p->conn->Fail(Status::NotOwner("EXCL_GRANT from a non-owner"), f.hdr.type);
+    std::vector<uint32_t> pages;
+    if (!PagesOf(f, s->npages, &pages))
+        return p->conn->Fail(Status::Proto("EXCL_GRANT page out of range"), f.hdr.type);
+    if (s->moving)
+        return;  // (not sent during a move: the owner grants none then)
+    for (uint32_t pg : pages)
+        s->pages->SetExcl(pg, static_cast<int>(cfg_.host_id));
+}
+
+void Daemon::OnExclRevoke(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_pagelist>();
+    PEER_SEGMENT(s, m, false);
+    if (s->owner != p->cfg.host_id || IsOwner(s))
+        return p->conn->Fail(Status::NotOwner("EXCL_REVOKE from a non-owner"), f.hdr.type);
+    std::vector<uint32_t> pages;
+    if (!PagesOf(f, s->npages, &pages))
+        return p->conn->Fail(Status::Proto("EXCL_REVOKE page out of range"), f.hdr.type);
+    for (uint32_t pg : pages)
+        s->pages->SetExcl(pg, -1);
+    // After every write-back this host sent before: same connection, FIFO.
+    p->conn->Send(EncodeMsg(DSHM_MSG_EXCL_REVOKED, f.hdr.tag, m, pages.data(), pages.size() * 4));
+}
+
+void Daemon::OnExclRevoked(Peer *p, const Frame &f) {
+    auto m = f.Fixed<dshm_pagelist>();
+    PEER_SEGMENT(s, m, true);
+    std::vector<uint32_t> pages;
+    if (!PagesOf(f, s->npages, &pages))
+        return p->conn->Fail(Status::Proto("EXCL_REVOKED page out of range"), f.hdr.type);
+    std::vector<uint32_t> dropped;
+    for (uint32_t pg : pages) {
+        if (s->pages->excl(pg) == static_cast<int>(p->cfg.host_id)) {
+            s->pages->SetExcl(pg, -1);
+            dropped.push_back(pg);
+        }
+    }
+    RunExclWaiting(s, dropped);
 }
 
 void Daemon::SendPage(Conn *conn, uint16_t type, uint32_t tag, const dshm_page &m,
@@ -1791,6 +1937,8 @@ void Daemon::StartOwnerRelease(Segment *s, uint32_t lock, Holder who, uint32_t r
     for (const DiffRef &d : diffs) {
         const uint32_t pgno = d.page;
         r->bytes += d.data.size();
+        if (d.encoding == DSHM_ENC_FULL && who.host != cfg_.host_id)
+            r->whole.push_back(pgno);
         const uint64_t targets = s->pages->InvalidationTargets(pgno, cfg_.host_id, who.host);
         if (targets == 0)
             continue;
@@ -1889,6 +2037,8 @@ void Daemon::FinishOwnerRelease(OwnerRelease *r) {
             MaybeFlush(c);
         }
     } else {
+        if (st.ok())
+            GrantExcl(r);  // before the acknowledgement: the writer's next release may use them
         dshm_p_release_ack ack = {};
         SetName(ack.segment, s->cfg.name);
         ack.lock_id = r->lock;
@@ -1908,6 +2058,11 @@ void Daemon::OnPReleaseAck(Peer *p, const Frame &f) {
     auto m = f.Fixed<dshm_p_release_ack>();
     Phase("rel-acked", m.client_id, m.status);
     PEER_SEGMENT(s, m, false);
+    // A refused release leaves bytes here that the owner reverted: a page
+    // sent whole unchecked would carry them back, so every page is compared
+    // from now on (the owner revokes the marks when it needs them).
+    if (m.status != DSHM_OK)
+        s->pages->DropExcl(-1);
     Client *c = FindClient(m.client_id);
     if (!c || c->seg != s)
         return;
@@ -2124,6 +2279,8 @@ void Daemon::OnOwnMoving(Peer *p, const Frame &f) {
     // over; the acknowledgement follows everything sent before (FIFO).
     s->moving = true;
     s->moving_to = m.host_id;
+    // Marks are the old owner's: from here on every page is compared.
+    s->pages->DropExcl(-1);
     if (m.host_id == cfg_.host_id) {
         s->incoming_copysets.assign(s->npages, 0);
         s->incoming_locks.clear();
@@ -2152,6 +2309,8 @@ void Daemon::MaybeSendSnapshot(Segment *s) {
     }
     if (!s->buffered.empty())
         return;  // a release in flight (not expected: OWN_MOVING_ACKs follow them)
+    if (!s->excl_waiting.empty())
+        return;  // a mark being revoked: the work waiting for it runs here first
     Peer *np = FindPeer(s->moving_to);
     if (!np || !np->up || !np->conn || np->conn->closed()) {
         // The new owner went away before the hand-over: this host stays.
@@ -2687,6 +2846,13 @@ std::string Daemon::StatusJson(uint32_t what) {
             add("updates", st.updates);
             add("acquires", st.acquires);
             add("releases", st.releases);
+            add("excl_granted", st.excl_granted);
+            add("excl_revoked", st.excl_revoked);
+            size_t marked = 0;
+            for (uint32_t pg = 0; pg < s->npages; pg++)
+                marked += s->pages->excl(pg) >= 0;
+            add("excl_marked", marked);
+            add("whole_unchecked", st.whole_unchecked);
             json_builder_end_object(b);
             json_builder_set_member_name(b, "clients");
             json_builder_begin_array(b);

@@ -68,6 +68,9 @@ struct SegmentStats {
     uint64_t updates = 0;                 // dirty pages merged with UPDATE
     uint64_t acquires = 0;                // locks granted to local clients
     uint64_t releases = 0;                // releases completed for local clients
+    uint64_t excl_granted = 0;   // owner: single-writer marks granted (pages)
+    uint64_t excl_revoked = 0;   // owner: marks revoked (pages)
+    uint64_t whole_unchecked = 0;  // pages a release sent whole under a mark, not compared
 };
 
 class Daemon {
@@ -123,6 +126,10 @@ class Daemon {
         std::vector<uint64_t> incoming_copysets;  // new owner: from OWN_COPYSETS
         std::vector<LockTable::Entry> incoming_locks;  // new owner: from OWN_LOCKS
         std::vector<std::function<void()>> deferred;
+        // Owner: pages whose single-writer mark is being revoked, and the
+        // work (another host's FETCH, a local client's write fault) that
+        // waits for the holder's EXCL_REVOKED (protocol.md section 6.1).
+        std::map<uint32_t, std::vector<std::function<void()>>> excl_waiting;
         // Non-owner: the owner's merged view of every host's VMs (its last
         // answer to our P_STATS), for dshmctl stats/advise.
         std::vector<MergedVm> merged;
@@ -189,6 +196,7 @@ class Daemon {
         Holder who;
         uint32_t reply_tag = 0;
         uint32_t pages = 0, bytes = 0;
+        std::vector<uint32_t> whole;  // pages a remote writer sent whole (FULL)
         std::map<uint32_t, int> outstanding;  // host -> acks still expected
         guint timer = 0;
     };
@@ -245,6 +253,19 @@ class Daemon {
     void OnPAcquire(Peer *p, const Frame &f);
     void OnPGrant(Peer *p, const Frame &f);
     void OnWriteback(Peer *p, Frame &&f);
+    // Single-writer marks (protocol.md section 6.1).
+    void OnExclGrant(Peer *p, const Frame &f);
+    void OnExclRevoke(Peer *p, const Frame &f);
+    void OnExclRevoked(Peer *p, const Frame &f);
+    // Owner: if page p carries the mark of a host other than `host`,
+    // revokes it (once) and queues `then` until the holder's EXCL_REVOKED
+    // (or its loss); returns true when `then` was queued.
+    bool AfterExclRevoked(Segment *s, uint32_t p, uint32_t host, std::function<void()> then);
+    // Owner: the work waiting for the marks of `pages` runs now.
+    void RunExclWaiting(Segment *s, const std::vector<uint32_t> &pages);
+    // Owner: marks the pages of a finished remote release that qualify.
+    void GrantExcl(OwnerRelease *r);
+    void ServeFetch(Peer *p, Segment *s, uint32_t page, uint32_t tag);
     void OnPReleaseAck(Peer *p, const Frame &f);
     void OnInvalidate(Peer *p, const Frame &f);
     void OnInvalAck(Peer *p, const Frame &f);

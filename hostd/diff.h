@@ -89,6 +89,14 @@ bool AllBytesChanged(const uint8_t *page, const uint8_t *twin);
 // has it, else scalar.
 bool AllBytesChangedBaseline(const uint8_t *page, const uint8_t *twin);
 
+// A sample of AllBytesChanged: true when every byte of 8 blocks of 64 bytes
+// spread over the page differs from the twin (1 KiB read instead of 8).
+// Not a diff rule: a page that passes may still hold unchanged bytes.  A
+// release uses it only for a page the owner marked exclusive to this host
+// (protocol.md section 6.1), where sending such a page whole is correct,
+// to tell a page rewritten densely (sent whole) from a sparse one (diffed).
+bool SampledAllBytesChanged(const uint8_t *page, const uint8_t *twin);
+
 // Checks that data[0, len) is a valid diff of `encoding` (see above) without
 // touching any page.  Returns OK or an E_PROTO status saying what is wrong.
 Status ValidateDiff(uint16_t encoding, const uint8_t *data, size_t len);

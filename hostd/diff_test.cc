@@ -274,6 +274,28 @@ START_TEST(all_bytes_changed_finds_any_equal_byte) {
 }
 END_TEST
 
+// SampledAllBytesChanged reads 8 blocks of 64 bytes (0, 9, ... 63): an
+// equal byte inside one of them is found, one elsewhere is not (a sample).
+START_TEST(sampled_all_bytes_changed_reads_its_blocks) {
+    std::mt19937_64 rng(6);
+    const Page twin = RandomPage(rng);
+    Page page = twin;
+    for (size_t i = 0; i < kPageSize; i++) {
+        Flip(page, i, rng);
+    }
+    ck_assert(dshm::SampledAllBytesChanged(page.data(), twin.data()));
+    ck_assert(!dshm::SampledAllBytesChanged(twin.data(), twin.data()));
+    for (size_t k = 0; k < kPageSize; k++) {
+        const uint8_t keep = page[k];
+        page[k] = twin[k];
+        const bool sampled = (k / 64) % 9 == 0;
+        ck_assert_msg(dshm::SampledAllBytesChanged(page.data(), twin.data()) != sampled,
+                      "byte %zu", k);
+        page[k] = keep;
+    }
+}
+END_TEST
+
 START_TEST(false_sharing_disjoint_writers) {
     std::mt19937_64 rng(99);
     for (int iter = 0; iter < 500; iter++) {
@@ -505,6 +527,7 @@ int main() {
     tcase_add_test(tc, edges_of_the_page);
     tcase_add_test(tc, encode_to_matches_encode);
     tcase_add_test(tc, all_bytes_changed_finds_any_equal_byte);
+    tcase_add_test(tc, sampled_all_bytes_changed_reads_its_blocks);
     tcase_add_test(tc, false_sharing_disjoint_writers);
     tcase_add_test(tc, swap_extract_and_copy_spans);
     tcase_add_test(tc, malformed_diffs_rejected_untouched);

@@ -69,6 +69,12 @@ constexpr TypeRule kRules[] = {
      sizeof(dshm_pagelist) + 4 * DSHM_MAX_INVAL_PAGES, 0},
     {DSHM_MSG_INVAL_ACK, "INVAL_ACK", kToPeer, sizeof(dshm_pagelist),
      sizeof(dshm_pagelist) + 4 * DSHM_MAX_INVAL_PAGES, 0},
+    {DSHM_MSG_EXCL_GRANT, "EXCL_GRANT", kToPeer, sizeof(dshm_pagelist) + 4,
+     sizeof(dshm_pagelist) + 4 * DSHM_MAX_INVAL_PAGES, 0},
+    {DSHM_MSG_EXCL_REVOKE, "EXCL_REVOKE", kToPeer, sizeof(dshm_pagelist) + 4,
+     sizeof(dshm_pagelist) + 4 * DSHM_MAX_INVAL_PAGES, 0},
+    {DSHM_MSG_EXCL_REVOKED, "EXCL_REVOKED", kToPeer, sizeof(dshm_pagelist) + 4,
+     sizeof(dshm_pagelist) + 4 * DSHM_MAX_INVAL_PAGES, 0},
     {DSHM_MSG_UPDATE, "UPDATE", kToPeer, sizeof(dshm_writeback) + kRunsMinSize,
      sizeof(dshm_writeback) + kRunsMaxSize, 0},
     {DSHM_MSG_UPDATE_ACK, "UPDATE_ACK", kToPeer, sizeof(dshm_page), sizeof(dshm_page), 0},
@@ -277,6 +283,9 @@ std::string CheckPayload(uint16_t type, const std::vector<uint8_t> &p) {
         }
         case DSHM_MSG_INVALIDATE:
         case DSHM_MSG_INVAL_ACK:
+        case DSHM_MSG_EXCL_GRANT:
+        case DSHM_MSG_EXCL_REVOKE:
+        case DSHM_MSG_EXCL_REVOKED:
             return CheckPageList(p);
         case DSHM_MSG_ADOPT:
         case DSHM_MSG_MIGRATE_READY:

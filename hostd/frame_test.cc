@@ -352,6 +352,10 @@ START_TEST(peer_types) {
         PageList(DSHM_MSG_INVALIDATE, 1, 1),
         PageList(DSHM_MSG_INVALIDATE, DSHM_MAX_INVAL_PAGES, DSHM_MAX_INVAL_PAGES),
         PageList(DSHM_MSG_INVAL_ACK, 0, 0),
+        PageList(DSHM_MSG_EXCL_GRANT, 1, 1),
+        PageList(DSHM_MSG_EXCL_GRANT, DSHM_MAX_INVAL_PAGES, DSHM_MAX_INVAL_PAGES),
+        PageList(DSHM_MSG_EXCL_REVOKE, 1, 1),
+        PageList(DSHM_MSG_EXCL_REVOKED, 2, 2),
         Writeback(DSHM_ENC_RUNS, runs, DSHM_MSG_UPDATE),
         PageMsg(DSHM_MSG_UPDATE_ACK, 0, false),
         EncodeMsg(DSHM_MSG_CLIENT_GONE, 1, PLock(123456, 5)),  // lock_id ignored
@@ -359,7 +363,7 @@ START_TEST(peer_types) {
     });
     Fed f = FeedAll(p.r, all, 4000);
     ck_assert_msg(f.status.ok(), "%s", f.status.ToString().c_str());
-    ck_assert_uint_eq(f.frames.size(), 18);
+    ck_assert_uint_eq(f.frames.size(), 22);
     ck_assert_uint_eq(f.frames[1].payload.size(), sizeof(dshm_page) + DSHM_PAGE_SIZE);
     ck_assert_uint_eq(f.frames[12].Fixed<dshm_pagelist>().count, DSHM_MAX_INVAL_PAGES);
 }
@@ -461,7 +465,9 @@ START_TEST(sequencing_and_roles) {
     }
     {
         FrameReader r(Channel::kPeer, Receiver::kDaemon, ClientRole::kUnknown);
-        ExpectReject(r, Hello(DSHM_ROLE_PEER, 1, 2), "version 2", DSHM_E_VERSION);
+        const std::string other = "version " + std::to_string(DSHM_PROTO_VERSION + 1);
+        ExpectReject(r, Hello(DSHM_ROLE_PEER, 1, DSHM_PROTO_VERSION + 1), other.c_str(),
+                     DSHM_E_VERSION);
     }
     {
         FrameReader r(Channel::kPeer, Receiver::kDaemon, ClientRole::kUnknown);
@@ -651,6 +657,10 @@ START_TEST(peer_payload_errors) {
         {Writeback(DSHM_ENC_RUNS, Bytes(dshm::kRunsMaxSize + 1)), "WRITEBACK payload of"},
         {inval_bad, "count 3 inconsistent with length 48"},
         {PageList(DSHM_MSG_INVALIDATE, 0, 0), "INVALIDATE payload of 40"},
+        {PageList(DSHM_MSG_EXCL_GRANT, 0, 0), "EXCL_GRANT payload of 40"},
+        {PageList(DSHM_MSG_EXCL_REVOKE, 2, 1), "inconsistent"},
+        {PageList(DSHM_MSG_EXCL_REVOKED, DSHM_MAX_INVAL_PAGES + 1, DSHM_MAX_INVAL_PAGES + 1),
+         "EXCL_REVOKED"},
         {PageList(DSHM_MSG_INVALIDATE, 0, 1), "count 0 inconsistent"},
         {PageList(DSHM_MSG_INVAL_ACK, DSHM_MAX_INVAL_PAGES + 1, DSHM_MAX_INVAL_PAGES + 1),
          "INVAL_ACK payload of 4140"},

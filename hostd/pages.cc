@@ -104,10 +104,10 @@ uint16_t PageTable::ReleaseDirty(uint32_t p, const uint8_t *content, uint8_t *ou
 }
 
 uint16_t PageTable::ReleaseDirty(uint32_t p, const uint8_t *content, uint8_t *out, size_t *len,
-                                 bool *whole) {
+                                 bool *whole, bool unchecked) {
     Page &pg = pages_[p];
     if (whole != nullptr) {
-        *whole = pg.ndirtiers == 1 && AllBytesChanged(content, pg.twin.get());
+        *whole = pg.ndirtiers == 1 && (unchecked || AllBytesChanged(content, pg.twin.get()));
         if (*whole) {
             pg.ndirtiers = 0;
             DropTwin(&pg);
@@ -195,6 +195,17 @@ void PageTable::RevertInFlight(uint32_t p, uint16_t encoding, uint8_t *data, siz
     pg.inflight--;
 }
 
+std::vector<uint32_t> PageTable::DropExcl(int host) {
+    std::vector<uint32_t> out;
+    for (uint32_t p = 0; p < size(); p++) {
+        if (pages_[p].excl >= 0 && (host < 0 || pages_[p].excl == host)) {
+            pages_[p].excl = -1;
+            out.push_back(p);
+        }
+    }
+    return out;
+}
+
 uint64_t PageTable::OtherHolders(uint32_t p, uint32_t self, uint32_t writer) const {
     return pages_[p].copyset & ~(uint64_t(1) << self) & ~(uint64_t(1) << writer);
 }
@@ -222,6 +233,7 @@ void PageTable::BecomeOwner(const std::vector<uint64_t> &copysets) {
         pages_[p].state = kValid;
         pages_[p].waiters.clear();
         pages_[p].copyset = copysets[p];
+        pages_[p].excl = -1;
     }
 }
 
@@ -230,6 +242,7 @@ void PageTable::BecomeNonOwner(const std::vector<bool> &present) {
     for (uint32_t p = 0; p < size(); p++) {
         pages_[p].state = present[p] ? kValid : kInvalid;
         pages_[p].copyset = 0;
+        pages_[p].excl = -1;
     }
 }
 

@@ -17,7 +17,9 @@
 //   - twin(p) != nullptr  <=>  dirtiers(p) > 0;
 //   - waiters(p) non-empty =>  state(p) == kFetching (non-owner);
 //   - on the owner every page is kValid and never has waiters;
-//   - inflight(p) > 0 only on the owner.
+//   - inflight(p) > 0 only on the owner;
+//   - on the owner, excl(p) >= 0 => no other host is in p's copy set
+//     unless a revoke of the mark is under way (the daemon keeps it so).
 //
 // Thread safety: none; the daemon's single loop thread owns the table.
 #pragma once
@@ -122,12 +124,15 @@ class PageTable {
     // returns FULL with *len = kPageSize and *whole = true, the diff being
     // `content` itself (else *whole = false and the diff is in out[0, *len)
     // as above).
+    // `unchecked`: p is this host's only dirtier's and carries this host's
+    // exclusive mark, so it is sent whole without comparing it with the
+    // twin (protocol.md section 6.1; *whole = true).
     // REQUIRES: as above; and the caller sends `content` before anything can
     // write it again (the releasing client's mapping is write-protected and
     // no other local client may write p, so: before returning to the main
     // loop, whose handlers are the only other writers).
     uint16_t ReleaseDirty(uint32_t p, const uint8_t *content, uint8_t *out, size_t *len,
-                          bool *whole);
+                          bool *whole, bool unchecked = false);
     // A dirtier died without releasing: if it was the only one, rolls
     // `content` back to the twin and returns true.
     bool DropDirtier(uint32_t p, uint8_t *content);
@@ -186,6 +191,16 @@ class PageTable {
     // `host` is gone: it leaves every copy set.
     void DropHost(uint32_t host);
 
+    // --- single-writer marks (docs/protocol.md section 6.1) ---
+    // The host that holds p's exclusive mark, as this host knows it (-1:
+    // none).  On the owner: the host it granted the mark to.  On another
+    // host: its own id while it holds the mark.
+    int excl(uint32_t p) const { return pages_[p].excl; }
+    // REQUIRES: host < DSHM_MAX_HOSTS, or -1.
+    void SetExcl(uint32_t p, int host) { pages_[p].excl = static_cast<int8_t>(host); }
+    // Drops the marks `host` holds (-1: every mark); returns their pages.
+    std::vector<uint32_t> DropExcl(int host);
+
     // --- ownership transfer (docs/protocol.md section 13) ---
     bool owner() const { return owner_; }
     // This host becomes the owner: every page kValid (the caller has put
@@ -205,6 +220,7 @@ class PageTable {
         uint16_t inflight = 0;  // write-backs applied, verdict pending
         std::unique_ptr<uint8_t[]> twin;
         uint64_t copyset = 0;
+        int8_t excl = -1;  // see excl()
         std::vector<Waiter> waiters;
     };
     // Twins come from and go back to a free list (a release frees as many

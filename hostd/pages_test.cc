@@ -165,6 +165,43 @@ START_TEST(whole_page_is_borrowed_only_from_a_sole_dirtier) {
 }
 END_TEST
 
+START_TEST(marks_send_whole_unchecked_and_drop) {
+    // Under an exclusive mark a sole dirtier's page goes whole even with an
+    // unchanged byte (the caller knows the owner holds the twin's bytes);
+    // marks are dropped per host or all at once, and by a change of owner.
+    PageTable t(4, true);
+    Mem m;
+    ck_assert_int_eq(t.excl(0), -1);
+    t.SetExcl(0, 3);
+    t.SetExcl(2, 3);
+    t.SetExcl(3, 5);
+    t.OnWriteFault(0, true, m.p());
+    memset(m.p(), 0x5a, 100);  // 100 bytes changed, the rest not
+    std::vector<uint8_t> out(dshm::kMaxEncodedDiff);
+    size_t len = 0;
+    bool whole = false;
+    ck_assert_uint_eq(t.ReleaseDirty(0, m.p(), out.data(), &len, &whole, true), DSHM_ENC_FULL);
+    ck_assert(whole);
+    ck_assert_uint_eq(len, kPage);
+    ck_assert_ptr_null(t.twin(0));
+    const std::vector<uint32_t> three = t.DropExcl(3);
+    ck_assert_uint_eq(three.size(), 2);
+    ck_assert_uint_eq(three[0], 0);
+    ck_assert_uint_eq(three[1], 2);
+    ck_assert_int_eq(t.excl(3), 5);
+    t.SetExcl(1, 3);
+    ck_assert_uint_eq(t.DropExcl(-1).size(), 2);
+    ck_assert_int_eq(t.excl(1), -1);
+    ck_assert_int_eq(t.excl(3), -1);
+    t.SetExcl(2, 3);
+    t.BecomeNonOwner(std::vector<bool>(4, true));
+    ck_assert_int_eq(t.excl(2), -1);
+    t.SetExcl(2, 3);
+    t.BecomeOwner(std::vector<uint64_t>(4, 0));
+    ck_assert_int_eq(t.excl(2), -1);
+}
+END_TEST
+
 START_TEST(unchanged_release_sends_nothing) {
     PageTable t(1, true);
     Mem m;
@@ -409,6 +446,7 @@ int main() {
     tcase_add_test(tc, in_flight_refuses_an_invalid_diff);
     tcase_add_test(tc, page_set_dedupes_and_clears);
     tcase_add_test(tc, whole_page_is_borrowed_only_from_a_sole_dirtier);
+    tcase_add_test(tc, marks_send_whole_unchecked_and_drop);
     suite_add_tcase(s, tc);
     return RunSuite(s);
 }

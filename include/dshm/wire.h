@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 #define DSHM_MAGIC            0x4d485344u /* "DSHM" as little-endian bytes */
-#define DSHM_PROTO_VERSION    1u
+#define DSHM_PROTO_VERSION    2u
 #define DSHM_PAGE_SIZE        4096u
 #define DSHM_PAGE_SHIFT       12u
 #define DSHM_SEGNAME_LEN      32u  /* segment names: 1..31 chars + NUL */
@@ -110,6 +110,10 @@ enum dshm_msg_type {
     DSHM_MSG_OWN_COPYSETS   = 0x0056, /* struct dshm_copysets + uint64_t[count] */
     DSHM_MSG_OWN_COMMIT     = 0x0057, /* struct dshm_seg_note + reason text */
     DSHM_MSG_OWN_MOVED      = 0x0058, /* struct dshm_seg_note + reason text */
+    /* single-writer pages (section 6.1; version 2) */
+    DSHM_MSG_EXCL_GRANT     = 0x0059, /* struct dshm_pagelist + u32 pages[count] */
+    DSHM_MSG_EXCL_REVOKE    = 0x005a, /* struct dshm_pagelist + u32 pages[count] */
+    DSHM_MSG_EXCL_REVOKED   = 0x005b, /* struct dshm_pagelist + u32 pages[count] */
 };
 
 /* ------------------------------------------------------------------ */
