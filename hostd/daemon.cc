@@ -1017,6 +1017,8 @@ void Daemon::OnDropCopy(Peer *p, const Frame &f) {
     if (m.host_id != p->cfg.host_id)
         return p->conn->Fail(Status::Proto("DROP_COPY for another host"), f.hdr.type);
     s->pages->DropHost(p->cfg.host_id);
+    // Its marks went with its copy (after every write-back it sent: FIFO).
+    RunExclWaiting(s, s->pages->DropExcl(static_cast<int>(p->cfg.host_id)));
 }
 
 void Daemon::OnClientClosed(Client *c, const Status &why) {
