@@ -738,7 +738,16 @@ void Daemon::SendWritebacks(Client *c, uint16_t type, uint32_t lock, uint32_t *p
         borrowed.clear();
     };
     uint32_t n = 0, bytes = 0;
-    for (uint32_t p : pages) {
+    constexpr size_t kSampleAhead = 8;  // pages
+    auto prefetch = [&](size_t k) {
+        if (k < pages.size() && s->pages->excl(pages[k]) >= 0 && s->pages->twin(pages[k]))
+            PrefetchSample(s->Page(pages[k]), s->pages->twin(pages[k]));
+    };
+    for (size_t k = 0; k < kSampleAhead; k++)
+        prefetch(k);
+    for (size_t k = 0; k < pages.size(); k++) {
+        const uint32_t p = pages[k];
+        prefetch(k + kSampleAhead);
         size_t len = 0;
         bool whole = false;
         Trace("release-pre", client_id, p, s->pages->dirtiers(p), s->Page(p), s->pages->twin(p));

@@ -89,13 +89,18 @@ bool AllBytesChanged(const uint8_t *page, const uint8_t *twin);
 // has it, else scalar.
 bool AllBytesChangedBaseline(const uint8_t *page, const uint8_t *twin);
 
-// A sample of AllBytesChanged: true when every byte of 8 blocks of 64 bytes
-// spread over the page differs from the twin (1 KiB read instead of 8).
-// Not a diff rule: a page that passes may still hold unchanged bytes.  A
-// release uses it only for a page the owner marked exclusive to this host
-// (protocol.md section 6.1), where sending such a page whole is correct,
-// to tell a page rewritten densely (sent whole) from a sparse one (diffed).
+// A sample of AllBytesChanged: true when every byte of the page's first and
+// last 64 bytes differs from the twin (two cache lines of each read, not
+// 64).  Not a diff rule: a page that passes may still hold unchanged
+// bytes.  A release uses it only for a page the owner marked exclusive to
+// this host (protocol.md section 6.1), where sending such a page whole is
+// correct, to tell a page rewritten as a whole (sent whole) from a sparse
+// update (diffed).  A page rewritten whole passes; a sparse update passes
+// only if it rewrote both ends of the page.
 bool SampledAllBytesChanged(const uint8_t *page, const uint8_t *twin);
+// Starts loading the cache lines SampledAllBytesChanged reads (a release
+// issues it a few pages ahead: the sample is bound by memory latency).
+void PrefetchSample(const uint8_t *page, const uint8_t *twin);
 
 // Checks that data[0, len) is a valid diff of `encoding` (see above) without
 // touching any page.  Returns OK or an E_PROTO status saying what is wrong.
