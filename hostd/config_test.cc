@@ -63,6 +63,15 @@ START_TEST(reports_each_problem_precisely) {
         ck_assert(ParseConfig(head + "waiter-threads = false\n", "t.conf", &c).ok());
         ck_assert(!c.waiter_threads);
     }
+    ck_assert(ErrorOf(head + "exclusive-pages = 2\n").find("'2' is not true or false") !=
+              std::string::npos);
+    {
+        Config c;
+        ck_assert(ParseConfig(head, "t.conf", &c).ok());
+        ck_assert(c.exclusive_pages);  // the default
+        ck_assert(ParseConfig(head + "exclusive-pages = no\n", "t.conf", &c).ok());
+        ck_assert(!c.exclusive_pages);
+    }
     {
         Config c;
         ck_assert(ParseConfig(head + "write-ahead-pages = 0\n", "t.conf", &c).ok());
