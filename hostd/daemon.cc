@@ -1169,8 +1169,7 @@ void Daemon::HandleWriteFault(Client *c, uint32_t page, uint64_t addr) {
     Segment *s = c->seg;
     // A page another host holds the mark of: this client writes it once
     // the mark is given up (protocol.md section 6.1).
-    if (IsOwner(s) &&
-        AfterExclRevoked(s, page, cfg_.host_id, [this, id = c->id, page, addr] {
+    if (IsOwner(s) && AfterExclRevoked(s, page, cfg_.host_id, [this, id = c->id, page, addr] {
             if (Client *again = FindClient(id); again && again->uffd.valid())
                 HandleWriteFault(again, page, addr);
         }))
@@ -1631,32 +1630,46 @@ bool PagesOf(const Frame &f, uint32_t npages, std::vector<uint32_t> *out) {
 }
 }  // namespace
 
-void Daemon::OnExclGrant(Peer *p, const Frame &f) {
+Daemon::Segment *Daemon::ExclFromOwner(Peer *p, const Frame &f, std::vector<uint32_t> *pages) {
     auto m = f.Fixed<dshm_pagelist>();
-    PEER_SEGMENT(s, m, false);
-    if (s->owner != p->cfg.host_id || IsOwner(s))
-        return p->conn->Fail(Status::NotOwner("EXCL_GRANT from a non-owner"), f.hdr.type);
+    const std::string what = MsgTypeName(f.hdr.type);
+    Segment *s = FindSegment(NameOf(m.segment));
+    if (!s) {
+        p->conn->Fail(Status::NoSegment("unknown segment '" + SegOf(m.segment) + "'"), f.hdr.type);
+    } else if (s->owner != p->cfg.host_id || IsOwner(s)) {
+        p->conn->Fail(Status::NotOwner(what + " from a non-owner"), f.hdr.type);
+    } else if (!PagesOf(f, s->npages, pages)) {
+        p->conn->Fail(Status::Proto(what + " page out of range"), f.hdr.type);
+    } else {
+        return s;
+    }
+    return nullptr;
+}
+
+void Daemon::OnExclGrant(Peer *p, const Frame &f) {
     std::vector<uint32_t> pages;
-    if (!PagesOf(f, s->npages, &pages))
-        return p->conn->Fail(Status::Proto("EXCL_GRANT page out of range"), f.hdr.type);
-    if (s->moving)
-        return;  // (not sent during a move: the owner grants none then)
-    for (uint32_t pg : pages)
-        s->pages->SetExcl(pg, static_cast<int>(cfg_.host_id));
+    Segment *s = ExclFromOwner(p, f, &pages);
+    if (!s || s->moving)
+        return;  // (none is sent during a move: the owner grants none then)
+    // Only for pages this host holds: a grant that crossed this host's
+    // DROP_COPY on the wire finds them gone, and is ignored (a page fetched
+    // again since is answered after the grant: same connection).
+    for (uint32_t pg : pages) {
+        if (s->pages->state(pg) == PageTable::kValid)
+            s->pages->SetExcl(pg, static_cast<int>(cfg_.host_id));
+    }
 }
 
 void Daemon::OnExclRevoke(Peer *p, const Frame &f) {
-    auto m = f.Fixed<dshm_pagelist>();
-    PEER_SEGMENT(s, m, false);
-    if (s->owner != p->cfg.host_id || IsOwner(s))
-        return p->conn->Fail(Status::NotOwner("EXCL_REVOKE from a non-owner"), f.hdr.type);
     std::vector<uint32_t> pages;
-    if (!PagesOf(f, s->npages, &pages))
-        return p->conn->Fail(Status::Proto("EXCL_REVOKE page out of range"), f.hdr.type);
+    Segment *s = ExclFromOwner(p, f, &pages);
+    if (!s)
+        return;
     for (uint32_t pg : pages)
         s->pages->SetExcl(pg, -1);
     // After every write-back this host sent before: same connection, FIFO.
-    p->conn->Send(EncodeMsg(DSHM_MSG_EXCL_REVOKED, f.hdr.tag, m, pages.data(), pages.size() * 4));
+    p->conn->Send(EncodeMsg(DSHM_MSG_EXCL_REVOKED, f.hdr.tag, f.Fixed<dshm_pagelist>(),
+                            pages.data(), pages.size() * 4));
 }
 
 void Daemon::OnExclRevoked(Peer *p, const Frame &f) {

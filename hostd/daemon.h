@@ -68,9 +68,9 @@ struct SegmentStats {
     uint64_t updates = 0;                 // dirty pages merged with UPDATE
     uint64_t acquires = 0;                // locks granted to local clients
     uint64_t releases = 0;                // releases completed for local clients
-    uint64_t excl_granted = 0;   // owner: single-writer marks granted (pages)
-    uint64_t excl_revoked = 0;   // owner: marks revoked (pages)
-    uint64_t whole_unchecked = 0;  // pages a release sent whole under a mark, not compared
+    uint64_t excl_granted = 0;            // owner: single-writer marks granted (pages)
+    uint64_t excl_revoked = 0;            // owner: marks revoked (pages)
+    uint64_t whole_unchecked = 0;         // pages a release sent whole under a mark, not compared
 };
 
 class Daemon {
@@ -196,7 +196,7 @@ class Daemon {
         Holder who;
         uint32_t reply_tag = 0;
         uint32_t pages = 0, bytes = 0;
-        std::vector<uint32_t> whole;  // pages a remote writer sent whole (FULL)
+        std::vector<uint32_t> whole;          // pages a remote writer sent whole (FULL)
         std::map<uint32_t, int> outstanding;  // host -> acks still expected
         guint timer = 0;
     };
@@ -257,6 +257,9 @@ class Daemon {
     void OnExclGrant(Peer *p, const Frame &f);
     void OnExclRevoke(Peer *p, const Frame &f);
     void OnExclRevoked(Peer *p, const Frame &f);
+    // The segment and pages of an EXCL_GRANT or EXCL_REVOKE, which must come
+    // from the segment's owner; nullptr after failing the connection.
+    Segment *ExclFromOwner(Peer *p, const Frame &f, std::vector<uint32_t> *pages);
     // Owner: if page p carries the mark of a host other than `host`,
     // revokes it (once) and queues `then` until the holder's EXCL_REVOKED
     // (or its loss); returns true when `then` was queued.

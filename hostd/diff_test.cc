@@ -289,8 +289,8 @@ START_TEST(sampled_all_bytes_changed_reads_its_blocks) {
         const uint8_t keep = page[k];
         page[k] = twin[k];
         const bool sampled = k < 64 || k >= kPageSize - 64;
-        ck_assert_msg(dshm::SampledAllBytesChanged(page.data(), twin.data()) != sampled,
-                      "byte %zu", k);
+        ck_assert_msg(dshm::SampledAllBytesChanged(page.data(), twin.data()) != sampled, "byte %zu",
+                      k);
         page[k] = keep;
     }
 }

@@ -146,6 +146,7 @@ PageTable::InvalAction PageTable::OnInvalidate(uint32_t p) {
 
 void PageTable::Punched(uint32_t p) {
     pages_[p].state = kInvalid;
+    pages_[p].excl = -1;  // a mark goes with the copy
 }
 
 Status PageTable::OnUpdate(uint32_t p, uint16_t encoding, const uint8_t *data, size_t len,

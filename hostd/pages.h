@@ -194,7 +194,7 @@ class PageTable {
     // --- single-writer marks (docs/protocol.md section 6.1) ---
     // The host that holds p's exclusive mark, as this host knows it (-1:
     // none).  On the owner: the host it granted the mark to.  On another
-    // host: its own id while it holds the mark.
+    // host: its own id while it holds the mark (Punched drops it).
     int excl(uint32_t p) const { return pages_[p].excl; }
     // REQUIRES: host < DSHM_MAX_HOSTS, or -1.
     void SetExcl(uint32_t p, int host) { pages_[p].excl = static_cast<int8_t>(host); }

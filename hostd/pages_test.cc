@@ -197,6 +197,9 @@ START_TEST(marks_send_whole_unchecked_and_drop) {
     t.BecomeNonOwner(std::vector<bool>(4, true));
     ck_assert_int_eq(t.excl(2), -1);
     t.SetExcl(2, 3);
+    t.Punched(2);  // the mark goes with the copy
+    ck_assert_int_eq(t.excl(2), -1);
+    t.SetExcl(2, 3);
     t.BecomeOwner(std::vector<uint64_t>(4, 0));
     ck_assert_int_eq(t.excl(2), -1);
 }
