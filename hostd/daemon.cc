@@ -1601,6 +1601,8 @@ void Daemon::GrantExcl(OwnerRelease *r) {
     const uint32_t h = r->who.host;
     if (!cfg_.exclusive_pages || r->flush || s->moving || h == cfg_.host_id || r->whole.empty())
         return;
+    if (Peer *hp = FindPeer(h); !hp || !hp->up)
+        return;  // lost meanwhile: its copies are gone
     std::vector<uint32_t> grant;
     for (uint32_t pg : r->whole) {
         if (s->pages->excl(pg) < 0 && !s->excl_waiting.contains(pg) &&
