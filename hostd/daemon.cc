@@ -141,6 +141,21 @@ bool Resolve(const std::string &addr, sockaddr_storage *out, socklen_t *len) {
                              f.hdr.type);                                                     \
     }
 
+namespace {
+// The page numbers of a validated page list (INVALIDATE, EXCL_*), each
+// checked against the segment's size.
+Status PagesOf(const Frame &f, uint32_t npages, std::vector<uint32_t> *out) {
+    auto m = f.Fixed<dshm_pagelist>();
+    out->resize(m.count);
+    memcpy(out->data(), f.Extra(sizeof m).data(), 4 * size_t(m.count));
+    for (uint32_t pg : *out) {
+        if (pg >= npages)
+            return Status::Proto("page " + std::to_string(pg) + " out of range");
+    }
+    return Status::OK();
+}
+}  // namespace
+
 Daemon::Daemon(Config config)
     : cfg_(std::move(config)), zero_page_(kPage, 0), monitor_(cfg_.policy.window_s) {
     for (auto [env, file] : {std::pair{"DSHMD_TRACE", &g_trace}, {"DSHMD_PHASES", &g_phases}}) {
@@ -1169,11 +1184,12 @@ void Daemon::HandleWriteFault(Client *c, uint32_t page, uint64_t addr) {
     Segment *s = c->seg;
     // A page another host holds the mark of: this client writes it once
     // the mark is given up (protocol.md section 6.1).
-    if (IsOwner(s) && AfterExclRevoked(s, page, cfg_.host_id, [this, id = c->id, page, addr] {
+    if (IsOwner(s) && MarkedForOther(s, page, cfg_.host_id)) {
+        return AfterExclRevoked(s, page, [this, id = c->id, page, addr] {
             if (Client *again = FindClient(id); again && again->uffd.valid())
                 HandleWriteFault(again, page, addr);
-        }))
-        return;
+        });
+    }
     if (s->pages->state(page) != PageTable::kValid) {
         // Punched after the fault was raised: let it fault MISSING.
         (void)os::Wake(c->uffd.get(), addr, kPage);
@@ -1522,9 +1538,8 @@ void Daemon::OnPeerFrame(Peer *p, Frame &&f) {
         case DSHM_MSG_CLIENT_GONE:
             return OnClientGone(p, f);
         case DSHM_MSG_EXCL_GRANT:
-            return OnExclGrant(p, f);
         case DSHM_MSG_EXCL_REVOKE:
-            return OnExclRevoke(p, f);
+            return OnExclFromOwner(p, f);
         case DSHM_MSG_EXCL_REVOKED:
             return OnExclRevoked(p, f);
         default:
@@ -1541,13 +1556,13 @@ void Daemon::OnFetch(Peer *p, const Frame &f) {
     // Another host's mark on the page: served once the holder has given it
     // up, after every write-back it sent before (protocol.md section 6.1).
     const uint32_t host = p->cfg.host_id, page = m.page, tag = f.hdr.tag;
-    const bool waits = AfterExclRevoked(s, page, host, [this, s, host, page, tag] {
+    if (!MarkedForOther(s, page, host))
+        return ServeFetch(p, s, page, tag);
+    AfterExclRevoked(s, page, [this, s, host, page, tag] {
         Peer *q = FindPeer(host);
         if (q && q->up && q->conn && !q->conn->closed() && IsOwner(s))
             ServeFetch(q, s, page, tag);  // (a host that reconnected fetches again)
     });
-    if (!waits)
-        ServeFetch(p, s, page, tag);
 }
 
 void Daemon::ServeFetch(Peer *p, Segment *s, uint32_t page, uint32_t tag) {
@@ -1567,10 +1582,8 @@ void Daemon::ServeFetch(Peer *p, Segment *s, uint32_t page, uint32_t tag) {
     Phase("own-page", page, 0);
 }
 
-bool Daemon::AfterExclRevoked(Segment *s, uint32_t p, uint32_t host, std::function<void()> then) {
+void Daemon::AfterExclRevoked(Segment *s, uint32_t p, std::function<void()> then) {
     const int holder = s->pages->excl(p);
-    if (holder < 0 || static_cast<uint32_t>(holder) == host)
-        return false;
     auto [it, first] = s->excl_waiting.try_emplace(p);
     it->second.push_back(std::move(then));
     if (first) {
@@ -1580,7 +1593,6 @@ bool Daemon::AfterExclRevoked(Segment *s, uint32_t p, uint32_t host, std::functi
         SendPeer(static_cast<uint32_t>(holder), EncodeMsg(DSHM_MSG_EXCL_REVOKE, 0, m, &p, 4));
         s->stats.excl_revoked++;
     }
-    return true;
 }
 
 void Daemon::RunExclWaiting(Segment *s, const std::vector<uint32_t> &pages) {
@@ -1621,38 +1633,25 @@ void Daemon::GrantExcl(OwnerRelease *r) {
     s->stats.excl_granted += grant.size();
 }
 
-namespace {
-// The page numbers of a validated page list, each checked against the
-// segment (false: one is out of range).
-bool PagesOf(const Frame &f, uint32_t npages, std::vector<uint32_t> *out) {
+void Daemon::OnExclFromOwner(Peer *p, const Frame &f) {
     auto m = f.Fixed<dshm_pagelist>();
-    out->resize(m.count);
-    memcpy(out->data(), f.Extra(sizeof m).data(), 4 * size_t(m.count));
-    return std::all_of(out->begin(), out->end(), [npages](uint32_t pg) { return pg < npages; });
-}
-}  // namespace
-
-Daemon::Segment *Daemon::ExclFromOwner(Peer *p, const Frame &f, std::vector<uint32_t> *pages) {
-    auto m = f.Fixed<dshm_pagelist>();
-    const std::string what = MsgTypeName(f.hdr.type);
-    Segment *s = FindSegment(NameOf(m.segment));
-    if (!s) {
-        p->conn->Fail(Status::NoSegment("unknown segment '" + SegOf(m.segment) + "'"), f.hdr.type);
-    } else if (s->owner != p->cfg.host_id || IsOwner(s)) {
-        p->conn->Fail(Status::NotOwner(what + " from a non-owner"), f.hdr.type);
-    } else if (!PagesOf(f, s->npages, pages)) {
-        p->conn->Fail(Status::Proto(what + " page out of range"), f.hdr.type);
-    } else {
-        return s;
+    PEER_SEGMENT(s, m, false);
+    if (s->owner != p->cfg.host_id || IsOwner(s)) {
+        return p->conn->Fail(Status::NotOwner(MsgTypeName(f.hdr.type) + " from a non-owner"),
+                             f.hdr.type);
     }
-    return nullptr;
-}
-
-void Daemon::OnExclGrant(Peer *p, const Frame &f) {
     std::vector<uint32_t> pages;
-    Segment *s = ExclFromOwner(p, f, &pages);
-    if (!s || s->moving)
-        return;  // (none is sent during a move: the owner grants none then)
+    if (Status st = PagesOf(f, s->npages, &pages); !st.ok())
+        return p->conn->Fail(st, f.hdr.type);
+    if (f.hdr.type == DSHM_MSG_EXCL_REVOKE) {
+        for (uint32_t pg : pages)
+            s->pages->SetExcl(pg, -1);
+        // After every write-back this host sent before: same connection, FIFO.
+        p->conn->Send(EncodeMsg(DSHM_MSG_EXCL_REVOKED, f.hdr.tag, m, pages.data(), pages.size() * 4));
+        return;
+    }
+    if (s->moving)
+        return;  // (no grant is sent during a move)
     // Only for pages this host holds: a grant that crossed this host's
     // DROP_COPY on the wire finds them gone, and is ignored (a page fetched
     // again since is answered after the grant: same connection).
@@ -1662,24 +1661,12 @@ void Daemon::OnExclGrant(Peer *p, const Frame &f) {
     }
 }
 
-void Daemon::OnExclRevoke(Peer *p, const Frame &f) {
-    std::vector<uint32_t> pages;
-    Segment *s = ExclFromOwner(p, f, &pages);
-    if (!s)
-        return;
-    for (uint32_t pg : pages)
-        s->pages->SetExcl(pg, -1);
-    // After every write-back this host sent before: same connection, FIFO.
-    p->conn->Send(EncodeMsg(DSHM_MSG_EXCL_REVOKED, f.hdr.tag, f.Fixed<dshm_pagelist>(),
-                            pages.data(), pages.size() * 4));
-}
-
 void Daemon::OnExclRevoked(Peer *p, const Frame &f) {
     auto m = f.Fixed<dshm_pagelist>();
     PEER_SEGMENT(s, m, true);
     std::vector<uint32_t> pages;
-    if (!PagesOf(f, s->npages, &pages))
-        return p->conn->Fail(Status::Proto("EXCL_REVOKED page out of range"), f.hdr.type);
+    if (Status st = PagesOf(f, s->npages, &pages); !st.ok())
+        return p->conn->Fail(st, f.hdr.type);
     std::vector<uint32_t> dropped;
     for (uint32_t pg : pages) {
         if (s->pages->excl(pg) == static_cast<int>(p->cfg.host_id)) {
@@ -2118,13 +2105,11 @@ void Daemon::OnInvalidate(Peer *p, const Frame &f) {
     PEER_SEGMENT(s, m, false);
     if (s->owner != p->cfg.host_id)
         return p->conn->Fail(Status::NotOwner("INVALIDATE from a non-owner"), f.hdr.type);
-    auto extra = f.Extra(sizeof m);
-    std::vector<uint32_t> pages(m.count);
-    memcpy(pages.data(), extra.data(), 4 * size_t(m.count));
     // Every page number is checked before any is acted on: a page marked
     // invalid must be punched in the same handler.
-    for (uint32_t pgno : pages)
-        PEER_PAGE(s, pgno);
+    std::vector<uint32_t> pages;
+    if (Status st = PagesOf(f, s->npages, &pages); !st.ok())
+        return p->conn->Fail(st, f.hdr.type);
     std::vector<uint32_t> kept;  // INVAL_ACK entries
     std::vector<uint32_t> punch;
     for (uint32_t pgno : pages) {

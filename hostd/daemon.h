@@ -254,16 +254,18 @@ class Daemon {
     void OnPGrant(Peer *p, const Frame &f);
     void OnWriteback(Peer *p, Frame &&f);
     // Single-writer marks (protocol.md section 6.1).
-    void OnExclGrant(Peer *p, const Frame &f);
-    void OnExclRevoke(Peer *p, const Frame &f);
+    void OnExclFromOwner(Peer *p, const Frame &f);  // EXCL_GRANT, EXCL_REVOKE
     void OnExclRevoked(Peer *p, const Frame &f);
-    // The segment and pages of an EXCL_GRANT or EXCL_REVOKE, which must come
-    // from the segment's owner; nullptr after failing the connection.
-    Segment *ExclFromOwner(Peer *p, const Frame &f, std::vector<uint32_t> *pages);
-    // Owner: if page p carries the mark of a host other than `host`,
-    // revokes it (once) and queues `then` until the holder's EXCL_REVOKED
-    // (or its loss); returns true when `then` was queued.
-    bool AfterExclRevoked(Segment *s, uint32_t p, uint32_t host, std::function<void()> then);
+    // Owner: whether page p carries the mark of a host other than `host`
+    // (a check on every fetch and local write fault: no allocation).
+    bool MarkedForOther(const Segment *s, uint32_t p, uint32_t host) const {
+        const int holder = s->pages->excl(p);
+        return holder >= 0 && static_cast<uint32_t>(holder) != host;
+    }
+    // Owner: revokes p's mark (once while a revoke is under way) and queues
+    // `then` until the holder's EXCL_REVOKED (or its loss).
+    // REQUIRES: p is marked (MarkedForOther).
+    void AfterExclRevoked(Segment *s, uint32_t p, std::function<void()> then);
     // Owner: the work waiting for the marks of `pages` runs now.
     void RunExclWaiting(Segment *s, const std::vector<uint32_t> &pages);
     // Owner: marks the pages of a finished remote release that qualify.

@@ -202,25 +202,34 @@ bool DiffSizeBounds(uint16_t encoding, size_t *min_len, size_t *max_len) {
     return false;
 }
 
-bool AllBytesChangedBaseline(const uint8_t *page, const uint8_t *twin) {
-    for (size_t i = 0; i < kPageSize; i += kBlock) {
+namespace {
+// Whether every byte of one kBlock-byte block differs (SSE2 where the
+// target has it, else scalar).
+inline bool BlockAllChanged(const uint8_t *page, const uint8_t *twin) {
 #if defined(__SSE2__)
-        __m128i same = _mm_setzero_si128();
-        for (size_t j = 0; j < kBlock; j += 16) {
-            const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i *>(page + i + j));
-            const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i *>(twin + i + j));
-            same = _mm_or_si128(same, _mm_cmpeq_epi8(a, b));
-        }
-        if (_mm_movemask_epi8(same) != 0) {
+    __m128i same = _mm_setzero_si128();
+    for (size_t j = 0; j < kBlock; j += 16) {
+        const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i *>(page + j));
+        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i *>(twin + j));
+        same = _mm_or_si128(same, _mm_cmpeq_epi8(a, b));
+    }
+    return _mm_movemask_epi8(same) == 0;
+#else
+    for (size_t j = 0; j < kBlock; j += 8) {
+        if (!AllBytesNonZero(Load64(page + j) ^ Load64(twin + j))) {
             return false;
         }
-#else
-        for (size_t j = 0; j < kBlock; j += 8) {
-            if (!AllBytesNonZero(Load64(page + i + j) ^ Load64(twin + i + j))) {
-                return false;
-            }
-        }
+    }
+    return true;
 #endif
+}
+}  // namespace
+
+bool AllBytesChangedBaseline(const uint8_t *page, const uint8_t *twin) {
+    for (size_t i = 0; i < kPageSize; i += kBlock) {
+        if (!BlockAllChanged(page + i, twin + i)) {
+            return false;
+        }
     }
     return true;
 }
@@ -260,13 +269,8 @@ bool AllBytesChanged(const uint8_t *page, const uint8_t *twin) {
 
 bool SampledAllBytesChanged(const uint8_t *page, const uint8_t *twin) {
     // The first and the last block: two cache lines of each.
-    for (size_t b : {size_t{0}, kBlocks - 1}) {
-        for (size_t j = b * kBlock; j < (b + 1) * kBlock; j += 8) {
-            if (!AllBytesNonZero(Load64(page + j) ^ Load64(twin + j)))
-                return false;
-        }
-    }
-    return true;
+    constexpr size_t kLast = kPageSize - kBlock;
+    return BlockAllChanged(page, twin) && BlockAllChanged(page + kLast, twin + kLast);
 }
 
 void PrefetchSample(const uint8_t *page, const uint8_t *twin) {

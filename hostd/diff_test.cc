@@ -254,21 +254,30 @@ END_TEST
 // AllBytesChanged (AVX2 where the CPU has it) and AllBytesChangedBaseline:
 // true only when no byte is equal, wherever the one equal byte sits (each
 // 16- or 32-byte lane and 64- or 128-byte step of the compare).
-START_TEST(all_bytes_changed_finds_any_equal_byte) {
-    std::mt19937_64 rng(5);
-    const Page twin = RandomPage(rng);
+// `page` with every byte changed from `twin`, then fn(k, page) with byte k
+// alone put back to the twin's, for every k.
+template <typename Fn>
+void EachByteKept(const Page &twin, std::mt19937_64 &rng, Fn fn) {
     Page page = twin;
     for (size_t i = 0; i < kPageSize; i++) {
         Flip(page, i, rng);
     }
+    fn(kPageSize, page);  // k == kPageSize: none put back
+    for (size_t k = 0; k < kPageSize; k++) {
+        const uint8_t keep = page[k];
+        page[k] = twin[k];
+        fn(k, page);
+        page[k] = keep;
+    }
+}
+
+START_TEST(all_bytes_changed_finds_any_equal_byte) {
+    std::mt19937_64 rng(5);
+    const Page twin = RandomPage(rng);
     for (auto *f : {dshm::AllBytesChanged, dshm::AllBytesChangedBaseline}) {
-        ck_assert(f(page.data(), twin.data()));
-        for (size_t k = 0; k < kPageSize; k++) {
-            const uint8_t keep = page[k];
-            page[k] = twin[k];
-            ck_assert_msg(!f(page.data(), twin.data()), "byte %zu", k);
-            page[k] = keep;
-        }
+        EachByteKept(twin, rng, [&](size_t k, const Page &page) {
+            ck_assert_msg(f(page.data(), twin.data()) == (k == kPageSize), "byte %zu", k);
+        });
         ck_assert(!f(twin.data(), twin.data()));
     }
 }
@@ -279,20 +288,12 @@ END_TEST
 START_TEST(sampled_all_bytes_changed_reads_its_blocks) {
     std::mt19937_64 rng(6);
     const Page twin = RandomPage(rng);
-    Page page = twin;
-    for (size_t i = 0; i < kPageSize; i++) {
-        Flip(page, i, rng);
-    }
-    ck_assert(dshm::SampledAllBytesChanged(page.data(), twin.data()));
+    EachByteKept(twin, rng, [&](size_t k, const Page &page) {
+        const bool sampled = k < 64 || (k >= kPageSize - 64 && k < kPageSize);
+        ck_assert_msg(dshm::SampledAllBytesChanged(page.data(), twin.data()) != sampled,
+                      "byte %zu", k);
+    });
     ck_assert(!dshm::SampledAllBytesChanged(twin.data(), twin.data()));
-    for (size_t k = 0; k < kPageSize; k++) {
-        const uint8_t keep = page[k];
-        page[k] = twin[k];
-        const bool sampled = k < 64 || k >= kPageSize - 64;
-        ck_assert_msg(dshm::SampledAllBytesChanged(page.data(), twin.data()) != sampled, "byte %zu",
-                      k);
-        page[k] = keep;
-    }
 }
 END_TEST
 
