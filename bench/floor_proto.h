@@ -15,7 +15,7 @@ namespace dshm::bench {
 
 constexpr uint32_t kFloorMagic = 0x544d4844;  // "DHMT"
 
-enum FloorKind : uint32_t { kRtt = 1, kThroughput = 2, kEnd = 3 };
+enum FloorKind : uint32_t { kRtt = 1, kThroughput = 2, kEnd = 3, kTransfer = 4 };
 enum FloorMode : uint32_t { kBlocking = 0, kBusyPoll = 1 };
 
 struct Phase {
@@ -25,7 +25,8 @@ struct Phase {
     uint32_t request;
     uint32_t reply;
     uint32_t reserved;
-    uint64_t count;  // rtt: exchanges (including warm-up); throughput: bytes
+    uint64_t count;  // rtt: exchanges (including warm-up); throughput: bytes;
+                     // transfer: rounds (including the warm-up round)
 };
 static_assert(sizeof(Phase) == 32);
 

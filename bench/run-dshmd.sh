@@ -12,7 +12,8 @@
 # R times (interleaved, so drift and noise hit every line alike), measures:
 #   floors    uffd_floor on h1 (blocking + busy-poll resolver);
 #             tcp_floor h2 -> h1: 64 B request / 4 KiB reply RTT and stream
-#             throughput (blocking + busy-poll);
+#             throughput (blocking + busy-poll), and a write-back's bytes
+#             moved shmem to shmem, one round trip each (tcp transfer);
 #             and, as diagnostics, the two composed: uffd_floor on h2
 #             whose resolver fetches each page from tcp_floor on h1
 #             (--relay: a remote fault's four wake-ups without dshmd),
@@ -132,10 +133,11 @@ run_floors() {
     out=$(tb_run h1 $(bench_pin h1) "$UFFD_FLOOR" --pages "$PAGES" --mode all)
     record "rep=$rep kind=floor" "$(grep -E '^(uffd_fault|shmem_minor_fault) ' <<<"$out")"
 
-    echo "-- rep $rep: tcp_floor h2 -> h1 ($H1): rtt 64 B / 4 KiB x $TCP_ITERS, stream $TCP_BYTES bytes"
+    echo "-- rep $rep: tcp_floor h2 -> h1 ($H1): rtt 64 B / 4 KiB x $TCP_ITERS, stream $TCP_BYTES bytes, $WB_PAGES pages shmem to shmem x $WB_ROUNDS"
     port=$(bench_tcp_server h1 $(bench_pin h1)) || fail "no tcp_floor server"
     out=$(tb_run h2 $(bench_pin h2) "$TCP_FLOOR" client --connect "$H1:$port" --iterations "$TCP_ITERS" \
-        --reply 4096 --request 64 --throughput "$TCP_BYTES" --mode both --timeout 300)
+        --reply 4096 --request 64 --throughput "$TCP_BYTES" --mode both --timeout 300 \
+        --transfer $((WB_PAGES * 4096)) --transfer-rounds "$WB_ROUNDS")
     record "rep=$rep kind=floor" "$(grep -E '^tcp_' <<<"$out")"
     bench_tcp_server_gone h1
 
@@ -271,6 +273,9 @@ for m in ('blocking', 'busypoll'):
           spread('tcp_rtt', 'p50_us', mode=m), med('tcp_rtt', 'p99_us', mode=m), spread('tcp_rtt', 'p99_us', mode=m)))
 for m in ('blocking', 'busypoll'):
     print('  tcp stream   %-10s %8.1f MB/s [%s]' % (m, med('tcp_throughput', 'mb_per_s', mode=m), spread('tcp_throughput', 'mb_per_s', mode=m)))
+for m in ('blocking', 'busypoll'):
+    print('  tcp transfer %-10s %8.1f MB/s [%s]  (shmem to shmem, one round trip per write-back\'s bytes)' % (
+        m, med('tcp_transfer', 'mb_per_s', mode=m), spread('tcp_transfer', 'mb_per_s', mode=m)))
 print()
 print('dshm (client on h2, segments owned by h1)')
 hdr = '  %-34s %22s %22s' % ('', 'poll-us=0 (blocking)', 'poll-us=%s' % poll)
@@ -340,6 +345,11 @@ for label, mode in (('blocking', 'blocking'), ('poll-us=%s' % poll, mpoll)):
     if r:
         print('  (write-back / raw TCP of the same repetition, %s: %s; median %.2f)' % (
             label, ' '.join('%.2f' % x for x in r), statistics.median(r)))
+tr_b, tr_p = med('tcp_transfer', 'mb_per_s', mode='blocking'), med('tcp_transfer', 'mb_per_s', mode='busypoll')
+if tr_b == tr_b:
+    print('  (write-back vs TCP moving the same bytes shmem to shmem, one round trip each (tcp transfer): '
+          'blocking %.2f of %.1f MB/s, poll-us=%s %.2f of %.1f MB/s busy-polling)' % (
+              wb_b / tr_b, tr_b, poll, wb_p / tr_p, tr_p))
 # What twin/diff costs before any of dshmd's work: the sending host reads
 # each released page and its twin (compare_floor, caches cold) on the thread
 # that also makes the sends raw TCP makes.

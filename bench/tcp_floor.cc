@@ -6,7 +6,8 @@
 //   tcp_floor server --listen ADDR:PORT [--timeout SEC]
 //   tcp_floor client --connect ADDR:PORT [--iterations N]
 //                    [--mode blocking|busypoll|both] [--request BYTES]
-//                    [--reply BYTES] [--throughput BYTES] [--timeout SEC]
+//                    [--reply BYTES] [--throughput BYTES]
+//                    [--transfer BYTES --transfer-rounds R] [--timeout SEC]
 //
 // The server serves exactly ONE client session and exits; it also exits on
 // its own (status 2) after --timeout seconds (default 30) whatever happens.
@@ -22,22 +23,36 @@
 //               (after min(100, N/10) untimed warm-up exchanges);
 //   throughput  the client streams BYTES in 64 KiB writes, the server
 //               answers 8 bytes (its byte count) after the last one;
+//   transfer    what a release moves, without dshm: each side maps an area
+//               of BYTES in a memfd (shmem, MAP_SHARED, as a segment is);
+//               per round the client rewrites its whole area (untimed, as
+//               dshm_bench writeback does before each release), then sends
+//               it in 256 KiB writes (dshmd's chunk) and waits for 8 bytes;
+//               the server receives straight into its area, every byte at
+//               its place, and answers.  One copy out of memory that was
+//               just written and one into memory that has to take it: the
+//               like-for-like floor of a write-back, where `throughput`
+//               streams one cache-hot 64 KiB buffer into another (what
+//               iperf measures and issue 3's target is set against).  R
+//               timed rounds after one warm-up round;
 //   end.
 // mode=blocking: both sides block in recv/send.  mode=busypoll: both sockets
 // are O_NONBLOCK and both sides spin on recv/send.  TCP_NODELAY everywhere.
 // Without --reply the client measures reply=4096 and reply=64; without
-// --throughput and without --iterations it runs 10000 iterations; with
-// --throughput only it runs just the throughput phase.
+// --throughput, --transfer and --iterations it runs 10000 iterations; with
+// --throughput or --transfer and no --iterations it runs just those phases.
 //
 // Output (client, stable and grep-able):
 //   tcp_rtt mode=blocking req=64 reply=4096 n=10000 p50_us=.. p90_us=.. p99_us=.. mean_us=..
 //   tcp_throughput mode=blocking bytes=.. seconds=.. mb_per_s=..   (MB = 10^6 bytes)
+//   tcp_transfer mode=blocking bytes=.. rounds=.. mb_per_s=.. p50_ms=.. p99_ms=..
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -61,11 +76,14 @@ using dshm::bench::kBusyPoll;
 using dshm::bench::kEnd;
 using dshm::bench::kRtt;
 using dshm::bench::kThroughput;
+using dshm::bench::kTransfer;
 using dshm::bench::Phase;
 constexpr uint32_t kMagic = dshm::bench::kFloorMagic;
 using Kind = dshm::bench::FloorKind;
 constexpr size_t kStreamChunk = 64 * 1024;
+constexpr size_t kTransferChunk = 256 * 1024;  // dshmd's kWritebackChunk
 constexpr uint32_t kMaxMsg = 16u << 20;
+constexpr uint32_t kMaxTransfer = 1u << 30;
 
 const char *ModeName(uint32_t m) {
     return m == kBusyPoll ? "busypoll" : "blocking";
@@ -158,6 +176,38 @@ void SendAll(int fd, const void *buf, size_t len) {
     }
 }
 
+// BYTES of a memfd mapped MAP_SHARED and populated: memory of the kind a
+// segment is made of (shmem), its pages already allocated as a written
+// segment's are.
+class ShmemArea {
+  public:
+    explicit ShmemArea(size_t bytes) : size_(bytes) {
+        const int fd = memfd_create("tcp-floor-area", MFD_CLOEXEC);
+        if (fd < 0) {
+            DieErrno("memfd_create");
+        }
+        if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+            DieErrno("ftruncate");
+        }
+        void *m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+        close(fd);
+        if (m == MAP_FAILED) {
+            DieErrno("mmap");
+        }
+        base_ = static_cast<uint8_t *>(m);
+        memset(base_, 0, bytes);
+    }
+    ~ShmemArea() { munmap(base_, size_); }
+    ShmemArea(const ShmemArea &) = delete;
+    ShmemArea &operator=(const ShmemArea &) = delete;
+    uint8_t *data() { return base_; }
+    size_t size() const { return size_; }
+
+  private:
+    uint8_t *base_ = nullptr;
+    size_t size_;
+};
+
 // ---- server ------------------------------------------------------------------
 
 int Server(const std::string &listen_spec, unsigned timeout) {
@@ -200,8 +250,9 @@ int Server(const std::string &listen_spec, unsigned timeout) {
         if (!RecvAll(fd, &ph, sizeof ph, true)) {
             break;  // client went away between phases
         }
-        if (ph.magic != kMagic || ph.request == 0 || ph.request > kMaxMsg || ph.reply > kMaxMsg ||
-            ph.mode > kBusyPoll) {
+        const uint32_t max_request = ph.kind == kTransfer ? kMaxTransfer : kMaxMsg;
+        if (ph.magic != kMagic || ph.request == 0 || ph.request > max_request ||
+            ph.reply > kMaxMsg || ph.mode > kBusyPoll) {
             Die("bad phase header from client");
         }
         if (ph.kind == kEnd) {
@@ -230,6 +281,13 @@ int Server(const std::string &listen_spec, unsigned timeout) {
                 }
             }
             SendAll(fd, &got, sizeof got);
+        } else if (ph.kind == kTransfer) {
+            ShmemArea area(ph.request);
+            for (uint64_t r = 0; r < ph.count; r++) {
+                RecvAll(fd, area.data(), area.size());
+                const uint64_t got = area.size();
+                SendAll(fd, &got, sizeof got);
+            }
         } else {
             Die("unknown phase kind");
         }
@@ -295,6 +353,41 @@ void RunThroughput(int fd, uint32_t mode, uint64_t bytes) {
     fflush(stdout);
 }
 
+void RunTransfer(int fd, uint32_t mode, uint32_t bytes, uint64_t rounds) {
+    SendPhase(fd, kTransfer, mode, bytes, 8, rounds + 1);
+    ShmemArea area(bytes);
+    // Round r writes byte i as (i * 7 + r + 1) & 0xff, from a pattern
+    // shifted by a multiple of 183 (7 * 183 == 1 mod 256): every byte
+    // changes every round, as in dshm_bench writeback.
+    std::vector<uint8_t> pat(bytes + 256);
+    for (size_t i = 0; i < pat.size(); i++) {
+        pat[i] = static_cast<uint8_t>(i * 7);
+    }
+    std::vector<uint64_t> ns;
+    for (uint64_t r = 0; r < rounds + 1; r++) {
+        memcpy(area.data(), pat.data() + (((r + 1) * 183) & 0xff), bytes);
+        const uint64_t t0 = NowNs();
+        for (size_t off = 0; off < bytes; off += kTransferChunk) {
+            SendAll(fd, area.data() + off, std::min<size_t>(kTransferChunk, bytes - off));
+        }
+        uint64_t acked = 0;
+        RecvAll(fd, &acked, sizeof acked);
+        const uint64_t t1 = NowNs();
+        if (acked != bytes) {
+            Die("server acknowledged " + std::to_string(acked) + " bytes");
+        }
+        if (r > 0) {
+            ns.push_back(t1 - t0);
+        }
+    }
+    Stats s = Summarize(std::move(ns));
+    const double mbps = static_cast<double>(bytes) * static_cast<double>(rounds) / (s.sum / 1e6) / 1e6;
+    printf("tcp_transfer mode=%s bytes=%u rounds=%llu mb_per_s=%.1f p50_ms=%.3f p99_ms=%.3f\n",
+           ModeName(mode), bytes, static_cast<unsigned long long>(rounds), mbps, s.p50 / 1000,
+           s.p99 / 1000);
+    fflush(stdout);
+}
+
 struct ClientOpts {
     std::string connect;
     uint64_t iterations = 0;
@@ -303,6 +396,8 @@ struct ClientOpts {
     uint32_t request = 64;
     std::vector<uint32_t> replies{4096, 64};
     uint64_t throughput = 0;
+    uint32_t transfer = 0;
+    uint64_t transfer_rounds = 20;
 };
 
 int Client(const ClientOpts &o, unsigned timeout) {
@@ -317,7 +412,7 @@ int Client(const ClientOpts &o, unsigned timeout) {
     }
     freeaddrinfo(ai);
     SetNoDelay(fd);
-    uint64_t iterations = o.iterations_given ? o.iterations : (o.throughput > 0 ? 0 : 10000);
+    uint64_t iterations = o.iterations_given ? o.iterations : (o.throughput > 0 || o.transfer > 0 ? 0 : 10000);
     for (uint32_t mode : o.modes) {
         if (iterations > 0) {
             for (uint32_t reply : o.replies) {
@@ -326,6 +421,9 @@ int Client(const ClientOpts &o, unsigned timeout) {
         }
         if (o.throughput > 0) {
             RunThroughput(fd, mode, o.throughput);
+        }
+        if (o.transfer > 0) {
+            RunTransfer(fd, mode, o.transfer, o.transfer_rounds);
         }
     }
     SendPhase(fd, kEnd, kBlocking, 1, 0, 0);
@@ -338,7 +436,8 @@ int Client(const ClientOpts &o, unsigned timeout) {
             "usage: tcp_floor server --listen ADDR:PORT [--timeout SEC]\n"
             "       tcp_floor client --connect ADDR:PORT [--iterations N]\n"
             "                        [--mode blocking|busypoll|both] [--request BYTES]\n"
-            "                        [--reply BYTES] [--throughput BYTES] [--timeout SEC]\n");
+            "                        [--reply BYTES] [--throughput BYTES]\n"
+            "                        [--transfer BYTES --transfer-rounds R] [--timeout SEC]\n");
     exit(2);
 }
 
@@ -397,6 +496,10 @@ int main(int argc, char **argv) {
             o.replies = {static_cast<uint32_t>(ParseU64(v, 1, kMaxMsg))};
         } else if (role == "client" && a == "--throughput") {
             o.throughput = ParseU64(v, 1, 1ull << 40);
+        } else if (role == "client" && a == "--transfer") {
+            o.transfer = static_cast<uint32_t>(ParseU64(v, 1, kMaxTransfer));
+        } else if (role == "client" && a == "--transfer-rounds") {
+            o.transfer_rounds = ParseU64(v, 1, 1u << 20);
         } else {
             Usage();
         }
