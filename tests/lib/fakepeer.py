@@ -15,11 +15,21 @@ from stdin, one per line, and answers each with one line:
   wbfull SEG PAGE VALUE      WRITEBACK of a page of u64 VALUE (FULL) -> ok
   release SEG LOCK CLIENT N  P_RELEASE closing N write-backs; waits for the
                              P_RELEASE_ACK                  -> ok status=S
+  release-nowait SEG LOCK CLIENT N   the same P_RELEASE, not waiting -> ok
+  acquire SEG LOCK CLIENT    P_ACQUIRE as the writer host; waits for the
+                             P_GRANT                        -> ok status=S
   serve VALUE                as the segment's owner: waits for the next FETCH
                              and answers a PAGE of u64 VALUE -> ok page=P
   inval SEG PAGE...          as the segment's owner: INVALIDATE of those
                              pages; waits for the INVAL_ACK  -> ok ack
                              (or for the daemon to close     -> ok closed)
+  grant SEG PAGE...          as the segment's owner: EXCL_GRANT of those
+                             pages (no answer is due)        -> ok
+  revoke SEG PAGE...         as the segment's owner: EXCL_REVOKE of those
+                             pages; waits for EXCL_REVOKED   -> ok revoked P...
+                             (everything sent before it has been handled
+                             by then: one connection, in order)
+  await TYPE                 waits for a frame of TYPE (hex) -> ok
   connect                    dials again (after a close)     -> ok hello
   close                      closes the connection                  -> ok
 
@@ -33,7 +43,8 @@ import sys
 from badframes import frame, hello  # the frame layouts, shared with badframes.py
 
 FETCH, PAGE_MSG, WRITEBACK, P_RELEASE, P_RELEASE_ACK = 0x40, 0x41, 0x44, 0x45, 0x46
-INVALIDATE, INVAL_ACK = 0x47, 0x48
+P_ACQUIRE, P_GRANT, INVALIDATE, INVAL_ACK = 0x42, 0x43, 0x47, 0x48
+EXCL_GRANT, EXCL_REVOKE, EXCL_REVOKED = 0x59, 0x5a, 0x5b
 ROLE_PEER, ENC_RUNS, ENC_FULL, PAGE = 2, 1, 3, 4096
 
 
@@ -69,12 +80,31 @@ class Peer:
     def writeback(self, name, page, enc, diff):
         self.s.sendall(frame(WRITEBACK, seg(name) + struct.pack("<IHH", page, enc, 0) + diff, tag=0))
 
-    def release(self, name, lock, client, n):
-        self.s.sendall(frame(P_RELEASE, seg(name) + struct.pack("<IIII", lock, self.host_id, client, n), tag=7))
+    def await_type(self, want):
         while True:
             typ, body = self.next_frame()
-            if typ == P_RELEASE_ACK:
-                return struct.unpack_from("<III", body, 32)[2]
+            if typ == want:
+                return body
+
+    def release(self, name, lock, client, n, wait=True):
+        self.s.sendall(frame(P_RELEASE, seg(name) + struct.pack("<IIII", lock, self.host_id, client, n), tag=7))
+        if wait:
+            return struct.unpack_from("<III", self.await_type(P_RELEASE_ACK), 32)[2]
+        return None
+
+    def acquire(self, name, lock, client):
+        self.s.sendall(frame(P_ACQUIRE, seg(name) + struct.pack("<IIII", lock, self.host_id, client, 0), tag=0))
+        return struct.unpack_from("<IIII", self.await_type(P_GRANT), 32)[3]
+
+    def pagelist(self, typ, name, pages, tag=0):
+        body = seg(name) + struct.pack("<II", len(pages), 0) + b"".join(struct.pack("<I", p) for p in pages)
+        self.s.sendall(frame(typ, body, tag=tag))
+
+    def revoke(self, name, pages):
+        self.pagelist(EXCL_REVOKE, name, pages)
+        body = self.await_type(EXCL_REVOKED)
+        n = struct.unpack_from("<I", body, 32)[0]
+        return list(struct.unpack_from("<%dI" % n, body, 40))
 
 
     def serve(self, value):
@@ -87,13 +117,10 @@ class Peer:
                 return page
 
     def inval(self, name, pages):
-        body = seg(name) + struct.pack("<II", len(pages), 0) + b"".join(struct.pack("<I", p) for p in pages)
-        self.s.sendall(frame(INVALIDATE, body, tag=9))
+        self.pagelist(INVALIDATE, name, pages, tag=9)
         try:
-            while True:
-                typ, _ = self.next_frame()
-                if typ == INVAL_ACK:
-                    return "ack"
+            self.await_type(INVAL_ACK)
+            return "ack"
         except EOFError:
             return "closed"
 
@@ -116,6 +143,20 @@ def main():
             elif w[0] == "release":
                 st = peer.release(w[1], int(w[2]), int(w[3]), int(w[4]))
                 print(f"ok status={st}", flush=True)
+            elif w[0] == "release-nowait":
+                peer.release(w[1], int(w[2]), int(w[3]), int(w[4]), wait=False)
+                print("ok", flush=True)
+            elif w[0] == "acquire":
+                print(f"ok status={peer.acquire(w[1], int(w[2]), int(w[3]))}", flush=True)
+            elif w[0] == "grant":
+                peer.pagelist(EXCL_GRANT, w[1], [int(x) for x in w[2:]])
+                print("ok", flush=True)
+            elif w[0] == "revoke":
+                got = peer.revoke(w[1], [int(x) for x in w[2:]])
+                print("ok revoked " + " ".join(str(p) for p in got), flush=True)
+            elif w[0] == "await":
+                peer.await_type(int(w[1], 16))
+                print("ok", flush=True)
             elif w[0] == "serve":
                 print(f"ok page={peer.serve(int(w[1]))}", flush=True)
             elif w[0] == "inval":

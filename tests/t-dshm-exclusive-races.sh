@@ -1,0 +1,95 @@
+#!/bin/bash
+# timeout: 120
+# Single-writer marks (docs/protocol.md section 6.1) where messages cross.
+#
+# The holder's side, against a stand-in owner (tests/lib/fakepeer.py as h1,
+# segment a): a grant marks only the pages h2 holds; a revoke is answered
+# after everything before it; when h2's last client detaches, its copy and
+# its marks go and DROP_COPY tells the owner; a grant that crossed that
+# DROP_COPY marks nothing, not even a page h2 fetches again afterwards.
+#
+# The owner's side (real owner h2, segment b, the stand-in writing as h1):
+# a release whose invalidation is still outstanding (h3's dshmd is stopped)
+# when its writer's host is lost.  The release stays (it was complete), the
+# lock passes on, and no mark is granted to the host that is gone.
+source "$(dirname "$0")/lib/common.sh"
+source "$TOP/tests/lib/testbed.sh"
+source "$TOP/tests/lib/dshmd.sh"
+need_built
+tb_init 3
+dshm_cluster 3 "a:64K:1 b:64K:2"  # h1 (the lowest id: it dials h2) is impersonated
+H2=$(tb_addr h2):$DSHM_PORT
+
+tb_kill h1 dshmd TERM
+wait_peer h2 h1 no
+script_spawn h1 fake python3 "$TOP/tests/lib/fakepeer.py" "$H2" 1
+wait_peer h2 h1 yes
+
+# sync: everything the stand-in sent before has been handled on h2 (one
+# connection, in order; page 15 is never marked).
+sync() { assert_eq "$(ask fake "revoke a 15")" "ok revoked 15" "h2 answers a revoke"; }
+
+step "holder side: h2 fetches page 0 of segment a from the stand-in owner"
+dshm_script h2 c a
+ask_send c "read 0"
+assert_eq "$(ask fake "serve 111")" "ok page=0" "the owner was asked for page 0"
+assert_eq "$(ask_recv c 10)" "value 111" "the read on h2"
+
+step "a grant of pages 0 and 1 marks page 0 only (h2 does not hold page 1); a revoke clears it"
+ask_ok fake "grant a 0 1" >/dev/null
+sync
+assert_eq "$(dshm_stat h2 a excl_marked)" 1 "pages marked on h2"
+assert_eq "$(ask fake "revoke a 0")" "ok revoked 0" "h2 gives the mark up"
+assert_eq "$(dshm_stat h2 a excl_marked)" 0 "pages marked on h2 after the revoke"
+
+step "marked again, then h2's last client detaches: copy and marks dropped, DROP_COPY sent"
+ask_ok fake "grant a 0" >/dev/null
+sync
+assert_eq "$(dshm_stat h2 a excl_marked)" 1 "pages marked on h2"
+ask_ok c "quit" >/dev/null
+ask_ok fake "await 50" >/dev/null  # DROP_COPY
+assert_eq "$(dshm_stat h2 a local_copy)" False "h2's copy of a"
+assert_eq "$(dshm_stat h2 a excl_marked)" 0 "pages marked on h2 without a copy"
+
+step "a grant that crossed the DROP_COPY marks nothing; nor does it stick to page 0 fetched again"
+ask_ok fake "grant a 0" >/dev/null
+sync
+assert_eq "$(dshm_stat h2 a excl_marked)" 0 "pages marked on h2"
+dshm_script h2 c2 a
+ask_send c2 "read 0"
+assert_eq "$(ask fake "serve 222")" "ok page=0" "h2 fetched page 0 again"
+assert_eq "$(ask_recv c2 10)" "value 222" "the read on h2"
+assert_eq "$(dshm_stat h2 a excl_marked)" 0 "pages marked on h2 after the new fetch"
+ask_ok fake "grant a 0" >/dev/null
+sync
+assert_eq "$(dshm_stat h2 a excl_marked)" 1 "a grant after the fetch marks it"
+
+step "owner side: h3 holds page 1 of segment b; the stand-in h1 takes lock 0"
+dshm_script h3 r3 b
+assert_eq "$(ask r3 "read 4096")" "value 0" "h3 reads page 1"
+assert_eq "$(ask fake "acquire b 0 42")" "ok status=0" "the stand-in's P_GRANT"
+
+step "h3's dshmd stops; h1 releases page 1 whole (888): the owner waits for h3's INVAL_ACK"
+tb_kill h3 dshmd STOP
+ask_ok fake "wbfull b 1 888" >/dev/null
+wait_stat h2 b writebacks_inflight 1
+ask_ok fake "release-nowait b 0 42 1" >/dev/null
+wait_stat h2 b writebacks_inflight 0
+dshm_script h2 w2 b
+ask_send w2 "acquire 0"
+ask_recv w2 1 && fail "the lock was granted while h1 held it"
+
+step "h1 is lost before h3 acknowledges: the lock passes on, the release stays"
+ask_ok fake "close" >/dev/null
+wait_peer h2 h1 no
+assert_match "$(ask_recv w2 10)" "^ok" "the next waiter on the owner host gets lock 0"
+assert_eq "$(ask w2 "read 4096")" "value 888" "it reads h1's release"
+
+step "h3 resumes and acknowledges: the release completes with no mark for the lost host"
+tb_kill h3 dshmd CONT
+assert_eq "$(ask r3 "read 4096")" "value 888" "h3 reads h1's release (its copy was invalidated)"
+assert_eq "$(dshm_stat h2 b excl_granted)" 0 "marks granted by the owner"
+assert_eq "$(dshm_stat h2 b excl_marked)" 0 "pages marked on the owner"
+ask_ok w2 "release 0" >/dev/null
+for h in h2 h3; do tb_alive $h dshmd || fail "dshmd on $h died"; done
+say "ok"
