@@ -1460,6 +1460,7 @@ void Daemon::OnPeerFrame(Peer *p, Frame &&f) {
         }
         p->up = true;
         p->incarnation = h.incarnation;
+        p->connections++;
         g_message("peer %s (host %u) up", p->cfg.name.c_str(), p->cfg.host_id);
         // Tell it where ownership moved since the configuration was
         // written; re-request pages whose FETCH may have been lost with a
@@ -1613,8 +1614,6 @@ void Daemon::GrantExcl(OwnerRelease *r) {
     const uint32_t h = r->who.host;
     if (!cfg_.exclusive_pages || r->flush || s->moving || h == cfg_.host_id || r->whole.empty())
         return;
-    if (Peer *hp = FindPeer(h); !hp || !hp->up)
-        return;  // lost meanwhile: its copies are gone
     std::vector<uint32_t> grant;
     for (uint32_t pg : r->whole) {
         if (s->pages->excl(pg) < 0 && !s->excl_waiting.contains(pg) &&
@@ -1946,6 +1945,8 @@ void Daemon::StartOwnerRelease(Segment *s, uint32_t lock, Holder who, uint32_t r
     r->who = who;
     r->reply_tag = reply_tag;
     r->pages = static_cast<uint32_t>(diffs.size());
+    if (Peer *wp = who.host != cfg_.host_id ? FindPeer(who.host) : nullptr)
+        r->writer_conn = wp->connections;
     std::map<uint32_t, std::vector<uint32_t>> inval;
     for (const DiffRef &d : diffs) {
         const uint32_t pgno = d.page;
@@ -2049,6 +2050,16 @@ void Daemon::FinishOwnerRelease(OwnerRelease *r) {
                 EncodeMsg(st.ok() ? DSHM_MSG_RELEASED : DSHM_MSG_LOCK_FAILED, r->reply_tag, rep));
             MaybeFlush(c);
         }
+    } else if (Peer *wp = FindPeer(r->who.host);
+               !wp || !wp->up || wp->connections != r->writer_conn) {
+        // The connection its P_RELEASE came on is gone: the release stays
+        // (it was complete), and the host failed the request when it lost
+        // that connection.  No mark, and no acknowledgement for whatever
+        // connection comes next (protocol.md section 8).
+        g_message(
+            "segment %s: release of lock %u by host %u completed after that host was "
+            "lost: kept, not acknowledged",
+            s->cfg.name.c_str(), r->lock, r->who.host);
     } else {
         if (st.ok())
             GrantExcl(r);  // before the acknowledgement: the writer's next release may use them

@@ -178,6 +178,7 @@ class Daemon {
         std::unique_ptr<Conn> conn;
         bool up = false;  // HELLO received on conn
         uint64_t incarnation = 0;
+        uint64_t connections = 0;  // HELLOs received: tells a request's connection from a later one
         std::vector<std::vector<uint8_t>> queued;  // sent before the peer was up
         guint retry_timer = 0;
         int connecting_fd = -1;
@@ -197,6 +198,7 @@ class Daemon {
         uint32_t reply_tag = 0;
         uint32_t pages = 0, bytes = 0;
         std::vector<uint32_t> whole;          // pages a remote writer sent whole (FULL)
+        uint64_t writer_conn = 0;             // a remote writer's Peer::connections at P_RELEASE
         std::map<uint32_t, int> outstanding;  // host -> acks still expected
         guint timer = 0;
     };
@@ -269,6 +271,8 @@ class Daemon {
     // Owner: the work waiting for the marks of `pages` runs now.
     void RunExclWaiting(Segment *s, const std::vector<uint32_t> &pages);
     // Owner: marks the pages of a finished remote release that qualify.
+    // REQUIRES: the connection that carried its P_RELEASE is still up
+    // (FinishOwnerRelease checks).
     void GrantExcl(OwnerRelease *r);
     void ServeFetch(Peer *p, Segment *s, uint32_t page, uint32_t tag);
     void OnPReleaseAck(Peer *p, const Frame &f);

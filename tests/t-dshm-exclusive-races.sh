@@ -11,7 +11,8 @@
 # The owner's side (real owner h2, segment b, the stand-in writing as h1):
 # a release whose invalidation is still outstanding (h3's dshmd is stopped)
 # when its writer's host is lost.  The release stays (it was complete), the
-# lock passes on, and no mark is granted to the host that is gone.
+# lock passes on, and neither a mark nor an acknowledgement goes to the
+# host that is gone (nor to its next connection).
 source "$(dirname "$0")/lib/common.sh"
 source "$TOP/tests/lib/testbed.sh"
 source "$TOP/tests/lib/dshmd.sh"
@@ -90,6 +91,15 @@ tb_kill h3 dshmd CONT
 assert_eq "$(ask r3 "read 4096")" "value 888" "h3 reads h1's release (its copy was invalidated)"
 assert_eq "$(dshm_stat h2 b excl_granted)" 0 "marks granted by the owner"
 assert_eq "$(dshm_stat h2 b excl_marked)" 0 "pages marked on the owner"
+assert_file_match "$(tb_log h2 dshmd)" "by host 1 completed after that host was lost: kept, not acknowledged" \
+    "the owner logged the release it kept"
 ask_ok w2 "release 0" >/dev/null
+
+step "h1 comes back: no stale P_RELEASE_ACK for the connection it lost"
+script_spawn h1 fake2 python3 "$TOP/tests/lib/fakepeer.py" "$H2" 1
+wait_peer h2 h1 yes
+frames=$(ask fake2 "frames 500")
+assert_match "$frames" "^ok" "the stand-in reads what h2 sends"
+[[ " $frames " != *" 46 "* ]] || fail "h2 sent a P_RELEASE_ACK on the new connection: $frames"
 for h in h2 h3; do tb_alive $h dshmd || fail "dshmd on $h died"; done
 say "ok"

@@ -30,6 +30,8 @@ from stdin, one per line, and answers each with one line:
                              (everything sent before it has been handled
                              by then: one connection, in order)
   await TYPE                 waits for a frame of TYPE (hex) -> ok
+  frames MS                  reads frames for MS milliseconds -> ok TYPE... (hex,
+                             in order of arrival)
   connect                    dials again (after a close)     -> ok hello
   close                      closes the connection                  -> ok
 
@@ -79,6 +81,18 @@ class Peer:
 
     def writeback(self, name, page, enc, diff):
         self.s.sendall(frame(WRITEBACK, seg(name) + struct.pack("<IHH", page, enc, 0) + diff, tag=0))
+
+    def frames_for(self, ms):
+        types = []
+        self.s.settimeout(ms / 1000.0)
+        try:
+            while True:
+                types.append(self.next_frame()[0])
+        except socket.timeout:
+            pass
+        finally:
+            self.s.settimeout(10)
+        return types
 
     def await_type(self, want):
         while True:
@@ -154,6 +168,8 @@ def main():
             elif w[0] == "revoke":
                 got = peer.revoke(w[1], [int(x) for x in w[2:]])
                 print("ok revoked " + " ".join(str(p) for p in got), flush=True)
+            elif w[0] == "frames":
+                print("ok " + " ".join("%02x" % t for t in peer.frames_for(int(w[1]))), flush=True)
             elif w[0] == "await":
                 peer.await_type(int(w[1], 16))
                 print("ok", flush=True)
