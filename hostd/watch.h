@@ -36,8 +36,9 @@
 //   semantics, and a warning is logged once.
 //
 // Waiter threads (EnableWaiterThreads): a watch made with WatchFdThreaded()
-// gets a thread of its own that sleeps in poll() on that one fd and runs the
-// callback itself, so the wake-up goes straight to a thread waiting on the
+// gets a thread of its own that sleeps on that one fd (in an epoll set of
+// its own, made once: poll() would re-arm both files' wait queues at every
+// wake-up) and runs the callback itself, so the wake-up goes straight to a thread waiting on the
 // file, not through the epoll set and the main loop (a blocking remote
 // fault has four wake-ups: bench/README.md).  Callbacks of every kind then
 // run one at a time under one mutex, the loop mutex: the thread iterating
