@@ -381,7 +381,8 @@ void RunTransfer(int fd, uint32_t mode, uint32_t bytes, uint64_t rounds) {
         }
     }
     Stats s = Summarize(std::move(ns));
-    const double mbps = static_cast<double>(bytes) * static_cast<double>(rounds) / (s.sum / 1e6) / 1e6;
+    const double mbps =
+        static_cast<double>(bytes) * static_cast<double>(rounds) / (s.sum / 1e6) / 1e6;
     printf("tcp_transfer mode=%s bytes=%u rounds=%llu mb_per_s=%.1f p50_ms=%.3f p99_ms=%.3f\n",
            ModeName(mode), bytes, static_cast<unsigned long long>(rounds), mbps, s.p50 / 1000,
            s.p99 / 1000);
@@ -412,7 +413,8 @@ int Client(const ClientOpts &o, unsigned timeout) {
     }
     freeaddrinfo(ai);
     SetNoDelay(fd);
-    uint64_t iterations = o.iterations_given ? o.iterations : (o.throughput > 0 || o.transfer > 0 ? 0 : 10000);
+    uint64_t iterations =
+        o.iterations_given ? o.iterations : (o.throughput > 0 || o.transfer > 0 ? 0 : 10000);
     for (uint32_t mode : o.modes) {
         if (iterations > 0) {
             for (uint32_t reply : o.replies) {

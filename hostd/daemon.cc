@@ -1646,7 +1646,8 @@ void Daemon::OnExclFromOwner(Peer *p, const Frame &f) {
         for (uint32_t pg : pages)
             s->pages->SetExcl(pg, -1);
         // After every write-back this host sent before: same connection, FIFO.
-        p->conn->Send(EncodeMsg(DSHM_MSG_EXCL_REVOKED, f.hdr.tag, m, pages.data(), pages.size() * 4));
+        p->conn->Send(
+            EncodeMsg(DSHM_MSG_EXCL_REVOKED, f.hdr.tag, m, pages.data(), pages.size() * 4));
         return;
     }
     if (s->moving)

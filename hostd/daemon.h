@@ -178,7 +178,7 @@ class Daemon {
         std::unique_ptr<Conn> conn;
         bool up = false;  // HELLO received on conn
         uint64_t incarnation = 0;
-        uint64_t connections = 0;  // HELLOs received: tells a request's connection from a later one
+        uint64_t connections = 0;  // HELLOs received: which connection a request came on
         std::vector<std::vector<uint8_t>> queued;  // sent before the peer was up
         guint retry_timer = 0;
         int connecting_fd = -1;

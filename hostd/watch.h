@@ -37,10 +37,10 @@
 //
 // Waiter threads (EnableWaiterThreads): a watch made with WatchFdThreaded()
 // gets a thread of its own that sleeps on that one fd (in an epoll set of
-// its own, made once: poll() would re-arm both files' wait queues at every
-// wake-up) and runs the callback itself, so the wake-up goes straight to a thread waiting on the
-// file, not through the epoll set and the main loop (a blocking remote
-// fault has four wake-ups: bench/README.md).  Callbacks of every kind then
+// its own, made once) and runs the callback itself, so the wake-up goes
+// straight to a thread waiting on the file, not through the shared epoll
+// set and the main loop (a blocking remote fault has four wake-ups:
+// bench/README.md).  Callbacks of every kind then
 // run one at a time under one mutex, the loop mutex: the thread iterating
 // the default GMainContext holds it except while it sleeps in poll(), and a
 // waiter thread takes it for its callback.  Code written for the single
