@@ -32,8 +32,8 @@ from stdin, one per line, and answers each with one line:
   await TYPE                 waits for a frame of TYPE (hex) -> ok
   frames MS                  reads frames for MS milliseconds -> ok TYPE... (hex,
                              in order of arrival)
-  connect                    dials again (after a close)     -> ok hello
-  close                      closes the connection                  -> ok
+  connect                    dials again (after dshmd closed) -> ok hello
+  close                      closes the connection and exits -> ok
 
 Frames the daemon sends otherwise are read and ignored.  The layouts follow
 include/dshm/wire.h.
