@@ -2052,11 +2052,13 @@ void Daemon::FinishOwnerRelease(OwnerRelease *r) {
             MaybeFlush(c);
         }
     } else if (Peer *wp = FindPeer(r->who.host);
-               !wp || !wp->up || wp->connections != r->writer_conn) {
+               !r->flush && (!wp || !wp->up || wp->connections != r->writer_conn)) {
         // The connection its P_RELEASE came on is gone: the release stays
         // (it was complete), and the host failed the request when it lost
         // that connection.  No mark, and no acknowledgement for whatever
-        // connection comes next (protocol.md section 8).
+        // connection comes next (protocol.md section 8).  (A flush's
+        // acknowledgement is queued for the next connection: the host's
+        // migrating client still waits for it.)
         g_message(
             "segment %s: release of lock %u by host %u completed after that host was "
             "lost: kept, not acknowledged",

@@ -272,7 +272,7 @@ class Daemon {
     void RunExclWaiting(Segment *s, const std::vector<uint32_t> &pages);
     // Owner: marks the pages of a finished remote release that qualify.
     // REQUIRES: the connection that carried its P_RELEASE is still up
-    // (FinishOwnerRelease checks).
+    // (FinishOwnerRelease checks; a flush is never granted marks).
     void GrantExcl(OwnerRelease *r);
     void ServeFetch(Peer *p, Segment *s, uint32_t page, uint32_t tag);
     void OnPReleaseAck(Peer *p, const Frame &f);
