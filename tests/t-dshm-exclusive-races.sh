@@ -12,7 +12,9 @@
 # a release whose invalidation is still outstanding (h3's dshmd is stopped)
 # when its writer's host is lost.  The release stays (it was complete), the
 # lock passes on, and neither a mark nor an acknowledgement goes to the
-# host that is gone (nor to its next connection).
+# host that is gone (nor to its next connection); a migrating client's
+# flush cut off the same way is acknowledged on that next connection (its
+# client still waits for it).
 source "$(dirname "$0")/lib/common.sh"
 source "$TOP/tests/lib/testbed.sh"
 source "$TOP/tests/lib/dshmd.sh"
@@ -101,5 +103,21 @@ wait_peer h2 h1 yes
 frames=$(ask fake2 "frames 500")
 assert_match "$frames" "^ok" "the stand-in reads what h2 sends"
 [[ " $frames " != *" 46 "* ]] || fail "h2 sent a P_RELEASE_ACK on the new connection: $frames"
+
+step "the same for a migrating client's flush (page 2 = 999): its P_FLUSH_ACK does reach h1's next connection"
+assert_eq "$(ask r3 "read 8192")" "value 0" "h3 reads page 2"
+tb_kill h3 dshmd STOP
+ask_ok fake2 "wbfull b 2 999" >/dev/null
+wait_stat h2 b writebacks_inflight 1
+ask_ok fake2 "flush-nowait b 43 1" >/dev/null
+wait_stat h2 b writebacks_inflight 0
+ask_ok fake2 "close" >/dev/null
+wait_peer h2 h1 no
+tb_kill h3 dshmd CONT
+assert_eq "$(ask r3 "read 8192")" "value 999" "h3 reads the flushed page"
+script_spawn h1 fake3 python3 "$TOP/tests/lib/fakepeer.py" "$H2" 1
+wait_peer h2 h1 yes
+frames=$(ask fake3 "frames 500")
+[[ " $frames " == *" 4d "* ]] || fail "no P_FLUSH_ACK on h1's next connection: $frames"
 for h in h2 h3; do tb_alive $h dshmd || fail "dshmd on $h died"; done
 say "ok"

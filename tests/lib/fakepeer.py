@@ -16,6 +16,8 @@ from stdin, one per line, and answers each with one line:
   release SEG LOCK CLIENT N  P_RELEASE closing N write-backs; waits for the
                              P_RELEASE_ACK                  -> ok status=S
   release-nowait SEG LOCK CLIENT N   the same P_RELEASE, not waiting -> ok
+  flush-nowait SEG CLIENT N  P_FLUSH (a migrating client's write-back)
+                             closing N write-backs, not waiting -> ok
   acquire SEG LOCK CLIENT    P_ACQUIRE as the writer host; waits for the
                              P_GRANT                        -> ok status=S
   serve VALUE                as the segment's owner: waits for the next FETCH
@@ -44,7 +46,7 @@ import sys
 
 from badframes import frame, hello  # the frame layouts, shared with badframes.py
 
-FETCH, PAGE_MSG, WRITEBACK, P_RELEASE, P_RELEASE_ACK = 0x40, 0x41, 0x44, 0x45, 0x46
+FETCH, PAGE_MSG, WRITEBACK, P_RELEASE, P_RELEASE_ACK, P_FLUSH = 0x40, 0x41, 0x44, 0x45, 0x46, 0x4c
 P_ACQUIRE, P_GRANT, INVALIDATE, INVAL_ACK = 0x42, 0x43, 0x47, 0x48
 EXCL_GRANT, EXCL_REVOKE, EXCL_REVOKED = 0x59, 0x5a, 0x5b
 ROLE_PEER, ENC_RUNS, ENC_FULL, PAGE = 2, 1, 3, 4096
@@ -100,8 +102,8 @@ class Peer:
             if typ == want:
                 return body
 
-    def release(self, name, lock, client, n, wait=True):
-        self.s.sendall(frame(P_RELEASE, seg(name) + struct.pack("<IIII", lock, self.host_id, client, n), tag=7))
+    def release(self, name, lock, client, n, wait=True, typ=P_RELEASE):
+        self.s.sendall(frame(typ, seg(name) + struct.pack("<IIII", lock, self.host_id, client, n), tag=7))
         if wait:
             return struct.unpack_from("<III", self.await_type(P_RELEASE_ACK), 32)[2]
         return None
@@ -159,6 +161,9 @@ def main():
                 print(f"ok status={st}", flush=True)
             elif w[0] == "release-nowait":
                 peer.release(w[1], int(w[2]), int(w[3]), int(w[4]), wait=False)
+                print("ok", flush=True)
+            elif w[0] == "flush-nowait":
+                peer.release(w[1], 0, int(w[2]), int(w[3]), wait=False, typ=P_FLUSH)
                 print("ok", flush=True)
             elif w[0] == "acquire":
                 print(f"ok status={peer.acquire(w[1], int(w[2]), int(w[3]))}", flush=True)
