@@ -318,7 +318,7 @@ START_TEST(threaded_watch_rewatch_unwatch_and_its_fds) {
     const size_t before = WatchCount();
     guint id = WatchFdThreaded(p.a, G_IO_IN, &RecordThreaded, &s);
     ck_assert_uint_eq(WatchCount(), before + 1);
-    ck_assert_int_gt(OpenFds(), fds_before);  // its dup and its eventfd
+    ck_assert_int_gt(OpenFds(), fds_before);  // its dup, its eventfd and its epoll set
     Settle();
     ck_assert_int_eq(s.calls, 0);
     RewatchFd(id, GIOCondition(G_IO_IN | G_IO_OUT));  // a socket with room is writable
@@ -330,7 +330,7 @@ START_TEST(threaded_watch_rewatch_unwatch_and_its_fds) {
     Settle();
     ck_assert_int_eq(s.calls, calls);
     // Removed while readable: never called again, and the thread closes
-    // its two fds.
+    // its fds.
     ck_assert_int_eq(write(p.b, "x", 1), 1);
     UnwatchFd(id);
     ck_assert_uint_eq(WatchCount(), before);
