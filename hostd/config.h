@@ -7,7 +7,9 @@
 //   poll-us = 0                      # busy-poll window after each event, µs
 //                                    # (0: block in poll at once; see docs)
 //   ack-timeout-ms = 10000           # a peer that does not acknowledge an
-//                                    # invalidation in time is disconnected
+//                                    # invalidation in time is disconnected;
+//                                    # a migrating VM's write-back waits as long
+//                                    # for its ack after losing the owner
 //   adopt-timeout-ms = 30000         # how long the locks of a VM that migrated
 //                                    # away are kept for its destination, ms
 //                                    # (100..3600000)

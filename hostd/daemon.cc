@@ -865,11 +865,17 @@ void Daemon::FlushDone(Client *c, uint32_t status) {
     if (!c->flushing)
         return;
     c->flushing = false;
+    if (c->flush_timer) {
+        g_source_remove(c->flush_timer);
+        c->flush_timer = 0;
+    }
     const uint32_t tag = c->migrate_tag.value_or(0);
     c->migrate_tag.reset();
     if (status != DSHM_OK) {
-        // The writes did not reach the owner: the migration must fail (the
-        // source VM keeps running with them).
+        // The writes did not reach the owner: the migration must fail.  The
+        // VM stays here with its device failed (the connection closes):
+        // its locks go as at a death, not to a destination.
+        c->migrating_out = false;
         return c->conn->Fail(
             Status::FromCode(status, "writing the migrating VM's changes back failed"),
             DSHM_MSG_MIGRATE_OUT);
@@ -883,6 +889,32 @@ void Daemon::FlushDone(Client *c, uint32_t status) {
     g_message("%s: %u page(s), %u byte(s) written back; ready to migrate", c->conn->label().c_str(),
               t.pages_written, t.bytes_written);
     c->conn->Send(EncodeMsg(DSHM_MSG_MIGRATE_READY, tag, t));
+}
+
+void Daemon::AwaitFlushAck(Client *c) {
+    if (!c->flushing || c->flush_timer)
+        return;
+    g_message(
+        "%s: owner lost while writing the migrating VM's changes back: waiting up to "
+        "%u ms for its acknowledgement",
+        c->conn->label().c_str(), cfg_.ack_timeout_ms);
+    c->flush_timer = g_timeout_add_full(
+        G_PRIORITY_DEFAULT, cfg_.ack_timeout_ms, &Daemon::OnFlushTimeout,
+        new std::pair<Daemon *, uint32_t>(this, c->id),
+        [](gpointer p) { delete static_cast<std::pair<Daemon *, uint32_t> *>(p); });
+}
+
+gboolean Daemon::OnFlushTimeout(gpointer data) {
+    auto *pr = static_cast<std::pair<Daemon *, uint32_t> *>(data);
+    if (Client *c = pr->first->FindClient(pr->second)) {
+        c->flush_timer = 0;  // this source ends here (FlushDone must not remove it)
+        g_warning(
+            "%s: no acknowledgement of its write-back from the owner within %u ms: the "
+            "migration fails",
+            c->conn->label().c_str(), pr->first->cfg_.ack_timeout_ms);
+        pr->first->FlushDone(c, DSHM_E_OWNER_LOST);
+    }
+    return G_SOURCE_REMOVE;
 }
 
 void Daemon::OnPFlushAck(Peer *p, const Frame &f) {
@@ -1079,6 +1111,8 @@ void Daemon::OnClientClosed(Client *c, const Status &why) {
     }
     if (c->uffd_watch)
         UnwatchFd(c->uffd_watch);
+    if (c->flush_timer)
+        g_source_remove(c->flush_timer);
     auto it = clients_.find(c->id);
     if (it != clients_.end()) {
         DeferDelete(std::move(it->second->conn));
@@ -1432,6 +1466,7 @@ void Daemon::OnPeerClosed(Peer *p, const Status &why) {
                     }
                     c->pending.clear();
                     c->held.clear();
+                    AwaitFlushAck(c);
                 }
             }
         }

@@ -165,6 +165,7 @@ class Daemon {
         std::optional<uint32_t> migrate_tag;  // MIGRATE_OUT awaiting its flush
         bool flushing = false;        // the flush is at the owner
         uint32_t flush_pages = 0, flush_bytes = 0;
+        guint flush_timer = 0;        // owner lost while flushing: how long its ack may take
         bool adopting = false;        // ADOPT sent to the owner, no answer yet
         uint32_t adopt_tag = 0;
         std::deque<Frame> held_back;  // lock frames waiting for adopt / a move
@@ -230,6 +231,11 @@ class Daemon {
     void ReplayHeldBack(Client *c);
     void MaybeFlush(Client *c);
     void FlushDone(Client *c, uint32_t status);
+    // The owner was lost while `c` was flushing: its P_FLUSH_ACK may still
+    // come on the next connection (the P_FLUSH arrived); without it within
+    // ack-timeout-ms the flush fails with E_OWNER_LOST.
+    void AwaitFlushAck(Client *c);
+    static gboolean OnFlushTimeout(gpointer self_and_id);
     void AdoptDone(Client *c, uint32_t status, const uint8_t *held, const uint8_t *queued);
     // A migrated-out client's connection closed: its locks wait for the
     // destination's ADOPT (or adopt-timeout-ms, then they are dropped).

@@ -32,6 +32,9 @@ from stdin, one per line, and answers each with one line:
                              (everything sent before it has been handled
                              by then: one connection, in order)
   await TYPE                 waits for a frame of TYPE (hex) -> ok
+  await-flush                as the segment's owner: waits for a P_FLUSH
+                             (a migrating client's write-back) -> ok client=C
+  flush-ack SEG CLIENT STATUS   as the segment's owner: P_FLUSH_ACK -> ok
   frames MS                  reads frames for MS milliseconds -> ok TYPE... (hex,
                              in order of arrival)
   connect                    dials again (after dshmd closed) -> ok hello
@@ -46,7 +49,8 @@ import sys
 
 from badframes import frame, hello  # the frame layouts, shared with badframes.py
 
-FETCH, PAGE_MSG, WRITEBACK, P_RELEASE, P_RELEASE_ACK, P_FLUSH = 0x40, 0x41, 0x44, 0x45, 0x46, 0x4c
+FETCH, PAGE_MSG, WRITEBACK, P_RELEASE, P_RELEASE_ACK = 0x40, 0x41, 0x44, 0x45, 0x46
+P_FLUSH, P_FLUSH_ACK = 0x4c, 0x4d
 P_ACQUIRE, P_GRANT, INVALIDATE, INVAL_ACK = 0x42, 0x43, 0x47, 0x48
 EXCL_GRANT, EXCL_REVOKE, EXCL_REVOKED = 0x59, 0x5a, 0x5b
 ROLE_PEER, ENC_RUNS, ENC_FULL, PAGE = 2, 1, 3, 4096
@@ -175,6 +179,13 @@ def main():
                 print("ok revoked " + " ".join(str(p) for p in got), flush=True)
             elif w[0] == "frames":
                 print("ok " + " ".join("%02x" % t for t in peer.frames_for(int(w[1]))), flush=True)
+            elif w[0] == "await-flush":
+                body = peer.await_type(P_FLUSH)
+                print("ok client=%d" % struct.unpack_from("<I", body, 40)[0], flush=True)
+            elif w[0] == "flush-ack":
+                body = seg(w[1]) + struct.pack("<IIII", 0, int(w[2]), int(w[3]), 0)
+                peer.s.sendall(frame(P_FLUSH_ACK, body, tag=0))
+                print("ok", flush=True)
             elif w[0] == "await":
                 peer.await_type(int(w[1], 16))
                 print("ok", flush=True)
