@@ -24,7 +24,8 @@
 //   throughput  the client streams BYTES in 64 KiB writes, the server
 //               answers 8 bytes (its byte count) after the last one;
 //   transfer    what a release moves, without dshm: each side maps an area
-//               of BYTES in a memfd (shmem, MAP_SHARED, as a segment is);
+//               of BYTES (whole pages) in a segment memfd, as dshmd makes
+//               them (shmem, MAP_SHARED);
 //               per round the client rewrites its whole area (untimed, as
 //               dshm_bench writeback does before each release), then sends
 //               it in 256 KiB writes (dshmd's chunk) and waits for 8 bytes;
@@ -67,6 +68,7 @@
 #include <vector>
 
 #include "floor_proto.h"
+#include "os/memfd.h"
 #include "stats.h"
 
 namespace {
@@ -176,21 +178,17 @@ void SendAll(int fd, const void *buf, size_t len) {
     }
 }
 
-// BYTES of a memfd mapped MAP_SHARED and populated: memory of the kind a
-// segment is made of (shmem), its pages already allocated as a written
-// segment's are.
+// BYTES of a segment memfd (dshmd's own CreateSegmentMemfd) mapped
+// MAP_SHARED and populated, as a written segment's pages are.
 class ShmemArea {
   public:
     explicit ShmemArea(size_t bytes) : size_(bytes) {
-        const int fd = memfd_create("tcp-floor-area", MFD_CLOEXEC);
-        if (fd < 0) {
-            DieErrno("memfd_create");
+        auto fd = dshm::os::CreateSegmentMemfd("tcp-floor", bytes);
+        if (!fd.ok()) {
+            Die("transfer area: " + fd.error().what);
         }
-        if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
-            DieErrno("ftruncate");
-        }
-        void *m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-        close(fd);
+        void *m =
+            mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd->get(), 0);
         if (m == MAP_FAILED) {
             DieErrno("mmap");
         }
@@ -500,6 +498,9 @@ int main(int argc, char **argv) {
             o.throughput = ParseU64(v, 1, 1ull << 40);
         } else if (role == "client" && a == "--transfer") {
             o.transfer = static_cast<uint32_t>(ParseU64(v, 1, kMaxTransfer));
+            if (o.transfer % 4096 != 0) {
+                Die("--transfer: a multiple of 4096 bytes (whole pages, as a write-back)");
+            }
         } else if (role == "client" && a == "--transfer-rounds") {
             o.transfer_rounds = ParseU64(v, 1, 1u << 20);
         } else {

@@ -898,23 +898,35 @@ void Daemon::AwaitFlushAck(Client *c) {
         "%s: owner lost while writing the migrating VM's changes back: waiting up to "
         "%u ms for its acknowledgement",
         c->conn->label().c_str(), cfg_.ack_timeout_ms);
-    c->flush_timer = g_timeout_add_full(
-        G_PRIORITY_DEFAULT, cfg_.ack_timeout_ms, &Daemon::OnFlushTimeout,
-        new std::pair<Daemon *, uint32_t>(this, c->id),
-        [](gpointer p) { delete static_cast<std::pair<Daemon *, uint32_t> *>(p); });
+    c->flush_timer = AddTimer(cfg_.ack_timeout_ms, c->id, &Daemon::OnFlushTimeout);
 }
 
-gboolean Daemon::OnFlushTimeout(gpointer data) {
-    auto *pr = static_cast<std::pair<Daemon *, uint32_t> *>(data);
-    if (Client *c = pr->first->FindClient(pr->second)) {
-        c->flush_timer = 0;  // this source ends here (FlushDone must not remove it)
-        g_warning(
-            "%s: no acknowledgement of its write-back from the owner within %u ms: the "
-            "migration fails",
-            c->conn->label().c_str(), pr->first->cfg_.ack_timeout_ms);
-        pr->first->FlushDone(c, DSHM_E_OWNER_LOST);
-    }
-    return G_SOURCE_REMOVE;
+void Daemon::OnFlushTimeout(uint32_t client) {
+    Client *c = FindClient(client);
+    if (!c)
+        return;
+    c->flush_timer = 0;  // this source ends here (FlushDone must not remove it)
+    g_warning(
+        "%s: no acknowledgement of its write-back from the owner within %u ms: the "
+        "migration fails",
+        c->conn->label().c_str(), cfg_.ack_timeout_ms);
+    FlushDone(c, DSHM_E_OWNER_LOST);
+}
+
+guint Daemon::AddTimer(uint32_t ms, uint32_t id, void (Daemon::*fn)(uint32_t)) {
+    struct Ctx {
+        Daemon *d;
+        uint32_t id;
+        void (Daemon::*fn)(uint32_t);
+    };
+    return g_timeout_add_full(
+        G_PRIORITY_DEFAULT, ms,
+        [](gpointer p) -> gboolean {
+            auto *x = static_cast<Ctx *>(p);
+            (x->d->*x->fn)(x->id);
+            return G_SOURCE_REMOVE;
+        },
+        new Ctx{this, id, fn}, [](gpointer p) { delete static_cast<Ctx *>(p); });
 }
 
 void Daemon::OnPFlushAck(Peer *p, const Frame &f) {
@@ -1018,30 +1030,21 @@ void Daemon::OnPAdopted(Peer *p, const Frame &f) {
 }
 
 void Daemon::Tombstone(Client *c) {
-    struct Ctx {
-        Daemon *d;
-        uint32_t id;
-    };
-    auto *ctx = new Ctx{this, c->id};
-    guint timer = g_timeout_add_full(
-        G_PRIORITY_DEFAULT, cfg_.adopt_timeout_ms,
-        [](gpointer p) -> gboolean {
-            auto *x = static_cast<Ctx *>(p);
-            Daemon *d = x->d;
-            auto it = d->tombstones_.find(x->id);
-            if (it == d->tombstones_.end())
-                return G_SOURCE_REMOVE;
-            Segment *s = it->second.first;
-            const uint32_t id = x->id;
-            d->tombstones_.erase(it);
-            g_message("segment %s: no destination adopted migrated client %u within %u ms: "
-                      "dropping its locks",
-                      s->cfg.name.c_str(), id, d->cfg_.adopt_timeout_ms);
-            d->Defer(s, [d, s, id] { d->ForgetClientLocks(s, id); });
-            return G_SOURCE_REMOVE;
-        },
-        ctx, [](gpointer p) { delete static_cast<Ctx *>(p); });
-    tombstones_[c->id] = {c->seg, timer};
+    tombstones_[c->id] = {c->seg,
+                          AddTimer(cfg_.adopt_timeout_ms, c->id, &Daemon::OnTombstoneTimeout)};
+}
+
+void Daemon::OnTombstoneTimeout(uint32_t id) {
+    auto it = tombstones_.find(id);
+    if (it == tombstones_.end())
+        return;
+    Segment *s = it->second.first;
+    tombstones_.erase(it);
+    g_message(
+        "segment %s: no destination adopted migrated client %u within %u ms: "
+        "dropping its locks",
+        s->cfg.name.c_str(), id, cfg_.adopt_timeout_ms);
+    Defer(s, [this, s, id] { ForgetClientLocks(s, id); });
 }
 
 void Daemon::DropLocalCopy(Segment *s) {
@@ -2018,30 +2021,24 @@ void Daemon::StartOwnerRelease(Segment *s, uint32_t lock, Holder who, uint32_t r
     releases_[r->id] = std::move(r);
     if (raw->outstanding.empty())
         return FinishOwnerRelease(raw);
-    raw->timer = g_timeout_add(cfg_.ack_timeout_ms, &Daemon::OnReleaseTimeout,
-                               new std::pair<Daemon *, uint32_t>(this, raw->id));
+    raw->timer = AddTimer(cfg_.ack_timeout_ms, raw->id, &Daemon::OnReleaseTimeout);
 }
 
-gboolean Daemon::OnReleaseTimeout(gpointer data) {
-    auto *pr = static_cast<std::pair<Daemon *, uint32_t> *>(data);
-    Daemon *d = pr->first;
-    uint32_t id = pr->second;
-    delete pr;
-    auto it = d->releases_.find(id);
-    if (it == d->releases_.end())
-        return G_SOURCE_REMOVE;
+void Daemon::OnReleaseTimeout(uint32_t id) {
+    auto it = releases_.find(id);
+    if (it == releases_.end())
+        return;
     it->second->timer = 0;
     std::vector<uint32_t> late;
     for (auto &[h, n] : it->second->outstanding)
         late.push_back(h);
     for (uint32_t h : late) {
-        Peer *p = d->FindPeer(h);
+        Peer *p = FindPeer(h);
         g_warning("peer host %u did not acknowledge invalidations within %u ms: disconnecting it",
-                  h, d->cfg_.ack_timeout_ms);
+                  h, cfg_.ack_timeout_ms);
         if (p && p->conn)
             p->conn->Close(Status::Proto("acknowledgement timeout"));
     }
-    return G_SOURCE_REMOVE;
 }
 
 void Daemon::AckOwnerRelease(uint32_t id, uint32_t host, int delta) {

@@ -235,11 +235,12 @@ class Daemon {
     // come on the next connection (the P_FLUSH arrived); without it within
     // ack-timeout-ms the flush fails with E_OWNER_LOST.
     void AwaitFlushAck(Client *c);
-    static gboolean OnFlushTimeout(gpointer self_and_id);
+    void OnFlushTimeout(uint32_t client);
     void AdoptDone(Client *c, uint32_t status, const uint8_t *held, const uint8_t *queued);
     // A migrated-out client's connection closed: its locks wait for the
     // destination's ADOPT (or adopt-timeout-ms, then they are dropped).
     void Tombstone(Client *c);
+    void OnTombstoneTimeout(uint32_t client);
     // No local client uses the segment any more: drop this host's copy.
     void DropLocalCopy(Segment *s);
     void OnClientClosed(Client *c, const Status &why);
@@ -416,7 +417,10 @@ class Daemon {
                                     std::vector<uint8_t> *buf);
     void AckOwnerRelease(uint32_t id, uint32_t host, int delta);
     void FinishOwnerRelease(OwnerRelease *r);
-    static gboolean OnReleaseTimeout(gpointer self_and_id);
+    void OnReleaseTimeout(uint32_t release);
+    // A one-shot timer: (this->*fn)(id) after `ms` unless g_source_remove()d
+    // first.  Its context is freed either way.
+    guint AddTimer(uint32_t ms, uint32_t id, void (Daemon::*fn)(uint32_t));
     void Grant(Segment *s, uint32_t lock, Holder who);
     void DropClientLocks(Segment *s, Holder who);
     // A local client is gone for good: its locks are dropped at the owner

@@ -1,7 +1,6 @@
 #include "watch.h"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -17,9 +16,9 @@ namespace dshm {
 
 namespace {
 
-// A threaded watch's thread owns its dup and `wake` and closes them when it
-// ends; it reads the watch's conditions, and learns that the watch ended,
-// from the table (under the loop mutex), as the loop does.
+// A threaded watch's thread owns its dup, `wake` and `ep` and closes them
+// when it ends; it learns that the watch ended from the table (under the
+// loop mutex), as the loop does.  RewatchFd changes its conditions in `ep`.
 struct Watch {
     int fd;           // the caller's, passed to fn
     int dup = -1;     // registered in the epoll set (or a waiter thread's); -1 with a fallback
@@ -27,7 +26,8 @@ struct Watch {
     GUnixFDSourceFunc fn;
     gpointer data;
     GSource *fallback = nullptr;  // a GLib fd source when epoll refused
-    int wake = -1;  // a threaded watch: its thread's eventfd (conditions changed, or ended)
+    int wake = -1;                // a threaded watch: its thread's eventfd (the watch ended)
+    int ep = -1;                  // a threaded watch: its thread's epoll set (dup and wake)
 };
 
 struct Watcher {
@@ -176,88 +176,33 @@ gint UnlockedPoll(GPollFD *fds, guint n, gint timeout) {
     return r;
 }
 
-short ToPoll(GIOCondition cond) {
-    return static_cast<short>(((cond & G_IO_IN) ? POLLIN : 0) | ((cond & G_IO_OUT) ? POLLOUT : 0) |
-                              ((cond & G_IO_PRI) ? POLLPRI : 0));
-}
-
-GIOCondition FromPoll(short rev) {
-    return GIOCondition(((rev & POLLIN) ? G_IO_IN : 0) | ((rev & POLLOUT) ? G_IO_OUT : 0) |
-                        ((rev & POLLPRI) ? G_IO_PRI : 0) | ((rev & POLLHUP) ? G_IO_HUP : 0) |
-                        ((rev & POLLERR) ? G_IO_ERR : 0) | ((rev & POLLNVAL) ? G_IO_NVAL : 0));
-}
-
 // A threaded watch's thread: sleeps on the file alone (and its eventfd),
 // then runs the callback under the loop mutex, as the loop would (Call).
 // Ends at its first look after the watch left the table.  It waits in an
-// epoll set of its own, made once: poll() would add itself to, and take
-// itself off, the wait queues of both files at every wake-up, and look up
-// both files each time (atomically, the process being threaded).  That
-// showed in perf of every waiter thread, and a release stream, which wakes
-// them hundreds of times, went 1.11-1.13x faster without it
-// (bench/README.md).  If the set cannot be made, it polls.
-void WaiterMain(guint id, int dup, int wake) {
+// epoll set of its own, made once (WatchFdThreaded): poll() would add
+// itself to, and take itself off, the wait queues of both files at every
+// wake-up, and look up both files each time (atomically, the process being
+// threaded).  That showed in perf of every waiter thread, and a release
+// stream, which wakes them hundreds of times, went 1.11-1.13x faster
+// without it (bench/README.md).
+void WaiterMain(guint id, int dup, int wake, int ep) {
     std::unique_lock lock(Mu());
-    int ep = epoll_create1(EPOLL_CLOEXEC);
-    const auto no_set = [&ep] {  // cannot happen but at the fd limit: poll instead
-        close(ep);
-        ep = -1;
-    };
-    GIOCondition in_set = GIOCondition(0);  // what `dup` is registered for in ep
-    if (ep >= 0) {
-        epoll_event ev = {};
-        ev.events = EPOLLIN;
-        ev.data.fd = wake;
-        if (epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev) < 0)
-            no_set();
-    }
-    for (;;) {
-        auto it = W().watches.find(id);
-        if (it == W().watches.end())
-            break;
-        const GIOCondition cond = it->second.cond;
-        if (ep >= 0 && cond != in_set) {
-            epoll_event ev = {};
-            ev.events = ToEpoll(cond);
-            ev.data.fd = dup;
-            if (epoll_ctl(ep, in_set ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, dup, &ev) < 0)
-                no_set();
-            in_set = cond;
-        }
+    while (W().watches.contains(id)) {
         lock.unlock();
-        GIOCondition ready = GIOCondition(0);
-        bool woken = false;
-        int n;
-        if (ep >= 0) {
-            epoll_event evs[2];
-            n = epoll_wait(ep, evs, 2, -1);
-            for (int i = 0; i < n; i++) {
-                if (evs[i].data.fd == wake)
-                    woken = true;
-                else
-                    ready = FromEpoll(evs[i].events);
-            }
-        } else {
-            pollfd pfd[2] = {{dup, ToPoll(cond), 0}, {wake, POLLIN, 0}};
-            n = poll(pfd, 2, -1);
-            if (n > 0) {
-                woken = pfd[1].revents != 0;
-                ready = FromPoll(pfd[0].revents);
-            }
-        }
+        epoll_event evs[2];
+        const int n = epoll_wait(ep, evs, 2, -1);
         lock.lock();
-        if (n < 0)
-            continue;  // EINTR
-        if (woken) {
-            uint64_t v;
-            (void)!read(wake, &v, sizeof v);
+        for (int i = 0; i < n; i++) {    // n < 0: EINTR
+            if (evs[i].data.u64 == 0) {  // wake (ids are never 0)
+                uint64_t v;
+                (void)!read(wake, &v, sizeof v);
+            } else {
+                Call(id, FromEpoll(evs[i].events));  // nothing if it ended meanwhile
+            }
         }
-        if (ready)
-            Call(id, ready);  // nothing if it ended meanwhile
     }
     lock.unlock();
-    if (ep >= 0)
-        close(ep);
+    close(ep);
     close(dup);
     close(wake);
 }
@@ -282,27 +227,36 @@ guint WatchFdThreaded(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer 
     Watcher &w = W();
     if (!w.threads)
         return WatchFd(fd, cond, fn, data);
+    const guint id = w.next_id++;
     const int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     const int wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (dup < 0 || wake < 0) {
+    const int ep = epoll_create1(EPOLL_CLOEXEC);
+    const auto close_all = [&] {
+        for (int f : {dup, wake, ep}) {
+            if (f >= 0)
+                close(f);
+        }
+    };
+    epoll_event on_wake = {}, on_fd = {};
+    on_wake.events = EPOLLIN;
+    on_wake.data.u64 = 0;
+    on_fd.events = ToEpoll(cond);
+    on_fd.data.u64 = id;
+    if (dup < 0 || wake < 0 || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, wake, &on_wake) < 0 ||
+        epoll_ctl(ep, EPOLL_CTL_ADD, dup, &on_fd) < 0) {
         WarnNoThread("a waiter thread's fds", errno);
-        if (dup >= 0)
-            close(dup);
-        if (wake >= 0)
-            close(wake);
+        close_all();
         return WatchFd(fd, cond, fn, data);
     }
     // In the table before the thread starts: its first look finds it (the
     // thread waits for the loop mutex, which the caller holds).
-    const guint id = w.next_id++;
-    w.watches.emplace(id, Watch{fd, dup, cond, fn, data, nullptr, wake});
+    w.watches.emplace(id, Watch{fd, dup, cond, fn, data, nullptr, wake, ep});
     try {
-        std::thread(WaiterMain, id, dup, wake).detach();
+        std::thread(WaiterMain, id, dup, wake, ep).detach();
     } catch (const std::system_error &e) {
         WarnNoThread("starting a thread", e.code().value());
         w.watches.erase(id);
-        close(dup);
-        close(wake);
+        close_all();
         return WatchFd(fd, cond, fn, data);
     }
     return id;
@@ -344,21 +298,21 @@ void RewatchFd(guint id, GIOCondition cond) {
         return;
     Watch &wt = it->second;
     wt.cond = cond;
-    if (wt.wake >= 0) {
-        WakeWaiter(wt);  // it polls for wt.cond next
-        return;
-    }
     if (wt.fallback) {
         DetachFallback(&wt);
         AttachFallback(id, &wt);
         return;
     }
+    // In the loop's epoll set, or in the waiter thread's own (epoll_wait
+    // there sees the change at once).
     epoll_event ev = {};
     ev.events = ToEpoll(cond);
     ev.data.u64 = id;
-    if (epoll_ctl(w.epfd, EPOLL_CTL_MOD, wt.dup, &ev) < 0) {
+    if (epoll_ctl(wt.ep >= 0 ? wt.ep : w.epfd, EPOLL_CTL_MOD, wt.dup, &ev) < 0) {
         // Cannot happen for a registered dup; keep the watch working.
         WarnOnce("changing a watch", errno);
+        if (wt.ep >= 0)
+            return;  // (its thread owns dup; its former conditions stay)
         epoll_ctl(w.epfd, EPOLL_CTL_DEL, wt.dup, nullptr);
         close(wt.dup);
         wt.dup = -1;

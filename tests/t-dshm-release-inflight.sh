@@ -6,6 +6,8 @@
 # the write-backs; a release cut off half-way (its host vanished), one made
 # by a host that does not hold the lock, and one whose P_RELEASE does not
 # match its write-backs are all undone exactly; releases after them work.
+# A host that does not acknowledge an invalidation within ack-timeout-ms is
+# disconnected, and the release completes without it.
 # A stand-in for h1 (tests/lib/fakepeer.py) sends the write-backs, so the
 # release can stop wherever the test wants.
 source "$(dirname "$0")/lib/common.sh"
@@ -13,7 +15,8 @@ source "$TOP/tests/lib/testbed.sh"
 source "$TOP/tests/lib/dshmd.sh"
 need_built
 tb_init 3
-dshm_cluster 3 "seg:64K:2"  # owner h2; h1 (the lowest id: it dials h2) is impersonated
+# owner h2; h1 (the lowest id: it dials h2) is impersonated
+DSHM_CONF_h2="ack-timeout-ms = 1000" dshm_cluster 3 "seg:64K:2"
 H2=$(tb_addr h2):$DSHM_PORT
 
 # read_all HOST: the values at the three offsets the test uses.
@@ -71,5 +74,20 @@ step "releases after all that: h3 writes page 0 under lock 0, h2 and h3 read it"
 dshm_attach h3 seg write --offset 0 --value 999 --lock 0
 assert_eq "$(dshm_attach h2 seg read --offset 0)" 999 "the owner has h3's release"
 assert_eq "$(dshm_stat h2 seg writebacks_inflight)" 0 "nothing left in flight"
+
+step "h3 holds page 2 and stops answering: the owner's release waits ack-timeout-ms (1 s), disconnects h3, completes"
+dshm_script h3 r3 seg
+assert_eq "$(ask r3 "read 8192")" "value 333" "h3 reads page 2"
+tb_kill h3 dshmd STOP
+t0=$(date +%s%N)
+dshm_attach h2 seg write --offset 8192 --value 777 --lock 0
+ms=$((($(date +%s%N) - t0) / 1000000))
+tb_kill h3 dshmd CONT
+[ "$ms" -ge 900 ] || fail "the release completed after $ms ms, before ack-timeout-ms"
+say "   the release completed after $ms ms"
+assert_file_match "$(tb_log h2 dshmd)" "peer host 3 did not acknowledge invalidations within 1000 ms" \
+    "the owner logged the timeout"
+wait_peer h2 h3 yes
+assert_eq "$(ask r3 "read 8192")" "value 777" "h3 reads the release once back (its copy was dropped)"
 tb_alive h2 dshmd || fail "dshmd on h2 died"
 say "ok"

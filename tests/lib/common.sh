@@ -30,6 +30,8 @@ assert_eq() { [ "$1" = "$2" ] || fail "$3: got '$1', expected '$2'"; }
 assert_match() { grep -Eq -- "$2" <<<"$1" || fail "$3: '$2' not found in: $1"; }
 # assert_file_match FILE REGEX WHAT
 assert_file_match() { grep -Eq -- "$2" "$1" || { tail -n 30 "$1" >&2; fail "$3: '$2' not in $1"; }; }
+# assert_file_no_match FILE REGEX WHAT
+assert_file_no_match() { ! grep -Eq -- "$2" "$1" || fail "$3: '$2' in $1: $(grep -E -- "$2" "$1" | head -1)"; }
 
 need_built() {
     local f
