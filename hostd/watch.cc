@@ -327,7 +327,7 @@ void UnwatchFd(guint id) {
         return;
     Watch &wt = it->second;
     if (wt.wake >= 0) {
-        WakeWaiter(wt);  // it ends at its next look; it closes dup and wake
+        WakeWaiter(wt);  // it ends at its next look; it closes dup, wake and ep
     } else if (wt.fallback) {
         DetachFallback(&wt);
     } else {

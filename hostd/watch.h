@@ -46,7 +46,7 @@
 // waiter thread takes it for its callback.  Code written for the single
 // thread keeps its meaning: state is touched only under the loop mutex, and
 // a callback still runs to its end before any other.  A waiter thread
-// polls the fd without the mutex, takes it, and ends at the first look
+// waits for the fd without the mutex, takes it, and ends at the first look
 // after its watch was removed; it closes its duplicate of the fd then.
 //
 // Thread safety: every function here REQUIRES the loop mutex, i.e. is
