@@ -211,7 +211,9 @@ Status ParseConfig(const std::string &text, const std::string &origin, Config *o
     if (st.ok())
         st = r.GetU32("dshmd", "write-ahead-pages", false, 256, &c.write_ahead_pages);
     if (st.ok())
-        st = r.GetBool("dshmd", "waiter-threads", &c.waiter_threads);
+        st = r.GetBool("dshmd", "waiter-threads", &c.io_thread);  // the former name
+    if (st.ok())
+        st = r.GetBool("dshmd", "io-thread", &c.io_thread);
     if (st.ok())
         st = r.GetBool("dshmd", "exclusive-pages", &c.exclusive_pages);
     if (!st.ok())

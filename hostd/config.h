@@ -78,14 +78,15 @@ struct Config {
     uint32_t ack_timeout_ms = 10000;
     uint32_t adopt_timeout_ms = 30000;
     uint32_t write_ahead_pages = 16;
-    // With poll-us = 0: each peer connection and each client's userfaultfd
-    // is waited for by a thread of its own (watch.h, EnableWaiterThreads).
-    bool waiter_threads = true;
+    // With poll-us = 0: connections and userfaultfds are waited for by the
+    // I/O thread (watch.h, EnableIoThread).  Key io-thread; the former
+    // name, waiter-threads, is still read.
+    bool io_thread = true;
     // Single-writer marks (protocol.md section 6.1): as the owner, grant
     // them.  A host always honours the marks it is granted.
     bool exclusive_pages = true;
-    // Whether dshmd runs waiter threads: only when it never busy-polls.
-    bool UsesWaiterThreads() const { return poll_us == 0 && waiter_threads; }
+    // Whether dshmd runs the I/O thread: only when it never busy-polls.
+    bool UsesIoThread() const { return poll_us == 0 && io_thread; }
     PolicyConfig policy;  // [policy]
     std::vector<PeerConfig> peers;
     std::vector<SegmentConfig> segments;

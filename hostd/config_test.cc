@@ -24,7 +24,7 @@ START_TEST(parses_a_full_config) {
     ck_assert_str_eq(c.host_name.c_str(), "host1");
     ck_assert_uint_eq(c.poll_us, 50);
     ck_assert_uint_eq(c.write_ahead_pages, 16);  // the default
-    ck_assert(c.waiter_threads);                  // the default
+    ck_assert(c.io_thread);                       // the default
     ck_assert_uint_eq(c.peers.size(), 1);
     ck_assert_uint_eq(c.peers[0].host_id, 2);
     ck_assert_uint_eq(c.segments.size(), 2);
@@ -56,12 +56,22 @@ START_TEST(reports_each_problem_precisely) {
     ck_assert(ErrorOf("[dshmd]\nhost-id = 64\nlisten = a:1\n").find("0..63") != std::string::npos);
     ck_assert(ErrorOf(head + "write-ahead-pages = 257\n").find("write-ahead-pages") !=
               std::string::npos);
-    ck_assert(ErrorOf(head + "waiter-threads = maybe\n").find("'maybe' is not true or false") !=
+    ck_assert(ErrorOf(head + "io-thread = maybe\n").find("'maybe' is not true or false") !=
               std::string::npos);
     {
         Config c;
+        ck_assert(ParseConfig(head + "io-thread = false\n", "t.conf", &c).ok());
+        ck_assert(!c.io_thread);
+        ck_assert(!c.UsesIoThread());
+        // The former name is still read; the new one wins.
         ck_assert(ParseConfig(head + "waiter-threads = false\n", "t.conf", &c).ok());
-        ck_assert(!c.waiter_threads);
+        ck_assert(!c.io_thread);
+        ck_assert(ParseConfig(head + "waiter-threads = false\nio-thread = true\n", "t.conf", &c)
+                      .ok());
+        ck_assert(c.io_thread);
+        ck_assert(c.UsesIoThread());
+        ck_assert(ParseConfig(head + "poll-us = 50\n", "t.conf", &c).ok());
+        ck_assert(!c.UsesIoThread());  // a busy-polling loop watches every fd itself
     }
     ck_assert(ErrorOf(head + "exclusive-pages = 2\n").find("'2' is not true or false") !=
               std::string::npos);

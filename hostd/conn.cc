@@ -71,8 +71,7 @@ void Conn::UpdateWatch() {
     if (watch_)
         RewatchFd(watch_, want);
     else
-        watch_ = (reader_.channel() == Channel::kPeer ? WatchFdThreaded : WatchFd)(
-            fd_.get(), want, &Conn::OnIo, this);
+        watch_ = WatchFdIo(fd_.get(), want, &Conn::OnIo, this);
 }
 
 gboolean Conn::OnIo(gint, GIOCondition cond, gpointer p) {

@@ -16,9 +16,9 @@
 // delivered after Close().  The owner destroys the Conn later (never from
 // inside its own callbacks): use Daemon's deferred deletion.
 //
-// Thread safety: REQUIRES the loop mutex (watch.h).  A peer-channel Conn
-// is read by a waiter thread of its own once EnableWaiterThreads() was
-// called (WatchFdThreaded), a client-channel Conn by the main loop.
+// Thread safety: REQUIRES the loop mutex (watch.h).  A Conn is read by the
+// I/O thread once EnableIoThread() was called (WatchFdIo), else by the
+// main loop.
 #pragma once
 
 #include <glib-unix.h>

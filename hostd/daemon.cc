@@ -68,8 +68,8 @@ FILE *g_phases = nullptr;  // DSHMD_PHASES: release and fault phases (bench/phas
 
 // One line per phase of a release: CLOCK_MONOTONIC ns, the phase, two
 // numbers, the CPU time this thread has used (ns: the part of a step
-// spent running, not waiting) and the thread's id (with waiter threads a
-// step may start on one thread and end on another).  Cheap enough to
+// spent running, not waiting) and the thread's id (a step may start on
+// one thread, the I/O thread, and end on another, the loop's).  Cheap enough to
 // leave on while benchmarking (a few lines per release, buffered), unlike
 // the per-page trace.
 void Phase(const char *what, uint32_t a, uint64_t b) {
@@ -257,9 +257,9 @@ Status Daemon::Start() {
     signal_watches_.push_back(g_unix_signal_add(SIGTERM, quit, this));
     g_message(
         "dshmd host %u (%s): peers on %s, clients on %s, %zu segment(s), poll-us %u, "
-        "waiter threads %s",
+        "I/O thread %s",
         cfg_.host_id, cfg_.host_name.c_str(), cfg_.listen.c_str(), cfg_.socket_path.c_str(),
-        segments_.size(), cfg_.poll_us, cfg_.UsesWaiterThreads() ? "on" : "off");
+        segments_.size(), cfg_.poll_us, cfg_.UsesIoThread() ? "on" : "off");
     return Status::OK();
 }
 
@@ -322,8 +322,8 @@ Status Daemon::ListenPeers() {
 
 void Daemon::Run() {
     const uint64_t window = static_cast<uint64_t>(cfg_.poll_us) * 1000;
-    if (cfg_.UsesWaiterThreads())
-        EnableWaiterThreads();
+    if (cfg_.UsesIoThread())
+        EnableIoThread();
     while (!quit_) {
         if (window) {
             // Bounded busy-polling: keep dispatching without sleeping while
@@ -535,7 +535,7 @@ void Daemon::OnUffd(Client *c, Frame &f) {
     c->uffd = std::move(uffd);
     c->base = u.base;
     c->ready = true;
-    c->uffd_watch = WatchFdThreaded(c->uffd.get(), G_IO_IN, &Daemon::OnUffdEvent, c);
+    c->uffd_watch = WatchFdIo(c->uffd.get(), G_IO_IN, &Daemon::OnUffdEvent, c);
     monitor_.SetAttached(c->seg->cfg.name, c->vm(), true);
     c->conn->Send(EncodeEmpty(DSHM_MSG_READY, f.hdr.tag));
 }

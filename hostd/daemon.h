@@ -1,11 +1,12 @@
 // Daemon: the whole of dshmd behind main.cc (docs/architecture.md).
 //
 // Threading: one callback at a time.  The GLib main loop of the daemon's
-// GMainContext dispatches the listeners, client connections, timers and
-// signals.  With poll-us = 0 and waiter-threads = true (the defaults) each
-// peer connection and each client's userfaultfd has a waiter thread of its
-// own that sleeps on that fd alone and runs its callback itself (watch.h):
-// a remote fault's wake-ups go straight to the thread that handles them.
+// GMainContext dispatches the listeners, timers and signals.  With
+// poll-us = 0 and io-thread = true (the defaults) every connection (peers
+// and clients) and every client's userfaultfd is watched by the I/O
+// thread, which sleeps in an epoll set of them and runs their callbacks
+// itself (watch.h): a remote fault's wake-ups go straight to the thread
+// that handles them.  Otherwise the main loop watches them too.
 // Every callback, on whichever thread, runs under the loop mutex, which the
 // loop thread gives up only while it sleeps in poll(); so all state below
 // is GUARDED_BY(the loop mutex) and the code reads as single-threaded: a
@@ -16,7 +17,7 @@
 // Waiting: with poll-us = 0 every thread blocks as soon as it is idle.
 // With poll-us = N the loop thread alone keeps polling without sleeping for
 // N µs after the last event (bounded busy-polling, as NAPI busy-poll does;
-// no waiter threads then), which saves the wake-up cost on fault and lock
+// no I/O thread then), which saves the wake-up cost on fault and lock
 // round trips at the price of CPU time while traffic flows.
 //
 // Invariants (checked by the tests in tests/):

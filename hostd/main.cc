@@ -45,9 +45,9 @@ int main(int argc, char **argv) {
     if (poll_us >= 0)
         cfg.poll_us = static_cast<uint32_t>(poll_us);
     if (check_only) {
-        printf("host %u (%s) listen %s socket %s poll-us %u waiter-threads %s\n", cfg.host_id,
+        printf("host %u (%s) listen %s socket %s poll-us %u io-thread %s\n", cfg.host_id,
                cfg.host_name.c_str(), cfg.listen.c_str(), cfg.socket_path.c_str(), cfg.poll_us,
-               cfg.UsesWaiterThreads() ? "on" : "off");
+               cfg.UsesIoThread() ? "on" : "off");
         for (const auto &p : cfg.peers)
             printf("peer %s host %u at %s\n", p.name.c_str(), p.host_id, p.address.c_str());
         for (const auto &s : cfg.segments) {

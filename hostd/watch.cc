@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -16,22 +15,22 @@ namespace dshm {
 
 namespace {
 
-// A threaded watch's thread owns its dup, `wake` and `ep` and closes them
-// when it ends; it learns that the watch ended from the table (under the
-// loop mutex), as the loop does.  RewatchFd changes its conditions in `ep`.
+// A watch's `dup` is registered in the loop's epoll set or, for a watch
+// of the I/O thread, in the I/O thread's (`ep`); either way UnwatchFd
+// deregisters and closes it at once, under the loop mutex.
 struct Watch {
-    int fd;           // the caller's, passed to fn
-    int dup = -1;     // registered in the epoll set (or a waiter thread's); -1 with a fallback
+    int fd;        // the caller's, passed to fn
+    int dup = -1;  // registered in `ep` or the loop's set; -1 with a fallback
     GIOCondition cond;
     GUnixFDSourceFunc fn;
     gpointer data;
     GSource *fallback = nullptr;  // a GLib fd source when epoll refused
-    int wake = -1;                // a threaded watch: its thread's eventfd (the watch ended)
-    int ep = -1;                  // a threaded watch: its thread's epoll set (dup and wake)
+    int ep = -1;                  // the I/O thread's epoll set; -1: the loop's
 };
 
 struct Watcher {
-    bool threads = false;  // EnableWaiterThreads() was called
+    bool io_enabled = false;  // EnableIoThread() was called
+    int io_ep = -1;           // the I/O thread's epoll set; -1: no I/O thread
     int epfd = -1;
     bool epoll_failed = false;  // epoll_create1 failed: every watch falls back
     bool warned = false;
@@ -41,8 +40,8 @@ struct Watcher {
 };
 
 Watcher &W() {
-    static Watcher w;
-    return w;
+    static auto *w = new Watcher;  // never destroyed: the I/O thread outlives main()
+    return *w;
 }
 
 // GLib's conditions and epoll's events, pair by pair (HUP and ERR epoll
@@ -85,10 +84,11 @@ void WarnOnce(const char *what, int err) {
          "fd)");
 }
 
-// A waiter thread could not be had: the fd goes into the epoll set instead.
-void WarnNoThread(const char *what, int err) {
+// The I/O thread could not be had, or a fd into its set: such fds go to
+// the loop's epoll set instead.
+void WarnNoIoThread(const char *what, int err) {
     static bool warned = false;
-    Warn(&warned, what, err, "such fds are watched by the main loop instead of a waiter thread");
+    Warn(&warned, what, err, "such fds are watched by the main loop instead of the I/O thread");
 }
 
 // Runs one watch's callback; removes the watch if the callback says so.
@@ -163,11 +163,11 @@ void DetachFallback(Watch *wt) {
 }
 
 std::mutex &Mu() {
-    static auto *mu = new std::mutex;  // never destroyed: waiter threads outlive main()
+    static auto *mu = new std::mutex;  // never destroyed: the I/O thread outlives main()
     return *mu;
 }
 
-// The default context's poll function once waiter threads are enabled: the
+// The default context's poll function once the I/O thread is enabled: the
 // loop thread holds the loop mutex except while it sleeps here.
 gint UnlockedPoll(GPollFD *fds, guint n, gint timeout) {
     Mu().unlock();
@@ -176,89 +176,68 @@ gint UnlockedPoll(GPollFD *fds, guint n, gint timeout) {
     return r;
 }
 
-// A threaded watch's thread: sleeps on the file alone (and its eventfd),
-// then runs the callback under the loop mutex, as the loop would (Call).
-// Ends at its first look after the watch left the table.  It waits in an
-// epoll set of its own, made once (WatchFdThreaded): poll() would add
-// itself to, and take itself off, the wait queues of both files at every
-// wake-up, and look up both files each time (atomically, the process being
-// threaded).  That showed in perf of every waiter thread, and a release
-// stream, which wakes them hundreds of times, went 1.11-1.13x faster
-// without it (bench/README.md).
-void WaiterMain(guint id, int dup, int wake, int ep) {
+// The I/O thread: sleeps in its epoll set, then runs the ready watches'
+// callbacks under the loop mutex, as the loop's dispatch does (Call looks
+// each id up again: a watch removed since epoll_wait returned, even one
+// whose fd number was reused since, is skipped).  It never ends: the
+// thread that iterates the loop holds the loop mutex from the end of its
+// last iteration to exit(), so this thread cannot run a callback after
+// the daemon has gone.
+void IoMain(int ep) {
     std::unique_lock lock(Mu());
-    while (W().watches.contains(id)) {
+    for (;;) {
         lock.unlock();
-        epoll_event evs[2];
-        const int n = epoll_wait(ep, evs, 2, -1);
+        epoll_event evs[kMaxEventsPerDispatch];
+        const int n = epoll_wait(ep, evs, kMaxEventsPerDispatch, -1);
         lock.lock();
-        for (int i = 0; i < n; i++) {    // n < 0: EINTR
-            if (evs[i].data.u64 == 0) {  // wake (ids are never 0)
-                uint64_t v;
-                (void)!read(wake, &v, sizeof v);
-            } else {
-                Call(id, FromEpoll(evs[i].events));  // nothing if it ended meanwhile
-            }
-        }
+        for (int i = 0; i < n; i++)  // n < 0: EINTR
+            Call(static_cast<guint>(evs[i].data.u64), FromEpoll(evs[i].events));
     }
-    lock.unlock();
-    close(ep);
-    close(dup);
-    close(wake);
-}
-
-void WakeWaiter(const Watch &wt) {
-    const uint64_t one = 1;
-    (void)!write(wt.wake, &one, sizeof one);
 }
 
 }  // namespace
 
-void EnableWaiterThreads() {
+void EnableIoThread() {
     Watcher &w = W();
-    if (w.threads)
+    if (w.io_enabled)
         return;
-    w.threads = true;
+    w.io_enabled = true;
     Mu().lock();
     g_main_context_set_poll_func(nullptr, &UnlockedPoll);
+    const int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) {
+        WarnNoIoThread("epoll_create1", errno);
+        return;
+    }
+    try {
+        std::thread(IoMain, ep).detach();
+    } catch (const std::system_error &e) {
+        WarnNoIoThread("starting a thread", e.code().value());
+        close(ep);
+        return;
+    }
+    w.io_ep = ep;
 }
 
-guint WatchFdThreaded(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data) {
+guint WatchFdIo(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data) {
     Watcher &w = W();
-    if (!w.threads)
+    if (w.io_ep < 0)
         return WatchFd(fd, cond, fn, data);
-    const guint id = w.next_id++;
     const int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    const int wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    const int ep = epoll_create1(EPOLL_CLOEXEC);
-    const auto close_all = [&] {
-        for (int f : {dup, wake, ep}) {
-            if (f >= 0)
-                close(f);
-        }
-    };
-    epoll_event on_wake = {}, on_fd = {};
-    on_wake.events = EPOLLIN;
-    on_wake.data.u64 = 0;
-    on_fd.events = ToEpoll(cond);
-    on_fd.data.u64 = id;
-    if (dup < 0 || wake < 0 || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, wake, &on_wake) < 0 ||
-        epoll_ctl(ep, EPOLL_CTL_ADD, dup, &on_fd) < 0) {
-        WarnNoThread("a waiter thread's fds", errno);
-        close_all();
+    const guint id = w.next_id;
+    epoll_event ev = {};
+    ev.events = ToEpoll(cond);
+    ev.data.u64 = id;
+    if (dup < 0 || epoll_ctl(w.io_ep, EPOLL_CTL_ADD, dup, &ev) < 0) {
+        WarnNoIoThread(dup < 0 ? "duplicating a watched fd" : "adding a fd to its epoll set", errno);
+        if (dup >= 0)
+            close(dup);
         return WatchFd(fd, cond, fn, data);
     }
-    // In the table before the thread starts: its first look finds it (the
-    // thread waits for the loop mutex, which the caller holds).
-    w.watches.emplace(id, Watch{fd, dup, cond, fn, data, nullptr, wake, ep});
-    try {
-        std::thread(WaiterMain, id, dup, wake, ep).detach();
-    } catch (const std::system_error &e) {
-        WarnNoThread("starting a thread", e.code().value());
-        w.watches.erase(id);
-        close_all();
-        return WatchFd(fd, cond, fn, data);
-    }
+    // In the table before this returns; the I/O thread, which may see the
+    // fd ready at once, waits for the loop mutex, which the caller holds.
+    w.next_id++;
+    w.watches.emplace(id, Watch{fd, dup, cond, fn, data, nullptr, w.io_ep});
     return id;
 }
 
@@ -303,19 +282,19 @@ void RewatchFd(guint id, GIOCondition cond) {
         AttachFallback(id, &wt);
         return;
     }
-    // In the loop's epoll set, or in the waiter thread's own (epoll_wait
+    // In the loop's epoll set or the I/O thread's (an epoll_wait under way
     // there sees the change at once).
+    const int set = wt.ep >= 0 ? wt.ep : w.epfd;
     epoll_event ev = {};
     ev.events = ToEpoll(cond);
     ev.data.u64 = id;
-    if (epoll_ctl(wt.ep >= 0 ? wt.ep : w.epfd, EPOLL_CTL_MOD, wt.dup, &ev) < 0) {
+    if (epoll_ctl(set, EPOLL_CTL_MOD, wt.dup, &ev) < 0) {
         // Cannot happen for a registered dup; keep the watch working.
         WarnOnce("changing a watch", errno);
-        if (wt.ep >= 0)
-            return;  // (its thread owns dup; its former conditions stay)
-        epoll_ctl(w.epfd, EPOLL_CTL_DEL, wt.dup, nullptr);
+        epoll_ctl(set, EPOLL_CTL_DEL, wt.dup, nullptr);
         close(wt.dup);
         wt.dup = -1;
+        wt.ep = -1;
         AttachFallback(id, &wt);
     }
 }
@@ -326,12 +305,10 @@ void UnwatchFd(guint id) {
     if (it == w.watches.end())
         return;
     Watch &wt = it->second;
-    if (wt.wake >= 0) {
-        WakeWaiter(wt);  // it ends at its next look; it closes dup, wake and ep
-    } else if (wt.fallback) {
+    if (wt.fallback) {
         DetachFallback(&wt);
     } else {
-        epoll_ctl(w.epfd, EPOLL_CTL_DEL, wt.dup, nullptr);
+        epoll_ctl(wt.ep >= 0 ? wt.ep : w.epfd, EPOLL_CTL_DEL, wt.dup, nullptr);
         close(wt.dup);
     }
     w.watches.erase(it);

@@ -1,4 +1,4 @@
-// watch: readiness of dshmd's file descriptors through one epoll set.
+// watch: readiness of dshmd's file descriptors through epoll sets.
 //
 // GLib's own fd sources (g_unix_fd_add) are poll()ed all together at every
 // iteration of the main loop.  Each wake-up then costs work in proportion to
@@ -25,8 +25,7 @@
 //   outlives its watch, even if the caller closes its fd first (an epoll
 //   registration lives as long as the open file, which for a userfaultfd
 //   is shared with the client process), and one file may be watched twice.
-//   The duplicate holds the file open until UnwatchFd() (for a threaded
-//   watch, until its thread next runs, moments later): remove the watch
+//   The duplicate holds the file open until UnwatchFd(): remove the watch
 //   before relying on a close (as with GLib's sources).
 // - Ids are never reused; UnwatchFd() of an unknown or removed id does
 //   nothing.  A callback may remove any watch, its own included, and add
@@ -35,23 +34,28 @@
 //   limit), the watch falls back to a GLib fd source with the same
 //   semantics, and a warning is logged once.
 //
-// Waiter threads (EnableWaiterThreads): a watch made with WatchFdThreaded()
-// gets a thread of its own that sleeps on that one fd (in an epoll set of
-// its own, made once) and runs the callback itself, so the wake-up goes
-// straight to a thread waiting on the file, not through the shared epoll
-// set and the main loop (a blocking remote fault has four wake-ups:
-// bench/README.md).  Callbacks of every kind then
-// run one at a time under one mutex, the loop mutex: the thread iterating
-// the default GMainContext holds it except while it sleeps in poll(), and a
-// waiter thread takes it for its callback.  Code written for the single
-// thread keeps its meaning: state is touched only under the loop mutex, and
-// a callback still runs to its end before any other.  A waiter thread
-// waits for the fd without the mutex, takes it, and ends at the first look
-// after its watch was removed; it closes its duplicate of the fd then.
-//
+// The I/O thread (EnableIoThread): a watch made with WatchFdIo() goes into
+// a second epoll set, in which one thread of its own sleeps and runs the
+// ready watches' callbacks itself.  A wake-up then goes straight to a
+// thread waiting on the file, not through the main loop's poll and GLib's
+// dispatch (a blocking remote fault has four wake-ups: bench/README.md).
+// dshmd puts every peer connection, client connection and userfaultfd
+// there; the main loop keeps timers, idles, signals and listening sockets.
+// One thread for all of them, rather than one per fd: on the client host a
+// fault's userfaultfd event and the PAGE that answers it are then handled
+// by the same thread, as by a bare resolver, and that measured 0.88-0.92x
+// the remote fault p50 of a thread per fd (bench/README.md).
+// Callbacks of every kind run one at a time under one mutex, the loop
+// mutex: the thread iterating the default GMainContext holds it except
+// while it sleeps in poll(), and the I/O thread takes it for its
+// callbacks.  Code written for the single thread keeps its meaning: state
+// is touched only under the loop mutex, and a callback still runs to its
+// end before any other.  The I/O thread never ends; the loop thread holds
+// the loop mutex from its last iteration on, so no callback runs after.
+
 // Thread safety: every function here REQUIRES the loop mutex, i.e. is
 // called from a callback or by the thread iterating the default
-// GMainContext (before EnableWaiterThreads, that thread only).
+// GMainContext (before EnableIoThread, that thread only).
 #pragma once
 
 #include <glib-unix.h>
@@ -69,13 +73,15 @@ guint WatchFd(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data);
 
 // Makes the calling thread (the one that will iterate the default
 // GMainContext) hold the loop mutex from now on, except while it polls, and
-// lets WatchFdThreaded() start threads.  Idempotent; cannot be undone.
-void EnableWaiterThreads();
+// starts the I/O thread.  If the thread or its epoll set cannot be had, a
+// warning is logged and WatchFdIo() is WatchFd().  Idempotent; cannot be
+// undone.
+void EnableIoThread();
 
-// As WatchFd(), but after EnableWaiterThreads() the fd is waited for by a
-// thread of its own (above); before it, or if the thread cannot be started,
-// this is WatchFd().  RewatchFd and UnwatchFd apply as to any watch.
-guint WatchFdThreaded(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data);
+// As WatchFd(), but after EnableIoThread() the fd is waited for, and `fn`
+// run, by the I/O thread (above); before it, this is WatchFd().  RewatchFd
+// and UnwatchFd apply as to any watch.
+guint WatchFdIo(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data);
 
 // Changes the conditions of watch `id` (an epoll_ctl, no new watch).
 void RewatchFd(guint id, GIOCondition cond);

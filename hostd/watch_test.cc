@@ -4,11 +4,13 @@
 // registration never outlives its watch even when the caller closed its fd
 // first and the file lives on elsewhere, conditions change in place, one
 // file may be watched twice, and a fd epoll refuses falls back to GLib.
-// Threaded watches (WatchFdThreaded): a watch before EnableWaiterThreads is
-// a plain one; after it the callback runs on the watch's own thread, never
-// while the loop thread is outside its poll (the loop mutex), conditions
-// change and the watch ends as for any watch, and the thread then closes
-// its duplicate of the fd.
+// Watches of the I/O thread (WatchFdIo): a watch before EnableIoThread is a
+// plain one; after it every such watch's callback runs on one thread, the
+// same for all, never while the loop thread is outside its poll (the loop
+// mutex); conditions change and the watch ends as for any watch, and its
+// duplicate of the fd is closed at once; a watch removed while its fd is
+// ready is not called again, even when the next watch reuses the fd
+// number.
 #include "watch.h"
 
 #include <dirent.h>
@@ -67,7 +69,7 @@ void Spin(int n = 5) {
 }
 
 // Iterates the default context, sleeping in its poll (where the loop thread
-// lets waiter threads run) for up to 1 ms at a time, until `done` or
+// lets the I/O thread run) for up to 1 ms at a time, until `done` or
 // about `ms` milliseconds.
 template <typename Pred>
 bool LoopUntil(Pred done, int ms = 2000) {
@@ -79,7 +81,7 @@ bool LoopUntil(Pred done, int ms = 2000) {
     return done();
 }
 
-// Lets waiter threads run for about 50 ms.
+// Lets the I/O thread run for about 50 ms.
 void Settle() {
     LoopUntil([] { return false; }, 50);
 }
@@ -100,6 +102,7 @@ struct ThreadSeen {
     std::atomic<bool> loop_busy{false};   // the loop thread is outside its poll
     std::atomic<bool> overlapped{false};  // a call ran while loop_busy
     std::thread::id main = std::this_thread::get_id();
+    std::thread::id last;  // the thread of the latest call
     int drain = -1;  // read one byte from it per call
     gboolean ret = G_SOURCE_CONTINUE;
 };
@@ -115,6 +118,7 @@ gboolean RecordThreaded(gint, GIOCondition cond, gpointer p) {
         (void)!read(s->drain, &c, 1);
     }
     s->cond |= cond;
+    s->last = std::this_thread::get_id();
     s->calls++;
     return s->ret;
 }
@@ -268,10 +272,10 @@ START_TEST(fd_epoll_refuses_falls_back_to_glib) {
 }
 END_TEST
 
-START_TEST(threaded_watch_before_enable_is_a_plain_watch) {
+START_TEST(io_watch_before_enable_is_a_plain_watch) {
     Pair p;
     ThreadSeen s;
-    guint id = WatchFdThreaded(p.a, G_IO_IN, &RecordThreaded, &s);
+    guint id = WatchFdIo(p.a, G_IO_IN, &RecordThreaded, &s);
     ck_assert_int_eq(write(p.b, "x", 1), 1);
     Spin(1);  // dispatched by this thread's iteration, as WatchFd's
     ck_assert_int_eq(s.calls, 1);
@@ -280,12 +284,12 @@ START_TEST(threaded_watch_before_enable_is_a_plain_watch) {
 }
 END_TEST
 
-START_TEST(threaded_watch_runs_on_its_thread_under_the_loop_mutex) {
-    EnableWaiterThreads();
+START_TEST(io_watch_runs_on_the_io_thread_under_the_loop_mutex) {
+    EnableIoThread();
     Pair p;
     ThreadSeen s;
     s.drain = p.a;
-    guint id = WatchFdThreaded(p.a, G_IO_IN, &RecordThreaded, &s);
+    guint id = WatchFdIo(p.a, G_IO_IN, &RecordThreaded, &s);
     // Readable at once, but this thread holds the loop mutex while it
     // is not polling: the callback must wait for the loop's poll.
     s.loop_busy = true;
@@ -310,15 +314,35 @@ START_TEST(threaded_watch_runs_on_its_thread_under_the_loop_mutex) {
 }
 END_TEST
 
-START_TEST(threaded_watch_rewatch_unwatch_and_its_fds) {
-    EnableWaiterThreads();
+START_TEST(io_watches_share_one_thread) {
+    EnableIoThread();
+    Pair p, q;
+    ThreadSeen s, t;
+    s.drain = p.a;
+    t.drain = q.a;
+    guint a = WatchFdIo(p.a, G_IO_IN, &RecordThreaded, &s);
+    guint b = WatchFdIo(q.a, G_IO_IN, &RecordThreaded, &t);
+    ck_assert_int_eq(write(p.b, "x", 1), 1);
+    ck_assert(LoopUntil([&] { return s.calls == 1; }));
+    ck_assert_int_eq(write(q.b, "x", 1), 1);
+    ck_assert(LoopUntil([&] { return t.calls == 1; }));
+    ck_assert(s.off_main && t.off_main);
+    // (the I/O thread's id is stable: both watches ran on it)
+    ck_assert(s.last == t.last);
+    UnwatchFd(a);
+    UnwatchFd(b);
+}
+END_TEST
+
+START_TEST(io_watch_rewatch_unwatch_and_its_fds) {
+    EnableIoThread();
     Pair p;
     ThreadSeen s;
     const int fds_before = OpenFds();
     const size_t before = WatchCount();
-    guint id = WatchFdThreaded(p.a, G_IO_IN, &RecordThreaded, &s);
+    guint id = WatchFdIo(p.a, G_IO_IN, &RecordThreaded, &s);
     ck_assert_uint_eq(WatchCount(), before + 1);
-    ck_assert_int_gt(OpenFds(), fds_before);  // its dup, its eventfd and its epoll set
+    ck_assert_int_eq(OpenFds(), fds_before + 1);  // its dup, nothing else
     Settle();
     ck_assert_int_eq(s.calls, 0);
     RewatchFd(id, GIOCondition(G_IO_IN | G_IO_OUT));  // a socket with room is writable
@@ -329,13 +353,20 @@ START_TEST(threaded_watch_rewatch_unwatch_and_its_fds) {
     const int calls = s.calls;
     Settle();
     ck_assert_int_eq(s.calls, calls);
-    // Removed while readable: never called again, and the thread closes
-    // its fds.
+    // Removed while readable: never called again, and its dup is closed
+    // at once.  A new watch that gets the same fd number is not handed
+    // the old one's event.
     ck_assert_int_eq(write(p.b, "x", 1), 1);
     UnwatchFd(id);
     ck_assert_uint_eq(WatchCount(), before);
-    ck_assert(LoopUntil([&] { return OpenFds() == fds_before; }));
+    ck_assert_int_eq(OpenFds(), fds_before);
+    Pair q;  // (not readable)
+    ThreadSeen t;
+    guint id2 = WatchFdIo(q.a, G_IO_IN, &RecordThreaded, &t);
+    Settle();
     ck_assert_int_eq(s.calls, calls);
+    ck_assert_int_eq(t.calls, 0);
+    UnwatchFd(id2);
 }
 END_TEST
 
@@ -350,13 +381,14 @@ int main() {
     tcase_add_test(tc, one_file_watched_twice_fires_both);
     tcase_add_test(tc, many_idle_watches_one_ready);
     tcase_add_test(tc, fd_epoll_refuses_falls_back_to_glib);
-    tcase_add_test(tc, threaded_watch_before_enable_is_a_plain_watch);
+    tcase_add_test(tc, io_watch_before_enable_is_a_plain_watch);
     suite_add_tcase(s, tc);
-    // After every plain-watch test: EnableWaiterThreads cannot be undone
-    // (it matters when CK_FORK=no runs every test in one process).
-    TCase *tt = tcase_create("threaded");
-    tcase_add_test(tt, threaded_watch_runs_on_its_thread_under_the_loop_mutex);
-    tcase_add_test(tt, threaded_watch_rewatch_unwatch_and_its_fds);
+    // After every plain-watch test: EnableIoThread cannot be undone (it
+    // matters when CK_FORK=no runs every test in one process).
+    TCase *tt = tcase_create("io-thread");
+    tcase_add_test(tt, io_watch_runs_on_the_io_thread_under_the_loop_mutex);
+    tcase_add_test(tt, io_watches_share_one_thread);
+    tcase_add_test(tt, io_watch_rewatch_unwatch_and_its_fds);
     suite_add_tcase(s, tt);
     return RunSuite(s);
 }

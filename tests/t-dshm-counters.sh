@@ -6,17 +6,17 @@
 #     client on its own host under its own lock id, all concurrently: every
 #     counter is exact (multiple-writer diffs), and the bytes written back per
 #     release are far below a page.
-# h1 and h2 run dshmd's default waiter threads, h3 its main loop alone
-# (waiter-threads = false): both ways of waiting serve the same protocol.
+# h1 and h2 run dshmd's default I/O thread, h3 its main loop alone
+# (io-thread = false): both ways of waiting serve the same protocol.
 source "$(dirname "$0")/lib/common.sh"
 source "$TOP/tests/lib/testbed.sh"
 source "$TOP/tests/lib/dshmd.sh"
 need_built
 tb_init 3
-DSHM_CONF_h3="waiter-threads = false" dshm_cluster 3 "ctr:64K:1"
+DSHM_CONF_h3="io-thread = false" dshm_cluster 3 "ctr:64K:1"
 for h in h1 h2 h3; do
     want=on; [ $h = h3 ] && want=off
-    grep -q "waiter threads $want" "$(tb_log $h dshmd)" || { cat "$(tb_log $h dshmd)"; fail "dshmd on $h: waiter threads not $want"; }
+    grep -q "I/O thread $want" "$(tb_log $h dshmd)" || { cat "$(tb_log $h dshmd)"; fail "dshmd on $h: I/O thread not $want"; }
 done
 N=2000
 
