@@ -155,10 +155,9 @@ run_floors() {
 # ------------------------------------------------------------------ dshm
 
 # dshmd_cpu HOST: utime+stime (clock ticks, every thread dshmd ever ran)
-# and schedstat run time (ns, summed over the threads alive now: a client's
-# userfaultfd waiter thread ends when the client detaches, so with waiter
-# threads this is a lower bound) of HOST's dshmd, read through the host's
-# own /proc (host-local pid).
+# and schedstat run time (ns, summed over the threads alive now: the loop
+# thread and the I/O thread, which live as long as dshmd) of HOST's dshmd,
+# read through the host's own /proc (host-local pid).
 dshmd_cpu() {
     local pid
     pid=$(cat "$TB_STATE/$1/dshmd.pid")
@@ -301,7 +300,7 @@ line('dshmd CPU s over faults (h1+h2)', 'dshmd_cpu', 'total_s', '%.3f')
 line('  owner h1 s', 'dshmd_cpu', 'owner_h1_s', '%.3f')
 line('  client h2 s', 'dshmd_cpu', 'client_h2_s', '%.3f')
 line('dshmd CPU us per fault', 'dshmd_cpu', 'us_per_fault', '%.2f')
-line('  (schedstat, live threads) us per fault', 'dshmd_cpu', 'sched_us_per_fault', '%.2f')
+line('  (schedstat) us per fault', 'dshmd_cpu', 'sched_us_per_fault', '%.2f')
 print()
 
 ub50, ub99 = med('uffd_fault', 'p50_us', mode='blocking'), med('uffd_fault', 'p99_us', mode='blocking')
