@@ -24,7 +24,7 @@ START_TEST(parses_a_full_config) {
     ck_assert_str_eq(c.host_name.c_str(), "host1");
     ck_assert_uint_eq(c.poll_us, 50);
     ck_assert_uint_eq(c.write_ahead_pages, 16);  // the default
-    ck_assert(c.io_thread);                       // the default
+    ck_assert(c.io_thread);                      // the default
     ck_assert_uint_eq(c.peers.size(), 1);
     ck_assert_uint_eq(c.peers[0].host_id, 2);
     ck_assert_uint_eq(c.segments.size(), 2);
@@ -66,8 +66,8 @@ START_TEST(reports_each_problem_precisely) {
         // The former name is still read; the new one wins.
         ck_assert(ParseConfig(head + "waiter-threads = false\n", "t.conf", &c).ok());
         ck_assert(!c.io_thread);
-        ck_assert(ParseConfig(head + "waiter-threads = false\nio-thread = true\n", "t.conf", &c)
-                      .ok());
+        ck_assert(
+            ParseConfig(head + "waiter-threads = false\nio-thread = true\n", "t.conf", &c).ok());
         ck_assert(c.io_thread);
         ck_assert(c.UsesIoThread());
         ck_assert(ParseConfig(head + "poll-us = 50\n", "t.conf", &c).ok());

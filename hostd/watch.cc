@@ -229,7 +229,8 @@ guint WatchFdIo(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data) 
     ev.events = ToEpoll(cond);
     ev.data.u64 = id;
     if (dup < 0 || epoll_ctl(w.io_ep, EPOLL_CTL_ADD, dup, &ev) < 0) {
-        WarnNoIoThread(dup < 0 ? "duplicating a watched fd" : "adding a fd to its epoll set", errno);
+        WarnNoIoThread(dup < 0 ? "duplicating a watched fd" : "adding a fd to its epoll set",
+                       errno);
         if (dup >= 0)
             close(dup);
         return WatchFd(fd, cond, fn, data);
