@@ -69,6 +69,29 @@ GIOCondition FromEpoll(uint32_t ev) {
     return GIOCondition(cond);
 }
 
+epoll_event EventFor(guint id, GIOCondition cond) {
+    epoll_event ev = {};
+    ev.events = ToEpoll(cond);
+    ev.data.u64 = id;
+    return ev;
+}
+
+// Registers a duplicate of `fd` under `id` in epoll set `set` and returns
+// it; or returns -1 with errno set, nothing left open.
+int AddDup(int set, int fd, guint id, GIOCondition cond) {
+    const int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0)
+        return -1;
+    epoll_event ev = EventFor(id, cond);
+    if (epoll_ctl(set, EPOLL_CTL_ADD, dup, &ev) < 0) {
+        const int err = errno;
+        close(dup);
+        errno = err;
+        return -1;
+    }
+    return dup;
+}
+
 // Logs, the first time only per `warned`, that `what` failed and what the
 // watch does `instead`.
 void Warn(bool *warned, const char *what, int err, const char *instead) {
@@ -223,16 +246,10 @@ guint WatchFdIo(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data) 
     Watcher &w = W();
     if (w.io_ep < 0)
         return WatchFd(fd, cond, fn, data);
-    const int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     const guint id = w.next_id;
-    epoll_event ev = {};
-    ev.events = ToEpoll(cond);
-    ev.data.u64 = id;
-    if (dup < 0 || epoll_ctl(w.io_ep, EPOLL_CTL_ADD, dup, &ev) < 0) {
-        WarnNoIoThread(dup < 0 ? "duplicating a watched fd" : "adding a fd to its epoll set",
-                       errno);
-        if (dup >= 0)
-            close(dup);
+    const int dup = AddDup(w.io_ep, fd, id, cond);
+    if (dup < 0) {
+        WarnNoIoThread("adding a fd to its epoll set", errno);
         return WatchFd(fd, cond, fn, data);
     }
     // In the table before this returns; the I/O thread, which may see the
@@ -247,22 +264,11 @@ guint WatchFd(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data) {
     const guint id = w.next_id++;
     Watch wt{fd, -1, cond, fn, data, nullptr, -1};
     if (EnsureEpoll()) {
-        wt.dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-        if (wt.dup < 0) {
-            WarnOnce("duplicating a watched fd", errno);
-        } else {
-            epoll_event ev = {};
-            ev.events = ToEpoll(cond);
-            ev.data.u64 = id;
-            if (epoll_ctl(w.epfd, EPOLL_CTL_ADD, wt.dup, &ev) < 0) {
-                // EPERM: a file epoll cannot watch (a regular file); poll()
-                // reports it always ready, as GLib would.
-                if (errno != EPERM)
-                    WarnOnce("adding a fd to the epoll set", errno);
-                close(wt.dup);
-                wt.dup = -1;
-            }
-        }
+        wt.dup = AddDup(w.epfd, fd, id, cond);
+        // EPERM: a file epoll cannot watch (a regular file); poll() reports
+        // it always ready, as GLib would.
+        if (wt.dup < 0 && errno != EPERM)
+            WarnOnce("adding a fd to the epoll set", errno);
     }
     auto [it, inserted] = w.watches.emplace(id, wt);
     (void)inserted;
@@ -286,9 +292,7 @@ void RewatchFd(guint id, GIOCondition cond) {
     // In the loop's epoll set or the I/O thread's (an epoll_wait under way
     // there sees the change at once).
     const int set = wt.ep >= 0 ? wt.ep : w.epfd;
-    epoll_event ev = {};
-    ev.events = ToEpoll(cond);
-    ev.data.u64 = id;
+    epoll_event ev = EventFor(id, cond);
     if (epoll_ctl(set, EPOLL_CTL_MOD, wt.dup, &ev) < 0) {
         // Cannot happen for a registered dup; keep the watch working.
         WarnOnce("changing a watch", errno);
