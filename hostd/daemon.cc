@@ -69,7 +69,7 @@ FILE *g_phases = nullptr;  // DSHMD_PHASES: release and fault phases (bench/phas
 // One line per phase of a release: CLOCK_MONOTONIC ns, the phase, two
 // numbers, the CPU time this thread has used (ns: the part of a step
 // spent running, not waiting) and the thread's id (a step may start on
-// one thread, the I/O thread, and end on another, the loop's).  Cheap enough to
+// one of dshmd's two threads and end on the other).  Cheap enough to
 // leave on while benchmarking (a few lines per release, buffered), unlike
 // the per-page trace.
 void Phase(const char *what, uint32_t a, uint64_t b) {

@@ -43,8 +43,8 @@
 // there; the main loop keeps timers, idles, signals and listening sockets.
 // One thread for all of them, rather than one per fd: on the client host a
 // fault's userfaultfd event and the PAGE that answers it are then handled
-// by the same thread, as by a bare resolver, and that measured 0.88-0.92x
-// the remote fault p50 of a thread per fd (bench/README.md).
+// by the same thread, as by a bare resolver; that measured 0.88-0.93x the
+// remote fault p50 of a thread per fd on our testbed (bench/README.md).
 // Callbacks of every kind run one at a time under one mutex, the loop
 // mutex: the thread iterating the default GMainContext holds it except
 // while it sleeps in poll(), and the I/O thread takes it for its
