@@ -12,14 +12,14 @@
 #                (64 B / 4 KiB, blocking)
 #   relay        uffd_floor on h1, its resolver fetching each page from a
 #                tcp_floor server on h3: the floors composed
-#   loop-relay   the same, the resolver waiting in dshmd's loop (watch.h +
-#                GLib) for the uffd event and for the reply
+#   io-relay     the same, the resolver waiting as dshmd does (its I/O
+#                thread, watch.h) for the uffd event and for the reply
 #   dshmd-relay  the bare resolver on h1 as peer host 1 of the real dshmd on
 #                h3: FETCH / PAGE (dshmd on the owner side only)
 #   dshm         dshm_bench faults on h2: dshmd on both sides
 # and prints the medians and each step's ratio to the one before, so a
 # change to one side of dshmd shows where it belongs.  (relay -> dshmd-relay
-# swaps tcp_floor for dshmd on the owner; loop-relay -> dshm swaps the loop
+# swaps tcp_floor for dshmd on the owner; io-relay -> dshm swaps that
 # resolver for dshmd on the client host.)
 #
 # --pin-hosts: the owner h3 (its dshmd and the tcp_floor servers) on the
@@ -113,7 +113,7 @@ def med(what, mode=None):
 u, t = med('uffd_fault', 'blocking'), med('tcp_rtt')
 steps = [('floors summed (uffd + tcp rtt)', (u[0] + t[0], u[1] + t[1], u[2] + t[2])),
          ('relay: the floors composed', med('uffd_fault', 'relay')),
-         ("loop-relay: resolver in dshmd's loop", med('uffd_fault', 'loop-relay')),
+         ("io-relay: resolver on dshmd's I/O thread", med('uffd_fault', 'io-relay')),
          ('dshmd-relay: dshmd on the owner', med('uffd_fault', 'dshmd-relay')),
          ('dshm: dshmd on both sides', med('remote_fault'))]
 print('== medians of the p50s over the repetitions [min..max]')
@@ -122,7 +122,7 @@ for name, (m, lo, hi) in steps:
     print('  %-40s %8.2f  [%6.1f..%6.1f] %9.2f' % (name, m, lo, hi, m / steps[0][1][0]))
 r, lr, dr, d = (x[1][0] for x in steps[1:])
 print('  composing the floors          relay / floors       %.2f' % (r / steps[0][1][0]))
-print("  dshmd's loop, client side     loop-relay / relay   %.2f" % (lr / r))
+print("  dshmd's I/O thread, client    io-relay / relay     %.2f" % (lr / r))
 print('  dshmd on the owner            dshmd-relay / relay  %.2f' % (dr / r))
 print('  dshmd on the client host      dshm / dshmd-relay   %.2f' % (d / dr))
 EOF

@@ -17,7 +17,7 @@
 #             and, as diagnostics, the two composed: uffd_floor on h2
 #             whose resolver fetches each page from tcp_floor on h1
 #             (--relay: a remote fault's four wake-ups without dshmd),
-#             blocking and from dshmd's loop (loop-relay);
+#             blocking and waiting as dshmd does, on its I/O thread (io-relay);
 #             compare_floor on h2: what comparing a write-back's pages with
 #             their twins costs in memory reads, beside a plain copy;
 #   dshm      dshmd with poll-us = 0 (blocking) and poll-us = N (bounded
@@ -129,7 +129,7 @@ RES=$TB_STATE/results.txt  # measurement lines for the summary (gone with the te
 
 run_floors() {
     local rep=$1 out port i
-    echo "-- rep $rep: uffd_floor on h1 (4096 pages, blocking, busy-poll and dshmd-loop resolver)"
+    echo "-- rep $rep: uffd_floor on h1 (4096 pages, blocking, busy-poll and dshmd-io resolver)"
     out=$(tb_run h1 $(bench_pin h1) "$UFFD_FLOOR" --pages "$PAGES" --mode all)
     record "rep=$rep kind=floor" "$(grep -E '^(uffd_fault|shmem_minor_fault) ' <<<"$out")"
 
@@ -141,7 +141,7 @@ run_floors() {
     record "rep=$rep kind=floor" "$(grep -E '^tcp_' <<<"$out")"
     bench_tcp_server_gone h1
 
-    echo "-- rep $rep: uffd_floor on h2 fetching each page from tcp_floor on h1 (the floors composed; blocking and from dshmd's loop)"
+    echo "-- rep $rep: uffd_floor on h2 fetching each page from tcp_floor on h1 (the floors composed; blocking and on dshmd's I/O thread)"
     port=$(bench_tcp_server h1 $(bench_pin h1)) || fail "no tcp_floor server"
     out=$(tb_run h2 $(bench_pin h2) "$UFFD_FLOOR" --pages "$PAGES" --mode none --relay "$H1:$port")
     record "rep=$rep kind=floor" "$(grep -E '^uffd_fault ' <<<"$out")"
@@ -260,10 +260,10 @@ reps = len(set(r['rep'] for r in rows))
 print('== summary: medians over %d repetition(s); [min..max] across repetitions' % reps)
 print()
 print('floors')
-notes = {'loop': "  (resolver in dshmd's loop: not a floor)",
+notes = {'io': "  (resolver on dshmd's I/O thread: not a floor)",
          'relay': '  (resolver fetches each page from tcp_floor on h1: the floors composed, not a floor)',
-         'loop-relay': "  (the same from dshmd's loop on h2: not a floor)"}
-for m in ('blocking', 'busypoll', 'loop', 'relay', 'loop-relay'):
+         'io-relay': "  (the same on dshmd's I/O thread on h2: not a floor)"}
+for m in ('blocking', 'busypoll', 'io', 'relay', 'io-relay'):
     print('  uffd fault   %-10s p50 %7.2f us [%s]  p99 %7.2f us [%s]%s' % (m, med('uffd_fault', 'p50_us', mode=m),
           spread('uffd_fault', 'p50_us', mode=m), med('uffd_fault', 'p99_us', mode=m), spread('uffd_fault', 'p99_us', mode=m),
           notes.get(m, '')))
@@ -325,9 +325,9 @@ for name, v, floor, lim, how in targets:
     ok = ratio <= lim if how == 'le' else ratio >= lim
     print('  %-64s %10.2f %10.2f %7.2f %7.2f  %s' % (name, v, floor, ratio, lim, 'PASS' if ok else 'MISS'))
 print('  (write-back vs raw TCP busy-poll %.1f MB/s: blocking %.2f, poll-us=%s %.2f)' % (raw_p, wb_b / raw_p, poll, wb_p / raw_p))
-rl50, ll50 = med('uffd_fault', 'p50_us', mode='relay'), med('uffd_fault', 'p50_us', mode='loop-relay')
-print('  (remote fault p50, blocking: floors composed (relay) %.2f us = %.2f x their sum; from dshmd\'s loop '
-      '(loop-relay) %.2f us = %.2f x relay; dshm %.2f us = %.2f x loop-relay)' % (
+rl50, ll50 = med('uffd_fault', 'p50_us', mode='relay'), med('uffd_fault', 'p50_us', mode='io-relay')
+print('  (remote fault p50, blocking: floors composed (relay) %.2f us = %.2f x their sum; on dshmd\'s I/O '
+      'thread (io-relay) %.2f us = %.2f x relay; dshm %.2f us = %.2f x io-relay)' % (
           rl50, rl50 / (ub50 + tb50), ll50, ll50 / rl50, f50, f50 / ll50))
 # Raw TCP swings by 2x between repetitions on a shared VM: the same ratio
 # per repetition (its own TCP stream, a minute apart at most), for the spread.

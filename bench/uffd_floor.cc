@@ -12,11 +12,13 @@
 // Resolver modes, measured in the same run on fresh memfds:
 //   blocking  the resolver sleeps in poll() between faults;
 //   busypoll  the resolver spins on a non-blocking read() of the uffd;
-//   loop      the resolver sleeps in dshmd's own loop: a GLib main context
-//             iteration with the uffd watched through hostd/watch.h, the
-//             events read and resolved in the watch's callback as dshmd's
-//             OnUffdEvent does.  loop - blocking is what dshmd's loop adds
-//             to each wake-up (not a floor: a diagnostic);
+//   io        the resolver waits as dshmd does by default: the uffd
+//             watched by dshmd's I/O thread (hostd/watch.h, WatchFdIo),
+//             the events read and resolved in the watch's callback as
+//             dshmd's OnUffdEvent does, while this thread iterates a GLib
+//             main context as dshmd's loop thread does.  io - blocking is
+//             what dshmd's way of waiting adds to each wake-up (not a
+//             floor: a diagnostic);
 //   relay     (--relay ADDR:PORT, a tcp_floor server on another host) as
 //             blocking, but before each copy the resolver sends a 64 B
 //             request and blocks until the server's 4 KiB reply, which it
@@ -24,8 +26,9 @@
 //             as dshm's blocking fault: resolver, server, resolver, toucher)
 //             with none of dshmd's software.  Not a floor either: how much
 //             more than the sum of the two floors their composition costs;
-//   loop-relay  the same, the resolver waiting in dshmd's loop for the
-//             uffd event and, through a watch, for the reply;
+//   io-relay  the same, the resolver waiting as in io for the uffd event
+//             and, through a second watch of the I/O thread, for the reply
+//             (dshmd's client host without dshmd's own handling);
 //   dshmd-relay (--relay-dshmd ADDR:PORT,SEGMENT,HOST_ID) the blocking
 //             resolver as peer host HOST_ID of a real dshmd that owns
 //             SEGMENT: a FETCH per fault, the PAGE copied in (dshmd on the
@@ -38,13 +41,13 @@
 // Output (one line per mode, stable and grep-able):
 //   uffd_fault mode=blocking n=4096 p50_us=.. p90_us=.. p99_us=.. mean_us=.. resolver_cpu_us=..
 //   uffd_fault mode=busypoll n=4096 ...
-//   uffd_fault mode=loop n=4096 ...                      (--mode loop or all)
+//   uffd_fault mode=io n=4096 ...                        (--mode io or all)
 //   uffd_fault mode=relay n=4096 ...                     (--relay)
-//   uffd_fault mode=loop-relay n=4096 ...                (--relay)
+//   uffd_fault mode=io-relay n=4096 ...                  (--relay)
 //   uffd_fault mode=dshmd-relay n=4096 ...               (--relay-dshmd)
 //   shmem_minor_fault mode=present n=4096 ...
 //
-// Usage: uffd_floor [--pages N] [--mode blocking|busypoll|loop|both|all|none]
+// Usage: uffd_floor [--pages N] [--mode blocking|busypoll|io|both|all|none]
 //                   [--cpus RESOLVER,TOUCHER] [--relay ADDR:PORT]
 //                   [--relay-dshmd ADDR:PORT,SEGMENT,HOST_ID]
 // resolver_cpu_us: the resolver process's CPU time per fault (the toucher's
@@ -89,7 +92,7 @@ namespace {
 constexpr unsigned kChildAlarmSec = 60;
 constexpr int kFaultWaitMs = 5000;
 
-enum class Mode { kBlocking, kBusyPoll, kLoop, kRelay, kLoopRelay, kDshmdRelay, kPresent };
+enum class Mode { kBlocking, kBusyPoll, kIo, kRelay, kIoRelay, kDshmdRelay, kPresent };
 
 const char *ModeName(Mode m) {
     switch (m) {
@@ -97,12 +100,12 @@ const char *ModeName(Mode m) {
             return "blocking";
         case Mode::kBusyPoll:
             return "busypoll";
-        case Mode::kLoop:
-            return "loop";
+        case Mode::kIo:
+            return "io";
         case Mode::kRelay:
             return "relay";
-        case Mode::kLoopRelay:
-            return "loop-relay";
+        case Mode::kIoRelay:
+            return "io-relay";
         case Mode::kDshmdRelay:
             return "dshmd-relay";
         case Mode::kPresent:
@@ -158,7 +161,7 @@ void RelayPhase(int fd, uint64_t count) {
     }
 }
 
-// Modes kRelay and kLoopRelay: the connection to the tcp_floor server, in
+// Modes kRelay and kIoRelay: the connection to the tcp_floor server, in
 // an rtt phase of `count` exchanges.
 int RelayConnect(const std::string &spec, uint64_t count) {
     std::string err;
@@ -328,13 +331,15 @@ void DshmdConnect(DshmdPeer *p, const std::string &spec) {
     _exit(0);
 }
 
-// Mode::kLoop: resolves `pages` faults from dshmd's kind of loop; with a
-// relay (Mode::kLoopRelay), as dshmd does: the uffd event sends the request
-// and returns to the loop, the reply's arrival (a watch on the socket)
-// copies the page in.
-struct LoopState {
+// Mode::kIo: resolves `pages` faults as dshmd waits, on its I/O thread
+// (this thread iterating the loop as dshmd's loop thread does); with a
+// relay (Mode::kIoRelay), as dshmd does: the uffd event sends the request
+// and returns, the reply's arrival (a second watch) copies the page in.
+// The state is the callbacks' and this thread's, under the loop mutex.
+struct IoState {
     unsigned char *src;
     size_t *resolved;
+    size_t pages;  // to resolve
     int uffd = -1;
     int relay = -1;
     std::deque<uint64_t> waiting;  // relay: faulting addresses, in request order
@@ -342,14 +347,27 @@ struct LoopState {
     std::string error;
 };
 
-gboolean OnLoopUffd(gint fd, GIOCondition, gpointer p) {
-    auto *st = static_cast<LoopState *>(p);
+// One more fault resolved; the loop thread, asleep in its poll while the
+// I/O thread resolves, is woken when the last one is.
+void CountResolved(IoState *st) {
+    if (++*st->resolved == st->pages)
+        g_main_context_wakeup(nullptr);
+}
+
+// A callback's failure: recorded, and the loop thread woken to see it.
+gboolean Failed(IoState *st, std::string what) {
+    st->error = std::move(what);
+    g_main_context_wakeup(nullptr);
+    return G_SOURCE_REMOVE;
+}
+
+gboolean OnIoUffd(gint fd, GIOCondition, gpointer p) {
+    auto *st = static_cast<IoState *>(p);
     uffd_msg msgs[16];
     for (;;) {
         auto got = ReadEvents(fd, msgs, 16);
         if (!got.ok()) {
-            st->error = got.error().what;
-            return G_SOURCE_REMOVE;
+            return Failed(st, got.error().what);
         }
         for (size_t i = 0; i < *got; i++) {
             if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
@@ -358,46 +376,42 @@ gboolean OnLoopUffd(gint fd, GIOCondition, gpointer p) {
             if (st->relay >= 0) {
                 uint8_t request[64] = {};
                 if (!RelayIo(st->relay, request, sizeof request, false)) {
-                    st->error = "relay: sending a request failed";
-                    return G_SOURCE_REMOVE;
+                    return Failed(st, "relay: sending a request failed");
                 }
                 st->waiting.push_back(addr);
                 continue;
             }
             auto r = CopyPage(fd, addr, st->src, true, false);
             if (!r.ok()) {
-                st->error = r.error().what;
-                return G_SOURCE_REMOVE;
+                return Failed(st, r.error().what);
             }
-            (*st->resolved)++;
+            CountResolved(st);
         }
         if (*got < 16)
             return G_SOURCE_CONTINUE;
     }
 }
 
-gboolean OnLoopRelay(gint fd, GIOCondition, gpointer p) {
-    auto *st = static_cast<LoopState *>(p);
+gboolean OnIoRelay(gint fd, GIOCondition, gpointer p) {
+    auto *st = static_cast<IoState *>(p);
     if (st->waiting.empty() || !RelayIo(fd, st->src, kPageSize, true)) {
-        st->error = "relay: a reply without a request, or the server failed";
-        return G_SOURCE_REMOVE;
+        return Failed(st, "relay: a reply without a request, or the server failed");
     }
     const uint64_t addr = st->waiting.front();
     st->waiting.pop_front();
     auto r = CopyPage(st->uffd, addr, st->src, true, false);
     if (!r.ok()) {
-        st->error = r.error().what;
-        return G_SOURCE_REMOVE;
+        return Failed(st, r.error().what);
     }
-    (*st->resolved)++;
+    CountResolved(st);
     return G_SOURCE_CONTINUE;
 }
 
 // The guard: one periodic timer (as dshmd has timers of its own in its
 // context), not one per wait; a tick with no fault resolved since the last
 // one ends the run.
-gboolean OnLoopTick(gpointer p) {
-    auto *st = static_cast<LoopState *>(p);
+gboolean OnIoTick(gpointer p) {
+    auto *st = static_cast<IoState *>(p);
     if (*st->resolved == st->at_last_tick) {
         st->error = "no fault within " + std::to_string(kFaultWaitMs) + " ms";
         return G_SOURCE_REMOVE;
@@ -406,11 +420,12 @@ gboolean OnLoopTick(gpointer p) {
     return G_SOURCE_CONTINUE;
 }
 
-std::string LoopResolve(int uffd, unsigned char *src, size_t pages, size_t *resolved, int relay) {
-    LoopState st{src, resolved, uffd, relay, {}, 0, {}};
-    guint watch = dshm::WatchFd(uffd, G_IO_IN, &OnLoopUffd, &st);
-    guint relay_watch = relay >= 0 ? dshm::WatchFd(relay, G_IO_IN, &OnLoopRelay, &st) : 0;
-    guint guard = g_timeout_add(kFaultWaitMs, &OnLoopTick, &st);
+std::string IoResolve(int uffd, unsigned char *src, size_t pages, size_t *resolved, int relay) {
+    IoState st{src, resolved, pages, uffd, relay, {}, 0, {}};
+    dshm::EnableIoThread();  // (once per process; the loop thread holds the loop mutex from here)
+    guint watch = dshm::WatchFdIo(uffd, G_IO_IN, &OnIoUffd, &st);
+    guint relay_watch = relay >= 0 ? dshm::WatchFdIo(relay, G_IO_IN, &OnIoRelay, &st) : 0;
+    guint guard = g_timeout_add(kFaultWaitMs, &OnIoTick, &st);
     while (*resolved < pages && st.error.empty())
         g_main_context_iteration(nullptr, TRUE);
     if (st.error.empty())
@@ -420,7 +435,7 @@ std::string LoopResolve(int uffd, unsigned char *src, size_t pages, size_t *reso
     return st.error;
 }
 
-// `relay`: the tcp_floor connection (kRelay, kLoopRelay); `owner`: the
+// `relay`: the tcp_floor connection (kRelay, kIoRelay); `owner`: the
 // dshmd peer connection (kDshmdRelay).
 // One mode's run: the toucher's access times, and the resolver's CPU time
 // per fault (the toucher's not counted).
@@ -436,7 +451,7 @@ ModeRun RunMode(Mode mode, size_t pages, int toucher_cpu, int relay = -1,
         Die(memfd.error().what);
     }
     // The byte every page holds (a tcp_floor server's reply is all 'r').
-    const bool relayed = mode == Mode::kRelay || mode == Mode::kLoopRelay;
+    const bool relayed = mode == Mode::kRelay || mode == Mode::kIoRelay;
     // (The owner's segment pages read as zeros: never written.)
     const unsigned char fill = mode == Mode::kDshmdRelay ? 0 : relayed ? 'r' : 0x5a;
     std::vector<unsigned char> src(kPageSize, fill);
@@ -492,9 +507,9 @@ ModeRun RunMode(Mode mode, size_t pages, int toucher_cpu, int relay = -1,
 
     size_t resolved = 0;
     const uint64_t cpu0 = CpuNs();
-    if (mode == Mode::kLoop || mode == Mode::kLoopRelay) {
+    if (mode == Mode::kIo || mode == Mode::kIoRelay) {
         std::string error =
-            LoopResolve(uffd.get(), src.data(), pages, &resolved, mode == Mode::kLoop ? -1 : relay);
+            IoResolve(uffd.get(), src.data(), pages, &resolved, mode == Mode::kIo ? -1 : relay);
         if (!error.empty())
             kill_child(error);
     }
@@ -573,7 +588,7 @@ void Print(const char *what, Mode mode, const ModeRun &r) {
 
 void Usage() {
     fprintf(stderr,
-            "usage: uffd_floor [--pages N] [--mode blocking|busypoll|loop|both|all|none] "
+            "usage: uffd_floor [--pages N] [--mode blocking|busypoll|io|both|all|none] "
             "[--cpus RESOLVER,TOUCHER] [--relay ADDR:PORT] "
             "[--relay-dshmd ADDR:PORT,SEGMENT,HOST_ID]\n");
     exit(2);
@@ -583,7 +598,7 @@ void Usage() {
 
 int main(int argc, char **argv) {
     size_t pages = 4096;
-    bool blocking = true, busypoll = true, loop = false;
+    bool blocking = true, busypoll = true, io = false;
     int resolver_cpu = -1, toucher_cpu = -1;
     std::string relay, relay_dshmd;
     for (int i = 1; i < argc; i++) {
@@ -603,8 +618,8 @@ int main(int argc, char **argv) {
             std::string m = next();
             blocking = m == "blocking" || m == "both" || m == "all";
             busypoll = m == "busypoll" || m == "both" || m == "all";
-            loop = m == "loop" || m == "all";
-            if (!blocking && !busypoll && !loop && m != "none") {
+            io = m == "io" || m == "all";
+            if (!blocking && !busypoll && !io && m != "none") {
                 Usage();
             }
         } else if (a == "--relay") {
@@ -633,15 +648,15 @@ int main(int argc, char **argv) {
     if (busypoll) {
         Print("uffd_fault", Mode::kBusyPoll, RunMode(Mode::kBusyPoll, pages, toucher_cpu));
     }
-    if (loop) {
-        Print("uffd_fault", Mode::kLoop, RunMode(Mode::kLoop, pages, toucher_cpu));
+    if (io) {
+        Print("uffd_fault", Mode::kIo, RunMode(Mode::kIo, pages, toucher_cpu));
     }
     if (!relay.empty()) {
         // One tcp_floor session: two rtt phases, then its end.
         const int fd = RelayConnect(relay, pages);
         Print("uffd_fault", Mode::kRelay, RunMode(Mode::kRelay, pages, toucher_cpu, fd));
         RelayPhase(fd, pages);
-        Print("uffd_fault", Mode::kLoopRelay, RunMode(Mode::kLoopRelay, pages, toucher_cpu, fd));
+        Print("uffd_fault", Mode::kIoRelay, RunMode(Mode::kIoRelay, pages, toucher_cpu, fd));
         dshm::bench::Phase end{dshm::bench::kFloorMagic, dshm::bench::kEnd, 0, 1, 0, 0, 0};
         (void)RelayIo(fd, &end, sizeof end, false);
         close(fd);
