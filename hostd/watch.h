@@ -52,7 +52,7 @@
 // is touched only under the loop mutex, and a callback still runs to its
 // end before any other.  The I/O thread never ends; the loop thread holds
 // the loop mutex from its last iteration on, so no callback runs after.
-
+//
 // Thread safety: every function here REQUIRES the loop mutex, i.e. is
 // called from a callback or by the thread iterating the default
 // GMainContext (before EnableIoThread, that thread only).
