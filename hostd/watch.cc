@@ -15,17 +15,17 @@ namespace dshm {
 
 namespace {
 
-// A watch's `dup` is registered in the loop's epoll set or, for a watch
-// of the I/O thread, in the I/O thread's (`ep`); either way UnwatchFd
+// A watch's `dup` is registered in epoll set `ep`: the loop's or, for a
+// watch of the I/O thread, the I/O thread's; either way UnwatchFd
 // deregisters and closes it at once, under the loop mutex.
 struct Watch {
     int fd;        // the caller's, passed to fn
-    int dup = -1;  // registered in `ep` or the loop's set; -1 with a fallback
+    int dup = -1;  // registered in `ep`; -1 with a fallback
     GIOCondition cond;
     GUnixFDSourceFunc fn;
     gpointer data;
     GSource *fallback = nullptr;  // a GLib fd source when epoll refused
-    int ep = -1;                  // the I/O thread's epoll set; -1: the loop's
+    int ep = -1;                  // the set `dup` is in (the loop's or the I/O thread's)
 };
 
 struct Watcher {
@@ -267,7 +267,9 @@ guint WatchFd(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data) {
         wt.dup = AddDup(w.epfd, fd, id, cond);
         // EPERM: a file epoll cannot watch (a regular file); poll() reports
         // it always ready, as GLib would.
-        if (wt.dup < 0 && errno != EPERM)
+        if (wt.dup >= 0)
+            wt.ep = w.epfd;
+        else if (errno != EPERM)
             WarnOnce("adding a fd to the epoll set", errno);
     }
     auto [it, inserted] = w.watches.emplace(id, wt);
@@ -289,14 +291,12 @@ void RewatchFd(guint id, GIOCondition cond) {
         AttachFallback(id, &wt);
         return;
     }
-    // In the loop's epoll set or the I/O thread's (an epoll_wait under way
-    // there sees the change at once).
-    const int set = wt.ep >= 0 ? wt.ep : w.epfd;
+    // (An epoll_wait under way in the I/O thread sees the change at once.)
     epoll_event ev = EventFor(id, cond);
-    if (epoll_ctl(set, EPOLL_CTL_MOD, wt.dup, &ev) < 0) {
+    if (epoll_ctl(wt.ep, EPOLL_CTL_MOD, wt.dup, &ev) < 0) {
         // Cannot happen for a registered dup; keep the watch working.
         WarnOnce("changing a watch", errno);
-        epoll_ctl(set, EPOLL_CTL_DEL, wt.dup, nullptr);
+        epoll_ctl(wt.ep, EPOLL_CTL_DEL, wt.dup, nullptr);
         close(wt.dup);
         wt.dup = -1;
         wt.ep = -1;
@@ -313,7 +313,7 @@ void UnwatchFd(guint id) {
     if (wt.fallback) {
         DetachFallback(&wt);
     } else {
-        epoll_ctl(wt.ep >= 0 ? wt.ep : w.epfd, EPOLL_CTL_DEL, wt.dup, nullptr);
+        epoll_ctl(wt.ep, EPOLL_CTL_DEL, wt.dup, nullptr);
         close(wt.dup);
     }
     w.watches.erase(it);
