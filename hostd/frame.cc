@@ -97,7 +97,7 @@ constexpr TypeRule kRules[] = {
      sizeof(dshm_seg_note), 0},
     {DSHM_MSG_OWN_PAGE, "OWN_PAGE", kToPeer, kPageMsgSize, kPageMsgSize, 0},
     {DSHM_MSG_OWN_LOCKS, "OWN_LOCKS", kToPeer, sizeof(dshm_pagelist),
-     sizeof(dshm_pagelist) + DSHM_MAX_INVAL_PAGES * sizeof(dshm_lock_entry), 0},
+     sizeof(dshm_pagelist) + DSHM_MAX_LOCK_ENTRIES * sizeof(dshm_lock_entry), 0},
     {DSHM_MSG_OWN_COPYSETS, "OWN_COPYSETS", kToPeer, sizeof(dshm_copysets) + 8,
      sizeof(dshm_copysets) + DSHM_MAX_COPYSETS * 8, 0},
     {DSHM_MSG_OWN_COMMIT, "OWN_COMMIT", kToPeer, sizeof(dshm_seg_note),

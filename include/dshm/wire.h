@@ -44,6 +44,7 @@ extern "C" {
 #define DSHM_MAX_HOSTS        64u  /* host ids: 0..63 (copy sets are bitmasks) */
 #define DSHM_MAX_PAYLOAD      (1u << 20) /* absolute bound, any type */
 #define DSHM_MAX_INVAL_PAGES  1024u /* pages per INVALIDATE / INVAL_ACK */
+#define DSHM_MAX_LOCK_ENTRIES 1024u /* lock table entries per OWN_LOCKS */
 
 /* ------------------------------------------------------------------ */
 /* Header                                                              */

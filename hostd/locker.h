@@ -1,0 +1,52 @@
+// Locker: the lock protocol (protocol.md section 4).  The owner keeps each
+// segment's FIFO lock table (HomeState::locks, lockq.h); a client on the
+// owner host asks it directly, a client elsewhere through P_ACQUIRE, and
+// is answered by Grant (locally, or with P_GRANT).  A release reaches the
+// table through Home (after its write-backs and invalidations); a lock of
+// a client that is gone is dropped and passed on (ForgetClientLocks,
+// CLIENT_GONE, a lost host).
+//
+// Thread safety: every method REQUIRES the loop mutex.
+#pragma once
+
+#include <cstdint>
+
+#include "lockq.h"
+#include "segment.h"
+
+namespace dshm {
+
+class Daemon;
+struct Peer;
+
+class Locker {
+  public:
+    explicit Locker(Daemon &d) : d_(d) {}
+    Locker(const Locker &) = delete;
+    Locker &operator=(const Locker &) = delete;
+
+    // A client's ACQUIRE.
+    void OnAcquire(LocalClient *c, const Frame &f);
+    // --- peer messages ---
+    void OnPAcquire(Peer *peer, const Frame &f);  // owner
+    void OnPGrant(Peer *peer, const Frame &f);    // the client's host
+    void OnClientGone(Peer *peer, const Frame &f);  // owner
+
+    // Owner: `lock` is `who`'s now; tell it.
+    void Grant(Segment *s, uint32_t lock, Holder who);
+    // Owner: drops every lock and request of `who`, passing locks on.
+    void DropClientLocks(Segment *s, Holder who);
+    // A local client is gone for good: its locks are dropped at the owner
+    // (locally, or with CLIENT_GONE).
+    void ForgetClientLocks(Segment *s, uint32_t client);
+    // Owner: renames `from` to `to` in the lock table (a migrated VM);
+    // sets the bits of the locks `to` now holds and queues for.
+    void RenameHolder(Segment *s, Holder from, Holder to, uint8_t *held, uint8_t *queued);
+    // Owner: `host` is lost: its locks go to the next in line.
+    void OnHostLost(Segment *s, uint32_t host);
+
+  private:
+    Daemon &d_;
+};
+
+}  // namespace dshm

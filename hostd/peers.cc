@@ -1,0 +1,278 @@
+#include "peers.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "daemon.h"
+#include "watch.h"
+
+namespace dshm {
+namespace {
+
+// A connection that has not completed its HELLO by then is dropped.
+constexpr guint kHelloDeadlineMs = 2000;
+
+void SetNoDelay(int fd) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+// Resolves host:port to a sockaddr (numeric or via the resolver).
+bool Resolve(const std::string &addr, sockaddr_storage *out, socklen_t *len) {
+    std::string host;
+    uint16_t port;
+    if (!SplitHostPort(addr, &host, &port))
+        return false;
+    struct addrinfo hints = {}, *res = nullptr;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0 || !res) {
+        return false;
+    }
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return true;
+}
+
+std::unique_ptr<Conn> PeerConn(int fd, const std::string &label) {
+    return std::make_unique<Conn>(os::UniqueFd(fd), Channel::kPeer, Receiver::kDaemon,
+                                  ClientRole::kUnknown, label);
+}
+
+}  // namespace
+
+Peers::Peers(Daemon &d) : d_(d) {
+    for (const auto &pc : d_.cfg().peers) {
+        auto p = std::make_unique<Peer>();
+        p->cfg = pc;
+        p->peers = this;
+        peers_[pc.host_id] = std::move(p);
+    }
+}
+
+Peers::~Peers() {
+    for (auto &[id, p] : peers_) {
+        if (p->retry_timer)
+            g_source_remove(p->retry_timer);
+        if (p->connect_watch)
+            UnwatchFd(p->connect_watch);
+        if (p->connecting_fd >= 0)
+            close(p->connecting_fd);
+    }
+    if (listen_watch_)
+        UnwatchFd(listen_watch_);
+}
+
+Status Peers::Listen() {
+    const std::string &addr = d_.cfg().listen;
+    if (addr.empty())
+        return Status::OK();
+    sockaddr_storage ss;
+    socklen_t len;
+    if (!Resolve(addr, &ss, &len))
+        return Status::Proto("cannot resolve listen address " + addr);
+    os::UniqueFd fd(socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    int one = 1;
+    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd.get(), reinterpret_cast<sockaddr *>(&ss), len) < 0 || listen(fd.get(), 64) < 0) {
+        return Status::Internal("listen on " + addr + ": " + strerror(errno));
+    }
+    listen_ = std::move(fd);
+    listen_watch_ = WatchFd(listen_.get(), G_IO_IN, &Peers::OnAccept, this);
+    return Status::OK();
+}
+
+void Peers::DialAll() {
+    for (auto &[id, p] : peers_) {
+        if (id > d_.host_id() && !p->cfg.address.empty())
+            Dial(p.get());
+    }
+}
+
+Peer *Peers::Find(uint32_t host) {
+    auto it = peers_.find(host);
+    return it == peers_.end() ? nullptr : it->second.get();
+}
+
+void Peers::Send(uint32_t host, std::vector<uint8_t> msg) {
+    Peer *p = Find(host);
+    if (!p) {
+        g_warning("no peer with host id %u", host);
+        return;
+    }
+    if (Conn *c = p->Live())
+        c->Send(std::move(msg));
+    else
+        p->queued.push_back(std::move(msg));
+}
+
+void Peers::Redial(Peer *peer, guint ms) {
+    peer->retry_timer = g_timeout_add(ms, &Peers::OnRetryTimer, peer);
+}
+
+void Peers::Dial(Peer *peer) {
+    sockaddr_storage ss;
+    socklen_t len;
+    if (!Resolve(peer->cfg.address, &ss, &len)) {
+        g_warning("peer %s: cannot resolve %s", peer->cfg.name.c_str(), peer->cfg.address.c_str());
+        return Redial(peer, 1000);
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (connect(fd, reinterpret_cast<sockaddr *>(&ss), len) < 0 && errno != EINPROGRESS) {
+        close(fd);
+        return Redial(peer, 200);
+    }
+    peer->connecting_fd = fd;
+    peer->connect_watch = WatchFd(fd, G_IO_OUT, &Peers::OnDialReady, peer);
+}
+
+gboolean Peers::OnRetryTimer(gpointer pp) {
+    auto *p = static_cast<Peer *>(pp);
+    p->retry_timer = 0;
+    p->peers->Dial(p);
+    return G_SOURCE_REMOVE;
+}
+
+gboolean Peers::OnDialReady(gint fd, GIOCondition, gpointer pp) {
+    auto *p = static_cast<Peer *>(pp);
+    p->connect_watch = 0;
+    p->connecting_fd = -1;
+    int err = 0;
+    socklen_t el = sizeof err;
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+    if (err) {
+        close(fd);
+        p->peers->Redial(p, 200);
+        return G_SOURCE_REMOVE;
+    }
+    SetNoDelay(fd);
+    p->peers->AttachConn(p, PeerConn(fd, "peer " + p->cfg.name));
+    return G_SOURCE_REMOVE;
+}
+
+gboolean Peers::OnAccept(gint lfd, GIOCondition, gpointer self) {
+    auto *ps = static_cast<Peers *>(self);
+    for (;;) {
+        int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0)
+            break;
+        SetNoDelay(fd);
+        // Unidentified until its HELLO names a configured peer.
+        std::unique_ptr<Conn> conn = PeerConn(fd, "incoming peer");
+        Conn *raw = conn.get();
+        ps->unidentified_.push_back(std::move(conn));
+        auto take = [ps, raw]() -> std::unique_ptr<Conn> {
+            for (auto &u : ps->unidentified_) {
+                if (u.get() == raw) {
+                    auto out = std::move(u);
+                    std::erase(ps->unidentified_, nullptr);
+                    return out;
+                }
+            }
+            return nullptr;
+        };
+        raw->Start(
+            [ps, raw, take](Frame &&f) {
+                if (f.hdr.type != DSHM_MSG_HELLO)
+                    return raw->Close(Status::OK());
+                auto h = f.Fixed<dshm_hello>();
+                Peer *p = ps->Find(h.host_id);
+                if (!p || h.host_id >= ps->d_.host_id()) {
+                    return raw->Fail(Status::Proto("host id " + std::to_string(h.host_id) +
+                                                   " is not a peer that dials this host"),
+                                     DSHM_MSG_HELLO);
+                }
+                ps->AttachConn(p, take());
+                ps->OnFrame(p, std::move(f));
+            },
+            [ps, take](const Status &why) {
+                if (!why.ok())
+                    g_warning("incoming peer connection: %s", why.ToString().c_str());
+                ps->d_.DeferDelete(take());
+            });
+        raw->SetHelloDeadline(kHelloDeadlineMs);
+    }
+    return G_SOURCE_CONTINUE;
+}
+
+bool Peers::Attach(uint32_t host, os::UniqueFd fd) {
+    Peer *p = Find(host);
+    if (!p)
+        return false;
+    AttachConn(p, PeerConn(fd.release(), "peer " + p->cfg.name));
+    return true;
+}
+
+void Peers::AttachConn(Peer *peer, std::unique_ptr<Conn> conn) {
+    if (peer->conn)
+        peer->conn->Close(Status::OK());  // the peer restarted: the old session is over
+    peer->conn = std::move(conn);
+    peer->up = false;
+    peer->conn->set_label("peer " + peer->cfg.name);
+    Conn *raw = peer->conn.get();
+    raw->Start(
+        [this, peer, raw](Frame &&f) {
+            if (peer->conn.get() == raw)
+                OnFrame(peer, std::move(f));
+        },
+        [this, peer, raw](const Status &why) {
+            if (peer->conn.get() == raw)
+                OnClosed(peer, why);
+        });
+    dshm_hello h = {};
+    h.version = DSHM_PROTO_VERSION;
+    h.role = DSHM_ROLE_PEER;
+    h.host_id = d_.host_id();
+    h.incarnation = d_.incarnation();
+    SetName(h.name, d_.cfg().host_name.substr(0, DSHM_VMNAME_LEN - 1));
+    raw->Send(EncodeMsg(DSHM_MSG_HELLO, 0, h));
+}
+
+void Peers::OnFrame(Peer *peer, Frame &&f) {
+    if (f.hdr.type == DSHM_MSG_HELLO)
+        return OnHello(peer, f);
+    if (!peer->up)
+        return peer->conn->Fail(Status::Proto("message before HELLO"), f.hdr.type);
+    d_.RoutePeerFrame(peer, std::move(f));
+}
+
+void Peers::OnHello(Peer *peer, const Frame &f) {
+    auto h = f.Fixed<dshm_hello>();
+    if (h.host_id != peer->cfg.host_id) {
+        return peer->conn->Fail(Status::Proto("HELLO from host " + std::to_string(h.host_id) +
+                                              ", expected " + std::to_string(peer->cfg.host_id)),
+                                f.hdr.type);
+    }
+    peer->up = true;
+    peer->incarnation = h.incarnation;
+    peer->connections++;
+    g_message("peer %s (host %u) up", peer->cfg.name.c_str(), peer->cfg.host_id);
+    d_.OnPeerUp(peer);
+    auto q = std::move(peer->queued);
+    peer->queued.clear();
+    for (auto &m : q)
+        peer->conn->Send(std::move(m));
+}
+
+void Peers::OnClosed(Peer *peer, const Status &why) {
+    g_warning("peer %s (host %u) lost: %s", peer->cfg.name.c_str(), peer->cfg.host_id,
+              why.ok() ? "connection closed" : why.ToString().c_str());
+    const bool was_up = peer->up;
+    peer->up = false;
+    d_.DeferDelete(std::move(peer->conn));
+    const uint32_t host = peer->cfg.host_id;
+    if (was_up)
+        d_.OnPeerLost(host);
+    // Messages queued while the peer was not up stay queued for the next
+    // connection.
+    if (host > d_.host_id() && !peer->retry_timer && !peer->cfg.address.empty())
+        Redial(peer, 200);
+}
+
+}  // namespace dshm

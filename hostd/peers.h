@@ -1,0 +1,93 @@
+// Peers: the peer transport of dshmd.  One TCP connection per pair of
+// hosts: the host with the smaller id dials, the other accepts; each side
+// sends HELLO (its host id, incarnation and name) first.  A connection is
+// "up" once the peer's HELLO arrived and named the expected host.
+//
+//   - Send(host, msg) sends on the live connection, or queues the message
+//     until the next connection is up (messages are never dropped here; a
+//     role that must not send on a later connection checks Live() first).
+//   - On HELLO: Daemon::OnPeerUp (the roles' catch-up), then the queue.
+//   - On a close: Daemon::OnPeerLost (the roles, in the order documented
+//     there), then a redial after 200 ms when this host dials the peer.
+//   - Frames of an up peer go to Daemon::RoutePeerFrame.
+//
+// The transport seam: Attach(host, fd) takes any connected stream socket
+// for peer `host`, as the dial and the accept paths do; an in-process test
+// hands it one end of a socketpair.  A peer with an empty address is never
+// dialled, and Listen() with an empty `listen` address opens no listener.
+//
+// Thread safety: every method REQUIRES the loop mutex.
+#pragma once
+
+#include <glib.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "config.h"
+#include "conn.h"
+#include "os/result.h"
+#include "status.h"
+
+namespace dshm {
+
+class Daemon;
+class Peers;
+
+struct Peer {
+    PeerConfig cfg;
+    std::unique_ptr<Conn> conn;
+    bool up = false;  // HELLO received on conn
+    uint64_t incarnation = 0;
+    uint64_t connections = 0;  // HELLOs received: which connection a request came on
+    std::vector<std::vector<uint8_t>> queued;  // sent before the peer was up
+    guint retry_timer = 0;
+    int connecting_fd = -1;
+    guint connect_watch = 0;
+    Peers *peers = nullptr;
+
+    // The connection if the peer is up and it is open, else nullptr.
+    Conn *Live() const { return up && conn && !conn->closed() ? conn.get() : nullptr; }
+};
+
+class Peers {
+  public:
+    explicit Peers(Daemon &d);
+    ~Peers();
+    Peers(const Peers &) = delete;
+    Peers &operator=(const Peers &) = delete;
+
+    // Listens on cfg().listen (nothing when it is empty).
+    Status Listen();
+    // Dials every configured peer with a greater host id and an address.
+    void DialAll();
+    // Uses connected stream socket `fd` as the connection to peer `host`
+    // (replacing any other); sends our HELLO.  False for an unknown host.
+    bool Attach(uint32_t host, os::UniqueFd fd);
+
+    Peer *Find(uint32_t host);
+    const std::map<uint32_t, std::unique_ptr<Peer>> &all() const { return peers_; }
+    // Sends on the live connection, else queues for the next one.
+    void Send(uint32_t host, std::vector<uint8_t> msg);
+
+  private:
+    void Dial(Peer *peer);
+    void Redial(Peer *peer, guint ms);
+    static gboolean OnRetryTimer(gpointer peer);
+    static gboolean OnDialReady(gint fd, GIOCondition, gpointer peer);
+    static gboolean OnAccept(gint fd, GIOCondition, gpointer self);
+    void AttachConn(Peer *peer, std::unique_ptr<Conn> conn);
+    void OnFrame(Peer *peer, Frame &&f);
+    void OnHello(Peer *peer, const Frame &f);
+    void OnClosed(Peer *peer, const Status &why);
+
+    Daemon &d_;
+    std::map<uint32_t, std::unique_ptr<Peer>> peers_;
+    std::vector<std::unique_ptr<Conn>> unidentified_;  // accepted conns before HELLO
+    os::UniqueFd listen_;
+    guint listen_watch_ = 0;
+};
+
+}  // namespace dshm

@@ -1,0 +1,81 @@
+// Writer: the releasing side of eager release consistency (protocol.md
+// sections 6 and 8): at a client's RELEASE its dirty pages are
+// write-protected (Invariant W), diffed against their twins and sent to the
+// owner before the lock goes; the owner's P_RELEASE_ACK completes it.  On
+// the owner host itself the diffs go straight to Home.
+//
+// Thread safety: every method REQUIRES the loop mutex.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "segment.h"
+
+namespace dshm {
+
+class Daemon;
+struct Peer;
+
+// A diff made here (the owner host's own release).
+struct Diff {
+    uint32_t page;
+    uint16_t encoding;
+    std::vector<uint8_t> data;
+};
+// A diff held elsewhere (a Diff, or a buffered WRITEBACK frame).
+struct DiffRef {
+    uint32_t page;
+    uint16_t encoding;
+    std::span<const uint8_t> data;
+};
+std::vector<DiffRef> RefsOf(const std::vector<Diff> &diffs);
+
+// A write-back that releases a lock, or a migrating client's flush (no
+// lock is released: protocol.md section 11).
+enum class ReleaseKind { kRelease, kFlush };
+
+class Writer {
+  public:
+    explicit Writer(Daemon &d) : d_(d) {}
+    Writer(const Writer &) = delete;
+    Writer &operator=(const Writer &) = delete;
+
+    // A client's RELEASE.
+    void OnRelease(LocalClient *c, const Frame &f);
+    // The owner's answer to this host's P_RELEASE.
+    void OnPReleaseAck(Peer *peer, const Frame &f);
+
+    // The owner host's own write-back: ProtectDirty, diffs, AccountWriteback;
+    // *bytes = their encoded size.
+    std::vector<Diff> CollectDirty(LocalClient *c, uint32_t *bytes);
+    // Non-owner: ProtectDirty, then each page diffed into its WRITEBACK
+    // frame (a page c alone rewrote as a whole is not copied: the frame's
+    // data is written from the segment, Conn::SendGather, before this
+    // returns); frames go to the owner in chunks of kWritebackChunk
+    // bytes as they fill, so the owner receives the first pages while the
+    // rest are diffed; once Conn::kStreamQueueBytes are queued, the rest is
+    // handed to the connection as a stream (Conn::SendStream) sent as it
+    // drains; then P_RELEASE (or P_FLUSH: `kind`).  Accounts the
+    // write-back; *pages and *bytes = pages and diff bytes written back.
+    // The caller records its pending request BEFORE the call: losing the
+    // owner during the burst fails it (Cache::OnOwnerLost), and the rest of
+    // the burst is then dropped, not queued for the next connection.  c may
+    // be gone when this returns (a client closed by a failed send).
+    static constexpr size_t kWritebackChunk = 256u << 10;
+    void SendWritebacks(LocalClient *c, ReleaseKind kind, uint32_t lock, uint32_t *pages,
+                        uint32_t *bytes);
+
+  private:
+    // Write-protects c's dirty pages (Invariant W), one ioctl per run of
+    // consecutive pages, and empties c's dirty set; returns the pages in
+    // increasing order.  Each must then go through ReleaseDirty.
+    std::vector<uint32_t> ProtectDirty(LocalClient *c);
+    // Counts a write-back of c (segment and client counters, access monitor).
+    void AccountWriteback(LocalClient *c, uint64_t pages, uint64_t bytes);
+
+    Daemon &d_;
+};
+
+}  // namespace dshm
