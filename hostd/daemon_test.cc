@@ -1,0 +1,283 @@
+// In-process tests of the owner's and the cache's roles: three hosts'
+// Daemons in one process, their peer connections socketpairs handed to
+// Peers::Attach (the transport seam: no TCP, no namespaces), their clients
+// real libdshm-client clients on real unix sockets, with real memfds and
+// userfaultfds.  The test thread runs the one GLib loop of all three
+// daemons (no I/O thread); each client's work runs on a thread of its own,
+// since its page faults are resolved by the loop.
+//
+// Covered: a remote read fault fetches the owner's released content; a
+// release on the owner invalidates the other hosts' copies, which fault
+// and fetch the new content; a remote writer's release is applied at the
+// owner and invalidates the third host's copy; a lost host's lock passes
+// to the next in line, its clean copies are punched, its lock requests
+// fail, and what it released before stays at the owner.
+#include "daemon.h"
+
+#include <glib.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "clients.h"
+#include "dshm_client.h"
+#include "peers.h"
+
+// check.h defines a fail() macro: it must follow the C++ headers.
+#include "../tests/unit/check_main.h"
+
+using namespace dshm;
+
+namespace {
+
+constexpr uint32_t kPage = DSHM_PAGE_SIZE;
+constexpr uint64_t kSegSize = 64 * kPage;
+constexpr int kHosts = 3;
+
+// Runs the loop until done() (or 60 s: a failure).
+bool RunUntil(const std::function<bool()> &done) {
+    const gint64 deadline = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
+    guint timer = g_timeout_add(1000, [](gpointer) -> gboolean { return G_SOURCE_CONTINUE; },
+                                nullptr);  // re-checks the deadline at least every second
+    while (!done() && g_get_monotonic_time() < deadline)
+        g_main_context_iteration(nullptr, TRUE);
+    g_source_remove(timer);
+    return done();
+}
+
+// Runs fn on a thread of its own while the loop runs here; false if it did
+// not end within RunUntil's limit (the thread is then left behind).
+bool OffLoop(std::function<void()> fn) {
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    std::thread t([fn = std::move(fn), done] {
+        fn();
+        *done = true;
+        g_main_context_wakeup(nullptr);
+    });
+    if (!RunUntil([&] { return done->load(); })) {
+        t.detach();
+        return false;
+    }
+    t.join();
+    return true;
+}
+
+uint64_t Read(const Client &c, uint32_t pg) {
+    uint64_t v;
+    memcpy(&v, const_cast<const uint8_t *>(c.data()) + uint64_t(pg) * kPage, 8);
+    return v;
+}
+
+void Write(Client &c, uint32_t pg, uint64_t v) {
+    memcpy(const_cast<uint8_t *>(c.data()) + uint64_t(pg) * kPage, &v, 8);
+}
+
+// Three hosts h1..h3; h1 owns segment "seg".
+struct Cluster {
+    char dir[64] = "/tmp/dshm-daemon-test-XXXXXX";
+    std::unique_ptr<Daemon> d[kHosts + 1];
+
+    Cluster() {
+        ck_assert_ptr_nonnull(mkdtemp(dir));
+        for (int i = 1; i <= kHosts; i++) {
+            Config c;
+            c.host_id = i;
+            c.host_name = "h" + std::to_string(i);
+            c.socket_path = Sock(i);
+            c.io_thread = false;
+            for (int j = 1; j <= kHosts; j++) {
+                if (j != i)
+                    c.peers.push_back(PeerConfig{"h" + std::to_string(j), uint32_t(j), ""});
+            }
+            c.segments.push_back(SegmentConfig{"seg", kSegSize, 1});
+            d[i] = std::make_unique<Daemon>(std::move(c));
+            Status st = d[i]->Start();
+            ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+        }
+        for (int i = 1; i <= kHosts; i++) {
+            for (int j = i + 1; j <= kHosts; j++) {
+                int sv[2];
+                ck_assert_int_eq(
+                    socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+                ck_assert(d[i]->peers().Attach(j, os::UniqueFd(sv[0])));
+                ck_assert(d[j]->peers().Attach(i, os::UniqueFd(sv[1])));
+            }
+        }
+        ck_assert(RunUntil([&] {
+            for (int i = 1; i <= kHosts; i++) {
+                for (const auto &[id, p] : d[i]->peers().all()) {
+                    if (!p->up)
+                        return false;
+                }
+            }
+            return true;
+        }));
+    }
+    ~Cluster() {
+        for (int i = kHosts; i >= 1; i--)
+            d[i].reset();
+        std::string cmd = std::string("rm -rf ") + dir;
+        (void)!system(cmd.c_str());
+    }
+    std::string Sock(int i) const { return std::string(dir) + "/h" + std::to_string(i) + ".sock"; }
+    Segment *Seg(int i) { return d[i]->FindSegment("seg"); }
+    const SegmentStats &Stats(int i) { return Seg(i)->stats; }
+    PageTable::State State(int i, uint32_t pg) { return Seg(i)->pages->state(pg); }
+    LocalClient *Local(int i, const Client &c) { return d[i]->clients().Find(c.client_id()); }
+};
+
+// A client of host i attached to "seg" (on a thread: ATTACH waits for the loop).
+void AttachOn(Cluster &cl, int i, Client &c, const char *name) {
+    Status st;
+    ck_assert(OffLoop([&] { st = c.Attach(cl.Sock(i), "seg", name); }));
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+}
+
+// Lock `lock`, write v to each page, release; returns the pages written back.
+uint32_t WriteUnderLock(Client &c, uint32_t lock, std::vector<uint32_t> pages, uint64_t v) {
+    Status a, r;
+    ReleaseInfo info;
+    ck_assert(OffLoop([&] {
+        a = c.Acquire(lock);
+        if (!a.ok())
+            return;
+        for (uint32_t pg : pages)
+            Write(c, pg, v);
+        r = c.Release(lock, &info);
+    }));
+    ck_assert_msg(a.ok(), "%s", a.ToString().c_str());
+    ck_assert_msg(r.ok(), "%s", r.ToString().c_str());
+    return info.pages_written;
+}
+
+uint64_t ReadOff(Client &c, uint32_t pg) {
+    uint64_t v = 0;
+    ck_assert(OffLoop([&] { v = Read(c, pg); }));
+    return v;
+}
+
+}  // namespace
+
+START_TEST(remote_fault_and_owner_release_invalidates) {
+    Cluster cl;
+    Client a, b, c;
+    AttachOn(cl, 1, a, "vm-a");
+    AttachOn(cl, 2, b, "vm-b");
+    AttachOn(cl, 3, c, "vm-c");
+    ck_assert_uint_eq(WriteUnderLock(a, 0, {3}, 0x1111), 1);
+
+    // A remote read fault: h2 fetches page 3 from the owner, once.
+    ck_assert_uint_eq(ReadOff(b, 3), 0x1111);
+    ck_assert_uint_eq(ReadOff(c, 3), 0x1111);
+    ck_assert_uint_eq(cl.Stats(2).fetches_sent, 1);
+    ck_assert_uint_eq(cl.Stats(3).fetches_sent, 1);
+    ck_assert_uint_eq(cl.Stats(1).fetches_served, 2);
+    ck_assert_int_eq(cl.State(2, 3), PageTable::kValid);
+    ck_assert_uint_eq(ReadOff(b, 3), 0x1111);  // valid now: no second fetch
+    ck_assert_uint_eq(cl.Stats(2).fetches_sent, 1);
+
+    // The owner's own release invalidates both copies before it completes.
+    ck_assert_uint_eq(WriteUnderLock(a, 0, {3}, 0x2222), 1);
+    ck_assert_uint_eq(cl.Stats(1).invalidations_sent, 2);
+    ck_assert_uint_eq(cl.Stats(2).invalidations_received, 1);
+    ck_assert_uint_eq(cl.Stats(3).invalidations_received, 1);
+    ck_assert_int_eq(cl.State(2, 3), PageTable::kInvalid);
+    ck_assert_int_eq(cl.State(3, 3), PageTable::kInvalid);
+
+    // The next access faults and fetches the latest version.
+    ck_assert_uint_eq(ReadOff(b, 3), 0x2222);
+    ck_assert_uint_eq(cl.Stats(2).fetches_sent, 2);
+}
+END_TEST
+
+START_TEST(remote_release_applied_at_owner_and_invalidates_third) {
+    Cluster cl;
+    Client a, b, c;
+    AttachOn(cl, 1, a, "vm-a");
+    AttachOn(cl, 2, b, "vm-b");
+    AttachOn(cl, 3, c, "vm-c");
+    ck_assert_uint_eq(ReadOff(c, 5), 0);  // h3 holds a copy of page 5 (zeros)
+    ck_assert_int_eq(cl.State(3, 5), PageTable::kValid);
+
+    // h2 writes pages 5 and 6 under lock 1: both reach the owner before the
+    // release completes, and h3's copy of page 5 is invalidated.
+    ck_assert_uint_eq(WriteUnderLock(b, 1, {5, 6}, 0x5555), 2);
+    ck_assert_uint_eq(cl.Stats(1).writebacks_applied, 2);
+    ck_assert_uint_eq(cl.Stats(2).pages_written_back, 2);
+    ck_assert_uint_eq(cl.Stats(1).invalidations_sent, 1);
+    ck_assert_int_eq(cl.State(3, 5), PageTable::kInvalid);
+    uint64_t at_owner;
+    memcpy(&at_owner, cl.Seg(1)->Page(5), 8);  // the owner's memory (dshmd's mapping)
+    ck_assert_uint_eq(at_owner, 0x5555);
+    ck_assert_uint_eq(ReadOff(a, 6), 0x5555);
+    ck_assert_uint_eq(ReadOff(c, 5), 0x5555);
+}
+END_TEST
+
+START_TEST(lost_host) {
+    Cluster cl;
+    Client a, b;
+    AttachOn(cl, 1, a, "vm-a");
+    AttachOn(cl, 2, b, "vm-b");
+    ck_assert_uint_eq(WriteUnderLock(b, 0, {7}, 0x7777), 1);  // released before the loss
+    ck_assert_uint_eq(ReadOff(b, 8), 0);                       // a clean copy at h2
+    ck_assert_int_eq(cl.State(2, 8), PageTable::kValid);
+
+    // b holds lock 2; a queues for it at the owner.
+    Status held;
+    ck_assert(OffLoop([&] { held = b.Acquire(2); }));
+    ck_assert(held.ok());
+    auto granted = std::make_shared<std::atomic<bool>>(false);
+    auto a_status = std::make_shared<Status>();
+    std::thread waiter([&a, granted, a_status] {
+        *a_status = a.Acquire(2);
+        *granted = true;
+        g_main_context_wakeup(nullptr);
+    });
+    ck_assert(RunUntil([&] {
+        const LocalClient *la = cl.Local(1, a);
+        return la && la->pending.count(2) == 1;
+    }));
+    ck_assert(!granted->load());
+    LocalClient *lb = cl.Local(2, b);
+    ck_assert_ptr_nonnull(lb);
+
+    // h1 and h2 lose each other.
+    cl.d[1]->peers().Find(2)->conn->Close(Status::OK());
+    ck_assert(RunUntil([&] {
+        return !cl.d[1]->peers().Find(2)->up && !cl.d[2]->peers().Find(1)->up;
+    }));
+
+    // Owner side: the lost host's lock passes to the next in line.
+    ck_assert(RunUntil([&] { return granted->load(); }));
+    waiter.join();
+    ck_assert_msg(a_status->ok(), "%s", a_status->ToString().c_str());
+    // Cache side: the clean copy is punched, the lock is no longer held.
+    ck_assert_int_eq(cl.State(2, 8), PageTable::kInvalid);
+    ck_assert(lb->held.empty());
+    Status rel;
+    ck_assert(OffLoop([&] { rel = b.Release(2); }));
+    ck_assert_int_eq(rel.code(), DSHM_E_NOT_HELD);
+    // Nothing released is lost: h2's write is at the owner.
+    ck_assert_uint_eq(ReadOff(a, 7), 0x7777);
+}
+END_TEST
+
+int main() {
+    Suite *s = suite_create("daemon");
+    TCase *tc = tcase_create("roles");
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, remote_fault_and_owner_release_invalidates);
+    tcase_add_test(tc, remote_release_applied_at_owner_and_invalidates_third);
+    tcase_add_test(tc, lost_host);
+    suite_add_tcase(s, tc);
+    return RunSuite(s);
+}
