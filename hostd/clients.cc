@@ -216,6 +216,16 @@ Status Clients::CheckLockRequest(const LocalClient *c, uint32_t lock, LockOp op)
     return Status::OK();
 }
 
+std::optional<uint32_t> Clients::TakeLockRequest(LocalClient *c, const Frame &f, LockOp op) {
+    const uint32_t lock = f.Fixed<dshm_lock_req>().lock_id;
+    if (Status st = CheckLockRequest(c, lock, op); !st.ok()) {
+        LockFailed(c, lock, f.hdr.tag, st);
+        return std::nullopt;
+    }
+    c->mig.migrating_out = false;  // it runs again (a migration that failed)
+    return lock;
+}
+
 void Clients::LockFailed(LocalClient *c, uint32_t lock, uint32_t tag, const Status &st) {
     dshm_lock_reply r = {};
     r.lock_id = lock;

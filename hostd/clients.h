@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 
 #include "os/result.h"
 #include "segment.h"
@@ -63,6 +64,10 @@ class Clients {
     // E_ALREADY_HELD) of a client's ACQUIRE (kAcquire) or RELEASE.
     enum class LockOp { kAcquire, kRelease };
     Status CheckLockRequest(const LocalClient *c, uint32_t lock, LockOp op) const;
+    // A lock request frame (ACQUIRE, RELEASE): its lock id when it may go
+    // on (the client runs again: a migration that failed is over), else
+    // nullopt after LOCK_FAILED with CheckLockRequest's refusal.
+    std::optional<uint32_t> TakeLockRequest(LocalClient *c, const Frame &f, LockOp op);
     // LOCK_FAILED(lock, st) for request `tag`.
     void LockFailed(LocalClient *c, uint32_t lock, uint32_t tag, const Status &st);
     // `lock` is c's now: GRANTED for request `tag` (0: a lock c queued for

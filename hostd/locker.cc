@@ -9,10 +9,10 @@
 namespace dshm {
 
 void Locker::OnAcquire(LocalClient *c, const Frame &f) {
-    const uint32_t lock = f.Fixed<dshm_lock_req>().lock_id;
-    if (Status st = d_.clients().CheckLockRequest(c, lock, Clients::LockOp::kAcquire); !st.ok())
-        return d_.clients().LockFailed(c, lock, f.hdr.tag, st);
-    c->mig.migrating_out = false;  // it runs again (a migration that failed)
+    const std::optional<uint32_t> req = d_.clients().TakeLockRequest(c, f, Clients::LockOp::kAcquire);
+    if (!req)
+        return;
+    const uint32_t lock = *req;
     Segment *s = c->seg;
     c->pending[lock] = PendingLock{false, f.hdr.tag};
     Holder who{d_.host_id(), c->id};

@@ -71,10 +71,10 @@ std::vector<Diff> Writer::CollectDirty(LocalClient *c, uint32_t *bytes) {
 }
 
 void Writer::OnRelease(LocalClient *c, const Frame &f) {
-    const uint32_t lock = f.Fixed<dshm_lock_req>().lock_id;
-    if (Status st = d_.clients().CheckLockRequest(c, lock, Clients::LockOp::kRelease); !st.ok())
-        return d_.clients().LockFailed(c, lock, f.hdr.tag, st);
-    c->mig.migrating_out = false;  // it runs again (a migration that failed)
+    const std::optional<uint32_t> req = d_.clients().TakeLockRequest(c, f, Clients::LockOp::kRelease);
+    if (!req)
+        return;
+    const uint32_t lock = *req;
     Segment *s = c->seg;
     if (d_.IsOwner(s)) {
         uint32_t bytes = 0;
