@@ -54,6 +54,7 @@ struct Seen {
 };
 
 gboolean Record(gint, GIOCondition cond, gpointer p) {
+    loop_mutex.AssertHeld();
     auto *s = static_cast<Seen *>(p);
     s->calls++;
     s->cond |= cond;
@@ -126,6 +127,7 @@ gboolean RecordThreaded(gint, GIOCondition cond, gpointer p) {
 }  // namespace
 
 START_TEST(readable_fd_fires_level_triggered_until_removed) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     Pair p;
     Seen s;
     const size_t before = WatchCount();
@@ -148,6 +150,7 @@ START_TEST(readable_fd_fires_level_triggered_until_removed) {
 END_TEST
 
 START_TEST(hup_is_reported_unasked) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     Pair p;
     Seen s;
     guint id = WatchFd(p.a, G_IO_IN, &Record, &s);
@@ -160,6 +163,7 @@ START_TEST(hup_is_reported_unasked) {
 END_TEST
 
 START_TEST(watch_removed_during_a_dispatch_is_not_called) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     Pair p, q;
     Seen s1, s2;
     guint id1 = WatchFd(p.a, G_IO_IN, &Record, &s1);
@@ -176,6 +180,7 @@ START_TEST(watch_removed_during_a_dispatch_is_not_called) {
 END_TEST
 
 START_TEST(registration_does_not_outlive_its_watch) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     // The file stays open elsewhere (as a userfaultfd stays open in its
     // client) and readable; the caller closes its fd before removing the
     // watch.  After the removal nothing may fire: a stale registration would
@@ -196,6 +201,7 @@ START_TEST(registration_does_not_outlive_its_watch) {
 END_TEST
 
 START_TEST(conditions_change_in_place) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     Pair p;
     Seen s;
     guint id = WatchFd(p.a, G_IO_IN, &Record, &s);
@@ -215,6 +221,7 @@ START_TEST(conditions_change_in_place) {
 END_TEST
 
 START_TEST(one_file_watched_twice_fires_both) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     Pair p;
     Seen s1, s2;
     guint id1 = WatchFd(p.a, G_IO_IN, &Record, &s1);
@@ -229,6 +236,7 @@ START_TEST(one_file_watched_twice_fires_both) {
 END_TEST
 
 START_TEST(many_idle_watches_one_ready) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     std::vector<Pair> idle(300);
     std::vector<Seen> seen(idle.size());
     std::vector<guint> ids;
@@ -249,6 +257,7 @@ START_TEST(many_idle_watches_one_ready) {
 END_TEST
 
 START_TEST(fd_epoll_refuses_falls_back_to_glib) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     // epoll cannot watch a regular file (EPERM); poll() reports it always
     // ready, and so must the watch.
     FILE *f = tmpfile();
@@ -273,6 +282,7 @@ START_TEST(fd_epoll_refuses_falls_back_to_glib) {
 END_TEST
 
 START_TEST(io_watch_before_enable_is_a_plain_watch) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     Pair p;
     ThreadSeen s;
     guint id = WatchFdIo(p.a, G_IO_IN, &RecordThreaded, &s);
@@ -285,6 +295,7 @@ START_TEST(io_watch_before_enable_is_a_plain_watch) {
 END_TEST
 
 START_TEST(io_watch_runs_on_the_io_thread_under_the_loop_mutex) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     EnableIoThread();
     Pair p;
     ThreadSeen s;
@@ -315,6 +326,7 @@ START_TEST(io_watch_runs_on_the_io_thread_under_the_loop_mutex) {
 END_TEST
 
 START_TEST(io_watches_share_one_thread) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     EnableIoThread();
     Pair p, q;
     ThreadSeen s, t;
@@ -335,6 +347,7 @@ START_TEST(io_watches_share_one_thread) {
 END_TEST
 
 START_TEST(io_watch_rewatch_unwatch_and_its_fds) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     EnableIoThread();
     Pair p;
     ThreadSeen s;
