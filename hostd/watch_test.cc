@@ -17,6 +17,7 @@
 #include <glib.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -109,6 +110,7 @@ struct ThreadSeen {
 };
 
 gboolean RecordThreaded(gint, GIOCondition cond, gpointer p) {
+    loop_mutex.AssertHeld();  // on the I/O thread too: it holds the mutex here
     auto *s = static_cast<ThreadSeen *>(p);
     if (std::this_thread::get_id() == s->main)
         s->off_main = false;
@@ -383,6 +385,29 @@ START_TEST(io_watch_rewatch_unwatch_and_its_fds) {
 }
 END_TEST
 
+// AssertHeld() on a thread that does not hold the loop mutex, once it is
+// locked at all, ends the process (debug builds; in a child: whatever
+// CK_FORK says; its "ERROR **: the loop mutex is not held" line is expected).
+START_TEST(assert_held_off_the_holder_aborts) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
+    const pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        EnableIoThread();
+        loop_mutex.AssertHeld();  // the holder: passes
+        std::thread([] { loop_mutex.AssertHeld(); }).join();
+        _exit(0);
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+#ifdef NDEBUG
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+#else
+    ck_assert(WIFSIGNALED(status));
+#endif
+}
+END_TEST
+
 int main() {
     Suite *s = suite_create("hostd/watch");
     TCase *tc = tcase_create("watch");
@@ -402,6 +427,7 @@ int main() {
     tcase_add_test(tt, io_watch_runs_on_the_io_thread_under_the_loop_mutex);
     tcase_add_test(tt, io_watches_share_one_thread);
     tcase_add_test(tt, io_watch_rewatch_unwatch_and_its_fds);
+    tcase_add_test(tt, assert_held_off_the_holder_aborts);
     suite_add_tcase(s, tt);
     return RunSuite(s);
 }
