@@ -119,7 +119,8 @@ void WarnOnce(const char *what, int err) REQUIRES(loop_mutex) {
 // The I/O thread could not be had, or a fd into its set: such fds go to
 // the loop's epoll set instead.
 void WarnNoIoThread(const char *what, int err) REQUIRES(loop_mutex) {
-    Warn(&W().warned_io, what, err, "such fds are watched by the main loop instead of the I/O thread");
+    Warn(&W().warned_io, what, err,
+         "such fds are watched by the main loop instead of the I/O thread");
 }
 
 // Runs one watch's callback; removes the watch if the callback says so.

@@ -126,9 +126,9 @@ guint WatchFd(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data)
 
 // Makes the calling thread (the one that will iterate the default
 // GMainContext, which holds the loop mutex as the only thread so far) hold
-// it locked from now on, except while it polls, and starts the I/O thread.  If the thread or its epoll set cannot be had, a
-// warning is logged and WatchFdIo() is WatchFd().  Idempotent; cannot be
-// undone.
+// it locked from now on, except while it polls, and starts the I/O thread.
+// If the thread or its epoll set cannot be had, a warning is logged and
+// WatchFdIo() is WatchFd().  Idempotent; cannot be undone.
 void EnableIoThread() REQUIRES(loop_mutex);
 
 // As WatchFd(), but after EnableIoThread() the fd is waited for, and `fn`
