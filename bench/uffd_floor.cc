@@ -422,6 +422,7 @@ gboolean OnIoTick(gpointer p) {
 
 std::string IoResolve(int uffd, unsigned char *src, size_t pages, size_t *resolved, int relay) {
     IoState st{src, resolved, pages, uffd, relay, {}, 0, {}};
+    dshm::loop_mutex.AssertHeld();  // this thread iterates the default context
     dshm::EnableIoThread();  // (once per process; the loop thread holds the loop mutex from here)
     guint watch = dshm::WatchFdIo(uffd, G_IO_IN, &OnIoUffd, &st);
     guint relay_watch = relay >= 0 ? dshm::WatchFdIo(relay, G_IO_IN, &OnIoRelay, &st) : 0;

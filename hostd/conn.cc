@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "os/uffd.h"
 #include "os/unix_socket.h"
 
 namespace dshm {
@@ -21,9 +22,9 @@ constexpr size_t kMaxGather = 1u << 20;
 
 Conn::Conn(os::UniqueFd fd, Channel channel, Receiver receiver, ClientRole role, std::string label)
     : fd_(std::move(fd)), reader_(channel, receiver, role), label_(std::move(label)) {
-    int fl = fcntl(fd_.get(), F_GETFL);
-    if (fl >= 0)
-        fcntl(fd_.get(), F_SETFL, fl | O_NONBLOCK);
+    // (Cannot fail for an open fd; if it did, a read would block the loop.)
+    if (auto r = os::SetNonBlocking(fd_.get()); !r.ok())
+        g_warning("%s: %s", label_.c_str(), r.error().what.c_str());
 }
 
 Conn::~Conn() {
@@ -75,6 +76,7 @@ void Conn::UpdateWatch() {
 }
 
 gboolean Conn::OnIo(gint, GIOCondition cond, gpointer p) {
+    loop_mutex.AssertHeld();
     auto *self = static_cast<Conn *>(p);
     if (cond & G_IO_OUT) {
         self->Flush();
@@ -372,6 +374,7 @@ void Conn::SetHelloDeadline(guint ms) {
     hello_timer_ = g_timeout_add(
         ms,
         [](gpointer p) -> gboolean {
+            loop_mutex.AssertHeld();
             auto *self = static_cast<Conn *>(p);
             self->hello_timer_ = 0;
             if (self->frames_in_ == 0)

@@ -41,7 +41,7 @@ struct Pair {
     int closes = 0;
     size_t max_queued = 0;
 
-    Pair() {
+    Pair() REQUIRES(loop_mutex) {
         int sv[2];
         ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
         int small = 256 << 10;  // a small socket: the queue, not the kernel, holds the data
@@ -63,7 +63,7 @@ struct Pair {
     }
     // Runs the main loop and reads the far end until `want` frames arrived
     // or nothing moves for a while.
-    void Pump(size_t want) {
+    void Pump(size_t want) REQUIRES(loop_mutex) {
         uint8_t buf[64 << 10];
         int idle = 0;
         while (pages.size() < want && idle < 200) {
@@ -100,13 +100,14 @@ struct Pair {
 }  // namespace
 
 START_TEST(stream_is_bounded_and_ordered) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     Pair p;
     // 100 MiB of pages: far over kMaxQueuedBytes if it were queued at once.
     const uint32_t n = (100u << 20) / DSHM_PAGE_SIZE;
     auto next = std::make_shared<uint32_t>(1);
     p.conn->Send(PageMsg(0));
-    p.conn->SendStream([next, n]() -> std::optional<std::vector<uint8_t>> {
-        if (*next > n)
+    p.conn->SendStream([next, last = n]() -> std::optional<std::vector<uint8_t>> {
+        if (*next > last)
             return std::nullopt;
         return PageMsg((*next)++);
     });
@@ -128,6 +129,7 @@ END_TEST
 // queued; what the (small) socket does not take is copied, so the caller
 // may reuse its buffers at once; order with Send() before and after kept.
 START_TEST(gather_copies_what_it_cannot_write_and_keeps_order) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     Pair p;
     p.conn->Send(PageMsg(0));
     p.Pump(1);  // the queue is empty again: the first gathers are written directly
@@ -162,6 +164,7 @@ START_TEST(gather_copies_what_it_cannot_write_and_keeps_order) {
 END_TEST
 
 START_TEST(when_drained_fires_once_below_low_water) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     Pair p;
     for (uint32_t i = 0; i < 2048; i++)  // 8 MiB
         p.conn->Send(PageMsg(i));
@@ -169,6 +172,7 @@ START_TEST(when_drained_fires_once_below_low_water) {
     int calls = 0;
     size_t at_call = 0;
     p.conn->WhenDrained(1u << 20, [&] {
+        loop_mutex.AssertHeld();  // a Conn callback (the analysis cannot see its caller)
         calls++;
         at_call = p.conn->queued_bytes();
     });
@@ -180,6 +184,7 @@ START_TEST(when_drained_fires_once_below_low_water) {
 END_TEST
 
 START_TEST(when_drained_fires_after_a_flush_outside_the_loop) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     Pair p;
     for (uint32_t i = 0; i < 2048; i++)  // 8 MiB
         p.conn->Send(PageMsg(i));
@@ -216,6 +221,7 @@ START_TEST(when_drained_fires_after_a_flush_outside_the_loop) {
 END_TEST
 
 START_TEST(closed_connection_drops_its_stream) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     Pair p;
     auto alive = std::make_shared<int>(0);
     std::weak_ptr<int> watch = alive;

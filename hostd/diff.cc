@@ -14,7 +14,6 @@ namespace dshm {
 namespace {
 
 constexpr uint64_t kOnes = 0x0101010101010101ull;
-constexpr uint64_t kHighs = 0x8080808080808080ull;
 
 inline uint64_t Load64(const uint8_t *p) {
     uint64_t v;
@@ -32,10 +31,14 @@ inline void Store16(uint8_t *p, uint16_t v) {
     memcpy(p, &v, sizeof v);
 }
 
+#if !defined(__SSE2__)
 // True if no byte of x is zero (the classic "haszero" test, exact as a whole).
+// Only BlockAllChanged's scalar path uses it (clang: -Wunused-function).
+constexpr uint64_t kHighs = 0x8080808080808080ull;
 inline bool AllBytesNonZero(uint64_t x) {
     return ((x - kOnes) & ~x & kHighs) == 0;
 }
+#endif
 
 constexpr size_t kBlock = 64;  // bytes per bit-mask word
 constexpr size_t kBlocks = kPageSize / kBlock;

@@ -22,13 +22,17 @@
 // Receiving ends (the "direction"):
 //   Channel::kClient, Receiver::kDaemon: dshmd reading a client socket.
 //     Accepts HELLO, ERROR, then for a sender whose HELLO said
-//     DSHM_ROLE_CLIENT: ATTACH, UFFD, ACQUIRE, RELEASE, DETACH; for
+//     DSHM_ROLE_CLIENT: ATTACH, UFFD, ACQUIRE, RELEASE, DETACH, MIGRATE_OUT,
+//     ADOPT (the client -> dshmd types 0x0010..0x0017 but CTL_QUERY); for
 //     DSHM_ROLE_CTL: CTL_QUERY.  The role is learnt from that HELLO.
 //   Channel::kClient, Receiver::kClient: libdshm-client or dshmctl reading
 //     dshmd.  Accepts HELLO, ERROR, then for ClientRole::kClient: ATTACHED,
-//     READY, GRANTED, RELEASED, LOCK_FAILED; for ClientRole::kCtl: CTL_REPLY.
+//     READY, GRANTED, RELEASED, LOCK_FAILED, MIGRATE_READY, ADOPTED (the
+//     dshmd -> client types 0x0020..0x0027 but CTL_REPLY); for
+//     ClientRole::kCtl: CTL_REPLY.
 //   Channel::kPeer: dshmd reading dshmd (both ends alike).  Accepts HELLO
-//     (role DSHM_ROLE_PEER), ERROR and the peer types 0x0040..0x004b.
+//     (role DSHM_ROLE_PEER), ERROR and the peer types 0x0040..0x005b (FETCH
+//     to EXCL_REVOKED, wire.h).
 //
 // File descriptors: SCM_RIGHTS fds are attached to the first byte of the
 // message carrying them (wire.h).  The caller passes the fds of each recvmsg

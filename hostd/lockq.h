@@ -3,9 +3,11 @@
 // held by exactly one client, identified by (host id, client id), and has a
 // FIFO queue of waiting clients.
 //
-// Thread safety: a LockTable is not synchronized.  Const methods may run
-// concurrently with each other; everything else needs external
-// synchronization (in dshmd, the owner's event loop thread owns the table).
+// Thread safety: a LockTable is not synchronized (a plain value, unannotated
+// inside).  Const methods may run concurrently with each other; everything
+// else needs external synchronization.  In dshmd the table belongs to its
+// segment on the owner, which the loop mutex guards (watch.h): whichever
+// thread holds the loop mutex (the loop thread or the I/O thread) uses it.
 //
 // Invariants, for every lock L:
 //   - the queue of L is empty whenever L is free (a release or a drop hands

@@ -6,6 +6,7 @@
 
 #include "config.h"
 #include "daemon.h"
+#include "watch.h"
 
 int main(int argc, char **argv) {
     gchar *config_path = nullptr;
@@ -64,6 +65,8 @@ int main(int argc, char **argv) {
     // and serve blocks below 4 MiB from the heap.
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
     mallopt(M_MMAP_THRESHOLD, 4 << 20);
+    // This thread iterates the loop: it holds the loop mutex (watch.h).
+    dshm::loop_mutex.AssertHeld();
     dshm::Daemon daemon(std::move(cfg));
     st = daemon.Start();
     if (!st.ok()) {

@@ -3,8 +3,9 @@
 // segment's ownership follows a VM that migrates.
 //
 // Pure code: no I/O, no clock, no GLib main loop.  Time is passed in
-// explicitly as a monotonic nanosecond count (dshmd passes
-// g_get_monotonic_time() * 1000), so tests control it.
+// explicitly as a monotonic nanosecond count, so tests control it: dshmd
+// passes clock_gettime(CLOCK_MONOTONIC) in ns (dshmd's NowNs()), the
+// clock of its DSHMD_PHASES stamps; monitor.cc reads no clock itself.
 //
 // The pieces, in the order data flows through them:
 //   - Monitor (every host): per (segment, VM) the activity in a sliding
@@ -24,10 +25,12 @@
 // domain keeps its UUID across a migration, and its name may change), else
 // its name (host-side clients such as dshm-attach have only a name).
 //
-// Thread safety: nothing here is synchronized.  Const methods may run
-// concurrently with each other; everything else needs external
-// synchronization (in dshmd, the event loop thread owns the Monitor and the
-// ClusterView).  The free functions only read their arguments.
+// Thread safety: nothing here is synchronized (plain values, unannotated
+// inside).  Const methods may run concurrently with each other; everything
+// else needs external synchronization.  In dshmd the Monitor and the
+// ClusterView are members of the Daemon, which the loop mutex guards (watch.h):
+// whichever thread holds the loop mutex (the loop thread or the I/O thread)
+// uses them.  The free functions only read their arguments.
 //
 // Cost: Record/Window/Total are O(log segments + log VMs + kBuckets); memory
 // is about 3.5 KiB per (segment, VM) entry.  The caller bounds what enters

@@ -21,7 +21,10 @@
 //   - on the owner, excl(p) >= 0 => no other host is in p's copy set
 //     unless a revoke of the mark is under way (the daemon keeps it so).
 //
-// Thread safety: none; the daemon's single loop thread owns the table.
+// Thread safety: none of its own (a plain value, unannotated inside).  In
+// dshmd a PageTable belongs to its segment, which the loop mutex guards
+// (watch.h): it is used by whichever thread holds the loop mutex, the loop
+// thread or the I/O thread.
 #pragma once
 
 #include <algorithm>

@@ -6,12 +6,17 @@
 
 #include <cerrno>
 #include <cstring>
-#include <mutex>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <unordered_map>
 
 namespace dshm {
+
+// Constant-initialized (no order of initialization to get wrong) and never
+// destroyed: the I/O thread may still wait for it during exit().
+constinit LoopMutex loop_mutex;
+static_assert(std::is_trivially_destructible_v<LoopMutex>);
 
 namespace {
 
@@ -29,16 +34,20 @@ struct Watch {
 };
 
 struct Watcher {
-    bool io_enabled = false;  // EnableIoThread() was called
-    int io_ep = -1;           // the I/O thread's epoll set; -1: no I/O thread
-    int epfd = -1;
-    bool epoll_failed = false;  // epoll_create1 failed: every watch falls back
-    bool warned = false;
-    GSource *source = nullptr;
-    guint next_id = 1;
-    std::unordered_map<guint, Watch> watches;
+    bool io_enabled GUARDED_BY(loop_mutex) = false;  // EnableIoThread() was called
+    // The I/O thread's epoll set; -1: no I/O thread.  Written once, before
+    // the I/O thread starts (which gets its own copy).
+    int io_ep GUARDED_BY(loop_mutex) = -1;
+    int epfd GUARDED_BY(loop_mutex) = -1;
+    bool epoll_failed GUARDED_BY(loop_mutex) = false;  // every watch falls back
+    bool warned GUARDED_BY(loop_mutex) = false;        // WarnOnce
+    bool warned_io GUARDED_BY(loop_mutex) = false;     // WarnNoIoThread
+    GSource *source GUARDED_BY(loop_mutex) = nullptr;
+    guint next_id GUARDED_BY(loop_mutex) = 1;
+    std::unordered_map<guint, Watch> watches GUARDED_BY(loop_mutex);
 };
 
+// The table itself; its members are guarded by the loop mutex.
 Watcher &W() {
     static auto *w = new Watcher;  // never destroyed: the I/O thread outlives main()
     return *w;
@@ -101,7 +110,7 @@ void Warn(bool *warned, const char *what, int err, const char *instead) {
     g_warning("fd watches: %s: %s; %s", what, strerror(err), instead);
 }
 
-void WarnOnce(const char *what, int err) {
+void WarnOnce(const char *what, int err) REQUIRES(loop_mutex) {
     Warn(&W().warned, what, err,
          "falling back to GLib's poll() for such fds (each wake-up then costs more per watched "
          "fd)");
@@ -109,15 +118,15 @@ void WarnOnce(const char *what, int err) {
 
 // The I/O thread could not be had, or a fd into its set: such fds go to
 // the loop's epoll set instead.
-void WarnNoIoThread(const char *what, int err) {
-    static bool warned = false;
-    Warn(&warned, what, err, "such fds are watched by the main loop instead of the I/O thread");
+void WarnNoIoThread(const char *what, int err) REQUIRES(loop_mutex) {
+    Warn(&W().warned_io, what, err,
+         "such fds are watched by the main loop instead of the I/O thread");
 }
 
 // Runs one watch's callback; removes the watch if the callback says so.
 // The watch is looked up again by id: an earlier callback of the same
 // dispatch may have removed it.
-void Call(guint id, GIOCondition ready) {
+void Call(guint id, GIOCondition ready) REQUIRES(loop_mutex) {
     auto it = W().watches.find(id);
     if (it == W().watches.end())
         return;
@@ -130,6 +139,7 @@ void Call(guint id, GIOCondition ready) {
 }
 
 gboolean EpollDispatch(GSource *, GSourceFunc, gpointer) {
+    loop_mutex.AssertHeld();
     epoll_event evs[kMaxEventsPerDispatch];
     const int n = epoll_wait(W().epfd, evs, kMaxEventsPerDispatch, 0);
     for (int i = 0; i < n; i++)
@@ -140,12 +150,13 @@ gboolean EpollDispatch(GSource *, GSourceFunc, gpointer) {
 GSourceFuncs kEpollFuncs = {nullptr, nullptr, EpollDispatch, nullptr, nullptr, nullptr};
 
 gboolean FallbackDispatch(gint, GIOCondition ready, gpointer id) {
+    loop_mutex.AssertHeld();
     Call(GPOINTER_TO_UINT(id), ready);
     // Call() removed the watch (and destroyed this source) if it ended.
     return G_SOURCE_CONTINUE;
 }
 
-bool EnsureEpoll() {
+bool EnsureEpoll() REQUIRES(loop_mutex) {
     Watcher &w = W();
     if (w.epfd >= 0)
         return true;
@@ -169,7 +180,7 @@ bool EnsureEpoll() {
     return true;
 }
 
-void AttachFallback(guint id, Watch *wt) {
+void AttachFallback(guint id, Watch *wt) REQUIRES(loop_mutex) {
     wt->fallback = g_unix_fd_source_new(wt->fd, wt->cond);
     g_source_set_callback(wt->fallback,
                           reinterpret_cast<GSourceFunc>(
@@ -179,24 +190,29 @@ void AttachFallback(guint id, Watch *wt) {
     g_source_attach(wt->fallback, nullptr);
 }
 
-void DetachFallback(Watch *wt) {
+void DetachFallback(Watch *wt) REQUIRES(loop_mutex) {
     g_source_destroy(wt->fallback);
     g_source_unref(wt->fallback);
     wt->fallback = nullptr;
 }
 
-std::mutex &Mu() {
-    static auto *mu = new std::mutex;  // never destroyed: the I/O thread outlives main()
-    return *mu;
+// The default context's poll function once the I/O thread is enabled: the
+// loop thread holds the loop mutex except while it sleeps here.  (GLib
+// calls it through a pointer, so its REQUIRES is checked only here; the
+// run-time check stands in for the caller's.)
+gint UnlockedPoll(GPollFD *fds, guint n, gint timeout) REQUIRES(loop_mutex) {
+    loop_mutex.AssertHeld();
+    loop_mutex.Unlock();
+    const gint r = g_poll(fds, n, timeout);
+    loop_mutex.Lock();
+    return r;
 }
 
-// The default context's poll function once the I/O thread is enabled: the
-// loop thread holds the loop mutex except while it sleeps here.
-gint UnlockedPoll(GPollFD *fds, guint n, gint timeout) {
-    Mu().unlock();
-    const gint r = g_poll(fds, n, timeout);
-    Mu().lock();
-    return r;
+// The caller holds the loop mutex as the only thread running callbacks (the
+// analysis sees it held); from here on it holds it locked.  The analysis
+// cannot express "held, now locked as well": hence no analysis here.
+void LockForGood() NO_THREAD_SAFETY_ANALYSIS {
+    loop_mutex.Lock();
 }
 
 // The I/O thread: sleeps in its epoll set, then runs the ready watches'
@@ -206,15 +222,14 @@ gint UnlockedPoll(GPollFD *fds, guint n, gint timeout) {
 // thread that iterates the loop holds the loop mutex from the end of its
 // last iteration to exit(), so this thread cannot run a callback after
 // the daemon has gone.
-void IoMain(int ep) {
-    std::unique_lock lock(Mu());
+void IoMain(int ep) EXCLUDES(loop_mutex) {
     for (;;) {
-        lock.unlock();
         epoll_event evs[kMaxEventsPerDispatch];
         const int n = epoll_wait(ep, evs, kMaxEventsPerDispatch, -1);
-        lock.lock();
+        loop_mutex.Lock();
         for (int i = 0; i < n; i++)  // n < 0: EINTR
             Call(static_cast<guint>(evs[i].data.u64), FromEpoll(evs[i].events));
+        loop_mutex.Unlock();
     }
 }
 
@@ -225,7 +240,7 @@ void EnableIoThread() {
     if (w.io_enabled)
         return;
     w.io_enabled = true;
-    Mu().lock();
+    LockForGood();
     g_main_context_set_poll_func(nullptr, &UnlockedPoll);
     const int ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0) {

@@ -53,43 +53,97 @@
 // end before any other.  The I/O thread never ends; the loop thread holds
 // the loop mutex from its last iteration on, so no callback runs after.
 //
-// Thread safety: every function here REQUIRES the loop mutex, i.e. is
-// called from a callback or by the thread iterating the default
-// GMainContext (before EnableIoThread, that thread only).
+// Thread safety: every function here REQUIRES(loop_mutex), i.e. is called
+// from a callback or by the thread iterating the default GMainContext
+// (before EnableIoThread, that thread only).  The loop mutex is a
+// capability of clang's thread-safety analysis (thread_annotations.h):
+// state it guards is GUARDED_BY(loop_mutex), and a GLib callback, which the
+// analysis cannot follow into, begins with loop_mutex.AssertHeld().
 #pragma once
 
 #include <glib-unix.h>
 #include <glib.h>
+#include <pthread.h>
 
+#include <atomic>
 #include <cstddef>
+#include <mutex>
+
+#include "thread_annotations.h"
 
 namespace dshm {
 
 inline constexpr size_t kMaxEventsPerDispatch = 64;
 
+// The loop mutex (above), as a capability.  Before EnableIoThread() there is
+// one thread, the one iterating the default GMainContext: it holds the
+// capability without the mutex being locked (nothing to exclude), and
+// says so with AssertHeld().  From EnableIoThread() on that thread holds
+// the mutex except while it sleeps in poll(), and the I/O thread takes it
+// (Lock/Unlock) around its callbacks.  Never destroyed (trivially
+// destructible): the I/O thread outlives main().
+class CAPABILITY("mutex") LoopMutex {
+  public:
+    constexpr LoopMutex() = default;
+    LoopMutex(const LoopMutex &) = delete;
+    LoopMutex &operator=(const LoopMutex &) = delete;
+
+    void Lock() ACQUIRE() {
+        mu_.lock();
+        locked_once_.store(true, std::memory_order_relaxed);
+        owner_.store(pthread_self(), std::memory_order_relaxed);
+    }
+    void Unlock() RELEASE() {
+        owner_.store(0, std::memory_order_relaxed);
+        mu_.unlock();
+    }
+    // What a GLib callback entry point calls first: tells the analysis the
+    // caller holds the loop mutex.  Debug builds also check it (two relaxed
+    // loads): once the mutex has been locked at all (EnableIoThread), the
+    // calling thread must be its owner.  Before that there is one thread.
+    void AssertHeld() ASSERT_CAPABILITY(this) {
+#ifndef NDEBUG
+        if (locked_once_.load(std::memory_order_relaxed) &&
+            owner_.load(std::memory_order_relaxed) != pthread_self())
+            g_error("the loop mutex is not held by this thread");
+#endif
+    }
+
+  private:
+    std::mutex mu_;
+    std::atomic<bool> locked_once_{false};
+    // pthread_self() of the holder, 0 when unlocked (pthread_self() is never
+    // 0: it is the thread's control block).  Written by the holder only.
+    std::atomic<pthread_t> owner_{0};
+};
+
+extern LoopMutex loop_mutex;
+
 // Watches `fd` for `cond` (G_IO_IN and/or G_IO_OUT; G_IO_HUP and G_IO_ERR
 // are always reported).  Returns the watch id (never 0).
-guint WatchFd(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data);
+guint WatchFd(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data)
+    REQUIRES(loop_mutex);
 
 // Makes the calling thread (the one that will iterate the default
-// GMainContext) hold the loop mutex from now on, except while it polls, and
-// starts the I/O thread.  If the thread or its epoll set cannot be had, a
-// warning is logged and WatchFdIo() is WatchFd().  Idempotent; cannot be
-// undone.
-void EnableIoThread();
+// GMainContext, which holds the loop mutex as the only thread so far) hold
+// it locked from now on, except while it polls, and starts the I/O thread.
+// If the thread or its epoll set cannot be had, a warning is logged and
+// WatchFdIo() is WatchFd().  Idempotent; cannot be undone.
+void EnableIoThread() REQUIRES(loop_mutex);
 
 // As WatchFd(), but after EnableIoThread() the fd is waited for, and `fn`
 // run, by the I/O thread (above); before it, this is WatchFd().  RewatchFd
 // and UnwatchFd apply as to any watch.
-guint WatchFdIo(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data);
+guint WatchFdIo(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data)
+    REQUIRES(loop_mutex);
 
 // Changes the conditions of watch `id` (an epoll_ctl, no new watch).
-void RewatchFd(guint id, GIOCondition cond);
+void RewatchFd(guint id, GIOCondition cond) REQUIRES(loop_mutex);
 
 // Removes watch `id`: its callback is not called again.
-void UnwatchFd(guint id);
+void UnwatchFd(guint id) REQUIRES(loop_mutex);
 
 // Number of live watches (for tests and dshmctl).
-size_t WatchCount();
+size_t WatchCount() REQUIRES(loop_mutex);
 
 }  // namespace dshm

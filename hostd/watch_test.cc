@@ -17,6 +17,7 @@
 #include <glib.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -54,6 +55,7 @@ struct Seen {
 };
 
 gboolean Record(gint, GIOCondition cond, gpointer p) {
+    loop_mutex.AssertHeld();
     auto *s = static_cast<Seen *>(p);
     s->calls++;
     s->cond |= cond;
@@ -108,6 +110,7 @@ struct ThreadSeen {
 };
 
 gboolean RecordThreaded(gint, GIOCondition cond, gpointer p) {
+    loop_mutex.AssertHeld();  // on the I/O thread too: it holds the mutex here
     auto *s = static_cast<ThreadSeen *>(p);
     if (std::this_thread::get_id() == s->main)
         s->off_main = false;
@@ -126,6 +129,7 @@ gboolean RecordThreaded(gint, GIOCondition cond, gpointer p) {
 }  // namespace
 
 START_TEST(readable_fd_fires_level_triggered_until_removed) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     Pair p;
     Seen s;
     const size_t before = WatchCount();
@@ -148,6 +152,7 @@ START_TEST(readable_fd_fires_level_triggered_until_removed) {
 END_TEST
 
 START_TEST(hup_is_reported_unasked) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     Pair p;
     Seen s;
     guint id = WatchFd(p.a, G_IO_IN, &Record, &s);
@@ -160,6 +165,7 @@ START_TEST(hup_is_reported_unasked) {
 END_TEST
 
 START_TEST(watch_removed_during_a_dispatch_is_not_called) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     Pair p, q;
     Seen s1, s2;
     guint id1 = WatchFd(p.a, G_IO_IN, &Record, &s1);
@@ -176,6 +182,7 @@ START_TEST(watch_removed_during_a_dispatch_is_not_called) {
 END_TEST
 
 START_TEST(registration_does_not_outlive_its_watch) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     // The file stays open elsewhere (as a userfaultfd stays open in its
     // client) and readable; the caller closes its fd before removing the
     // watch.  After the removal nothing may fire: a stale registration would
@@ -196,6 +203,7 @@ START_TEST(registration_does_not_outlive_its_watch) {
 END_TEST
 
 START_TEST(conditions_change_in_place) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     Pair p;
     Seen s;
     guint id = WatchFd(p.a, G_IO_IN, &Record, &s);
@@ -215,6 +223,7 @@ START_TEST(conditions_change_in_place) {
 END_TEST
 
 START_TEST(one_file_watched_twice_fires_both) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     Pair p;
     Seen s1, s2;
     guint id1 = WatchFd(p.a, G_IO_IN, &Record, &s1);
@@ -229,6 +238,7 @@ START_TEST(one_file_watched_twice_fires_both) {
 END_TEST
 
 START_TEST(many_idle_watches_one_ready) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     std::vector<Pair> idle(300);
     std::vector<Seen> seen(idle.size());
     std::vector<guint> ids;
@@ -249,6 +259,7 @@ START_TEST(many_idle_watches_one_ready) {
 END_TEST
 
 START_TEST(fd_epoll_refuses_falls_back_to_glib) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     // epoll cannot watch a regular file (EPERM); poll() reports it always
     // ready, and so must the watch.
     FILE *f = tmpfile();
@@ -273,6 +284,7 @@ START_TEST(fd_epoll_refuses_falls_back_to_glib) {
 END_TEST
 
 START_TEST(io_watch_before_enable_is_a_plain_watch) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     Pair p;
     ThreadSeen s;
     guint id = WatchFdIo(p.a, G_IO_IN, &RecordThreaded, &s);
@@ -285,6 +297,7 @@ START_TEST(io_watch_before_enable_is_a_plain_watch) {
 END_TEST
 
 START_TEST(io_watch_runs_on_the_io_thread_under_the_loop_mutex) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     EnableIoThread();
     Pair p;
     ThreadSeen s;
@@ -315,6 +328,7 @@ START_TEST(io_watch_runs_on_the_io_thread_under_the_loop_mutex) {
 END_TEST
 
 START_TEST(io_watches_share_one_thread) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     EnableIoThread();
     Pair p, q;
     ThreadSeen s, t;
@@ -335,6 +349,7 @@ START_TEST(io_watches_share_one_thread) {
 END_TEST
 
 START_TEST(io_watch_rewatch_unwatch_and_its_fds) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
     EnableIoThread();
     Pair p;
     ThreadSeen s;
@@ -370,6 +385,29 @@ START_TEST(io_watch_rewatch_unwatch_and_its_fds) {
 }
 END_TEST
 
+// AssertHeld() on a thread that does not hold the loop mutex, once it is
+// locked at all, ends the process (debug builds; in a child: whatever
+// CK_FORK says; its "ERROR **: the loop mutex is not held" line is expected).
+START_TEST(assert_held_off_the_holder_aborts) {
+    loop_mutex.AssertHeld();  // this thread iterates the loop
+    const pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        EnableIoThread();
+        loop_mutex.AssertHeld();  // the holder: passes
+        std::thread([] { loop_mutex.AssertHeld(); }).join();
+        _exit(0);
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+#ifdef NDEBUG
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+#else
+    ck_assert(WIFSIGNALED(status));
+#endif
+}
+END_TEST
+
 int main() {
     Suite *s = suite_create("hostd/watch");
     TCase *tc = tcase_create("watch");
@@ -389,6 +427,7 @@ int main() {
     tcase_add_test(tt, io_watch_runs_on_the_io_thread_under_the_loop_mutex);
     tcase_add_test(tt, io_watches_share_one_thread);
     tcase_add_test(tt, io_watch_rewatch_unwatch_and_its_fds);
+    tcase_add_test(tt, assert_held_off_the_holder_aborts);
     suite_add_tcase(s, tt);
     return RunSuite(s);
 }

@@ -12,6 +12,8 @@ PKGS=(
   # our C++ build, unit tests and tools
   build-essential g++ pkg-config meson ninja-build libglib2.0-dev libjson-glib-dev check
   clang-format
+  # the clang build of `make check` (tests/run.sh: -Wthread-safety)
+  clang
   # QEMU from Debian's source package
   dpkg-dev flex bison python3 python3-venv libpixman-1-dev libfdt-dev zlib1g-dev
   # QEMU firmware at run time

@@ -4,7 +4,10 @@
 #   tests/run.sh                 all tests
 #   tests/run.sh t-testbed ...   only the named integration tests (no unit tests)
 #
-# 1. Unit tests (Check), in the normal build and in an ASan/UBSan build.
+# 1. Unit tests (Check), in the normal build, in an ASan/UBSan build and in
+#    a clang build (build/meson-clang: meson.build adds -Wthread-safety for
+#    clang, and -Werror makes building it the check of the loop mutex's
+#    annotations, hostd/thread_annotations.h).
 # 2. Integration tests tests/t-*.sh, each in its own process with a time
 #    limit; their output goes to build/test-logs/NAME.log and is shown when
 #    they fail.
@@ -43,6 +46,7 @@ selected=("$@")
 if [ ${#selected[@]} = 0 ]; then
     run_unit build/meson plain
     run_unit build/meson-asan asan-ubsan -Db_sanitize=address,undefined -Db_lundef=false -Dguest_static=false
+    CC=clang CXX=clang++ run_unit build/meson-clang clang
     mapfile -t selected < <(cd tests && ls t-*.sh | sed 's/\.sh$//')
 fi
 

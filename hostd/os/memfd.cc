@@ -39,7 +39,7 @@ Result<UniqueFd> CreateSegmentMemfd(const std::string &name, uint64_t size) {
     return fd;
 }
 
-Status PunchPage(int fd, uint64_t offset, uint64_t len) {
+VoidResult PunchPage(int fd, uint64_t offset, uint64_t len) {
     if (!PageAligned(offset) || !PageAligned(len) || len == 0) {
         return OsError::FromErrno(EINVAL, "PunchPage offset=" + Hex(offset) + " len=" + Hex(len));
     }
@@ -87,7 +87,7 @@ Result<std::vector<bool>> PresentPages(int fd, uint64_t npages) {
     return present;
 }
 
-Status ReadPage(int fd, uint64_t offset, void *buf) {
+VoidResult ReadPage(int fd, uint64_t offset, void *buf) {
     auto *p = static_cast<char *>(buf);
     size_t done = 0;
     while (done < kPageSize) {
@@ -106,7 +106,7 @@ Status ReadPage(int fd, uint64_t offset, void *buf) {
     return Ok();
 }
 
-Status WritePage(int fd, uint64_t offset, const void *buf) {
+VoidResult WritePage(int fd, uint64_t offset, const void *buf) {
     const auto *p = static_cast<const char *>(buf);
     size_t done = 0;
     while (done < kPageSize) {

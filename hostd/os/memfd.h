@@ -37,7 +37,7 @@ Result<UniqueFd> CreateSegmentMemfd(const std::string &name, uint64_t size);
 // refilled page raises NO fault.  Punch only pages that are write-protected
 // in every client, or re-protect them right after the punch (uffd_test.cc,
 // wp_survives_punch_and_refill).
-Status PunchPage(int fd, uint64_t offset, uint64_t len = kPageSize);
+VoidResult PunchPage(int fd, uint64_t offset, uint64_t len = kPageSize);
 
 // True when the page at `offset` (a multiple of kPageSize) is present in the
 // memfd, false when it is a hole.  Uses lseek(SEEK_DATA), which neither maps
@@ -54,11 +54,11 @@ Result<std::vector<bool>> PresentPages(int fd, uint64_t npages);
 // Reads the kPageSize bytes at `offset` into `buf` with pread (looping over
 // short reads).  A hole reads as zeros and stays a hole.  Fails with EIO if
 // the file ends before the page does.
-Status ReadPage(int fd, uint64_t offset, void *buf);
+VoidResult ReadPage(int fd, uint64_t offset, void *buf);
 
 // Writes kPageSize bytes from `buf` at `offset` with pwrite (fills a hole).
 // Only for the owner host / tests: on a non-owner host pages are filled with
 // UFFDIO_COPY so that faulting clients are woken (CopyPage in uffd.h).
-Status WritePage(int fd, uint64_t offset, const void *buf);
+VoidResult WritePage(int fd, uint64_t offset, const void *buf);
 
 }  // namespace dshm::os

@@ -65,9 +65,13 @@ class [[nodiscard]] Result {
     std::variant<T, OsError> v_;
 };
 
-// Result of an operation without a value.
-using Status = Result<Unit>;
-inline Status Ok() {
+// Result of an operation without a value.  Not named Status: dshm::Status
+// (status.h) is the protocol's error value (a dshm_status code and a
+// message, sent in ERROR), a different thing, and inside dshm::os an
+// unqualified `Status` meant this one while everywhere else in dshm it means
+// that one.  VoidResult says what it is: a Result<T> with no T.
+using VoidResult = Result<Unit>;
+inline VoidResult Ok() {
     return Unit{};
 }
 

@@ -84,7 +84,7 @@ Result<UniqueFd> NewUffd(UffdSource source) {
     return dev;
 }
 
-Status FillResult(int rc, int64_t copied, const char *op, uint64_t dst) {
+VoidResult FillResult(int rc, int64_t copied, const char *op, uint64_t dst) {
     if (rc == 0) {
         return Ok();
     }
@@ -142,7 +142,7 @@ Result<uint64_t> RegisterRange(int uffd, uint64_t base, uint64_t len, uint64_t m
     return static_cast<uint64_t>(reg.ioctls);
 }
 
-Status UnregisterRange(int uffd, uint64_t base, uint64_t len) {
+VoidResult UnregisterRange(int uffd, uint64_t base, uint64_t len) {
     uffdio_range range{};
     range.start = base;
     range.len = len;
@@ -152,7 +152,7 @@ Status UnregisterRange(int uffd, uint64_t base, uint64_t len) {
     return Ok();
 }
 
-Status SetNonBlocking(int fd) {
+VoidResult SetNonBlocking(int fd) {
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0) {
         return OsError::FromErrno(errno, "fcntl(F_GETFL)");
@@ -204,7 +204,7 @@ Result<size_t> WaitEvents(int uffd, uffd_msg *buf, size_t max, int timeout_ms) {
     return ReadEvents(uffd, buf, max);
 }
 
-Status CopyPage(int uffd, uint64_t dst, const void *src, bool wp, bool dont_wake) {
+VoidResult CopyPage(int uffd, uint64_t dst, const void *src, bool wp, bool dont_wake) {
     uffdio_copy copy{};
     copy.dst = dst;
     copy.src = reinterpret_cast<uintptr_t>(src);
@@ -214,7 +214,7 @@ Status CopyPage(int uffd, uint64_t dst, const void *src, bool wp, bool dont_wake
     return FillResult(rc, copy.copy, wp ? "UFFDIO_COPY(WP)" : "UFFDIO_COPY", dst);
 }
 
-Status ZeroPage(int uffd, uint64_t dst, bool dont_wake) {
+VoidResult ZeroPage(int uffd, uint64_t dst, bool dont_wake) {
     uffdio_zeropage zero{};
     zero.range.start = dst;
     zero.range.len = kPageSize;
@@ -223,7 +223,7 @@ Status ZeroPage(int uffd, uint64_t dst, bool dont_wake) {
     return FillResult(rc, zero.zeropage, "UFFDIO_ZEROPAGE", dst);
 }
 
-Status WriteProtect(int uffd, uint64_t start, uint64_t len, bool protect, bool dont_wake) {
+VoidResult WriteProtect(int uffd, uint64_t start, uint64_t len, bool protect, bool dont_wake) {
     uffdio_writeprotect wp{};
     wp.range.start = start;
     wp.range.len = len;
@@ -237,7 +237,7 @@ Status WriteProtect(int uffd, uint64_t start, uint64_t len, bool protect, bool d
     return Ok();
 }
 
-Status Wake(int uffd, uint64_t start, uint64_t len) {
+VoidResult Wake(int uffd, uint64_t start, uint64_t len) {
     uffdio_range range{};
     range.start = start;
     range.len = len;

@@ -72,12 +72,13 @@ Result<UniqueFd> CreateUffd(uint64_t features, uint64_t *got_features,
 Result<uint64_t> RegisterRange(int uffd, uint64_t base, uint64_t len, uint64_t modes);
 
 // Undoes RegisterRange for [base, base+len).
-Status UnregisterRange(int uffd, uint64_t base, uint64_t len);
+VoidResult UnregisterRange(int uffd, uint64_t base, uint64_t len);
 
 // --- daemon side -------------------------------------------------------------
 
-// Sets O_NONBLOCK on `fd` (use on every uffd received over SCM_RIGHTS).
-Status SetNonBlocking(int fd);
+// Sets O_NONBLOCK on `fd`, any fd (use on every uffd received over SCM_RIGHTS;
+// a Conn sets it on its socket).
+VoidResult SetNonBlocking(int fd);
 
 // Reads up to `max` pending events into buf without blocking (the uffd must
 // be O_NONBLOCK).  Returns the number read, 0 when none is pending (EAGAIN).
@@ -104,22 +105,23 @@ Result<size_t> WaitEvents(int uffd, uffd_msg *buf, size_t max, int timeout_ms);
 //   ESRCH   the client's mm is gone (process exited);
 //   ENOENT  range not registered / unmapped;
 //   EAGAIN  mm layout changing; retry later.
-Status CopyPage(int uffd, uint64_t dst, const void *src, bool wp, bool dont_wake);
+VoidResult CopyPage(int uffd, uint64_t dst, const void *src, bool wp, bool dont_wake);
 
 // UFFDIO_ZEROPAGE of one page at `dst`.  CAUTION: UFFDIO_ZEROPAGE has no WP
 // mode, so the page is mapped WRITABLE in the faulting client, which would
 // break Invariant W (docs/protocol.md section 2).  dshmd resolves missing
 // faults on zero pages with CopyPage(zeros, wp=true) instead.  Errors as for
 // CopyPage (EEXIST: already present, nobody woken).
-Status ZeroPage(int uffd, uint64_t dst, bool dont_wake);
+VoidResult ZeroPage(int uffd, uint64_t dst, bool dont_wake);
 
 // UFFDIO_WRITEPROTECT of [start, start+len) (page-aligned).  protect=true:
 // write-protect (also installs uffd-wp markers on never-populated shmem PTEs);
 // protect=false: remove protection and wake threads waiting on a WP fault in
 // the range unless dont_wake.
-Status WriteProtect(int uffd, uint64_t start, uint64_t len, bool protect, bool dont_wake = false);
+VoidResult WriteProtect(int uffd, uint64_t start, uint64_t len, bool protect,
+                        bool dont_wake = false);
 
 // UFFDIO_WAKE: wakes threads waiting on faults in [start, start+len).
-Status Wake(int uffd, uint64_t start, uint64_t len);
+VoidResult Wake(int uffd, uint64_t start, uint64_t len);
 
 }  // namespace dshm::os

@@ -180,7 +180,7 @@ std::unique_ptr<Client> StartClient(int memfd, bool protect_all) {
     if (protect_all) {
         // What dshmd does before READY: installs uffd-wp markers on the
         // never-touched shmem PTEs of this client.
-        Status s = WriteProtect(c->uffd.get(), c->base, kSegSize, true);
+        VoidResult s = WriteProtect(c->uffd.get(), c->base, kSegSize, true);
         ck_assert_msg(s.ok(), "%s", s.ok() ? "" : s.error().what.c_str());
     }
     return c;
@@ -246,12 +246,12 @@ std::vector<uint64_t> PageOf(uint64_t first_word) {
 
 void Fill(Client &c, uint32_t page, uint64_t first_word, bool wp) {
     auto p = PageOf(first_word);
-    Status r = CopyPage(c.uffd.get(), c.Addr(page), p.data(), wp, false);
+    VoidResult r = CopyPage(c.uffd.get(), c.Addr(page), p.data(), wp, false);
     ck_assert_msg(r.ok(), "%s", r.ok() ? "" : r.error().what.c_str());
 }
 
 void Unprotect(Client &c, uint32_t page) {
-    Status s = WriteProtect(c.uffd.get(), c.Addr(page), kPageSize, false);
+    VoidResult s = WriteProtect(c.uffd.get(), c.Addr(page), kPageSize, false);
     ck_assert_msg(s.ok(), "%s", s.ok() ? "" : s.error().what.c_str());
 }
 
@@ -523,7 +523,7 @@ START_TEST(concurrent_missing_eexist_then_wake) {
     ExpectBlocked(*b, "B is not woken by a fill through A's uffd");
 
     auto again = PageOf(0xbad);
-    Status r = CopyPage(b->uffd.get(), b->Addr(0), again.data(), true, false);
+    VoidResult r = CopyPage(b->uffd.get(), b->Addr(0), again.data(), true, false);
     ck_assert_int_eq(r.err(), EEXIST);
     ExpectBlocked(*b, "B is not woken by an EEXIST copy");
     ck_assert(Wake(b->uffd.get(), b->Addr(0), kPageSize).ok());
@@ -627,7 +627,7 @@ START_TEST(zeropage_maps_writable) {
     auto a = StartClient(memfd.get(), true);
     Send(*a, kRead, 1);
     ExpectFault(*a, Kind::kMissing, 1, false, "zeropage: read of a hole");
-    Status r = ZeroPage(a->uffd.get(), a->Addr(1), false);
+    VoidResult r = ZeroPage(a->uffd.get(), a->Addr(1), false);
     ck_assert_msg(r.ok(), "%s", r.ok() ? "" : r.error().what.c_str());
     ck_assert_uint_eq(ExpectReply(*a, "zeropage: read"), 0);
     Send(*a, kWrite, 1, 0x2e);
@@ -646,7 +646,7 @@ START_TEST(client_exit_makes_ioctls_fail_as_values) {
     waitpid(a->pid, nullptr, 0);
     a->pid = -1;
     auto p = PageOf(1);
-    Status r = CopyPage(a->uffd.get(), a->Addr(0), p.data(), true, false);
+    VoidResult r = CopyPage(a->uffd.get(), a->Addr(0), p.data(), true, false);
     ck_assert(!r.ok());
     // ESRCH once the mm is gone (ENOENT on some kernels: vma gone).
     ck_assert_msg(r.err() == ESRCH || r.err() == ENOENT, "%s", r.error().what.c_str());

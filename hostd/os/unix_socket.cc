@@ -18,7 +18,7 @@ void CloseAll(const std::vector<int> &fds) {
     }
 }
 
-Status WaitWritable(int sock, int timeout_ms) {
+VoidResult WaitWritable(int sock, int timeout_ms) {
     pollfd pfd{sock, POLLOUT, 0};
     int r;
     do {
@@ -35,8 +35,8 @@ Status WaitWritable(int sock, int timeout_ms) {
 
 }  // namespace
 
-Status SendWithFds(int sock, const void *buf, size_t len, const int *fds, size_t nfds,
-                   int timeout_ms) {
+VoidResult SendWithFds(int sock, const void *buf, size_t len, const int *fds, size_t nfds,
+                       int timeout_ms) {
     if (nfds > kMaxRecvFds || (nfds > 0 && (len == 0 || fds == nullptr))) {
         return OsError::FromErrno(EINVAL, "SendWithFds: bad fd count " + std::to_string(nfds));
     }
@@ -70,7 +70,7 @@ Status SendWithFds(int sock, const void *buf, size_t len, const int *fds, size_t
                 continue;
             }
             if (errno == EAGAIN) {
-                Status w = WaitWritable(sock, timeout_ms);
+                VoidResult w = WaitWritable(sock, timeout_ms);
                 if (!w.ok()) {
                     return w;
                 }

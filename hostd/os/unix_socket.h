@@ -26,8 +26,8 @@ inline constexpr size_t kMaxRecvFds = 16;
 // If the socket buffer is full (EAGAIN on an O_NONBLOCK socket), waits for
 // POLLOUT up to timeout_ms (-1: forever) for each chunk; on ETIMEDOUT or any
 // error after a partial write the stream is mid-message: close the socket.
-Status SendWithFds(int sock, const void *buf, size_t len, const int *fds, size_t nfds,
-                   int timeout_ms = 5000);
+VoidResult SendWithFds(int sock, const void *buf, size_t len, const int *fds, size_t nfds,
+                       int timeout_ms = 5000);
 
 // Receives up to `cap` bytes into `buf` with one recvmsg (MSG_CMSG_CLOEXEC),
 // appending every SCM_RIGHTS fd received to *fds (the caller owns them; may

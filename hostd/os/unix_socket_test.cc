@@ -139,7 +139,7 @@ START_TEST(partial_writes_complete_fd_once) {
         }
     });
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    Status s = SendWithFds(p.a.get(), big.data(), big.size(), &devnull, 1);
+    VoidResult s = SendWithFds(p.a.get(), big.data(), big.size(), &devnull, 1);
     reader.join();
     close(devnull);
     ck_assert_msg(s.ok(), "%s", s.ok() ? "" : s.error().what.c_str());
@@ -154,7 +154,7 @@ START_TEST(send_times_out_when_peer_never_reads) {
     Pair p = MakePair();
     ck_assert_int_eq(fcntl(p.a.get(), F_SETFL, O_NONBLOCK), 0);
     std::vector<unsigned char> big(8 << 20);
-    Status s = SendWithFds(p.a.get(), big.data(), big.size(), nullptr, 0, 100);
+    VoidResult s = SendWithFds(p.a.get(), big.data(), big.size(), nullptr, 0, 100);
     ck_assert_int_eq(s.err(), ETIMEDOUT);
 }
 END_TEST
