@@ -106,6 +106,7 @@ void Agent::ForgetSegment(const std::string &segment) {
 }
 
 gboolean Agent::OnReportTimer(gpointer self) {
+    loop_mutex.AssertHeld();
     auto *a = static_cast<Agent *>(self);
     Daemon &d = a->d_;
     const uint64_t now = NowNs();
@@ -131,6 +132,7 @@ gboolean Agent::OnReportTimer(gpointer self) {
 }
 
 gboolean Agent::OnLogTimer(gpointer self) {
+    loop_mutex.AssertHeld();
     auto *a = static_cast<Agent *>(self);
     const uint32_t window_s = a->d_.cfg().policy.window_s;
     const uint64_t now = NowNs();

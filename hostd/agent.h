@@ -20,6 +20,8 @@
 
 #include "monitor.h"
 #include "segment.h"
+#include "thread_annotations.h"
+#include "watch.h"
 
 namespace dshm {
 
@@ -34,41 +36,41 @@ class Agent {
     Agent &operator=(const Agent &) = delete;
 
     // The report and log timers.
-    void StartTimers();
+    void StartTimers() REQUIRES(loop_mutex);
 
-    void Record(LocalClient *c, const Activity &delta);
-    void RecordGrant(LocalClient *c, uint32_t lock);
-    void RecordRelease(LocalClient *c, uint32_t lock);
+    void Record(LocalClient *c, const Activity &delta) REQUIRES(loop_mutex);
+    void RecordGrant(LocalClient *c, uint32_t lock) REQUIRES(loop_mutex);
+    void RecordRelease(LocalClient *c, uint32_t lock) REQUIRES(loop_mutex);
     // c is READY: its VM is attached.
-    void SetAttached(LocalClient *c);
+    void SetAttached(LocalClient *c) REQUIRES(loop_mutex);
     // Whether any READY local client of s is VM `vm`.
-    void UpdateAttached(Segment *s, const VmId &vm);
+    void UpdateAttached(Segment *s, const VmId &vm) REQUIRES(loop_mutex);
 
-    void OnPStats(Peer *peer, const Frame &f);
+    void OnPStats(Peer *peer, const Frame &f) REQUIRES(loop_mutex);
     // Owner: the policy's verdict on a VM of s that arrived at `host`.
-    void OnVmArrived(Segment *s, const VmId &vm, uint32_t from, uint32_t host);
+    void OnVmArrived(Segment *s, const VmId &vm, uint32_t from, uint32_t host) REQUIRES(loop_mutex);
     // This host handed s's ownership over: the new owner aggregates.
-    void ForgetSegment(const std::string &segment);
+    void ForgetSegment(const std::string &segment) REQUIRES(loop_mutex);
 
     // --- read-only (dshmctl) ---
-    const Monitor &monitor() const { return monitor_; }
+    const Monitor &monitor() const REQUIRES(loop_mutex) { return monitor_; }
     // The merged view of s: on the owner every host's last report with this
     // host's current figures; elsewhere the owner's last answer.
-    std::vector<MergedVm> MergedView(const Segment *s) const;
+    std::vector<MergedVm> MergedView(const Segment *s) const REQUIRES(loop_mutex);
 
   private:
     static gboolean OnReportTimer(gpointer self);
     static gboolean OnLogTimer(gpointer self);
     // Owner: refreshes this host's report in cluster_, then the merged view.
-    std::vector<MergedVm> RefreshMergedView(const Segment *s);
+    std::vector<MergedVm> RefreshMergedView(const Segment *s) REQUIRES(loop_mutex);
 
     Daemon &d_;
-    Monitor monitor_;
+    Monitor monitor_ GUARDED_BY(loop_mutex);
     ClusterView cluster_;  // segments this host owns: every host's reports
     // Segments this host does not own: the owner's merged view of every
     // host's VMs (its last answer to our P_STATS).
-    std::map<std::string, std::vector<MergedVm>> merged_;
-    guint report_timer_ = 0, log_timer_ = 0;
+    std::map<std::string, std::vector<MergedVm>> merged_ GUARDED_BY(loop_mutex);
+    guint report_timer_ GUARDED_BY(loop_mutex) = 0, log_timer_ = 0;
 };
 
 }  // namespace dshm

@@ -31,6 +31,7 @@ guint Cache::WatchUffd(LocalClient *c) {
 // ---------------------------------------------------------------- faults
 
 gboolean Cache::OnUffdEvent(gint fd, GIOCondition, gpointer p) {
+    loop_mutex.AssertHeld();
     auto *c = static_cast<LocalClient *>(p);
     Cache &cache = c->daemon->cache();
     uffd_msg msgs[16];
@@ -99,7 +100,7 @@ void Cache::HandleWriteFault(LocalClient *c, uint32_t pg, uint64_t addr) {
     // A page another host holds the mark of: this client writes it once
     // the mark is given up (protocol.md section 6.1).
     if (d_.IsOwner(s) && d_.marks().MarkedForOther(s, pg, d_.host_id())) {
-        return d_.marks().AfterRevoked(s, pg, [this, id = c->id, pg, addr] {
+        return d_.marks().AfterRevoked(s, pg, [this, id = c->id, pg, addr]() REQUIRES(loop_mutex) {
             LocalClient *again = d_.clients().Find(id);
             if (again && again->uffd.valid())
                 HandleWriteFault(again, pg, addr);
@@ -233,6 +234,7 @@ void Cache::ProtectRuns(LocalClient *c, const std::vector<uint32_t> &pages, cons
     // One ioctl per run: a per-page ioctl, each with its own TLB flush, cost
     // ~1.3 µs a page.
     ForEachRun(pages, [&](uint32_t first, uint32_t n) {
+        loop_mutex.AssertHeld();  // (ForEachRun is no function of the loop's)
         auto wp = os::WriteProtect(c->uffd.get(), c->base + uint64_t(first) * kPage,
                                    uint64_t(n) * kPage, true);
         if (!wp.ok() && wp.err() != ESRCH)  // ESRCH: the client exited, its close is queued
@@ -347,7 +349,7 @@ void Cache::DropLocalCopy(Segment *s) {
     s->memfd.reset();
     s->pages = std::make_unique<PageTable>(s->npages, false);
     g_message("segment %s: no local VM uses it any more: local copy dropped", s->cfg.name.c_str());
-    d_.mover().Defer(s, [this, s] {
+    d_.mover().Defer(s, [this, s]() REQUIRES(loop_mutex) {
         d_.peers().Send(s->owner, SegNoteMsg(DSHM_MSG_DROP_COPY, s->cfg.name, d_.host_id()));
     });
 }

@@ -23,6 +23,8 @@
 
 #include "pages.h"
 #include "segment.h"
+#include "thread_annotations.h"
+#include "watch.h"
 
 namespace dshm {
 
@@ -36,25 +38,25 @@ class Cache {
     Cache &operator=(const Cache &) = delete;
 
     // Watches c's userfaultfd (on the I/O thread when there is one).
-    guint WatchUffd(LocalClient *c);
+    guint WatchUffd(LocalClient *c) REQUIRES(loop_mutex);
 
     // --- peer messages ---
-    void OnPage(Peer *peer, const Frame &f);
-    void OnInvalidate(Peer *peer, const Frame &f);
-    void OnUpdate(Peer *peer, const Frame &f);
+    void OnPage(Peer *peer, const Frame &f) REQUIRES(loop_mutex);
+    void OnInvalidate(Peer *peer, const Frame &f) REQUIRES(loop_mutex);
+    void OnUpdate(Peer *peer, const Frame &f) REQUIRES(loop_mutex);
 
     // FETCH of pg to s's owner (counted in fetches_sent).
-    void SendFetch(Segment *s, uint32_t pg);
+    void SendFetch(Segment *s, uint32_t pg) REQUIRES(loop_mutex);
     // Sends FETCH to the owner for every page with a fetch outstanding
     // (after a move: the new owner answers them).
-    void RefetchPending(Segment *s);
+    void RefetchPending(Segment *s) REQUIRES(loop_mutex);
     // A peer is up: when it owns s (and no move is under way), the fetches
     // outstanding here may have been lost with the previous connection.
-    void OnPeerUp(Peer *peer, Segment *s);
+    void OnPeerUp(Peer *peer, Segment *s) REQUIRES(loop_mutex);
     // s's owner is lost: invalidations may be missed while disconnected, so
     // every clean copy and every mark goes; lock requests in flight fail
     // with E_OWNER_LOST; a flushing client waits for its ack (Handoff).
-    void OnOwnerLost(Segment *s);
+    void OnOwnerLost(Segment *s) REQUIRES(loop_mutex);
 
     // Fills page pg (a hole, write-protected in every local client since
     // the attach or its punch: PunchLocal) from `data`, through the first
@@ -62,9 +64,9 @@ class Cache {
     // left, through dshmd's mapping, and wakes `waiters`.  Costs
     // O(waiters), not O(local clients).
     void InstallPage(Segment *s, uint32_t pg, const uint8_t *data,
-                     const std::vector<PageTable::Waiter> &waiters);
+                     const std::vector<PageTable::Waiter> &waiters) REQUIRES(loop_mutex);
     // Owner: fills a hole with zeros for c's fault at addr.
-    void FillZero(LocalClient *c, uint64_t addr);
+    void FillZero(LocalClient *c, uint64_t addr) REQUIRES(loop_mutex);
     // Punches `pages` (increasing) out of this host's copy, one fallocate
     // per run of consecutive pages, then write-protects them again in every
     // local client, one ioctl per client and run (Invariant W: a punch keeps
@@ -72,27 +74,27 @@ class Cache {
     // mapped the page during the punch; once the pages are holes nobody can
     // map them but dshmd's own UFFDIO_COPY, so the markers set now hold
     // until the page is filled).  REQUIRES: every page clean (no dirtier).
-    void PunchLocal(Segment *s, const std::vector<uint32_t> &pages);
+    void PunchLocal(Segment *s, const std::vector<uint32_t> &pages) REQUIRES(loop_mutex);
     // Write-protects `pages` (increasing) in c's mapping, one
     // UFFDIO_WRITEPROTECT per run of consecutive pages; failures are logged
     // with `why` (ESRCH, a client whose close is queued, silently).
-    void ProtectRuns(LocalClient *c, const std::vector<uint32_t> &pages, const char *why);
+    void ProtectRuns(LocalClient *c, const std::vector<uint32_t> &pages, const char *why) REQUIRES(loop_mutex);
     // c is closing: pages only it dirtied go back to their twin (its
     // unreleased writes never leave the host), and it waits for no page.
-    void ForgetClient(LocalClient *c);
+    void ForgetClient(LocalClient *c) REQUIRES(loop_mutex);
     // No local client uses s any more: drop this host's copy (not on the
     // owner, not during a move: EndMove calls again) and tell the owner.
-    void DropLocalCopy(Segment *s);
+    void DropLocalCopy(Segment *s) REQUIRES(loop_mutex);
 
   private:
     static gboolean OnUffdEvent(gint fd, GIOCondition, gpointer client);
-    void HandleMissing(LocalClient *c, uint32_t pg, uint64_t addr);
-    void HandleWriteFault(LocalClient *c, uint32_t pg, uint64_t addr);
+    void HandleMissing(LocalClient *c, uint32_t pg, uint64_t addr) REQUIRES(loop_mutex);
+    void HandleWriteFault(LocalClient *c, uint32_t pg, uint64_t addr) REQUIRES(loop_mutex);
     // c took a first-write fault on pg: if it wrote pg-1 before it (a
     // sequential writer), adds up to write-ahead-pages following pages
     // that are valid here and clean for c to c's dirty set (with twins).
     // Returns how many; the caller makes pg and those writable in one ioctl.
-    uint32_t WriteAhead(LocalClient *c, uint32_t pg);
+    uint32_t WriteAhead(LocalClient *c, uint32_t pg) REQUIRES(loop_mutex);
 
     Daemon &d_;
 };

@@ -75,6 +75,7 @@ const LocalClient *Clients::Find(uint32_t id) const {
 }
 
 gboolean Clients::OnAccept(gint lfd, GIOCondition, gpointer self) {
+    loop_mutex.AssertHeld();
     auto *cs = static_cast<Clients *>(self);
     for (;;) {
         int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -87,8 +88,9 @@ gboolean Clients::OnAccept(gint lfd, GIOCondition, gpointer self) {
                                          ClientRole::kUnknown, "client " + std::to_string(c->id));
         LocalClient *raw = c.get();
         cs->clients_[c->id] = std::move(c);
-        raw->conn->Start([cs, raw](Frame &&f) { cs->OnFrame(raw, std::move(f)); },
-                         [cs, raw](const Status &why) { cs->OnClosed(raw, why); });
+        raw->conn->Start(
+            [cs, raw](Frame &&f) REQUIRES(loop_mutex) { cs->OnFrame(raw, std::move(f)); },
+            [cs, raw](const Status &why) REQUIRES(loop_mutex) { cs->OnClosed(raw, why); });
         raw->conn->SetHelloDeadline(kHelloDeadlineMs);
     }
     return G_SOURCE_CONTINUE;
@@ -279,7 +281,7 @@ void Clients::OnClosed(LocalClient *c, const Status &why) {
                           c->conn->label().c_str(), c->held.size(), c->pending.size());
             }
             const uint32_t id = c->id;
-            d_.mover().Defer(s, [this, s, id] { d_.locker().ForgetClientLocks(s, id); });
+            d_.mover().Defer(s, [this, s, id]() REQUIRES(loop_mutex) { d_.locker().ForgetClientLocks(s, id); });
         }
         if (c->ready) {
             c->ready = false;

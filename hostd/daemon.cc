@@ -108,6 +108,7 @@ Status Daemon::Start() {
     peers_->DialAll();
     agent_->StartTimers();
     auto quit = [](gpointer self) -> gboolean {
+        loop_mutex.AssertHeld();
         static_cast<Daemon *>(self)->Quit();
         return G_SOURCE_CONTINUE;
     };
@@ -177,6 +178,7 @@ void Daemon::DeferDelete(std::unique_ptr<Conn> conn) {
     if (!graveyard_idle_) {
         graveyard_idle_ = g_idle_add(
             [](gpointer p) -> gboolean {
+                loop_mutex.AssertHeld();
                 auto *d = static_cast<Daemon *>(p);
                 d->graveyard_.clear();
                 d->graveyard_idle_ = 0;

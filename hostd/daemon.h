@@ -51,6 +51,7 @@
 
 #include <glib.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -62,6 +63,8 @@
 #include "config.h"
 #include "conn.h"
 #include "segment.h"
+#include "thread_annotations.h"
+#include "watch.h"
 #include "status.h"
 
 namespace dshm {
@@ -93,19 +96,19 @@ class Daemon {
     Daemon &operator=(const Daemon &) = delete;
 
     // Creates the sockets and the owned segments' memfds, dials the peers.
-    Status Start();
+    Status Start() REQUIRES(loop_mutex);
     // Runs the main loop until Quit() (or SIGINT/SIGTERM).
-    void Run();
-    void Quit();
+    void Run() REQUIRES(loop_mutex);
+    void Quit() REQUIRES(loop_mutex);
 
     // --- routers: a validated frame to the role that handles it ---
-    void RouteClientFrame(LocalClient *c, Frame &&f);
+    void RouteClientFrame(LocalClient *c, Frame &&f) REQUIRES(loop_mutex);
     // After the peer's HELLO (Peers checks it).
-    void RoutePeerFrame(Peer *peer, Frame &&f);
+    void RoutePeerFrame(Peer *peer, Frame &&f) REQUIRES(loop_mutex);
     // Peer `peer` completed its HELLO: per segment, Mover tells it where
     // ownership moved, then Cache re-sends the fetches it owes an answer;
     // then Peers sends what was queued for it.
-    void OnPeerUp(Peer *peer);
+    void OnPeerUp(Peer *peer) REQUIRES(loop_mutex);
     // Peer `peer` (which had completed its HELLO) is lost.  Per segment, in
     // this order: Home reverts its release cut off before its P_RELEASE;
     // Mover forgets its acknowledgement or ends a move to or by it; then on
@@ -113,30 +116,31 @@ class Daemon {
     // and where it was the owner Cache drops every clean copy and fails
     // the lock requests in flight.  Last, Home counts it out of every
     // release waiting for its acknowledgements.
-    void OnPeerLost(uint32_t host);
+    void OnPeerLost(uint32_t host) REQUIRES(loop_mutex);
 
     // --- the shared state and the roles ---
     const Config &cfg() const { return cfg_; }
     uint32_t host_id() const { return cfg_.host_id; }
     uint64_t incarnation() const { return incarnation_; }
-    Segment *FindSegment(std::string_view name);
-    const std::map<std::string, std::unique_ptr<Segment>, std::less<>> &segments() const {
+    Segment *FindSegment(std::string_view name) REQUIRES(loop_mutex);
+    const std::map<std::string, std::unique_ptr<Segment>, std::less<>> &segments() const
+        REQUIRES(loop_mutex) {
         return segments_;
     }
-    bool IsOwner(const Segment *s) const { return s->home != nullptr; }
+    bool IsOwner(const Segment *s) const REQUIRES(loop_mutex) { return s->home != nullptr; }
     // Maps a segment's memfd (created here if it has none yet).
-    Status EnsureMemfd(Segment *s);
+    Status EnsureMemfd(Segment *s) REQUIRES(loop_mutex);
 
     // A peer message's segment, or nullptr after failing the connection
     // (E_NO_SEGMENT; E_NOT_OWNER when `owned` and this host does not own
     // it).  Callers return at once on nullptr.
-    Segment *PeerSegment(Peer *peer, const Frame &f, std::string_view name, bool owned);
+    Segment *PeerSegment(Peer *peer, const Frame &f, std::string_view name, bool owned) REQUIRES(loop_mutex);
     // False after failing the connection when pg is outside s.
-    bool PageInRange(Peer *peer, const Frame &f, const Segment *s, uint32_t pg);
+    bool PageInRange(Peer *peer, const Frame &f, const Segment *s, uint32_t pg) REQUIRES(loop_mutex);
 
     // A closed connection, freed once the loop is idle (its callbacks may
     // still be on the stack).
-    void DeferDelete(std::unique_ptr<Conn> conn);
+    void DeferDelete(std::unique_ptr<Conn> conn) REQUIRES(loop_mutex);
 
     Peers &peers() { return *peers_; }
     Clients &clients() { return *clients_; }
@@ -153,14 +157,16 @@ class Daemon {
     const Agent &agent() const { return *agent_; }
 
   private:
+    // Set at construction, then only read: no lock needed.
     Config cfg_;
     uint64_t incarnation_;
     GMainContext *ctx_ = nullptr;
-    bool quit_ = false;
-    std::vector<guint> signal_watches_;
-    std::map<std::string, std::unique_ptr<Segment>, std::less<>> segments_;
+    std::atomic<bool> quit_ = false;  // Quit() may come from a signal handler's thread
+    std::vector<guint> signal_watches_ GUARDED_BY(loop_mutex);
+    std::map<std::string, std::unique_ptr<Segment>, std::less<>> segments_ GUARDED_BY(loop_mutex);
     std::vector<std::unique_ptr<Conn>> graveyard_;  // closed conns, freed when idle
-    guint graveyard_idle_ = 0;
+    guint graveyard_idle_ GUARDED_BY(loop_mutex) = 0;
+    // The roles: made at construction, freed at destruction.
     std::unique_ptr<Peers> peers_;
     std::unique_ptr<Clients> clients_;
     std::unique_ptr<Cache> cache_;

@@ -30,6 +30,7 @@
 #include "clients.h"
 #include "dshm_client.h"
 #include "peers.h"
+#include "watch.h"
 
 // check.h defines a fail() macro: it must follow the C++ headers.
 #include "../tests/unit/check_main.h"
@@ -86,6 +87,7 @@ struct Cluster {
     std::unique_ptr<Daemon> d[kHosts + 1];
 
     Cluster() {
+        loop_mutex.AssertHeld();  // the test thread iterates the loop
         ck_assert_ptr_nonnull(mkdtemp(dir));
         for (int i = 1; i <= kHosts; i++) {
             Config c;
@@ -111,7 +113,7 @@ struct Cluster {
                 ck_assert(d[j]->peers().Attach(i, os::UniqueFd(sv[1])));
             }
         }
-        ck_assert(RunUntil([&] {
+        ck_assert(RunUntil([&]() REQUIRES(loop_mutex) {
             for (int i = 1; i <= kHosts; i++) {
                 for (const auto &[id, p] : d[i]->peers().all()) {
                     if (!p->up)
@@ -128,10 +130,11 @@ struct Cluster {
         (void)!system(cmd.c_str());
     }
     std::string Sock(int i) const { return std::string(dir) + "/h" + std::to_string(i) + ".sock"; }
-    Segment *Seg(int i) { return d[i]->FindSegment("seg"); }
-    const SegmentStats &Stats(int i) { return Seg(i)->stats; }
-    PageTable::State State(int i, uint32_t pg) { return Seg(i)->pages->state(pg); }
-    LocalClient *Local(int i, const Client &c) { return d[i]->clients().Find(c.client_id()); }
+    Segment *Seg(int i) REQUIRES(loop_mutex) { return d[i]->FindSegment("seg"); }
+    const SegmentStats &Stats(int i) REQUIRES(loop_mutex) { return Seg(i)->stats; }
+    PageTable::State State(int i, uint32_t pg) REQUIRES(loop_mutex) { return Seg(i)->pages->state(pg); }
+    LocalClient *Local(int i, const Client &c) REQUIRES(loop_mutex) {
+        return d[i]->clients().Find(c.client_id()); }
 };
 
 // A client of host i attached to "seg" (on a thread: ATTACH waits for the loop).
@@ -167,6 +170,7 @@ uint64_t ReadOff(Client &c, uint32_t pg) {
 }  // namespace
 
 START_TEST(remote_fault_and_owner_release_invalidates) {
+    loop_mutex.AssertHeld();
     Cluster cl;
     Client a, b, c;
     AttachOn(cl, 1, a, "vm-a");
@@ -199,6 +203,7 @@ START_TEST(remote_fault_and_owner_release_invalidates) {
 END_TEST
 
 START_TEST(remote_release_applied_at_owner_and_invalidates_third) {
+    loop_mutex.AssertHeld();
     Cluster cl;
     Client a, b, c;
     AttachOn(cl, 1, a, "vm-a");
@@ -223,6 +228,7 @@ START_TEST(remote_release_applied_at_owner_and_invalidates_third) {
 END_TEST
 
 START_TEST(lost_host) {
+    loop_mutex.AssertHeld();
     Cluster cl;
     Client a, b;
     AttachOn(cl, 1, a, "vm-a");
@@ -242,7 +248,7 @@ START_TEST(lost_host) {
         *granted = true;
         g_main_context_wakeup(nullptr);
     });
-    ck_assert(RunUntil([&] {
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) {
         const LocalClient *la = cl.Local(1, a);
         return la && la->pending.count(2) == 1;
     }));
@@ -252,7 +258,7 @@ START_TEST(lost_host) {
 
     // h1 and h2 lose each other.
     cl.d[1]->peers().Find(2)->conn->Close(Status::OK());
-    ck_assert(RunUntil([&] {
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) {
         return !cl.d[1]->peers().Find(2)->up && !cl.d[2]->peers().Find(1)->up;
     }));
 

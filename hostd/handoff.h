@@ -21,6 +21,8 @@
 #include <utility>
 
 #include "segment.h"
+#include "thread_annotations.h"
+#include "watch.h"
 
 namespace dshm {
 
@@ -35,35 +37,35 @@ class Handoff {
     Handoff &operator=(const Handoff &) = delete;
 
     // --- client messages ---
-    void OnMigrateOut(LocalClient *c, const Frame &f);
-    void OnAdopt(LocalClient *c, const Frame &f);
+    void OnMigrateOut(LocalClient *c, const Frame &f) REQUIRES(loop_mutex);
+    void OnAdopt(LocalClient *c, const Frame &f) REQUIRES(loop_mutex);
     // --- peer messages ---
-    void OnPFlushAck(Peer *peer, const Frame &f);  // the source's host
-    void OnPAdopt(Peer *peer, const Frame &f);     // owner
-    void OnPAdopted(Peer *peer, const Frame &f);   // the destination's host
+    void OnPFlushAck(Peer *peer, const Frame &f) REQUIRES(loop_mutex);  // the source's host
+    void OnPAdopt(Peer *peer, const Frame &f) REQUIRES(loop_mutex);     // owner
+    void OnPAdopted(Peer *peer, const Frame &f) REQUIRES(loop_mutex);   // the destination's host
 
     // The flush starts once c's own releases are done (their completions
     // must not race with the lock hand-over).
-    void MaybeFlush(LocalClient *c);
+    void MaybeFlush(LocalClient *c) REQUIRES(loop_mutex);
     // c's flush is over with `status`: MIGRATE_READY, or the migration fails.
-    void FlushDone(LocalClient *c, uint32_t status);
+    void FlushDone(LocalClient *c, uint32_t status) REQUIRES(loop_mutex);
     // The owner was lost while c was flushing: its P_FLUSH_ACK may still
     // come on the next connection (the P_FLUSH arrived); without it within
     // ack-timeout-ms the flush fails with E_OWNER_LOST.
-    void AwaitFlushAck(LocalClient *c);
+    void AwaitFlushAck(LocalClient *c) REQUIRES(loop_mutex);
     // A migrated-out client's connection closed: its locks wait for the
     // destination's ADOPT (or adopt-timeout-ms, then they are dropped).
-    void Tombstone(LocalClient *c);
-    bool IsTombstone(uint32_t client) const { return tombstones_.count(client) != 0; }
+    void Tombstone(LocalClient *c) REQUIRES(loop_mutex);
+    bool IsTombstone(uint32_t client) const REQUIRES(loop_mutex) { return tombstones_.count(client) != 0; }
 
   private:
-    void OnFlushTimeout(uint32_t client);
-    void OnTombstoneTimeout(uint32_t client);
-    void AdoptDone(LocalClient *c, uint32_t status, const uint8_t *held, const uint8_t *queued);
+    void OnFlushTimeout(uint32_t client) REQUIRES(loop_mutex);
+    void OnTombstoneTimeout(uint32_t client) REQUIRES(loop_mutex);
+    void AdoptDone(LocalClient *c, uint32_t status, const uint8_t *held, const uint8_t *queued) REQUIRES(loop_mutex);
 
     Daemon &d_;
     // Migrated-out clients whose connection closed: id -> (segment, timer).
-    std::map<uint32_t, std::pair<Segment *, guint>> tombstones_;
+    std::map<uint32_t, std::pair<Segment *, guint>> tombstones_ GUARDED_BY(loop_mutex);
 };
 
 }  // namespace dshm

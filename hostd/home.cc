@@ -36,7 +36,7 @@ void Home::OnFetch(Peer *peer, const Frame &f) {
     const uint32_t host = peer->cfg.host_id, pg = m.page, tag = f.hdr.tag;
     if (!d_.marks().MarkedForOther(s, pg, host))
         return ServeFetch(peer, s, pg, tag);
-    d_.marks().AfterRevoked(s, pg, [this, s, host, pg, tag] {
+    d_.marks().AfterRevoked(s, pg, [this, s, host, pg, tag]() REQUIRES(loop_mutex) {
         Peer *q = d_.peers().Find(host);
         if (q && q->Live() && d_.IsOwner(s))
             ServeFetch(q, s, pg, tag);  // (a host that reconnected fetches again)
@@ -239,7 +239,7 @@ void Home::StartRelease(Segment *s, uint32_t lock, Holder who, uint32_t reply_ta
     if (raw->outstanding.empty())
         return Finish(raw);
     const uint32_t id = raw->id;
-    raw->timer = AddTimer(d_.cfg().ack_timeout_ms, [this, id] { OnTimeout(id); });
+    raw->timer = AddTimer(d_.cfg().ack_timeout_ms, [this, id]() REQUIRES(loop_mutex) { OnTimeout(id); });
 }
 
 bool Home::ReleasesInFlight(const Segment *s) const {

@@ -32,6 +32,8 @@
 
 #include "lockq.h"
 #include "segment.h"
+#include "thread_annotations.h"
+#include "watch.h"
 #include "writer.h"
 
 namespace dshm {
@@ -47,30 +49,30 @@ class Home {
     Home &operator=(const Home &) = delete;
 
     // --- peer messages (on the owner) ---
-    void OnFetch(Peer *peer, const Frame &f);
-    void OnWriteback(Peer *peer, Frame &&f);
+    void OnFetch(Peer *peer, const Frame &f) REQUIRES(loop_mutex);
+    void OnWriteback(Peer *peer, Frame &&f) REQUIRES(loop_mutex);
     // P_RELEASE (kRelease) and P_FLUSH (kFlush): commits the host's
     // in-flight write-backs if the release is accepted, else reverts them.
-    void OnPRelease(Peer *peer, const Frame &f, ReleaseKind kind);
-    void OnInvalAck(Peer *peer, const Frame &f);
-    void OnUpdateAck(Peer *peer, const Frame &f);
-    void OnDropCopy(Peer *peer, const Frame &f);
+    void OnPRelease(Peer *peer, const Frame &f, ReleaseKind kind) REQUIRES(loop_mutex);
+    void OnInvalAck(Peer *peer, const Frame &f) REQUIRES(loop_mutex);
+    void OnUpdateAck(Peer *peer, const Frame &f) REQUIRES(loop_mutex);
+    void OnDropCopy(Peer *peer, const Frame &f) REQUIRES(loop_mutex);
 
     // Invalidates the released pages' other copies and completes the
     // release when they are acknowledged.  The diffs are only read during
     // the call (those of pages with copies elsewhere are kept for UPDATEs).
     void StartRelease(Segment *s, uint32_t lock, Holder who, uint32_t reply_tag,
-                      std::span<const DiffRef> diffs, ReleaseKind kind);
+                      std::span<const DiffRef> diffs, ReleaseKind kind) REQUIRES(loop_mutex);
     // True while a release of s waits for acknowledgements (a move waits).
-    bool ReleasesInFlight(const Segment *s) const;
+    bool ReleasesInFlight(const Segment *s) const REQUIRES(loop_mutex);
 
     // --- a lost host (Daemon::OnPeerLost) ---
     // Reverts `host`'s in-flight write-backs to s (its connection is gone).
-    void DropInFlight(Segment *s, uint32_t host);
+    void DropInFlight(Segment *s, uint32_t host) REQUIRES(loop_mutex);
     // Its copies, its marks and its locks are gone.
-    void OnHostLost(Segment *s, uint32_t host);
+    void OnHostLost(Segment *s, uint32_t host) REQUIRES(loop_mutex);
     // Releases stop waiting for its acknowledgements.
-    void OnHostLostReleases(uint32_t host);
+    void OnHostLostReleases(uint32_t host) REQUIRES(loop_mutex);
 
   private:
     struct Release {
@@ -90,16 +92,16 @@ class Home {
         guint timer = 0;
     };
 
-    void ServeFetch(Peer *peer, Segment *s, uint32_t pg, uint32_t tag);
+    void ServeFetch(Peer *peer, Segment *s, uint32_t pg, uint32_t tag) REQUIRES(loop_mutex);
     // True when pg is a hole in the memfd (it reads as zeros; reading it
     // through the mapping would allocate it).  One lseek per page until it
     // is seen present.
-    bool IsHole(Segment *s, uint32_t pg);
+    bool IsHole(Segment *s, uint32_t pg) REQUIRES(loop_mutex);
     // What a FETCH of pg must be answered with while write-backs of it are
     // in flight: `src` (the page or the twin) with their pre-images put
     // back, built in *buf.  Returns buf->data().
     const uint8_t *InFlightPreImage(Segment *s, uint32_t pg, const uint8_t *src,
-                                    std::vector<uint8_t> *buf);
+                                    std::vector<uint8_t> *buf) REQUIRES(loop_mutex);
     // The in-flight write-backs of `writer` (OnWriteback applied them) are
     // accepted: appends a DiffRef per frame to *diffs, pointing into
     // `frames`.  Where another host holds the page (exactly the pages
@@ -107,16 +109,16 @@ class Home {
     // applied diff again; elsewhere it still holds the pre-image and only
     // its size means anything.
     void CommitFrames(Segment *s, std::vector<Frame> &frames, uint32_t writer,
-                      std::vector<DiffRef> *diffs);
+                      std::vector<DiffRef> *diffs) REQUIRES(loop_mutex);
     // They are not accepted: reverted newest first; `frames` is emptied.
-    void RevertFrames(Segment *s, std::vector<Frame> &frames, uint32_t writer);
-    void Ack(uint32_t id, uint32_t host, int delta);
-    void Finish(Release *r);
-    void OnTimeout(uint32_t id);
+    void RevertFrames(Segment *s, std::vector<Frame> &frames, uint32_t writer) REQUIRES(loop_mutex);
+    void Ack(uint32_t id, uint32_t host, int delta) REQUIRES(loop_mutex);
+    void Finish(Release *r) REQUIRES(loop_mutex);
+    void OnTimeout(uint32_t id) REQUIRES(loop_mutex);
 
     Daemon &d_;
-    std::map<uint32_t, std::unique_ptr<Release>> releases_;
-    uint32_t next_id_ = 1;
+    std::map<uint32_t, std::unique_ptr<Release>> releases_ GUARDED_BY(loop_mutex);
+    uint32_t next_id_ GUARDED_BY(loop_mutex) = 1;
 };
 
 }  // namespace dshm

@@ -13,6 +13,8 @@
 
 #include "lockq.h"
 #include "segment.h"
+#include "thread_annotations.h"
+#include "watch.h"
 
 namespace dshm {
 
@@ -26,24 +28,24 @@ class Locker {
     Locker &operator=(const Locker &) = delete;
 
     // A client's ACQUIRE.
-    void OnAcquire(LocalClient *c, const Frame &f);
+    void OnAcquire(LocalClient *c, const Frame &f) REQUIRES(loop_mutex);
     // --- peer messages ---
-    void OnPAcquire(Peer *peer, const Frame &f);  // owner
-    void OnPGrant(Peer *peer, const Frame &f);    // the client's host
-    void OnClientGone(Peer *peer, const Frame &f);  // owner
+    void OnPAcquire(Peer *peer, const Frame &f) REQUIRES(loop_mutex);  // owner
+    void OnPGrant(Peer *peer, const Frame &f) REQUIRES(loop_mutex);    // the client's host
+    void OnClientGone(Peer *peer, const Frame &f) REQUIRES(loop_mutex);  // owner
 
     // Owner: `lock` is `who`'s now; tell it.
-    void Grant(Segment *s, uint32_t lock, Holder who);
+    void Grant(Segment *s, uint32_t lock, Holder who) REQUIRES(loop_mutex);
     // Owner: drops every lock and request of `who`, passing locks on.
-    void DropClientLocks(Segment *s, Holder who);
+    void DropClientLocks(Segment *s, Holder who) REQUIRES(loop_mutex);
     // A local client is gone for good: its locks are dropped at the owner
     // (locally, or with CLIENT_GONE).
-    void ForgetClientLocks(Segment *s, uint32_t client);
+    void ForgetClientLocks(Segment *s, uint32_t client) REQUIRES(loop_mutex);
     // Owner: renames `from` to `to` in the lock table (a migrated VM);
     // sets the bits of the locks `to` now holds and queues for.
-    void RenameHolder(Segment *s, Holder from, Holder to, uint8_t *held, uint8_t *queued);
+    void RenameHolder(Segment *s, Holder from, Holder to, uint8_t *held, uint8_t *queued) REQUIRES(loop_mutex);
     // Owner: `host` is lost: its locks go to the next in line.
-    void OnHostLost(Segment *s, uint32_t host);
+    void OnHostLost(Segment *s, uint32_t host) REQUIRES(loop_mutex);
 
   private:
     Daemon &d_;

@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "segment.h"
+#include "thread_annotations.h"
+#include "watch.h"
 
 namespace dshm {
 
@@ -30,31 +32,31 @@ class Marks {
 
     // Owner: whether page pg carries the mark of a host other than `host`
     // (a check on every fetch and local write fault: no allocation).
-    bool MarkedForOther(const Segment *s, uint32_t pg, uint32_t host) const {
+    bool MarkedForOther(const Segment *s, uint32_t pg, uint32_t host) const REQUIRES(loop_mutex) {
         const int holder = s->pages->excl(pg);
         return holder >= 0 && static_cast<uint32_t>(holder) != host;
     }
     // Owner: revokes pg's mark (once while a revoke is under way) and queues
     // `then` until the holder's EXCL_REVOKED (or its loss).
     // REQUIRES: pg is marked (MarkedForOther).
-    void AfterRevoked(Segment *s, uint32_t pg, std::function<void()> then);
+    void AfterRevoked(Segment *s, uint32_t pg, std::function<void()> then) REQUIRES(loop_mutex);
     // Owner: marks, for `host`, the pages of its finished release that it
     // sent whole and that qualify.  REQUIRES: the connection that carried
     // its P_RELEASE is still up (Home::Finish checks).
-    void GrantAfterRelease(Segment *s, uint32_t host, const std::vector<uint32_t> &whole);
+    void GrantAfterRelease(Segment *s, uint32_t host, const std::vector<uint32_t> &whole) REQUIRES(loop_mutex);
     // Owner: `host`'s marks are gone (it dropped its copy or was lost);
     // the work waiting for them runs now.
-    void OnHostGone(Segment *s, uint32_t host);
+    void OnHostGone(Segment *s, uint32_t host) REQUIRES(loop_mutex);
     // Owner: true while a revoke is under way (a move waits for it).
-    bool Revoking(const Segment *s) const { return !s->home->excl_waiting.empty(); }
+    bool Revoking(const Segment *s) const REQUIRES(loop_mutex) { return !s->home->excl_waiting.empty(); }
 
     // --- peer messages ---
-    void OnFromOwner(Peer *peer, const Frame &f);  // EXCL_GRANT, EXCL_REVOKE (holder)
-    void OnRevoked(Peer *peer, const Frame &f);    // EXCL_REVOKED (owner)
+    void OnFromOwner(Peer *peer, const Frame &f) REQUIRES(loop_mutex);  // EXCL_GRANT, EXCL_REVOKE (holder)
+    void OnRevoked(Peer *peer, const Frame &f) REQUIRES(loop_mutex);    // EXCL_REVOKED (owner)
 
   private:
     // Owner: the work waiting for the marks of `pages` runs now.
-    void RunWaiting(Segment *s, const std::vector<uint32_t> &pages);
+    void RunWaiting(Segment *s, const std::vector<uint32_t> &pages) REQUIRES(loop_mutex);
 
     Daemon &d_;
 };

@@ -74,7 +74,7 @@ void Mover::StartMove(Segment *s, uint32_t to, const std::string &reason) {
               d_.host_id(), to, reason.c_str());
     s->move = std::make_unique<MoveState>();
     s->move->to = to;
-    MoveState::Handover &out = s->move->out.emplace();
+    MoveHandover &out = s->move->out.emplace();
     out.reason = reason;
     for (const auto &[id, peer] : d_.peers().all()) {
         if (Conn *c = peer->Live()) {
@@ -100,7 +100,7 @@ void Mover::OnOwnMoving(Peer *peer, const Frame &f) {
     // Marks are the old owner's: from here on every page is compared.
     s->pages->DropExcl(-1);
     if (m.host_id == d_.host_id()) {
-        MoveState::Takeover &in = s->move->in.emplace();
+        MoveTakeover &in = s->move->in.emplace();
         in.copysets.assign(s->npages, 0);
         Status st = d_.EnsureMemfd(s);
         if (!st.ok())
@@ -199,7 +199,7 @@ bool Mover::SendSnapshotPages(Segment *s, Conn *nc) {
     // zero-filled for a local fault later holds zeros, as the new owner's
     // hole does.
     const uint32_t to = s->move->to;
-    MoveState::Handover &out = *s->move->out;
+    MoveHandover &out = *s->move->out;
     if (out.next == 0)
         out.present = PresentPages(*s);
     nc->Cork();
@@ -220,7 +220,7 @@ bool Mover::SendSnapshotPages(Segment *s, Conn *nc) {
     if (nc->closed())
         return false;
     if (out.next < s->npages) {
-        nc->WhenDrained(kSnapshotQueueBytes / 4, [this, name = s->cfg.name] {
+        nc->WhenDrained(kSnapshotQueueBytes / 4, [this, name = s->cfg.name]() REQUIRES(loop_mutex) {
             if (Segment *seg = d_.FindSegment(name))
                 MaybeSendSnapshot(seg);
         });
@@ -281,7 +281,7 @@ void Mover::OnOwnCommit(Peer *peer, const Frame &f) {
     const uint32_t me = d_.host_id();
     auto text = f.Extra(sizeof m);
     const std::string why(text.begin(), text.end());
-    MoveState::Takeover &in = *s->move->in;
+    MoveTakeover &in = *s->move->in;
     auto home = std::make_unique<HomeState>();
     Status st = home->locks.Import(in.locks);
     if (!st.ok())

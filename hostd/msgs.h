@@ -16,6 +16,8 @@
 #include "conn.h"
 #include "frame.h"
 #include "status.h"
+#include "thread_annotations.h"
+#include "watch.h"
 
 namespace dshm {
 
@@ -91,7 +93,7 @@ inline std::vector<uint8_t> PageListMsg(uint16_t type, uint32_t tag, std::string
 // Sends a message carrying one page (PAGE, OWN_PAGE): header and `m`, then
 // the page straight from where it lies (Conn::SendGather).
 inline void SendPageMsg(Conn *conn, uint16_t type, uint32_t tag, const dshm_page &m,
-                        const uint8_t *page) {
+                        const uint8_t *page) REQUIRES(loop_mutex) {
     const std::vector<uint8_t> head = EncodeHead(type, tag, m, DSHM_PAGE_SIZE);
     const struct iovec iov[2] = {{const_cast<uint8_t *>(head.data()), head.size()},
                                  {const_cast<uint8_t *>(page), DSHM_PAGE_SIZE}};

@@ -133,6 +133,7 @@ void Peers::Dial(Peer *peer) {
 }
 
 gboolean Peers::OnRetryTimer(gpointer pp) {
+    loop_mutex.AssertHeld();
     auto *p = static_cast<Peer *>(pp);
     p->retry_timer = 0;
     p->peers->Dial(p);
@@ -140,6 +141,7 @@ gboolean Peers::OnRetryTimer(gpointer pp) {
 }
 
 gboolean Peers::OnDialReady(gint fd, GIOCondition, gpointer pp) {
+    loop_mutex.AssertHeld();
     auto *p = static_cast<Peer *>(pp);
     p->connect_watch = 0;
     p->connecting_fd = -1;
@@ -157,6 +159,7 @@ gboolean Peers::OnDialReady(gint fd, GIOCondition, gpointer pp) {
 }
 
 gboolean Peers::OnAccept(gint lfd, GIOCondition, gpointer self) {
+    loop_mutex.AssertHeld();
     auto *ps = static_cast<Peers *>(self);
     for (;;) {
         int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -167,7 +170,7 @@ gboolean Peers::OnAccept(gint lfd, GIOCondition, gpointer self) {
         std::unique_ptr<Conn> conn = PeerConn(fd, "incoming peer");
         Conn *raw = conn.get();
         ps->unidentified_.push_back(std::move(conn));
-        auto take = [ps, raw]() -> std::unique_ptr<Conn> {
+        auto take = [ps, raw]() REQUIRES(loop_mutex) -> std::unique_ptr<Conn> {
             for (auto &u : ps->unidentified_) {
                 if (u.get() == raw) {
                     auto out = std::move(u);
@@ -178,7 +181,7 @@ gboolean Peers::OnAccept(gint lfd, GIOCondition, gpointer self) {
             return nullptr;
         };
         raw->Start(
-            [ps, raw, take](Frame &&f) {
+            [ps, raw, take](Frame &&f) REQUIRES(loop_mutex) {
                 if (f.hdr.type != DSHM_MSG_HELLO)
                     return raw->Close(Status::OK());
                 auto h = f.Fixed<dshm_hello>();
@@ -191,7 +194,7 @@ gboolean Peers::OnAccept(gint lfd, GIOCondition, gpointer self) {
                 ps->AttachConn(p, take());
                 ps->OnFrame(p, std::move(f));
             },
-            [ps, take](const Status &why) {
+            [ps, take](const Status &why) REQUIRES(loop_mutex) {
                 if (!why.ok())
                     g_warning("incoming peer connection: %s", why.ToString().c_str());
                 ps->d_.DeferDelete(take());
@@ -217,11 +220,11 @@ void Peers::AttachConn(Peer *peer, std::unique_ptr<Conn> conn) {
     peer->conn->set_label("peer " + peer->cfg.name);
     Conn *raw = peer->conn.get();
     raw->Start(
-        [this, peer, raw](Frame &&f) {
+        [this, peer, raw](Frame &&f) REQUIRES(loop_mutex) {
             if (peer->conn.get() == raw)
                 OnFrame(peer, std::move(f));
         },
-        [this, peer, raw](const Status &why) {
+        [this, peer, raw](const Status &why) REQUIRES(loop_mutex) {
             if (peer->conn.get() == raw)
                 OnClosed(peer, why);
         });

@@ -30,6 +30,8 @@
 #include "conn.h"
 #include "os/result.h"
 #include "status.h"
+#include "thread_annotations.h"
+#include "watch.h"
 
 namespace dshm {
 
@@ -49,7 +51,7 @@ struct Peer {
     Peers *peers = nullptr;
 
     // The connection if the peer is up and it is open, else nullptr.
-    Conn *Live() const { return up && conn && !conn->closed() ? conn.get() : nullptr; }
+    Conn *Live() const REQUIRES(loop_mutex) { return up && conn && !conn->closed() ? conn.get() : nullptr; }
 };
 
 class Peers {
@@ -60,34 +62,34 @@ class Peers {
     Peers &operator=(const Peers &) = delete;
 
     // Listens on cfg().listen (nothing when it is empty).
-    Status Listen();
+    Status Listen() REQUIRES(loop_mutex);
     // Dials every configured peer with a greater host id and an address.
-    void DialAll();
+    void DialAll() REQUIRES(loop_mutex);
     // Uses connected stream socket `fd` as the connection to peer `host`
     // (replacing any other); sends our HELLO.  False for an unknown host.
-    bool Attach(uint32_t host, os::UniqueFd fd);
+    bool Attach(uint32_t host, os::UniqueFd fd) REQUIRES(loop_mutex);
 
-    Peer *Find(uint32_t host);
-    const std::map<uint32_t, std::unique_ptr<Peer>> &all() const { return peers_; }
+    Peer *Find(uint32_t host) REQUIRES(loop_mutex);
+    const std::map<uint32_t, std::unique_ptr<Peer>> &all() const REQUIRES(loop_mutex) { return peers_; }
     // Sends on the live connection, else queues for the next one.
-    void Send(uint32_t host, std::vector<uint8_t> msg);
+    void Send(uint32_t host, std::vector<uint8_t> msg) REQUIRES(loop_mutex);
 
   private:
-    void Dial(Peer *peer);
-    void Redial(Peer *peer, guint ms);
+    void Dial(Peer *peer) REQUIRES(loop_mutex);
+    void Redial(Peer *peer, guint ms) REQUIRES(loop_mutex);
     static gboolean OnRetryTimer(gpointer peer);
     static gboolean OnDialReady(gint fd, GIOCondition, gpointer peer);
     static gboolean OnAccept(gint fd, GIOCondition, gpointer self);
-    void AttachConn(Peer *peer, std::unique_ptr<Conn> conn);
-    void OnFrame(Peer *peer, Frame &&f);
-    void OnHello(Peer *peer, const Frame &f);
-    void OnClosed(Peer *peer, const Status &why);
+    void AttachConn(Peer *peer, std::unique_ptr<Conn> conn) REQUIRES(loop_mutex);
+    void OnFrame(Peer *peer, Frame &&f) REQUIRES(loop_mutex);
+    void OnHello(Peer *peer, const Frame &f) REQUIRES(loop_mutex);
+    void OnClosed(Peer *peer, const Status &why) REQUIRES(loop_mutex);
 
     Daemon &d_;
-    std::map<uint32_t, std::unique_ptr<Peer>> peers_;
+    std::map<uint32_t, std::unique_ptr<Peer>> peers_ GUARDED_BY(loop_mutex);
     std::vector<std::unique_ptr<Conn>> unidentified_;  // accepted conns before HELLO
-    os::UniqueFd listen_;
-    guint listen_watch_ = 0;
+    os::UniqueFd listen_ GUARDED_BY(loop_mutex);
+    guint listen_watch_ GUARDED_BY(loop_mutex) = 0;
 };
 
 }  // namespace dshm

@@ -84,28 +84,30 @@ struct HomeState {
     std::map<uint32_t, std::vector<std::function<void()>>> excl_waiting;
 };
 
+// The old owner's side of a move: the OWN_MOVING_ACKs awaited, then the
+// snapshot streaming page by page (flow-controlled: Mover::SendSnapshotPages).
+struct MoveHandover {
+    std::string reason;
+    std::set<uint32_t> acks;
+    uint32_t next = 0;          // the next page to consider
+    uint32_t sent = 0;          // pages sent so far
+    std::vector<bool> present;  // which pages held data when the stream started
+};
+
+// The new owner's side of a move: what OWN_COPYSETS and OWN_LOCKS brought.
+struct MoveTakeover {
+    std::vector<uint64_t> copysets;
+    std::vector<LockTable::Entry> locks;
+};
+
 // An ownership move as one host sees it (Mover).  While it exists no
 // owner-bound request leaves this host for the segment: client lock frames
 // are held back, fetches wait, other work waits in `deferred`.
 struct MoveState {
     uint32_t to = 0;  // the new owner
     std::vector<std::function<void()>> deferred;
-    // The old owner's side: the OWN_MOVING_ACKs awaited, then the snapshot
-    // streaming page by page (flow-controlled: Mover::SendSnapshotPages).
-    struct Handover {
-        std::string reason;
-        std::set<uint32_t> acks;
-        uint32_t next = 0;  // the next page to consider
-        uint32_t sent = 0;  // pages sent so far
-        std::vector<bool> present;  // which pages held data when the stream started
-    };
-    std::optional<Handover> out;
-    // The new owner's side: what OWN_COPYSETS and OWN_LOCKS brought.
-    struct Takeover {
-        std::vector<uint64_t> copysets;
-        std::vector<LockTable::Entry> locks;
-    };
-    std::optional<Takeover> in;
+    std::optional<MoveHandover> out;  // on the old owner only
+    std::optional<MoveTakeover> in;   // on the new owner only
 };
 
 struct Segment {

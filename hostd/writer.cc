@@ -134,7 +134,7 @@ void Writer::SendWritebacks(LocalClient *c, ReleaseKind kind, uint32_t lock, uin
     // release may carry the whole segment, far more than a connection may
     // queue.  Whatever is sent to the owner afterwards follows it.
     auto rest = std::make_shared<std::deque<std::vector<uint8_t>>>();
-    auto flush = [&]() {
+    auto flush = [&]() REQUIRES(loop_mutex) {
         if (chunk.empty())
             return;
         iov.clear();

@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "segment.h"
+#include "thread_annotations.h"
+#include "watch.h"
 
 namespace dshm {
 
@@ -43,13 +45,13 @@ class Writer {
     Writer &operator=(const Writer &) = delete;
 
     // A client's RELEASE.
-    void OnRelease(LocalClient *c, const Frame &f);
+    void OnRelease(LocalClient *c, const Frame &f) REQUIRES(loop_mutex);
     // The owner's answer to this host's P_RELEASE.
-    void OnPReleaseAck(Peer *peer, const Frame &f);
+    void OnPReleaseAck(Peer *peer, const Frame &f) REQUIRES(loop_mutex);
 
     // The owner host's own write-back: ProtectDirty, diffs, AccountWriteback;
     // *bytes = their encoded size.
-    std::vector<Diff> CollectDirty(LocalClient *c, uint32_t *bytes);
+    std::vector<Diff> CollectDirty(LocalClient *c, uint32_t *bytes) REQUIRES(loop_mutex);
     // Non-owner: ProtectDirty, then each page diffed into its WRITEBACK
     // frame (a page c alone rewrote as a whole is not copied: the frame's
     // data is written from the segment, Conn::SendGather, before this
@@ -65,15 +67,15 @@ class Writer {
     // be gone when this returns (a client closed by a failed send).
     static constexpr size_t kWritebackChunk = 256u << 10;
     void SendWritebacks(LocalClient *c, ReleaseKind kind, uint32_t lock, uint32_t *pages,
-                        uint32_t *bytes);
+                        uint32_t *bytes) REQUIRES(loop_mutex);
 
   private:
     // Write-protects c's dirty pages (Invariant W), one ioctl per run of
     // consecutive pages, and empties c's dirty set; returns the pages in
     // increasing order.  Each must then go through ReleaseDirty.
-    std::vector<uint32_t> ProtectDirty(LocalClient *c);
+    std::vector<uint32_t> ProtectDirty(LocalClient *c) REQUIRES(loop_mutex);
     // Counts a write-back of c (segment and client counters, access monitor).
-    void AccountWriteback(LocalClient *c, uint64_t pages, uint64_t bytes);
+    void AccountWriteback(LocalClient *c, uint64_t pages, uint64_t bytes) REQUIRES(loop_mutex);
 
     Daemon &d_;
 };
