@@ -1,6 +1,6 @@
 #!/bin/bash
 # timeout: 300
-# Our qtest for ivshmem-doorbell with dsm=on (qemu-patches/0007), run
+# Our qtest for ivshmem-doorbell with dsm=on (qemu-patches/0006), run
 # against the patched binary: a scripted dshmd stand-in inside the test
 # serves HELLO/ATTACH/UFFD and the lock requests; the test drives the DSM
 # registers of BAR0.  (Without a userfaultfd it skips: not a pass here.)
