@@ -111,8 +111,8 @@ gboolean Agent::OnReportTimer(gpointer self) {
     Daemon &d = a->d_;
     const uint64_t now = NowNs();
     a->monitor_.Prune(now);
-    a->cluster_.Expire(now, std::max<uint64_t>(10'000'000'000ull,
-                                               5ull * d.cfg().policy.report_ms * 1'000'000));
+    a->cluster_.Expire(
+        now, std::max<uint64_t>(10'000'000'000ull, 5ull * d.cfg().policy.report_ms * 1'000'000));
     for (const auto &[name, s] : d.segments()) {
         std::vector<VmReport> report = MakeReport(a->monitor_.Snapshot(name, now));
         if (d.IsOwner(s.get())) {
@@ -226,8 +226,8 @@ void Agent::OnVmArrived(Segment *s, const VmId &vm, uint32_t from, uint32_t host
     std::vector<Classification> cls = Classify(view, policy);
     Decision dec = DecideOnMigration(s->cfg.name, vm, from, host, s->owner, cls, policy);
     g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "DSHM_SEGMENT", s->cfg.name.c_str(),
-                     "DSHM_VM", vm.ToString().c_str(), "DSHM_DECISION",
-                     dec.move ? "move" : "stay", "MESSAGE", "policy: %s", dec.reason.c_str());
+                     "DSHM_VM", vm.ToString().c_str(), "DSHM_DECISION", dec.move ? "move" : "stay",
+                     "MESSAGE", "policy: %s", dec.reason.c_str());
     if (dec.move)
         d_.mover().StartMove(s, host, dec.reason);
     else

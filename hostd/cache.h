@@ -78,7 +78,8 @@ class Cache {
     // Write-protects `pages` (increasing) in c's mapping, one
     // UFFDIO_WRITEPROTECT per run of consecutive pages; failures are logged
     // with `why` (ESRCH, a client whose close is queued, silently).
-    void ProtectRuns(LocalClient *c, const std::vector<uint32_t> &pages, const char *why) REQUIRES(loop_mutex);
+    void ProtectRuns(LocalClient *c, const std::vector<uint32_t> &pages, const char *why)
+        REQUIRES(loop_mutex);
     // c is closing: pages only it dirtied go back to their twin (its
     // unreleased writes never leave the host), and it waits for no page.
     void ForgetClient(LocalClient *c) REQUIRES(loop_mutex);

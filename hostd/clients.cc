@@ -281,7 +281,8 @@ void Clients::OnClosed(LocalClient *c, const Status &why) {
                           c->conn->label().c_str(), c->held.size(), c->pending.size());
             }
             const uint32_t id = c->id;
-            d_.mover().Defer(s, [this, s, id]() REQUIRES(loop_mutex) { d_.locker().ForgetClientLocks(s, id); });
+            d_.mover().Defer(
+                s, [this, s, id]() REQUIRES(loop_mutex) { d_.locker().ForgetClientLocks(s, id); });
         }
         if (c->ready) {
             c->ready = false;

@@ -30,9 +30,9 @@
 
 #include "os/result.h"
 #include "segment.h"
+#include "status.h"
 #include "thread_annotations.h"
 #include "watch.h"
-#include "status.h"
 
 namespace dshm {
 
@@ -65,14 +65,16 @@ class Clients {
     // The refusal (E_NOT_ATTACHED, E_BAD_LOCK, E_PENDING, E_NOT_HELD,
     // E_ALREADY_HELD) of a client's ACQUIRE (kAcquire) or RELEASE.
     enum class LockOp { kAcquire, kRelease };
-    Status CheckLockRequest(const LocalClient *c, uint32_t lock, LockOp op) const REQUIRES(loop_mutex);
+    Status CheckLockRequest(const LocalClient *c, uint32_t lock, LockOp op) const
+        REQUIRES(loop_mutex);
     // A lock request frame (ACQUIRE, RELEASE): its lock id when it may go
     // on (the client runs again: a migration that failed is over), else
     // nullopt after LOCK_FAILED with CheckLockRequest's refusal.
     std::optional<uint32_t> TakeLockRequest(LocalClient *c, const Frame &f, LockOp op)
         REQUIRES(loop_mutex);
     // LOCK_FAILED(lock, st) for request `tag`.
-    void LockFailed(LocalClient *c, uint32_t lock, uint32_t tag, const Status &st) REQUIRES(loop_mutex);
+    void LockFailed(LocalClient *c, uint32_t lock, uint32_t tag, const Status &st)
+        REQUIRES(loop_mutex);
     // `lock` is c's now: GRANTED for request `tag` (0: a lock c queued for
     // before it migrated here).
     void DeliverGranted(LocalClient *c, uint32_t lock, uint32_t tag) REQUIRES(loop_mutex);

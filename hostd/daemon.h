@@ -63,9 +63,9 @@
 #include "config.h"
 #include "conn.h"
 #include "segment.h"
+#include "status.h"
 #include "thread_annotations.h"
 #include "watch.h"
-#include "status.h"
 
 namespace dshm {
 
@@ -134,9 +134,11 @@ class Daemon {
     // A peer message's segment, or nullptr after failing the connection
     // (E_NO_SEGMENT; E_NOT_OWNER when `owned` and this host does not own
     // it).  Callers return at once on nullptr.
-    Segment *PeerSegment(Peer *peer, const Frame &f, std::string_view name, bool owned) REQUIRES(loop_mutex);
+    Segment *PeerSegment(Peer *peer, const Frame &f, std::string_view name, bool owned)
+        REQUIRES(loop_mutex);
     // False after failing the connection when pg is outside s.
-    bool PageInRange(Peer *peer, const Frame &f, const Segment *s, uint32_t pg) REQUIRES(loop_mutex);
+    bool PageInRange(Peer *peer, const Frame &f, const Segment *s, uint32_t pg)
+        REQUIRES(loop_mutex);
 
     // A closed connection, freed once the loop is idle (its callbacks may
     // still be on the stack).

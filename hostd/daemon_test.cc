@@ -46,8 +46,9 @@ constexpr int kHosts = 3;
 // Runs the loop until done() (or 60 s: a failure).
 bool RunUntil(const std::function<bool()> &done) {
     const gint64 deadline = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
-    guint timer = g_timeout_add(1000, [](gpointer) -> gboolean { return G_SOURCE_CONTINUE; },
-                                nullptr);  // re-checks the deadline at least every second
+    guint timer = g_timeout_add(
+        1000, [](gpointer) -> gboolean { return G_SOURCE_CONTINUE; },
+        nullptr);  // re-checks the deadline at least every second
     while (!done() && g_get_monotonic_time() < deadline)
         g_main_context_iteration(nullptr, TRUE);
     g_source_remove(timer);
@@ -132,9 +133,12 @@ struct Cluster {
     std::string Sock(int i) const { return std::string(dir) + "/h" + std::to_string(i) + ".sock"; }
     Segment *Seg(int i) REQUIRES(loop_mutex) { return d[i]->FindSegment("seg"); }
     const SegmentStats &Stats(int i) REQUIRES(loop_mutex) { return Seg(i)->stats; }
-    PageTable::State State(int i, uint32_t pg) REQUIRES(loop_mutex) { return Seg(i)->pages->state(pg); }
+    PageTable::State State(int i, uint32_t pg) REQUIRES(loop_mutex) {
+        return Seg(i)->pages->state(pg);
+    }
     LocalClient *Local(int i, const Client &c) REQUIRES(loop_mutex) {
-        return d[i]->clients().Find(c.client_id()); }
+        return d[i]->clients().Find(c.client_id());
+    }
 };
 
 // A client of host i attached to "seg" (on a thread: ATTACH waits for the loop).
@@ -234,7 +238,7 @@ START_TEST(lost_host) {
     AttachOn(cl, 1, a, "vm-a");
     AttachOn(cl, 2, b, "vm-b");
     ck_assert_uint_eq(WriteUnderLock(b, 0, {7}, 0x7777), 1);  // released before the loss
-    ck_assert_uint_eq(ReadOff(b, 8), 0);                       // a clean copy at h2
+    ck_assert_uint_eq(ReadOff(b, 8), 0);                      // a clean copy at h2
     ck_assert_int_eq(cl.State(2, 8), PageTable::kValid);
 
     // b holds lock 2; a queues for it at the owner.

@@ -26,9 +26,10 @@ void Handoff::OnMigrateOut(LocalClient *c, const Frame &f) {
         return c->conn->Fail(Status::Pending("a MIGRATE_OUT is already pending"), f.hdr.type);
     c->mig.migrating_out = true;
     c->mig.migrate_tag = f.hdr.tag;
-    g_message("%s migrates out: writing its changes back, keeping %zu lock(s) for the "
-              "destination",
-              c->conn->label().c_str(), c->held.size());
+    g_message(
+        "%s migrates out: writing its changes back, keeping %zu lock(s) for the "
+        "destination",
+        c->conn->label().c_str(), c->held.size());
     MaybeFlush(c);
 }
 
@@ -99,7 +100,8 @@ void Handoff::AwaitFlushAck(LocalClient *c) {
         "%u ms for its acknowledgement",
         c->conn->label().c_str(), d_.cfg().ack_timeout_ms);
     const uint32_t id = c->id;
-    c->mig.flush_timer = AddTimer(d_.cfg().ack_timeout_ms, [this, id]() REQUIRES(loop_mutex) { OnFlushTimeout(id); });
+    c->mig.flush_timer = AddTimer(d_.cfg().ack_timeout_ms,
+                                  [this, id]() REQUIRES(loop_mutex) { OnFlushTimeout(id); });
 }
 
 void Handoff::OnFlushTimeout(uint32_t client) {
@@ -212,7 +214,8 @@ void Handoff::OnPAdopted(Peer *peer, const Frame &f) {
 void Handoff::Tombstone(LocalClient *c) {
     const uint32_t id = c->id;
     tombstones_[id] = {c->seg,
-                       AddTimer(d_.cfg().adopt_timeout_ms, [this, id]() REQUIRES(loop_mutex) { OnTombstoneTimeout(id); })};
+                       AddTimer(d_.cfg().adopt_timeout_ms,
+                                [this, id]() REQUIRES(loop_mutex) { OnTombstoneTimeout(id); })};
 }
 
 void Handoff::OnTombstoneTimeout(uint32_t id) {
@@ -225,7 +228,8 @@ void Handoff::OnTombstoneTimeout(uint32_t id) {
         "segment %s: no destination adopted migrated client %u within %u ms: "
         "dropping its locks",
         s->cfg.name.c_str(), id, d_.cfg().adopt_timeout_ms);
-    d_.mover().Defer(s, [this, s, id]() REQUIRES(loop_mutex) { d_.locker().ForgetClientLocks(s, id); });
+    d_.mover().Defer(
+        s, [this, s, id]() REQUIRES(loop_mutex) { d_.locker().ForgetClientLocks(s, id); });
 }
 
 }  // namespace dshm

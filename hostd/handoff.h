@@ -56,12 +56,15 @@ class Handoff {
     // A migrated-out client's connection closed: its locks wait for the
     // destination's ADOPT (or adopt-timeout-ms, then they are dropped).
     void Tombstone(LocalClient *c) REQUIRES(loop_mutex);
-    bool IsTombstone(uint32_t client) const REQUIRES(loop_mutex) { return tombstones_.count(client) != 0; }
+    bool IsTombstone(uint32_t client) const REQUIRES(loop_mutex) {
+        return tombstones_.count(client) != 0;
+    }
 
   private:
     void OnFlushTimeout(uint32_t client) REQUIRES(loop_mutex);
     void OnTombstoneTimeout(uint32_t client) REQUIRES(loop_mutex);
-    void AdoptDone(LocalClient *c, uint32_t status, const uint8_t *held, const uint8_t *queued) REQUIRES(loop_mutex);
+    void AdoptDone(LocalClient *c, uint32_t status, const uint8_t *held, const uint8_t *queued)
+        REQUIRES(loop_mutex);
 
     Daemon &d_;
     // Migrated-out clients whose connection closed: id -> (segment, timer).

@@ -105,8 +105,8 @@ void Home::OnWriteback(Peer *peer, Frame &&f) {
     }
     // Applied now, while the rest of the release is still on the wire; the
     // frame keeps the pre-image until the verdict (protocol.md section 6).
-    Trace("apply-inflight", peer->cfg.host_id, m.page, s->pages->dirtiers(m.page),
-          s->Page(m.page), s->pages->twin(m.page));
+    Trace("apply-inflight", peer->cfg.host_id, m.page, s->pages->dirtiers(m.page), s->Page(m.page),
+          s->pages->twin(m.page));
     std::span<uint8_t> data = f.MutableExtra(sizeof m);
     Status st =
         s->pages->ApplyInFlight(m.page, m.encoding, data.data(), data.size(), s->Page(m.page));
@@ -123,8 +123,8 @@ void Home::CommitFrames(Segment *s, std::vector<Frame> &frames, uint32_t writer,
         std::span<uint8_t> data = w.MutableExtra(sizeof wb);
         // The diff goes out again only as UPDATE, to hosts with a copy.
         const bool want = s->pages->OtherHolders(wb.page, d_.host_id(), writer) != 0;
-        s->pages->CommitInFlight(wb.page, wb.encoding, data.data(), data.size(),
-                                 s->Page(wb.page), want);
+        s->pages->CommitInFlight(wb.page, wb.encoding, data.data(), data.size(), s->Page(wb.page),
+                                 want);
         diffs->push_back(DiffRef{wb.page, wb.encoding, data});
     }
 }
@@ -135,8 +135,7 @@ void Home::RevertFrames(Segment *s, std::vector<Frame> &frames, uint32_t writer)
     for (auto it = frames.rbegin(); it != frames.rend(); ++it) {
         auto wb = it->Fixed<dshm_writeback>();
         std::span<uint8_t> data = it->MutableExtra(sizeof wb);
-        s->pages->RevertInFlight(wb.page, wb.encoding, data.data(), data.size(),
-                                 s->Page(wb.page));
+        s->pages->RevertInFlight(wb.page, wb.encoding, data.data(), data.size(), s->Page(wb.page));
     }
     g_message("segment %s: %zu write-back(s) of host %u reverted (release not accepted)",
               s->cfg.name.c_str(), frames.size(), writer);
@@ -166,8 +165,8 @@ void Home::OnPRelease(Peer *peer, const Frame &f, ReleaseKind kind) {
     const size_t nframes = bit == buffered.end() ? 0 : bit->second.size();
     if (m.host_id != host || nframes != m.npages) {
         // Failing the connection reverts what was applied (OnPeerLost).
-        return peer->conn->Fail(
-            Status::Proto("P_RELEASE does not match the write-backs before it"), f.hdr.type);
+        return peer->conn->Fail(Status::Proto("P_RELEASE does not match the write-backs before it"),
+                                f.hdr.type);
     }
     std::vector<Frame> frames;
     if (bit != buffered.end()) {
@@ -239,7 +238,8 @@ void Home::StartRelease(Segment *s, uint32_t lock, Holder who, uint32_t reply_ta
     if (raw->outstanding.empty())
         return Finish(raw);
     const uint32_t id = raw->id;
-    raw->timer = AddTimer(d_.cfg().ack_timeout_ms, [this, id]() REQUIRES(loop_mutex) { OnTimeout(id); });
+    raw->timer =
+        AddTimer(d_.cfg().ack_timeout_ms, [this, id]() REQUIRES(loop_mutex) { OnTimeout(id); });
 }
 
 bool Home::ReleasesInFlight(const Segment *s) const {
@@ -312,10 +312,10 @@ void Home::Finish(Release *r) {
     } else {
         if (st.ok() && !flush)  // before the ack: the writer's next release may use them
             d_.marks().GrantAfterRelease(s, r->who.host, r->whole);
-        d_.peers().Send(r->who.host,
-                        ReleaseAckMsg(flush ? DSHM_MSG_P_FLUSH_ACK : DSHM_MSG_P_RELEASE_ACK,
-                                      r->reply_tag, s->cfg.name, r->lock, r->who.client,
-                                      st.code()));
+        d_.peers().Send(
+            r->who.host,
+            ReleaseAckMsg(flush ? DSHM_MSG_P_FLUSH_ACK : DSHM_MSG_P_RELEASE_ACK, r->reply_tag,
+                          s->cfg.name, r->lock, r->who.client, st.code()));
         Phase("own-acked", r->who.host, r->pages);
     }
     if (r->timer)

@@ -9,7 +9,8 @@
 namespace dshm {
 
 void Locker::OnAcquire(LocalClient *c, const Frame &f) {
-    const std::optional<uint32_t> req = d_.clients().TakeLockRequest(c, f, Clients::LockOp::kAcquire);
+    const std::optional<uint32_t> req =
+        d_.clients().TakeLockRequest(c, f, Clients::LockOp::kAcquire);
     if (!req)
         return;
     const uint32_t lock = *req;
@@ -51,8 +52,8 @@ void Locker::OnPAcquire(Peer *peer, const Frame &f) {
 
 void Locker::Grant(Segment *s, uint32_t lock, Holder who) {
     if (who.host != d_.host_id()) {
-        d_.peers().Send(who.host, LockMsg(DSHM_MSG_P_GRANT, s->cfg.name, lock, who.host,
-                                          who.client));
+        d_.peers().Send(who.host,
+                        LockMsg(DSHM_MSG_P_GRANT, s->cfg.name, lock, who.host, who.client));
         return;
     }
     LocalClient *c = d_.clients().Find(who.client);
@@ -116,9 +117,10 @@ void Locker::RenameHolder(Segment *s, Holder from, Holder to, uint8_t *held, uin
         held[l / 8] |= 1u << (l % 8);
     for (uint32_t l : q)
         queued[l / 8] |= 1u << (l % 8);
-    g_message("segment %s: client %u of host %u continues as client %u of host %u: %zu lock(s) "
-              "held, %zu queued",
-              s->cfg.name.c_str(), from.client, from.host, to.client, to.host, h.size(), q.size());
+    g_message(
+        "segment %s: client %u of host %u continues as client %u of host %u: %zu lock(s) "
+        "held, %zu queued",
+        s->cfg.name.c_str(), from.client, from.host, to.client, to.host, h.size(), q.size());
 }
 
 void Locker::OnHostLost(Segment *s, uint32_t host) {

@@ -30,8 +30,8 @@ class Locker {
     // A client's ACQUIRE.
     void OnAcquire(LocalClient *c, const Frame &f) REQUIRES(loop_mutex);
     // --- peer messages ---
-    void OnPAcquire(Peer *peer, const Frame &f) REQUIRES(loop_mutex);  // owner
-    void OnPGrant(Peer *peer, const Frame &f) REQUIRES(loop_mutex);    // the client's host
+    void OnPAcquire(Peer *peer, const Frame &f) REQUIRES(loop_mutex);    // owner
+    void OnPGrant(Peer *peer, const Frame &f) REQUIRES(loop_mutex);      // the client's host
     void OnClientGone(Peer *peer, const Frame &f) REQUIRES(loop_mutex);  // owner
 
     // Owner: `lock` is `who`'s now; tell it.
@@ -43,7 +43,8 @@ class Locker {
     void ForgetClientLocks(Segment *s, uint32_t client) REQUIRES(loop_mutex);
     // Owner: renames `from` to `to` in the lock table (a migrated VM);
     // sets the bits of the locks `to` now holds and queues for.
-    void RenameHolder(Segment *s, Holder from, Holder to, uint8_t *held, uint8_t *queued) REQUIRES(loop_mutex);
+    void RenameHolder(Segment *s, Holder from, Holder to, uint8_t *held, uint8_t *queued)
+        REQUIRES(loop_mutex);
     // Owner: `host` is lost: its locks go to the next in line.
     void OnHostLost(Segment *s, uint32_t host) REQUIRES(loop_mutex);
 

@@ -1,8 +1,8 @@
 #include "marks.h"
 
 #include "daemon.h"
-#include "msgs.h"
 #include "mover.h"
+#include "msgs.h"
 #include "peers.h"
 
 namespace dshm {
@@ -49,8 +49,8 @@ void Marks::GrantAfterRelease(Segment *s, uint32_t host, const std::vector<uint3
             grant.push_back(pg);
         }
     }
-    for (auto &msg : ListMsgs<uint32_t>(DSHM_MSG_EXCL_GRANT, 0, s->cfg.name, grant,
-                                        DSHM_MAX_INVAL_PAGES))
+    for (auto &msg :
+         ListMsgs<uint32_t>(DSHM_MSG_EXCL_GRANT, 0, s->cfg.name, grant, DSHM_MAX_INVAL_PAGES))
         d_.peers().Send(host, std::move(msg));
     s->stats.excl_granted += grant.size();
 }

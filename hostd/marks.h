@@ -43,16 +43,20 @@ class Marks {
     // Owner: marks, for `host`, the pages of its finished release that it
     // sent whole and that qualify.  REQUIRES: the connection that carried
     // its P_RELEASE is still up (Home::Finish checks).
-    void GrantAfterRelease(Segment *s, uint32_t host, const std::vector<uint32_t> &whole) REQUIRES(loop_mutex);
+    void GrantAfterRelease(Segment *s, uint32_t host, const std::vector<uint32_t> &whole)
+        REQUIRES(loop_mutex);
     // Owner: `host`'s marks are gone (it dropped its copy or was lost);
     // the work waiting for them runs now.
     void OnHostGone(Segment *s, uint32_t host) REQUIRES(loop_mutex);
     // Owner: true while a revoke is under way (a move waits for it).
-    bool Revoking(const Segment *s) const REQUIRES(loop_mutex) { return !s->home->excl_waiting.empty(); }
+    bool Revoking(const Segment *s) const REQUIRES(loop_mutex) {
+        return !s->home->excl_waiting.empty();
+    }
 
     // --- peer messages ---
-    void OnFromOwner(Peer *peer, const Frame &f) REQUIRES(loop_mutex);  // EXCL_GRANT, EXCL_REVOKE (holder)
-    void OnRevoked(Peer *peer, const Frame &f) REQUIRES(loop_mutex);    // EXCL_REVOKED (owner)
+    void OnFromOwner(Peer *peer, const Frame &f)
+        REQUIRES(loop_mutex);  // EXCL_GRANT, EXCL_REVOKE (holder)
+    void OnRevoked(Peer *peer, const Frame &f) REQUIRES(loop_mutex);  // EXCL_REVOKED (owner)
 
   private:
     // Owner: the work waiting for the marks of `pages` runs now.

@@ -137,8 +137,8 @@ void Mover::MaybeSendSnapshot(Segment *s) {
         // The new owner went away before the hand-over: this host stays.
         g_warning("segment %s: host %u is gone: ownership stays here", s->cfg.name.c_str(), to);
         for (const auto &[id, peer] : d_.peers().all())
-            SendOwnMoved(peer.get(), s, "stays: the move to host " + std::to_string(to) +
-                                            " failed (host lost)");
+            SendOwnMoved(peer.get(), s,
+                         "stays: the move to host " + std::to_string(to) + " failed (host lost)");
         return EndMove(s);
     }
     if (!SendSnapshotPages(s, nc))
@@ -155,8 +155,8 @@ void Mover::MaybeSendSnapshot(Segment *s) {
     // present here; the new owner is no member of its own copy sets.
     std::vector<uint64_t> cs(s->npages);
     for (uint32_t pg = 0; pg < s->npages; pg++) {
-        cs[pg] = (s->pages->copyset(pg) & ~(uint64_t(1) << to)) |
-                 (present[pg] ? uint64_t(1) << me : 0);
+        cs[pg] =
+            (s->pages->copyset(pg) & ~(uint64_t(1) << to)) | (present[pg] ? uint64_t(1) << me : 0);
     }
     for (uint32_t first = 0; first < s->npages; first += DSHM_MAX_COPYSETS) {
         dshm_copysets m = {};
@@ -169,8 +169,8 @@ void Mover::MaybeSendSnapshot(Segment *s) {
     std::vector<dshm_lock_entry> wire;
     for (const auto &e : entries)
         wire.push_back(dshm_lock_entry{e.lock, e.who.host, e.who.client, e.pos});
-    for (auto &msg : ListMsgs<dshm_lock_entry>(DSHM_MSG_OWN_LOCKS, 0, s->cfg.name, wire,
-                                               DSHM_MAX_LOCK_ENTRIES))
+    for (auto &msg :
+         ListMsgs<dshm_lock_entry>(DSHM_MSG_OWN_LOCKS, 0, s->cfg.name, wire, DSHM_MAX_LOCK_ENTRIES))
         nc->Send(std::move(msg));
     nc->Send(SegNoteMsg(DSHM_MSG_OWN_COMMIT, s->cfg.name, to, sent, reason));
     nc->Uncork();

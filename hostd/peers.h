@@ -51,7 +51,9 @@ struct Peer {
     Peers *peers = nullptr;
 
     // The connection if the peer is up and it is open, else nullptr.
-    Conn *Live() const REQUIRES(loop_mutex) { return up && conn && !conn->closed() ? conn.get() : nullptr; }
+    Conn *Live() const REQUIRES(loop_mutex) {
+        return up && conn && !conn->closed() ? conn.get() : nullptr;
+    }
 };
 
 class Peers {
@@ -70,7 +72,9 @@ class Peers {
     bool Attach(uint32_t host, os::UniqueFd fd) REQUIRES(loop_mutex);
 
     Peer *Find(uint32_t host) REQUIRES(loop_mutex);
-    const std::map<uint32_t, std::unique_ptr<Peer>> &all() const REQUIRES(loop_mutex) { return peers_; }
+    const std::map<uint32_t, std::unique_ptr<Peer>> &all() const REQUIRES(loop_mutex) {
+        return peers_;
+    }
     // Sends on the live connection, else queues for the next one.
     void Send(uint32_t host, std::vector<uint8_t> msg) REQUIRES(loop_mutex);
 

@@ -49,16 +49,16 @@ namespace dshm {
 
 // Counters shown by dshmctl (and used by the tests to prove behaviour).
 struct SegmentStats {
-    uint64_t missing_faults = 0;      // local missing faults
-    uint64_t wp_faults = 0;           // local write-protect faults (first writes)
-    uint64_t write_ahead = 0;         // pages made writable ahead of a sequential writer
-    uint64_t fetches_sent = 0;        // FETCH sent to the owner
-    uint64_t fetches_served = 0;      // FETCH answered (owner)
-    uint64_t pages_written_back = 0;  // pages in releases sent (non-owner) or made (owner-local)
-    uint64_t bytes_written_back = 0;  // encoded diff bytes
-    uint64_t writebacks_applied = 0;  // pages applied from other hosts (owner)
+    uint64_t missing_faults = 0;       // local missing faults
+    uint64_t wp_faults = 0;            // local write-protect faults (first writes)
+    uint64_t write_ahead = 0;          // pages made writable ahead of a sequential writer
+    uint64_t fetches_sent = 0;         // FETCH sent to the owner
+    uint64_t fetches_served = 0;       // FETCH answered (owner)
+    uint64_t pages_written_back = 0;   // pages in releases sent (non-owner) or made (owner-local)
+    uint64_t bytes_written_back = 0;   // encoded diff bytes
+    uint64_t writebacks_applied = 0;   // pages applied from other hosts (owner)
     uint64_t writebacks_reverted = 0;  // of those, undone: release refused or cut off
-    uint64_t invalidations_sent = 0;  // pages invalidated at other hosts (owner)
+    uint64_t invalidations_sent = 0;   // pages invalidated at other hosts (owner)
     uint64_t invalidations_received = 0;  // pages punched here
     uint64_t updates = 0;                 // dirty pages merged with UPDATE
     uint64_t acquires = 0;                // locks granted to local clients
@@ -113,7 +113,7 @@ struct MoveState {
 struct Segment {
     SegmentConfig cfg;
     uint32_t npages = 0;
-    uint32_t owner = 0;  // the owner's host id
+    uint32_t owner = 0;        // the owner's host id
     std::string owner_reason;  // why the owner is where it is (dshmctl segments)
     os::UniqueFd memfd;
     uint8_t *map = nullptr;  // dshmd's own mapping of the memfd
@@ -178,7 +178,7 @@ struct LocalClient {
     SegmentStats stats;
     std::array<uint8_t, 16> uuid{};  // the VM's UUID from ATTACH (zero: none)
     ClientMigration mig;
-    std::deque<Frame> held_back;  // lock frames waiting for adopt / a move
+    std::deque<Frame> held_back;              // lock frames waiting for adopt / a move
     std::map<uint32_t, uint64_t> held_since;  // lock -> grant time (ns), for hold_ns
     Daemon *daemon = nullptr;
     VmId vm() const { return VmId{name, uuid}; }

@@ -71,7 +71,8 @@ std::vector<Diff> Writer::CollectDirty(LocalClient *c, uint32_t *bytes) {
 }
 
 void Writer::OnRelease(LocalClient *c, const Frame &f) {
-    const std::optional<uint32_t> req = d_.clients().TakeLockRequest(c, f, Clients::LockOp::kRelease);
+    const std::optional<uint32_t> req =
+        d_.clients().TakeLockRequest(c, f, Clients::LockOp::kRelease);
     if (!req)
         return;
     const uint32_t lock = *req;
@@ -79,8 +80,7 @@ void Writer::OnRelease(LocalClient *c, const Frame &f) {
     if (d_.IsOwner(s)) {
         uint32_t bytes = 0;
         std::vector<Diff> diffs = CollectDirty(c, &bytes);
-        c->pending[lock] =
-            PendingLock{true, f.hdr.tag, static_cast<uint32_t>(diffs.size()), bytes};
+        c->pending[lock] = PendingLock{true, f.hdr.tag, static_cast<uint32_t>(diffs.size()), bytes};
         d_.home().StartRelease(s, lock, Holder{d_.host_id(), c->id}, f.hdr.tag, RefsOf(diffs),
                                ReleaseKind::kRelease);
         return;
