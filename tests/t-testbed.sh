@@ -48,12 +48,12 @@ assert_clean "after the run that followed a crash"
 step "3 hosts: addresses, hostnames, private /run and /dev/shm"
 tb_init 3
 assert_eq "$(tb_run h2 hostname)" h2 "hostname of h2"
-assert_eq "$(tb_run h3 ip -4 -o addr show dev eth0 | awk '{print $4}')" "198.18.0.3/24" "address of h3"
+assert_eq "$(tb_run h3 ip -4 -o addr show dev eth0 | awk '{print $4}')" "$TB_NET.3/24" "address of h3"
 tb_run h1 touch /dev/shm/only-on-h1 /run/only-on-h1
 tb_run h2 test ! -e /dev/shm/only-on-h1 || fail "/dev/shm is shared between h1 and h2"
 tb_run h2 test ! -e /run/only-on-h1 || fail "/run is shared between h1 and h2"
 test ! -e /dev/shm/only-on-h1 || fail "h1's /dev/shm leaks into the machine"
-assert_match "$(tb_run h1 getent hosts h3)" "198.18.0.3" "h1 resolves h3"
+assert_match "$(tb_run h1 getent hosts h3)" "$TB_NET.3" "h1 resolves h3"
 
 step "h1 connects to a listener on h2 over the lab bridge"
 tb_spawn h2 listener busybox nc -l -p 7000 -e /bin/echo hello-from-h2
@@ -61,7 +61,7 @@ tb_spawn h2 listener busybox nc -l -p 7000 -e /bin/echo hello-from-h2
 # connection (it does not consume the listener's one connection).
 got=""
 for i in $(seq 1 50); do
-    got=$(tb_run h1 timeout 5 bash -c 'cat </dev/tcp/198.18.0.2/7000' 2>/dev/null) && break
+    got=$(tb_run h1 timeout 5 bash -c 'cat </dev/tcp/"$1"/7000' - "$TB_NET.2" 2>/dev/null) && break
     sleep 0.1
 done
 assert_eq "$got" "hello-from-h2" "reply from h2's listener"
@@ -71,16 +71,25 @@ step "... and cannot reach anything else"
 for dst in 192.0.2.1 8.8.8.8 10.0.0.1; do
     if tb_run h1 ip route get "$dst" >/dev/null 2>&1; then fail "h1 has a route to $dst"; fi
 done
-# The machine's own loopback is not h1's loopback.
-busybox nc -l -p 7001 -s 127.0.0.1 -e /bin/echo root-ns >/dev/null 2>&1 &
+# The machine's own loopback is not h1's loopback.  The listener takes a
+# free port: a fixed one may be taken by a testbed running beside this one.
+portfile=$(mktemp)
+python3 -c '
+import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(8)
+print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept(); c.sendall(b"root-ns\n"); c.close()' >"$portfile" 2>/dev/null &
 rootl=$!
-sleep 0.2
-if tb_run h1 timeout 3 bash -c 'cat </dev/tcp/127.0.0.1/7001' 2>/dev/null | grep -q root-ns; then
+wait_until 5 test -s "$portfile" || fail "no listener in the root namespace"
+port=$(cat "$portfile")
+if tb_run h1 timeout 3 bash -c 'cat </dev/tcp/127.0.0.1/"$1"' - "$port" 2>/dev/null | grep -q root-ns; then
     fail "h1 reached a listener of the root namespace"
 fi
 kill $rootl 2>/dev/null || true
+rm -f "$portfile"
 # The machine cannot reach the hosts either (they are not on its network).
-if timeout 3 bash -c 'cat </dev/tcp/198.18.0.2/7000' 2>/dev/null; then fail "root namespace reached h2"; fi
+if timeout 3 bash -c 'cat </dev/tcp/"$1"/7000' - "$TB_NET.2" 2>/dev/null; then fail "root namespace reached h2"; fi
 
 step "teardown of this testbed"
 tb_teardown

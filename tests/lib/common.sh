@@ -122,7 +122,9 @@ dshm_accel() {
         grep -q '^DSHM-PROBE-OK' "$log" && result=kvm
         rm -f "$log"
     fi
-    printf '%s\n%s\n' "$boot" "$result" >"$cache"
+    # Written whole, then renamed: a concurrent reader never sees half a file.
+    printf '%s\n%s\n' "$boot" "$result" >"$cache.$$"
+    mv -f "$cache.$$" "$cache"
     echo "$result"
 }
 
