@@ -20,7 +20,7 @@
 #   lv_jobinfo SRC DOMAIN  `virsh domjobinfo --completed` of the last
 #                          migration, as "key=value" lines (times in ms,
 #                          sizes in bytes)
-#   lv_domain_type         kvm or qemu (TCG), after dshm_accel
+#   lv_domain_type         kvm or qemu (TCG), after t_accel
 #   lv_guest_xml NAME "guest command" [dshmctl domain-xml args...]
 #                          a domain of our guest image (dshmctl domain-xml
 #                          with lv_emulator, the image's kernel and initramfs,
@@ -64,7 +64,7 @@ lv_hostpath() {
             return 0
         fi
     done
-    fail "lv_hostpath: $p is not in a private libvirt directory of $h"
+    t_fail "lv_hostpath: $p is not in a private libvirt directory of $h"
 }
 
 lv_start() {
@@ -117,7 +117,7 @@ EOF
         sleep 0.1
     done
     tail -n 20 "$(tb_log "$h" libvirtd)" "$TB_STATE/$h/var-log-libvirt/libvirtd.log" >&2 2>/dev/null || true
-    fail "libvirtd on $h did not come up"
+    t_fail "libvirtd on $h did not come up"
 }
 
 lv_virsh() {
@@ -154,14 +154,14 @@ lv_jobinfo() {
         k == "Memory processed" { print "memory_bytes=" bytes(v) }'
 }
 
-lv_domain_type() { [ "$(dshm_accel)" = kvm ] && echo kvm || echo qemu; }
+lv_domain_type() { [ "$(t_accel)" = kvm ] && echo kvm || echo qemu; }
 
 lv_guest_xml() {
     local name=$1 cmd=$2
     shift 2
     "$DSHMCTL" domain-xml --name "$name" --type "$(lv_domain_type)" --emulator "$(lv_emulator)" \
         --kernel "$IMAGE_KERNEL" --initrd "$IMAGE_INITRD" \
-        --cmdline "console=ttyS0 panic=-1 quiet $(guest_cmd_append "$cmd")" \
+        --cmdline "console=ttyS0 panic=-1 quiet $(t_guest_cmd_append "$cmd")" \
         --console-log "/var/log/libvirt/qemu/$name.console" "$@"
 }
 
@@ -173,6 +173,6 @@ lv_add_devices() {
 
 # lv_wait_console HOST NAME REGEX [SECS]: like vm_wait, for a libvirt guest.
 lv_wait_console() {
-    wait_console "$1" "$2" "$3" "${4:-120}" "$(lv_console "$1" "$2")" \
+    t_wait_console "$1" "$2" "$3" "${4:-120}" "$(lv_console "$1" "$2")" \
         "$(lv_hostpath "$1" "/var/log/libvirt/qemu/$2.log")"
 }

@@ -23,7 +23,10 @@
 #   tb_spawn h2 NAME CMD...    # start CMD on h2 in the background; log in
 #                              #   $TB_STATE/h2/NAME.log, pid (host-local) in NAME.pid
 #   tb_kill h2 NAME [SIG]      # signal a spawned process
-#   tb_addr h2                 # 198.18.0.2
+#   tb_alive h2 NAME           # is a spawned process still running?
+#   tb_log h2 NAME             # $TB_STATE/h2/NAME.log
+#   tb_pid_of h2 PATTERN       # host-local pid of the newest process matching PATTERN
+#   tb_addr h2                 # $TB_NET.2 (198.18.0.2 by default)
 #   tb_teardown                # also runs on EXIT, INT, TERM
 #
 # Teardown runs on every exit path (normal exit, failed assertion under set -e,
@@ -235,6 +238,9 @@ tb_spawn() {
 }
 
 tb_log() { echo "$TB_STATE/$1/$2.log"; }
+
+# tb_pid_of HOST PATTERN: host-local pid of the newest process matching PATTERN.
+tb_pid_of() { tb_run "$1" pgrep -n -f "$2"; }
 
 # tb_kill HOST NAME [SIGNAL]
 tb_kill() {
