@@ -8,7 +8,6 @@ source "$(dirname "$0")/lib/common.sh"
 source "$TOP/tests/lib/testbed.sh"
 source "$TOP/tests/lib/dshmd.sh"
 source "$TOP/tests/lib/libvirt.sh"
-source "$TOP/tests/lib/vm.sh"
 t_need_built
 tb_init 3
 ds_cluster 3 "seg:1M:1"
