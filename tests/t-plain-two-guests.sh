@@ -12,7 +12,7 @@ MARK_OFF=$((2 * 1024 * 1024 - 8))
 MARK=0x5ca1ab1e
 guest() {  # guest NAME COMMAND
     local args
-    mapfile -t args < <(t_qemu_guest_args "$(t_guest_cmd_append "$2")")
+    mapfile -t args < <(t_qemu_guest_args "$2")
     tb_spawn h1 "$1" "$QEMU_BIN" "${args[@]}" \
         -object memory-backend-file,id=shm0,mem-path=/dev/shm/plain-seg,size=2M,share=on \
         -device ivshmem-plain,memdev=shm0

@@ -20,7 +20,7 @@ t_step "stock ivshmem-server + ivshmem-doorbell,dsm=off: the guest sees the devi
 "$IVSHMEM_SERVER" -F -S "$work/ivs.sock" -M dshm-test-ivs -l 4M -n 1 >"$work/server.log" 2>&1 &
 srv=$!
 for i in $(seq 1 50); do [ -S "$work/ivs.sock" ] && break; sleep 0.1; done
-mapfile -t args < <(t_qemu_guest_args "$(t_guest_cmd_append 'dshm-tool list')")
+mapfile -t args < <(t_qemu_guest_args 'dshm-tool list')
 timeout 60 "$QEMU_BIN" "${args[@]}" -chardev socket,path="$work/ivs.sock",id=ivs \
     -device ivshmem-doorbell,chardev=ivs,vectors=1,dsm=off >"$work/guest.log" 2>&1 </dev/null
 t_assert_eq "$(t_guest_exit_status "$work/guest.log")" 0 "guest command"

@@ -12,7 +12,7 @@ dir1=$TB_STATE/h1 dir2=$TB_STATE/h2
 guest='dshm-tool fill --pattern 9 --length 1M >/dev/null; while true; do dshm-tool checksum --length 1M; sleep 1; done'
 common() {  # common HOSTDIR: the QEMU arguments shared by source and destination
     local args
-    mapfile -t args < <(t_qemu_guest_args "$(t_guest_cmd_append "$guest")" con0)
+    mapfile -t args < <(t_qemu_guest_args "$guest" con0)
     printf '%s\n' "${args[@]}" \
         -chardev "socket,id=con0,path=$1/vm.serial,server=on,wait=off,logfile=$1/vm.console" \
         -object memory-backend-file,id=shm0,mem-path=/dev/shm/plain,size=4M,share=on \

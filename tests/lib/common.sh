@@ -70,21 +70,26 @@ t_wait_console() {
 
 # ---------------------------------------------------------------- guests
 
-# t_qemu_guest_args APPEND [SERIAL]: the common QEMU arguments of a dshm guest
-# (no default devices, our kernel and initramfs).  The serial console goes
-# to stdout unless SERIAL names a chardev id to use instead.
+# t_guest_cmdline CMD: the kernel command line of a guest of our image that
+# runs CMD (base64, so any quoting survives) and powers off.
+t_guest_cmdline() { printf 'console=ttyS0 panic=-1 quiet dshm.cmd64=%s' "$(printf '%s' "$1" | base64 -w0)"; }
+
+# t_qemu_guest_args CMD [SERIAL]: the common QEMU arguments of a dshm guest
+# that runs CMD (no default devices, our kernel and initramfs, the
+# accelerator of t_accel), one a line.  The serial console goes to stdout
+# unless SERIAL names a chardev id to use instead.
 t_qemu_guest_args() {
     local accel
     accel=$(t_accel)
-    printf '%s\n' "${QEMU_FIRMWARE[@]}" -accel "$accel" -m 128 -nodefaults -no-user-config \
-        -display none -no-reboot -serial "${2:+chardev:}${2:-stdio}" \
-        -kernel "$IMAGE_KERNEL" -initrd "$IMAGE_INITRD" \
-        -append "console=ttyS0 panic=-1 quiet $1"
+    _t_qemu_args "$accel" "$1" "${2:-}"
 }
 
-# t_guest_cmd_append CMD: kernel command-line fragment that makes the guest
-# run CMD (base64, so any quoting survives) and power off.
-t_guest_cmd_append() { printf 'dshm.cmd64=%s' "$(printf '%s' "$1" | base64 -w0)"; }
+# _t_qemu_args ACCEL CMD SERIAL: t_qemu_guest_args with the accelerator given.
+_t_qemu_args() {
+    printf '%s\n' "${QEMU_FIRMWARE[@]}" -accel "$1" -m 128 -nodefaults -no-user-config \
+        -display none -no-reboot -serial "${3:+chardev:}${3:-stdio}" \
+        -kernel "$IMAGE_KERNEL" -initrd "$IMAGE_INITRD" -append "$(t_guest_cmdline "$2")"
+}
 
 # t_guest_exit_status LOG: the exit status the guest command reported, or
 # "none" when the guest never finished it.
@@ -112,13 +117,10 @@ t_accel() {
     fi
     local result=tcg
     if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
-        local log
+        local log args
         log=$(mktemp)
-        timeout 20 "$QEMU_BIN" "${QEMU_FIRMWARE[@]}" -accel kvm -m 128 -nodefaults \
-            -no-user-config -display none -no-reboot -serial stdio \
-            -kernel "$IMAGE_KERNEL" -initrd "$IMAGE_INITRD" \
-            -append "console=ttyS0 panic=-1 quiet $(t_guest_cmd_append 'echo DSHM-PROBE-OK')" \
-            >"$log" 2>&1 </dev/null || true
+        mapfile -t args < <(_t_qemu_args kvm 'echo DSHM-PROBE-OK' "")
+        timeout 20 "$QEMU_BIN" "${args[@]}" >"$log" 2>&1 </dev/null || true
         grep -q '^DSHM-PROBE-OK' "$log" && result=kvm
         rm -f "$log"
     fi

@@ -173,7 +173,7 @@ lv_guest_xml() {
     for a in "$@"; do [ "$a" != --console-log ] || console=""; done
     "$DSHMCTL" domain-xml --name "$name" --type "$(lv_domain_type)" --emulator "$(lv_emulator)" \
         --kernel "$IMAGE_KERNEL" --initrd "$IMAGE_INITRD" \
-        --cmdline "console=ttyS0 panic=-1 quiet $(t_guest_cmd_append "$cmd")" \
+        --cmdline "$(t_guest_cmdline "$cmd")" \
         ${console:+--console-log "$console"} "$@"
 }
 

@@ -18,7 +18,7 @@ vm_start() {
     local h=$1 name=$2 seg=$3 cmd=$4
     shift 4
     local dir=$TB_STATE/$h args
-    mapfile -t args < <(t_qemu_guest_args "$(t_guest_cmd_append "$cmd")" con0)
+    mapfile -t args < <(t_qemu_guest_args "$cmd" con0)
     tb_spawn "$h" "$name" "$QEMU_BIN" "${args[@]}" -name "$name" \
         -chardev "socket,id=con0,path=$dir/$name.serial,server=on,wait=off,logfile=$dir/$name.console" \
         -chardev socket,path=/run/dshm/dshmd.sock,id=dshm0 \
