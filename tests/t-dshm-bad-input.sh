@@ -12,7 +12,7 @@ tb_init 3
 ds_cluster 3 "seg:64K:1"
 
 t_step "garbage at h1's peer port, sent from h3"
-out=$(tb_run h3 python3 "$TOP/tests/lib/badframes.py" peer "$(tb_addr h1):$DSHM_PORT")
+out=$(tb_run h3 python3 "$TOP/tests/lib/badframes.py" peer "$(ds_peer_addr h1)")
 echo "$out"
 for c in peer-http-garbage peer-bad-magic peer-huge-length peer-unknown-type peer-wrong-version peer-unknown-host peer-fetch-before-hello; do
     t_assert_match "$out" "CASE $c closed=yes" "$c: connection closed by dshmd"

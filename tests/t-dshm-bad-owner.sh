@@ -12,7 +12,7 @@ source "$TOP/tests/lib/dshmd.sh"
 t_need_built
 tb_init 2
 ds_cluster 2 "seg:64K:1"
-H2=$(tb_addr h2):$DSHM_PORT
+H2=$(ds_peer_addr h2)
 
 tb_kill h1 dshmd TERM
 ds_wait_peer h2 h1 no

@@ -21,7 +21,7 @@ source "$TOP/tests/lib/dshmd.sh"
 t_need_built
 tb_init 3
 ds_cluster 3 "a:64K:1 b:64K:2"  # h1 (the lowest id: it dials h2) is impersonated
-H2=$(tb_addr h2):$DSHM_PORT
+H2=$(ds_peer_addr h2)
 
 tb_kill h1 dshmd TERM
 ds_wait_peer h2 h1 no

@@ -17,7 +17,7 @@ t_need_built
 tb_init 3
 # owner h2; h1 (the lowest id: it dials h2) is impersonated
 DSHM_CONF_h2="ack-timeout-ms = 1000" ds_cluster 3 "seg:64K:2"
-H2=$(tb_addr h2):$DSHM_PORT
+H2=$(ds_peer_addr h2)
 
 # read_all HOST: the values at the three offsets the test uses.
 read_all() {

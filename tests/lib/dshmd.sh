@@ -7,6 +7,11 @@
 #       DSHM_CONF_hN in the environment: more [dshmd] lines for hN alone.
 #       DSHMD_TRACE=1 / DSHMD_PHASES=1 in the environment: each dshmd writes
 #       $TB_STATE/hN/trace.log (page events) / phases.log (release phases).
+#       It sets no variable and prints nothing.  What it leaves, on each hN:
+#       the spawned process "dshmd" (tb_log/tb_kill/tb_alive hN dshmd), its
+#       config $TB_STATE/hN/dshmd.conf, its local socket $DSHM_SOCK (inside
+#       hN), and its peer port at ds_peer_addr hN.
+#   ds_peer_addr HOST                    ADDR:PORT of HOST's dshmd for peers
 #   ds_attach HOST SEGMENT ARGS...       run dshm-attach on HOST
 #   ds_ctl HOST ARGS...                  run dshmctl on HOST
 #   ds_stat HOST SEGMENT KEY             one counter of a segment (dshmctl --json)
@@ -20,17 +25,18 @@ DSHMD=$MESON_BUILD/hostd/dshmd
 DSHM_ATTACH=$MESON_BUILD/hostd/client/dshm-attach
 DSHMCTL=$MESON_BUILD/hostd/client/dshmctl
 DSHM_PORT=7450
+DSHM_SOCK=/run/dshm/dshmd.sock
 
 ds_cluster() {
-    local n=$1 segs=$2 extra=${3:-} i j spec own
+    local n=$1 segs=$2 extra=${3:-} i j k spec own name size owner out ok
     for i in $(seq 1 "$n"); do
         own=DSHM_CONF_h$i
         {
-            printf '[dshmd]\nhost-id = %s\nname = h%s\nlisten = %s:%s\nsocket = /run/dshm/dshmd.sock\n%b\n%b\n' \
-                "$i" "$i" "$(tb_addr "h$i")" "$DSHM_PORT" "${!own:-}" "$extra"
+            printf '[dshmd]\nhost-id = %s\nname = h%s\nlisten = %s\nsocket = %s\n%b\n%b\n' \
+                "$i" "$i" "$(ds_peer_addr "h$i")" "$DSHM_SOCK" "${!own:-}" "$extra"
             for j in $(seq 1 "$n"); do
                 [ "$j" = "$i" ] && continue
-                printf '[peer h%s]\nhost-id = %s\naddress = %s:%s\n' "$j" "$j" "$(tb_addr "h$j")" "$DSHM_PORT"
+                printf '[peer h%s]\nhost-id = %s\naddress = %s\n' "$j" "$j" "$(ds_peer_addr "h$j")"
             done
             for spec in $segs; do
                 IFS=: read -r name size owner <<<"$spec"
@@ -40,7 +46,7 @@ ds_cluster() {
         tb_spawn "h$i" dshmd env G_MESSAGES_DEBUG="${DSHMD_DEBUG:-}" DSHMD_TRACE="${DSHMD_TRACE:+$TB_STATE/h$i/trace.log}" DSHMD_PHASES="${DSHMD_PHASES:+$TB_STATE/h$i/phases.log}" "$DSHMD" --config "$TB_STATE/h$i/dshmd.conf"
     done
     for i in $(seq 1 "$n"); do
-        local ok=0 k
+        ok=0
         for k in $(seq 1 100); do
             if out=$(tb_run "h$i" "$DSHMCTL" peers --json 2>/dev/null) &&
                 [ "$(grep -o '"connected" *: *true' <<<"$out" | wc -l)" = $((n - 1)) ]; then
@@ -52,6 +58,8 @@ ds_cluster() {
         [ $ok = 1 ] || { cat "$(tb_log "h$i" dshmd)" >&2; t_fail "dshmd on h$i did not connect to all peers"; }
     done
 }
+
+ds_peer_addr() { echo "$(tb_addr "$1"):$DSHM_PORT"; }
 
 ds_attach() {
     local h=$1

@@ -21,7 +21,7 @@ vm_start() {
     mapfile -t args < <(t_qemu_guest_args "$cmd" con0)
     tb_spawn "$h" "$name" "$QEMU_BIN" "${args[@]}" -name "$name" \
         -chardev "socket,id=con0,path=$dir/$name.serial,server=on,wait=off,logfile=$dir/$name.console" \
-        -chardev socket,path=/run/dshm/dshmd.sock,id=dshm0 \
+        -chardev "socket,path=$DSHM_SOCK,id=dshm0" \
         -device "ivshmem-doorbell,chardev=dshm0,vectors=0,dsm=on,segment=$seg" "$@"
 }
 
