@@ -94,7 +94,7 @@ for rep in $(seq 1 "$REPS"); do
         both=$(grep -v '^h[0-9]*:' <<<"${SETTINGS[$i]}" || true)
         DSHM_CONF_h1="poll-us = $POLL_US\n$both\n$(sed -n 's/^h1://p' <<<"${SETTINGS[$i]}")" \
         DSHM_CONF_h2="poll-us = $POLL_US\n$both\n$(sed -n 's/^h2://p' <<<"${SETTINGS[$i]}")" \
-            dshm_cluster 2 "faults:$((PAGES * 4096)):1 wb:$((WB_PAGES * 4096)):1 lk:$(((DIRTY > 0 ? DIRTY : 1) * 4096)):1"
+            ds_cluster 2 "faults:$((PAGES * 4096)):1 wb:$((WB_PAGES * 4096)):1 lk:$(((DIRTY > 0 ? DIRTY : 1) * 4096)):1"
         bench_pin_dshmd h1 h2
         f=$(tb_run h2 $(bench_pin h2) "$bench" faults --socket "$SOCK" --segment faults --pages "$PAGES" --idle "$IDLE" | grep '^remote_fault ')
         l=$(tb_run h2 $(bench_pin h2) "$bench" lock --socket "$SOCK" --segment lk --dirty "$DIRTY" --iterations 200 | grep '^lock_rtt ')

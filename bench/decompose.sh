@@ -72,7 +72,7 @@ echo "# load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 tb_init 3
 H3=$(tb_addr h3)
 RES=$TB_STATE/results.txt
-dshm_cluster 3 "seg:$((PAGES * REPS * 4096)):3" "poll-us = 0"
+ds_cluster 3 "seg:$((PAGES * REPS * 4096)):3" "poll-us = 0"
 tb_kill h1 dshmd TERM
 for i in $(seq 1 100); do tb_alive h1 dshmd || break; sleep 0.05; done
 if [ "$PIN_HOSTS" = 1 ]; then
@@ -84,12 +84,12 @@ for rep in $(seq 1 "$REPS"); do
     echo "== repetition $rep of $REPS (load $(cut -d' ' -f1-3 /proc/loadavg))"
     out=$(tb_run h2 $(client_cpus) "$UFFD_FLOOR" --pages "$PAGES" --mode blocking | grep '^uffd_fault ')
     echo "$out"; sed "s/^/rep=$rep /" <<<"$out" >>"$RES"
-    port=$(bench_tcp_server h3 $(owner_cpus)) || fail "no tcp_floor server"
+    port=$(bench_tcp_server h3 $(owner_cpus)) || t_fail "no tcp_floor server"
     out=$(tb_run h2 $(client_cpus) "$TCP_FLOOR" client --connect "$H3:$port" --iterations 5000 \
         --request 64 --reply 4096 --timeout 120 | grep '^tcp_rtt ')
     echo "$out"; sed "s/^/rep=$rep /" <<<"$out" >>"$RES"
     bench_tcp_server_gone h3
-    port=$(bench_tcp_server h3 $(owner_cpus)) || fail "no tcp_floor server"
+    port=$(bench_tcp_server h3 $(owner_cpus)) || t_fail "no tcp_floor server"
     out=$(tb_run h1 $(client_cpus) "$UFFD_FLOOR" --pages "$PAGES" --mode none --relay "$H3:$port" \
         --relay-dshmd "$H3:$DSHM_PORT,seg,1" | grep '^uffd_fault ')
     echo "$out"; sed "s/^/rep=$rep /" <<<"$out" >>"$RES"

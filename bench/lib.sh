@@ -85,7 +85,7 @@ bench_tcp_server() {
         [ -n "$port" ] && break
         sleep 0.05
     done
-    [ -n "$port" ] || fail "tcp_floor server did not listen: $(cat "$(tb_log "$h" tcp_server)")"
+    [ -n "$port" ] || t_fail "tcp_floor server did not listen: $(cat "$(tb_log "$h" tcp_server)")"
     echo "$port"
 }
 bench_tcp_server_gone() {

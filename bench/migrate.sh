@@ -51,18 +51,18 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--reps N] [--sizes \"16 256\"] [--move-ownership] [--out FILE]" >&2; exit 2 ;;
     esac
 done
-need_built
+t_need_built
 result_file=${result_file:-$TOP/bench/results/migrate-$(date +%Y%m%d-%H%M%S).txt}
 mkdir -p "$(dirname "$result_file")"
 exec > >(tee "$result_file") 2>&1
 echo "# $cmdline"
-echo "# $(date -u), $(uname -r), $(nproc) cpus, accel $(dshm_accel), commit $(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$TOP" diff --quiet 2>/dev/null || echo '+changes'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $(date -u), $(uname -r), $(nproc) cpus, accel $(t_accel), commit $(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$TOP" diff --quiet 2>/dev/null || echo '+changes'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# guest 128 MiB, $(lv_domain_type) domains; libvirt $(virsh --version); dshmd move-ownership = $move; every migration: virsh migrate --live DOMAIN qemu+tcp://DST/system"
 
 segs=""
 for n in $sizes; do segs+=" d$n:${n}M:1"; done
 tb_init 2
-dshm_cluster 2 "$segs" "[policy]\nmove-ownership = $move"
+ds_cluster 2 "$segs" "[policy]\nmove-ownership = $move"
 lv_start h1
 lv_start h2
 
@@ -92,13 +92,13 @@ run_one() {  # run_one CONFIG REP (REP 0: a warm-up, not counted)
     # followed the previous run's guest) and moves to the other host, so
     # that every run starts from the same situation.
     local src=h1 dst=h2
-    if [[ $cfg == dsm-* ]] && [ "$(dshm_stat h1 "d$n" owner)" = 2 ]; then src=h2 dst=h1; fi
+    if [[ $cfg == dsm-* ]] && [ "$(ds_stat h1 "d$n" owner)" = 2 ]; then src=h2 dst=h1; fi
     lv_define "$src" "$xml" >/dev/null
     lv_virsh "$src" start "$name" >/dev/null
     lv_wait_console "$src" "$name" '^(FILLED|FILL-FAILED)' 600
-    grep -q '^FILL-FAILED' "$(lv_console "$src" "$name")" && fail "$name: the guest could not fill its region"
+    grep -q '^FILL-FAILED' "$(lv_console "$src" "$name")" && t_fail "$name: the guest could not fill its region"
     lv_wait_console "$src" "$name" '^tick 1([^0-9]|$)' 60
-    ms=$(lv_migrate "$src" "$name" "$dst") || fail "$name: virsh migrate failed"
+    ms=$(lv_migrate "$src" "$name" "$dst") || t_fail "$name: virsh migrate failed"
     info=$(lv_jobinfo "$src" "$name")
     lv_wait_console "$dst" "$name" '^tick' 60
     if [ "$rep" != 0 ]; then
@@ -121,7 +121,7 @@ for rep in $(seq 1 "$reps"); do
     for cfg in "${configs[@]}"; do run_one "$cfg" "$rep"; done
 done
 echo "== dshmd after the runs"
-dshmctl_on h1 segments | grep -v '^  client'
+ds_ctl h1 segments | grep -v '^  client'
 
 # median/min/max of a list of numbers
 stats() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {m = NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2; printf "%s %s %s\n", m, a[1], a[NR]}'; }

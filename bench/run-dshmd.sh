@@ -134,7 +134,7 @@ run_floors() {
     record "rep=$rep kind=floor" "$(grep -E '^(uffd_fault|shmem_minor_fault) ' <<<"$out")"
 
     echo "-- rep $rep: tcp_floor h2 -> h1 ($H1): rtt 64 B / 4 KiB x $TCP_ITERS, stream $TCP_BYTES bytes, $WB_PAGES pages shmem to shmem x $WB_ROUNDS"
-    port=$(bench_tcp_server h1 $(bench_pin h1)) || fail "no tcp_floor server"
+    port=$(bench_tcp_server h1 $(bench_pin h1)) || t_fail "no tcp_floor server"
     out=$(tb_run h2 $(bench_pin h2) "$TCP_FLOOR" client --connect "$H1:$port" --iterations "$TCP_ITERS" \
         --reply 4096 --request 64 --throughput "$TCP_BYTES" --mode both --timeout 300 \
         --transfer $((WB_PAGES * 4096)) --transfer-rounds "$WB_ROUNDS")
@@ -142,7 +142,7 @@ run_floors() {
     bench_tcp_server_gone h1
 
     echo "-- rep $rep: uffd_floor on h2 fetching each page from tcp_floor on h1 (the floors composed; blocking and on dshmd's I/O thread)"
-    port=$(bench_tcp_server h1 $(bench_pin h1)) || fail "no tcp_floor server"
+    port=$(bench_tcp_server h1 $(bench_pin h1)) || t_fail "no tcp_floor server"
     out=$(tb_run h2 $(bench_pin h2) "$UFFD_FLOOR" --pages "$PAGES" --mode none --relay "$H1:$port")
     record "rep=$rep kind=floor" "$(grep -E '^uffd_fault ' <<<"$out")"
     bench_tcp_server_gone h1
@@ -179,7 +179,7 @@ run_dshm() {
     mode=$([ "$poll" = 0 ] && echo blocking || echo "poll$poll")
     tags="rep=$rep kind=dshm mode=$mode poll_us=$poll"
     fault_pages=$((PAGES * PASSES))
-    dshm_cluster 2 "faults:$((fault_pages * 4096)):1 locks:2M:1 wb:$((WB_PAGES * 4096)):1" "poll-us = $poll"
+    ds_cluster 2 "faults:$((fault_pages * 4096)):1 locks:2M:1 wb:$((WB_PAGES * 4096)):1" "poll-us = $poll"
     bench_pin_dshmd h1 h2
     echo "-- rep $rep: dshmd poll-us=$poll ($mode): remote faults, client on h2, segment owned by h1"
     local c1a c2a c1b c2b
@@ -190,8 +190,8 @@ run_dshm() {
     read -r -a c2b <<<"$(dshmd_cpu h2)"
     record "$tags" "$(grep -E '^remote_fault n=' <<<"$out")"
     local fetched
-    fetched=$(dshm_stat h2 faults fetches_sent)
-    [ "$fetched" = "$fault_pages" ] || fail "expected $fault_pages fetches, dshmd on h2 counted $fetched"
+    fetched=$(ds_stat h2 faults fetches_sent)
+    [ "$fetched" = "$fault_pages" ] || t_fail "expected $fault_pages fetches, dshmd on h2 counted $fetched"
     record "$tags" "$(awk -v t="$CLK_TCK" -v n="$fault_pages" \
         -v u1=$((c1b[0] - c1a[0])) -v u2=$((c2b[0] - c2a[0])) -v s1=$((c1b[1] - c1a[1])) -v s2=$((c2b[1] - c2a[1])) \
         'BEGIN { printf "dshmd_cpu faults=%d owner_h1_s=%.3f client_h2_s=%.3f total_s=%.3f us_per_fault=%.2f sched_owner_h1_s=%.3f sched_client_h2_s=%.3f sched_us_per_fault=%.2f\n",

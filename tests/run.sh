@@ -54,7 +54,7 @@ fi
 source tests/lib/common.sh
 set +e
 if [ -z "${DSHM_ACCEL:-}" ]; then
-    DSHM_ACCEL=$(dshm_accel) || exit 1
+    DSHM_ACCEL=$(t_accel) || exit 1
 fi
 export DSHM_ACCEL
 echo "== integration tests (accelerator: $DSHM_ACCEL)"

@@ -11,9 +11,9 @@
 source "$(dirname "$0")/lib/common.sh"
 source "$TOP/tests/lib/testbed.sh"
 source "$TOP/tests/lib/dshmd.sh"
-need_built
+t_need_built
 tb_init 3
-dshm_cluster 3 "seg:64K:1"
+ds_cluster 3 "seg:64K:1"
 DSHM_BENCH=$MESON_BUILD/bench/dshm_bench
 
 # Byte i of dshm_bench writeback's round r is (7i + r + 1) & 0xff; the u64
@@ -28,64 +28,64 @@ bench_word() {
 
 # A client that stays attached on h2 keeps h2's copy (and so its marks)
 # between the benchmark runs; it writes later.
-dshm_script h2 writer seg
+ds_script h2 writer seg
 
-step "h2 rewrites pages 0..3, 6 releases: marked after the first whole one, then sent unchecked"
+t_step "h2 rewrites pages 0..3, 6 releases: marked after the first whole one, then sent unchecked"
 # (Round 0 leaves some bytes as the zeros it fetched: diffs.  Round 1
 # rewrites every byte: FULL, compared; the owner grants the marks.  Rounds
 # 2..5 go unchecked.)
 out=$(tb_run h2 "$DSHM_BENCH" writeback --socket /run/dshm/dshmd.sock --segment seg --pages 4 --rounds 5)
-say "   $out"
-assert_match "$out" "pages_written=20 bytes_written=81920" "5 timed releases of 4 whole pages"
-assert_eq "$(dshm_stat h1 seg excl_granted)" 4 "marks granted by the owner"
-assert_eq "$(dshm_stat h1 seg excl_marked)" 4 "pages marked on the owner"
-assert_eq "$(dshm_stat h2 seg excl_marked)" 4 "pages marked on h2"
-assert_eq "$(dshm_stat h2 seg whole_unchecked)" 16 "pages h2 sent whole without the compare"
+t_say "   $out"
+t_assert_match "$out" "pages_written=20 bytes_written=81920" "5 timed releases of 4 whole pages"
+t_assert_eq "$(ds_stat h1 seg excl_granted)" 4 "marks granted by the owner"
+t_assert_eq "$(ds_stat h1 seg excl_marked)" 4 "pages marked on the owner"
+t_assert_eq "$(ds_stat h2 seg excl_marked)" 4 "pages marked on h2"
+t_assert_eq "$(ds_stat h2 seg whole_unchecked)" 16 "pages h2 sent whole without the compare"
 for off in 0 4088 8192 16376; do
-    assert_eq "$(dshm_attach h1 seg read --offset $off)" "$(bench_word $off 5)" "owner's word at $off"
+    t_assert_eq "$(ds_attach h1 seg read --offset $off)" "$(bench_word $off 5)" "owner's word at $off"
 done
 
-step "a read from h3 revokes h2's mark on that page first, then sees the last release"
-dshm_script h3 reader seg
-assert_eq "$(ask reader "read 4096")" "value $(bench_word 4096 5)" "h3 reads page 1 as h2 released it"
-assert_eq "$(dshm_stat h1 seg excl_revoked)" 1 "marks revoked"
-assert_eq "$(dshm_stat h1 seg excl_marked)" 3 "pages still marked on the owner"
-wait_stat h2 seg excl_marked 3
+t_step "a read from h3 revokes h2's mark on that page first, then sees the last release"
+ds_script h3 reader seg
+t_assert_eq "$(ds_ask reader "read 4096")" "value $(bench_word 4096 5)" "h3 reads page 1 as h2 released it"
+t_assert_eq "$(ds_stat h1 seg excl_revoked)" 1 "marks revoked"
+t_assert_eq "$(ds_stat h1 seg excl_marked)" 3 "pages still marked on the owner"
+ds_wait_stat h2 seg excl_marked 3
 
-step "after the revoke, h2 and h3 write page 1 under different locks: both writes stay"
-ask_ok writer "acquire 0" >/dev/null
-ask_ok reader "acquire 1" >/dev/null
-ask_ok writer "write 4096 11" >/dev/null
-ask_ok reader "write 4104 22" >/dev/null
-ask_ok writer "release 0" >/dev/null
-ask_ok reader "release 1" >/dev/null
-assert_eq "$(dshm_attach h1 seg read --offset 4096)" 11 "h2's word on the owner"
-assert_eq "$(dshm_attach h1 seg read --offset 4104)" 22 "h3's word on the owner"
-assert_eq "$(dshm_attach h1 seg read --offset 4112)" "$(bench_word 4112 5)" "the rest of page 1"
+t_step "after the revoke, h2 and h3 write page 1 under different locks: both writes stay"
+ds_ask_ok writer "acquire 0" >/dev/null
+ds_ask_ok reader "acquire 1" >/dev/null
+ds_ask_ok writer "write 4096 11" >/dev/null
+ds_ask_ok reader "write 4104 22" >/dev/null
+ds_ask_ok writer "release 0" >/dev/null
+ds_ask_ok reader "release 1" >/dev/null
+t_assert_eq "$(ds_attach h1 seg read --offset 4096)" 11 "h2's word on the owner"
+t_assert_eq "$(ds_attach h1 seg read --offset 4104)" 22 "h3's word on the owner"
+t_assert_eq "$(ds_attach h1 seg read --offset 4112)" "$(bench_word 4112 5)" "the rest of page 1"
 
-step "a write by a client of the owner host revokes the mark of its page first"
-dshm_script h1 ownerside seg
-ask_ok ownerside "acquire 2" >/dev/null
-ask_ok ownerside "write 8192 777" >/dev/null
-ask_ok ownerside "release 2" >/dev/null
-assert_eq "$(dshm_stat h1 seg excl_revoked)" 2 "marks revoked"
-assert_eq "$(ask writer "read 8192")" "value 777" "h2 reads the owner-side write"
-assert_eq "$(ask writer "read 8200")" "value $(bench_word 8200 5)" "the rest of page 2 on h2"
+t_step "a write by a client of the owner host revokes the mark of its page first"
+ds_script h1 ownerside seg
+ds_ask_ok ownerside "acquire 2" >/dev/null
+ds_ask_ok ownerside "write 8192 777" >/dev/null
+ds_ask_ok ownerside "release 2" >/dev/null
+t_assert_eq "$(ds_stat h1 seg excl_revoked)" 2 "marks revoked"
+t_assert_eq "$(ds_ask writer "read 8192")" "value 777" "h2 reads the owner-side write"
+t_assert_eq "$(ds_ask writer "read 8200")" "value $(bench_word 8200 5)" "the rest of page 2 on h2"
 
-step "h2 alone rewrites pages 0..3 again: 0 and 3 go unchecked, 1 and 2 are marked again"
+t_step "h2 alone rewrites pages 0..3 again: 0 and 3 go unchecked, 1 and 2 are marked again"
 # Round 0: pages 0 and 3 unchecked, pages 1 and 2 compared (h3's copy of
 # page 1 is invalidated); the owner marks 1 and 2 again: round 1 sends all
 # four unchecked.
-unchecked=$(dshm_stat h2 seg whole_unchecked)
+unchecked=$(ds_stat h2 seg whole_unchecked)
 out=$(tb_run h2 "$DSHM_BENCH" writeback --socket /run/dshm/dshmd.sock --segment seg --pages 4 --rounds 1)
-assert_match "$out" "pages_written=4 " "one timed release of 4 whole pages"
-assert_eq $(($(dshm_stat h2 seg whole_unchecked) - unchecked)) 6 "pages sent unchecked in the two rounds"
-assert_eq "$(dshm_stat h1 seg excl_granted)" 6 "marks granted in all"
-assert_eq "$(dshm_attach h3 seg read --offset 12288)" "$(bench_word 12288 1)" "h3 reads page 3 of the last round"
-assert_eq "$(dshm_stat h1 seg excl_revoked)" 3 "marks revoked in all"
+t_assert_match "$out" "pages_written=4 " "one timed release of 4 whole pages"
+t_assert_eq $(($(ds_stat h2 seg whole_unchecked) - unchecked)) 6 "pages sent unchecked in the two rounds"
+t_assert_eq "$(ds_stat h1 seg excl_granted)" 6 "marks granted in all"
+t_assert_eq "$(ds_attach h3 seg read --offset 12288)" "$(bench_word 12288 1)" "h3 reads page 3 of the last round"
+t_assert_eq "$(ds_stat h1 seg excl_revoked)" 3 "marks revoked in all"
 
-step "h2 lost: the owner drops its marks"
-assert_eq "$(dshm_stat h1 seg excl_marked)" 3 "pages marked before"
+t_step "h2 lost: the owner drops its marks"
+t_assert_eq "$(ds_stat h1 seg excl_marked)" 3 "pages marked before"
 tb_kill h2 dshmd TERM
-wait_peer h1 h2 no
-assert_eq "$(dshm_stat h1 seg excl_marked)" 0 "no page marked once h2 is lost"
+ds_wait_peer h1 h2 no
+t_assert_eq "$(ds_stat h1 seg excl_marked)" 0 "no page marked once h2 is lost"

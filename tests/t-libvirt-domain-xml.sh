@@ -16,19 +16,19 @@ source "$(dirname "$0")/lib/common.sh"
 source "$TOP/tests/lib/testbed.sh"
 source "$TOP/tests/lib/dshmd.sh"
 source "$TOP/tests/lib/libvirt.sh"
-need_built
-command -v virt-xml-validate >/dev/null || fail "virt-xml-validate missing (package libvirt-clients: make deps)"
+t_need_built
+command -v virt-xml-validate >/dev/null || t_fail "virt-xml-validate missing (package libvirt-clients: make deps)"
 tb_init 1
 work=$TB_STATE/xml
 mkdir -p "$work"
 
 validate() {  # validate FILE: libvirt's schema accepts FILE as a domain
     local out
-    out=$(virt-xml-validate "$1" domain 2>&1) || { cat "$1" >&2; fail "virt-xml-validate: $out"; }
-    assert_match "$out" 'validates$' "virt-xml-validate of ${1##*/}"
+    out=$(virt-xml-validate "$1" domain 2>&1) || { cat "$1" >&2; t_fail "virt-xml-validate: $out"; }
+    t_assert_match "$out" 'validates$' "virt-xml-validate of ${1##*/}"
 }
 
-step "full domains validate against libvirt's schema"
+t_step "full domains validate against libvirt's schema"
 "$DSHMCTL" domain-xml --name one --segment seg >"$work/one.xml"
 "$DSHMCTL" domain-xml --name several --uuid 6f1c2a53-7b0e-4d6a-9a43-0b8f3c1d2e4f \
     --memory 256 --vcpus 2 --type qemu --emulator /opt/dshm/bin/qemu-system-x86_64 \
@@ -39,16 +39,16 @@ escaped_name="it's <a> \"vm\" & more"
 "$DSHMCTL" domain-xml --name "$escaped_name" --emulator "/opt/q&a/qemu-system-x86_64" \
     --segment s1 --socket "/run/d'shm/dshmd.sock" --kernel "/boot/<k>" >"$work/escaped.xml"
 for f in one several escaped; do validate "$work/$f.xml"; done
-assert_eq "$(grep -c '<shmem ' "$work/several.xml")" 3 "shmem devices of a 3-segment domain"
-assert_eq "$(grep -c '<qemu:device ' "$work/several.xml")" 3 "override entries of a 3-segment domain"
-assert_file_match "$work/escaped.xml" "<name>it&apos;s &lt;a&gt; &quot;vm&quot; &amp; more</name>" "escaped name"
-assert_file_match "$work/escaped.xml" "<server path='/run/d&apos;shm/dshmd.sock'/>" "escaped socket path"
-assert_file_match "$work/several.xml" "<alias name='ua-dshm-big-seg_1'/>" "alias of a dotted segment"
+t_assert_eq "$(grep -c '<shmem ' "$work/several.xml")" 3 "shmem devices of a 3-segment domain"
+t_assert_eq "$(grep -c '<qemu:device ' "$work/several.xml")" 3 "override entries of a 3-segment domain"
+t_assert_file_match "$work/escaped.xml" "<name>it&apos;s &lt;a&gt; &quot;vm&quot; &amp; more</name>" "escaped name"
+t_assert_file_match "$work/escaped.xml" "<server path='/run/d&apos;shm/dshmd.sock'/>" "escaped socket path"
+t_assert_file_match "$work/several.xml" "<alias name='ua-dshm-big-seg_1'/>" "alias of a dotted segment"
 # A --socket before the subcommand is domain-xml's default socket.
-assert_match "$("$DSHMCTL" --socket /run/x/d.sock domain-xml --name d --segment s)" \
+t_assert_match "$("$DSHMCTL" --socket /run/x/d.sock domain-xml --name d --segment s)" \
     "<server path='/run/x/d.sock'/>" "dshmctl --socket P domain-xml uses P"
 
-step "a --snippet pasted into a hand-written domain validates"
+t_step "a --snippet pasted into a hand-written domain validates"
 {
     echo "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>"
     echo "  <name>pasted</name><memory unit='MiB'>64</memory>"
@@ -60,16 +60,16 @@ step "a --snippet pasted into a hand-written domain validates"
     echo "</domain>"
 } >"$work/pasted.xml"
 validate "$work/pasted.xml"
-assert_eq "$(grep -c '<shmem ' "$work/pasted.xml")" 2 "shmem devices of the snippet"
+t_assert_eq "$(grep -c '<shmem ' "$work/pasted.xml")" 2 "shmem devices of the snippet"
 
-step "bad values are refused, with no XML"
+t_step "bad values are refused, with no XML"
 refuse() {  # refuse WHAT ARGS...: dshmctl domain-xml ARGS exits 2, prints nothing
     local what=$1 rc=0 out
     shift
     out=$("$DSHMCTL" domain-xml "$@" 2>"$work/err") || rc=$?
-    assert_eq "$rc" 2 "exit status for $what"
-    assert_eq "$out" "" "output for $what"
-    [ -s "$work/err" ] || fail "no message for $what"
+    t_assert_eq "$rc" 2 "exit status for $what"
+    t_assert_eq "$out" "" "output for $what"
+    [ -s "$work/err" ] || t_fail "no message for $what"
 }
 refuse "no name" --segment s
 refuse "a / in the name" --name a/b --segment s
@@ -86,9 +86,9 @@ refuse "a bad type" --name vm --type xen
 refuse "a bad uuid" --name vm --uuid 1234
 refuse "an unknown option" --name vm --bogus
 refuse "a snippet without segments" --snippet
-assert_match "$(cat "$work/err")" "snippet" "message of the last refusal"
+t_assert_match "$(cat "$work/err")" "snippet" "message of the last refusal"
 
-step "libvirtd on a simulated host defines every domain"
+t_step "libvirtd on a simulated host defines every domain"
 lv_start h1
 "$DSHMCTL" domain-xml --name several --type "$(lv_domain_type)" --emulator "$(lv_emulator)" \
     --segment counters --segment big.seg_1 --segment a-b_c \
@@ -101,26 +101,26 @@ for f in h1-several h1-escaped; do
     lv_define h1 "$work/$f.xml" >/dev/null
 done
 names=$(lv_virsh h1 list --all --name)
-grep -qFx -- "$escaped_name" <<<"$names" || fail "libvirt does not list the domain '$escaped_name': $names"
+grep -qFx -- "$escaped_name" <<<"$names" || t_fail "libvirt does not list the domain '$escaped_name': $names"
 
-step "libvirt keeps the aliases and builds the dsm devices"
+t_step "libvirt keeps the aliases and builds the dsm devices"
 check_segments() {  # check_segments DOMAIN SOCKET SEG...
     local dom=$1 sock=$2 xml argv seg alias n
     shift 2
     xml=$(lv_virsh h1 dumpxml "$dom")
     argv=$(lv_virsh h1 domxml-to-native qemu-argv --domain "$dom")
-    assert_eq "$(grep -o '"driver":"ivshmem-doorbell"' <<<"$argv" | wc -l || true)" $# "ivshmem-doorbell devices of $dom"
+    t_assert_eq "$(grep -o '"driver":"ivshmem-doorbell"' <<<"$argv" | wc -l || true)" $# "ivshmem-doorbell devices of $dom"
     for seg in "$@"; do
         alias=ua-dshm-${seg//./-}
-        assert_match "$xml" "<alias name='$alias'/>" "libvirt kept the alias of $seg"
-        assert_match "$argv" "\"driver\":\"ivshmem-doorbell\",\"id\":\"$alias\",\"chardev\":\"char$alias\"[^}]*\"dsm\":true,\"segment\":\"$seg\"" \
+        t_assert_match "$xml" "<alias name='$alias'/>" "libvirt kept the alias of $seg"
+        t_assert_match "$argv" "\"driver\":\"ivshmem-doorbell\",\"id\":\"$alias\",\"chardev\":\"char$alias\"[^}]*\"dsm\":true,\"segment\":\"$seg\"" \
             "device of segment $seg (dsm=true, segment=$seg)"
-        assert_match "$argv" "-chardev socket,id=char$alias,path=$sock( |\$)" "chardev of $seg on the dshmd socket"
+        t_assert_match "$argv" "-chardev socket,id=char$alias,path=$sock( |\$)" "chardev of $seg on the dshmd socket"
     done
     n=$(grep -c '"driver":"ivshmem-doorbell"[^}]*"master"' <<<"${argv// -/$'\n'-}" || true)
-    assert_eq "$n" 0 "ivshmem-doorbell devices with a master property (QEMU refuses master=on with dsm=on)"
-    say "   $dom: $# dsm device(s) as expected"
+    t_assert_eq "$n" 0 "ivshmem-doorbell devices with a master property (QEMU refuses master=on with dsm=on)"
+    t_say "   $dom: $# dsm device(s) as expected"
 }
 check_segments several /run/dshm/dshmd.sock counters big.seg_1 a-b_c
 check_segments "$escaped_name" /run/dshm/dshmd.sock s1
-say "ok"
+t_say "ok"

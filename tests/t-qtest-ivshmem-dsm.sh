@@ -5,6 +5,6 @@
 # serves HELLO/ATTACH/UFFD and the lock requests; the test drives the DSM
 # registers of BAR0.  (Without a userfaultfd it skips: not a pass here.)
 source "$(dirname "$0")/lib/common.sh"
-need_built
-run_qtest ivshmem-dsm-test
-assert_qtests ivshmem-dsm registers lock refused invalid dshmd-gone protocol-error reset refusal hotplug
+t_need_built
+t_run_qtest ivshmem-dsm-test
+t_assert_qtests ivshmem-dsm registers lock refused invalid dshmd-gone protocol-error reset refusal hotplug

@@ -8,9 +8,9 @@ source "$(dirname "$0")/lib/common.sh"
 source "$TOP/tests/lib/testbed.sh"
 source "$TOP/tests/lib/dshmd.sh"
 source "$TOP/tests/lib/vm.sh"
-need_built
+t_need_built
 tb_init 2
-dshm_cluster 2 "seg:64K:1"
+ds_cluster 2 "seg:64K:1"
 
 fuzz='set -e
 off=0
@@ -31,14 +31,14 @@ vm_start h1 counter seg 'dshm-tool count seg --iterations 300 --lock 0'
 vm_start h2 fuzzer seg "$fuzz"
 vm_wait h2 fuzzer '^ALIVE' 300
 vm_wait h1 counter '^DSHM-CMD-EXIT=' 300
-assert_eq "$(vm_status h1 counter)" 0 "the counting VM"
-assert_eq "$(dshm_attach h2 seg read --offset 0)" 300 "counter"
+t_assert_eq "$(vm_status h1 counter)" 0 "the counting VM"
+t_assert_eq "$(ds_attach h2 seg read --offset 0)" 300 "counter"
 grep -E 'reg-write|ERRORS|LAST_ERROR|STATE' "$(vm_console h2 fuzzer)"
 errors=$(sed -n 's/.*ERRORS *\([0-9]*\).*/\1/p' "$(vm_console h2 fuzzer)" | head -n 1)
-[ "${errors:-0}" -gt 1000 ] || fail "the device counted ${errors:-no} refused accesses; expected thousands"
-assert_file_match "$(vm_console h2 fuzzer)" 'STATE +1 \(ready\)' "the device is still attached after the garbage"
-tb_alive h1 dshmd || fail "dshmd on h1 died"
-tb_alive h2 dshmd || fail "dshmd on h2 died"
+[ "${errors:-0}" -gt 1000 ] || t_fail "the device counted ${errors:-no} refused accesses; expected thousands"
+t_assert_file_match "$(vm_console h2 fuzzer)" 'STATE +1 \(ready\)' "the device is still attached after the garbage"
+tb_alive h1 dshmd || t_fail "dshmd on h1 died"
+tb_alive h2 dshmd || t_fail "dshmd on h2 died"
 vm_wait h2 fuzzer '^DSHM-CMD-EXIT=' 60
-assert_eq "$(vm_status h2 fuzzer)" 0 "the fuzzing guest's script (its QEMU survived)"
-say "ok"
+t_assert_eq "$(vm_status h2 fuzzer)" 0 "the fuzzing guest's script (its QEMU survived)"
+t_say "ok"

@@ -8,32 +8,32 @@ source "$(dirname "$0")/lib/common.sh"
 source "$TOP/tests/lib/testbed.sh"
 source "$TOP/tests/lib/dshmd.sh"
 source "$TOP/tests/lib/vm.sh"
-need_built
+t_need_built
 tb_init 3
-dshm_cluster 3 "seg:1M:1"
+ds_cluster 3 "seg:1M:1"
 N=${DSHM_VM_COUNT:-1000}
 
 for hv in h1:vm1 h2:vm2a h2:vm2b h3:vm3; do
     vm_start "${hv%:*}" "${hv#*:}" seg "dshm-tool count seg --iterations $N --lock 0"
 done
-step "the two VMs on h2 share one local copy while they run"
+t_step "the two VMs on h2 share one local copy while they run"
 vm_wait h2 vm2a '^dshm-guest: running' 120
 vm_wait h2 vm2b '^dshm-guest: running' 120
-dpid=$(pid_of h2 "hostd/dshmd ")
-assert_eq "$(tb_run h2 ls -l "/proc/$dpid/fd" | grep -c 'memfd:dshm:seg')" 1 "memfds of the segment on h2"
+dpid=$(tb_pid_of h2 "hostd/dshmd ")
+t_assert_eq "$(tb_run h2 ls -l "/proc/$dpid/fd" | grep -c 'memfd:dshm:seg')" 1 "memfds of the segment on h2"
 
-step "4 VMs x $N increments"
+t_step "4 VMs x $N increments"
 for hv in h1:vm1 h2:vm2a h2:vm2b h3:vm3; do
     vm_wait "${hv%:*}" "${hv#*:}" '^DSHM-CMD-EXIT=' 500
-    assert_eq "$(vm_status "${hv%:*}" "${hv#*:}")" 0 "count in ${hv#*:}"
-    say "   ${hv#*:} on ${hv%:*}: $(grep -m1 '^count done' "$(vm_console "${hv%:*}" "${hv#*:}")")"
+    t_assert_eq "$(vm_status "${hv%:*}" "${hv#*:}")" 0 "count in ${hv#*:}"
+    t_say "   ${hv#*:} on ${hv%:*}: $(grep -m1 '^count done' "$(vm_console "${hv%:*}" "${hv#*:}")")"
 done
-assert_eq "$(dshm_attach h3 seg read --offset 0)" $((4 * N)) "final counter"
+t_assert_eq "$(ds_attach h3 seg read --offset 0)" $((4 * N)) "final counter"
 
-step "h2 served both VMs from its copy, and dropped it once they left"
-dshmctl_on h2 segments
-assert_eq "$(dshm_stat h2 seg acquires)" $((2 * N)) "locks granted to h2's two VMs"
-for i in $(seq 1 50); do [ "$(dshm_stat h2 seg local_copy)" = False ] && break; sleep 0.1; done
-assert_eq "$(dshm_stat h2 seg local_copy)" "False" "h2's copy after its VMs left"
-assert_eq "$(tb_run h2 ls -l "/proc/$dpid/fd" | grep -c 'memfd:dshm:seg')" 0 "memfds of the segment on h2 after its VMs left"
-say "ok"
+t_step "h2 served both VMs from its copy, and dropped it once they left"
+ds_ctl h2 segments
+t_assert_eq "$(ds_stat h2 seg acquires)" $((2 * N)) "locks granted to h2's two VMs"
+for i in $(seq 1 50); do [ "$(ds_stat h2 seg local_copy)" = False ] && break; sleep 0.1; done
+t_assert_eq "$(ds_stat h2 seg local_copy)" "False" "h2's copy after its VMs left"
+t_assert_eq "$(tb_run h2 ls -l "/proc/$dpid/fd" | grep -c 'memfd:dshm:seg')" 0 "memfds of the segment on h2 after its VMs left"
+t_say "ok"

@@ -2,7 +2,7 @@
 # Common environment for dshm's integration tests, the demo and the benches.
 # Source it first; then source testbed.sh if the test needs simulated hosts.
 #
-#   DSHM_ACCEL=kvm|tcg   accelerator for guests (default: probed, see dshm_accel)
+#   DSHM_ACCEL=kvm|tcg   accelerator for guests (default: probed, see t_accel)
 #   DSHM_TEST_VERBOSE=1  echo every step
 
 set -euo pipefail
@@ -20,29 +20,29 @@ DSHM_TOOL=$MESON_BUILD/guest-tools/dshm-tool
 GUEST_TOOLS=("$MESON_BUILD/guest-tools/dshm-tool" "$MESON_BUILD/guest-tools/dshm-lock")
 QEMU_FIRMWARE=(-L /usr/share/seabios -L /usr/share/qemu -L /usr/lib/ipxe/qemu)
 
-say() { printf '%s\n' "$*"; }
-step() { printf -- '-- %s\n' "$*"; }
-fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+t_say() { printf '%s\n' "$*"; }
+t_step() { printf -- '-- %s\n' "$*"; }
+t_fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 
-# assert_eq ACTUAL EXPECTED WHAT
-assert_eq() { [ "$1" = "$2" ] || fail "$3: got '$1', expected '$2'"; }
-# assert_match TEXT REGEX WHAT
-assert_match() { grep -Eq -- "$2" <<<"$1" || fail "$3: '$2' not found in: $1"; }
-# assert_file_match FILE REGEX WHAT
-assert_file_match() { grep -Eq -- "$2" "$1" || { tail -n 30 "$1" >&2; fail "$3: '$2' not in $1"; }; }
-# assert_file_no_match FILE REGEX WHAT
-assert_file_no_match() { ! grep -Eq -- "$2" "$1" || fail "$3: '$2' in $1: $(grep -E -- "$2" "$1" | head -1)"; }
+# t_assert_eq ACTUAL EXPECTED WHAT
+t_assert_eq() { [ "$1" = "$2" ] || t_fail "$3: got '$1', expected '$2'"; }
+# t_assert_match TEXT REGEX WHAT
+t_assert_match() { grep -Eq -- "$2" <<<"$1" || t_fail "$3: '$2' not found in: $1"; }
+# t_assert_file_match FILE REGEX WHAT
+t_assert_file_match() { grep -Eq -- "$2" "$1" || { tail -n 30 "$1" >&2; t_fail "$3: '$2' not in $1"; }; }
+# t_assert_file_no_match FILE REGEX WHAT
+t_assert_file_no_match() { ! grep -Eq -- "$2" "$1" || t_fail "$3: '$2' in $1: $(grep -E -- "$2" "$1" | head -1)"; }
 
-need_built() {
+t_need_built() {
     local f
     for f in "$QEMU_BIN" "$IMAGE_KERNEL" "$IMAGE_INITRD" "$TB_REAPER" "$DSHM_TOOL"; do
-        [ -e "$f" ] || fail "$f is missing: run 'make' first"
+        [ -e "$f" ] || t_fail "$f is missing: run 'make' first"
     done
 }
 
-# wait_until TIMEOUT_S CMD...: runs CMD every 0.1 s until it succeeds (0)
+# t_wait_until TIMEOUT_S CMD...: runs CMD every 0.1 s until it succeeds (0)
 # or TIMEOUT_S seconds have passed (1).
-wait_until() {
+t_wait_until() {
     local t=$1 i
     shift
     for i in $(seq 1 $((t * 10))); do
@@ -52,43 +52,48 @@ wait_until() {
     return 1
 }
 
-# wait_for_file_match FILE REGEX TIMEOUT_S: poll until FILE matches.
-wait_for_file_match() { wait_until "$3" grep -Eq -- "$2" "$1" 2>/dev/null; }
+# t_wait_for_file_match FILE REGEX TIMEOUT_S: poll until FILE matches.
+t_wait_for_file_match() { t_wait_until "$3" grep -Eq -- "$2" "$1" 2>/dev/null; }
 
-# wait_console HOST NAME REGEX SECS CONSOLE LOG: poll until a guest's
+# t_wait_console HOST NAME REGEX SECS CONSOLE LOG: poll until a guest's
 # CONSOLE file matches REGEX; otherwise show the end of the console and of
 # its QEMU LOG and fail the test.
-wait_console() {
+t_wait_console() {
     local h=$1 name=$2 re=$3 t=$4 console=$5 log=$6
-    wait_for_file_match "$console" "$re" "$t" && return 0
+    t_wait_for_file_match "$console" "$re" "$t" && return 0
     echo "---- console of $name on $h:" >&2
     tail -n 30 "$console" >&2 2>/dev/null
     echo "---- QEMU log of $name on $h:" >&2
     tail -n 20 "$log" >&2 2>/dev/null
-    fail "$name on $h: '$re' did not appear within ${t}s"
+    t_fail "$name on $h: '$re' did not appear within ${t}s"
 }
 
 # ---------------------------------------------------------------- guests
 
-# qemu_guest_args APPEND [SERIAL]: the common QEMU arguments of a dshm guest
-# (no default devices, our kernel and initramfs).  The serial console goes
-# to stdout unless SERIAL names a chardev id to use instead.
-qemu_guest_args() {
+# t_guest_cmdline CMD: the kernel command line of a guest of our image that
+# runs CMD (base64, so any quoting survives) and powers off.
+t_guest_cmdline() { printf 'console=ttyS0 panic=-1 quiet dshm.cmd64=%s' "$(printf '%s' "$1" | base64 -w0)"; }
+
+# t_qemu_guest_args CMD [SERIAL]: the common QEMU arguments of a dshm guest
+# that runs CMD (no default devices, our kernel and initramfs, the
+# accelerator of t_accel), one a line.  The serial console goes to stdout
+# unless SERIAL names a chardev id to use instead.
+t_qemu_guest_args() {
     local accel
-    accel=$(dshm_accel)
-    printf '%s\n' "${QEMU_FIRMWARE[@]}" -accel "$accel" -m 128 -nodefaults -no-user-config \
-        -display none -no-reboot -serial "${2:+chardev:}${2:-stdio}" \
-        -kernel "$IMAGE_KERNEL" -initrd "$IMAGE_INITRD" \
-        -append "console=ttyS0 panic=-1 quiet $1"
+    accel=$(t_accel)
+    _t_qemu_args "$accel" "$1" "${2:-}"
 }
 
-# guest_cmd_append CMD: kernel command-line fragment that makes the guest
-# run CMD (base64, so any quoting survives) and power off.
-guest_cmd_append() { printf 'dshm.cmd64=%s' "$(printf '%s' "$1" | base64 -w0)"; }
+# _t_qemu_args ACCEL CMD SERIAL: t_qemu_guest_args with the accelerator given.
+_t_qemu_args() {
+    printf '%s\n' "${QEMU_FIRMWARE[@]}" -accel "$1" -m 128 -nodefaults -no-user-config \
+        -display none -no-reboot -serial "${3:+chardev:}${3:-stdio}" \
+        -kernel "$IMAGE_KERNEL" -initrd "$IMAGE_INITRD" -append "$(t_guest_cmdline "$2")"
+}
 
-# guest_exit_status LOG: the exit status the guest command reported, or
+# t_guest_exit_status LOG: the exit status the guest command reported, or
 # "none" when the guest never finished it.
-guest_exit_status() {
+t_guest_exit_status() {
     local s
     s=$(sed -n 's/^DSHM-CMD-EXIT=\([0-9]*\).*/\1/p' "$1" | tail -n 1)
     echo "${s:-none}"
@@ -96,13 +101,13 @@ guest_exit_status() {
 
 # ---------------------------------------------------------------- accelerator
 
-# dshm_accel: prints kvm or tcg.  DSHM_ACCEL overrides.  Otherwise probes
+# t_accel: prints kvm or tcg.  DSHM_ACCEL overrides.  Otherwise probes
 # once per boot of this machine (cached in build/accel.probe): a short KVM
 # guest boot that must reach userspace within 20 s; else TCG.
-dshm_accel() {
+t_accel() {
     if [ -n "${DSHM_ACCEL:-}" ]; then
         case "$DSHM_ACCEL" in kvm | tcg) echo "$DSHM_ACCEL"; return ;; esac
-        fail "DSHM_ACCEL must be kvm or tcg, not '$DSHM_ACCEL'"
+        t_fail "DSHM_ACCEL must be kvm or tcg, not '$DSHM_ACCEL'"
     fi
     local cache=$BUILD/accel.probe boot
     boot=$(cat /proc/sys/kernel/random/boot_id)
@@ -112,29 +117,28 @@ dshm_accel() {
     fi
     local result=tcg
     if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
-        local log
+        local log args
         log=$(mktemp)
-        timeout 20 "$QEMU_BIN" "${QEMU_FIRMWARE[@]}" -accel kvm -m 128 -nodefaults \
-            -no-user-config -display none -no-reboot -serial stdio \
-            -kernel "$IMAGE_KERNEL" -initrd "$IMAGE_INITRD" \
-            -append "console=ttyS0 panic=-1 quiet $(guest_cmd_append 'echo DSHM-PROBE-OK')" \
-            >"$log" 2>&1 </dev/null || true
+        mapfile -t args < <(_t_qemu_args kvm 'echo DSHM-PROBE-OK' "")
+        timeout 20 "$QEMU_BIN" "${args[@]}" >"$log" 2>&1 </dev/null || true
         grep -q '^DSHM-PROBE-OK' "$log" && result=kvm
         rm -f "$log"
     fi
-    printf '%s\n%s\n' "$boot" "$result" >"$cache"
+    # Written whole, then renamed: a concurrent reader never sees half a file.
+    printf '%s\n%s\n' "$boot" "$result" >"$cache.$$"
+    mv -f "$cache.$$" "$cache"
     echo "$result"
 }
 
 # ---------------------------------------------------------------- qtests
 
-# run_qtest NAME [ARGS...]: runs QEMU's qtest program NAME (built in the
+# t_run_qtest NAME [ARGS...]: runs QEMU's qtest program NAME (built in the
 # QEMU build tree) against our patched binary with TAP output.  Sets
 # QTEST_OUT (its output, also printed) and QTEST_RC (its exit status).
-run_qtest() {
+t_run_qtest() {
     local prog=$BUILD/qemu/build/tests/qtest/$1 work
     shift
-    [ -x "$prog" ] || fail "$prog not built: run 'make qemu'"
+    [ -x "$prog" ] || t_fail "$prog not built: run 'make qemu'"
     work=$(mktemp -d)
     # The program derives the target from the binary's name, so the firmware
     # paths go through a wrapper named qemu-system-x86_64.
@@ -152,16 +156,16 @@ run_qtest() {
     printf '%s\n' "$QTEST_OUT"
 }
 
-# assert_qtests GROUP NAME...: every named test of GROUP passed, none failed
+# t_assert_qtests GROUP NAME...: every named test of GROUP passed, none failed
 # or was skipped, and the program exited 0.
-assert_qtests() {
+t_assert_qtests() {
     local group=$1 t
     shift
-    assert_eq "$QTEST_RC" 0 "exit status of the qtest program"
-    if grep -q '^ok .* # SKIP' <<<"$QTEST_OUT"; then fail "$group qtests skipped"; fi
-    assert_eq "$(grep -c '^not ok ' <<<"$QTEST_OUT" || true)" 0 "failing $group qtests"
-    assert_eq "$(grep -c '^ok ' <<<"$QTEST_OUT" || true)" $# "passing $group qtests"
+    t_assert_eq "$QTEST_RC" 0 "exit status of the qtest program"
+    if grep -q '^ok .* # SKIP' <<<"$QTEST_OUT"; then t_fail "$group qtests skipped"; fi
+    t_assert_eq "$(grep -c '^not ok ' <<<"$QTEST_OUT" || true)" 0 "failing $group qtests"
+    t_assert_eq "$(grep -c '^ok ' <<<"$QTEST_OUT" || true)" $# "passing $group qtests"
     for t in "$@"; do
-        assert_match "$QTEST_OUT" "^ok [0-9]+ /x86_64/$group/$t\$" "qtest $t"
+        t_assert_match "$QTEST_OUT" "^ok [0-9]+ /x86_64/$group/$t\$" "qtest $t"
     done
 }

@@ -1,36 +1,42 @@
 # shellcheck shell=bash
 # Running dshmd on testbed hosts.  Source after common.sh and testbed.sh.
 #
-#   dshm_cluster N "SEG:SIZE:OWNER ..." [extra [dshmd] lines]
+#   ds_cluster N "SEG:SIZE:OWNER ..." [extra [dshmd] lines]
 #       writes a dshmd.conf for h1..hN (peers: all other hosts) and starts
 #       dshmd on each; waits until every host sees every peer connected.
 #       DSHM_CONF_hN in the environment: more [dshmd] lines for hN alone.
 #       DSHMD_TRACE=1 / DSHMD_PHASES=1 in the environment: each dshmd writes
 #       $TB_STATE/hN/trace.log (page events) / phases.log (release phases).
-#   dshm_attach HOST SEGMENT ARGS...     run dshm-attach on HOST
-#   dshmctl_on HOST ARGS...              run dshmctl on HOST
-#   dshm_stat HOST SEGMENT KEY           one counter of a segment (dshmctl --json)
-#   wait_stat HOST SEGMENT KEY VALUE     wait (5 s) until that counter is VALUE
-#   wait_peer HOST PEER yes|no           wait (5 s) until HOST sees PEER connected
-#   dshm_script / ask / ask_ok           scripted dshm-attach clients (below)
-#   script_spawn HOST NAME CMD...        any line-driven program, for ask
-#   dshm_migrate SRC DST_HOST DST SEG VM migrate a script client (below)
+#       It sets no variable and prints nothing.  What it leaves, on each hN:
+#       the spawned process "dshmd" (tb_log/tb_kill/tb_alive hN dshmd), its
+#       config $TB_STATE/hN/dshmd.conf, its local socket $DSHM_SOCK (inside
+#       hN), and its peer port at ds_peer_addr hN.
+#   ds_peer_addr HOST                    ADDR:PORT of HOST's dshmd for peers
+#   ds_attach HOST SEGMENT ARGS...       run dshm-attach on HOST
+#   ds_ctl HOST ARGS...                  run dshmctl on HOST
+#   ds_stat HOST SEGMENT KEY             one counter of a segment (dshmctl --json)
+#   ds_wait_stat HOST SEGMENT KEY VALUE  wait (5 s) until that counter is VALUE
+#   ds_wait_peer HOST PEER yes|no        wait (5 s) until HOST sees PEER connected
+#   ds_script / ds_ask / ds_ask_ok       scripted dshm-attach clients (below)
+#   ds_script_spawn HOST NAME CMD...     any line-driven program, for ds_ask
+#   ds_migrate SRC DST_HOST DST SEG VM   migrate a script client (below)
 
 DSHMD=$MESON_BUILD/hostd/dshmd
 DSHM_ATTACH=$MESON_BUILD/hostd/client/dshm-attach
 DSHMCTL=$MESON_BUILD/hostd/client/dshmctl
 DSHM_PORT=7450
+DSHM_SOCK=/run/dshm/dshmd.sock
 
-dshm_cluster() {
-    local n=$1 segs=$2 extra=${3:-} i j spec own
+ds_cluster() {
+    local n=$1 segs=$2 extra=${3:-} i j k spec own name size owner out ok
     for i in $(seq 1 "$n"); do
         own=DSHM_CONF_h$i
         {
-            printf '[dshmd]\nhost-id = %s\nname = h%s\nlisten = %s:%s\nsocket = /run/dshm/dshmd.sock\n%b\n%b\n' \
-                "$i" "$i" "$(tb_addr "h$i")" "$DSHM_PORT" "${!own:-}" "$extra"
+            printf '[dshmd]\nhost-id = %s\nname = h%s\nlisten = %s\nsocket = %s\n%b\n%b\n' \
+                "$i" "$i" "$(ds_peer_addr "h$i")" "$DSHM_SOCK" "${!own:-}" "$extra"
             for j in $(seq 1 "$n"); do
                 [ "$j" = "$i" ] && continue
-                printf '[peer h%s]\nhost-id = %s\naddress = %s:%s\n' "$j" "$j" "$(tb_addr "h$j")" "$DSHM_PORT"
+                printf '[peer h%s]\nhost-id = %s\naddress = %s\n' "$j" "$j" "$(ds_peer_addr "h$j")"
             done
             for spec in $segs; do
                 IFS=: read -r name size owner <<<"$spec"
@@ -40,7 +46,7 @@ dshm_cluster() {
         tb_spawn "h$i" dshmd env G_MESSAGES_DEBUG="${DSHMD_DEBUG:-}" DSHMD_TRACE="${DSHMD_TRACE:+$TB_STATE/h$i/trace.log}" DSHMD_PHASES="${DSHMD_PHASES:+$TB_STATE/h$i/phases.log}" "$DSHMD" --config "$TB_STATE/h$i/dshmd.conf"
     done
     for i in $(seq 1 "$n"); do
-        local ok=0 k
+        ok=0
         for k in $(seq 1 100); do
             if out=$(tb_run "h$i" "$DSHMCTL" peers --json 2>/dev/null) &&
                 [ "$(grep -o '"connected" *: *true' <<<"$out" | wc -l)" = $((n - 1)) ]; then
@@ -49,25 +55,27 @@ dshm_cluster() {
             fi
             sleep 0.1
         done
-        [ $ok = 1 ] || { cat "$(tb_log "h$i" dshmd)" >&2; fail "dshmd on h$i did not connect to all peers"; }
+        [ $ok = 1 ] || { cat "$(tb_log "h$i" dshmd)" >&2; t_fail "dshmd on h$i did not connect to all peers"; }
     done
 }
 
-dshm_attach() {
+ds_peer_addr() { echo "$(tb_addr "$1"):$DSHM_PORT"; }
+
+ds_attach() {
     local h=$1
     shift
     tb_run "$h" "$DSHM_ATTACH" --name "${DSHM_CLIENT_NAME:-test-$h}" "$@"
 }
 
-dshmctl_on() {
+ds_ctl() {
     local h=$1
     shift
     tb_run "$h" "$DSHMCTL" "$@"
 }
 
-# dshm_stat HOST SEGMENT KEY: a counter from the segment's stats (or a
+# ds_stat HOST SEGMENT KEY: a counter from the segment's stats (or a
 # top-level key of the segment such as valid_pages).
-dshm_stat() {
+ds_stat() {
     tb_run "$1" "$DSHMCTL" segments --json | python3 -c '
 import json, sys
 seg, key = sys.argv[1], sys.argv[2]
@@ -77,30 +85,30 @@ for s in json.load(sys.stdin)["segments"]:
 ' "$2" "$3"
 }
 
-# wait_stat HOST SEGMENT KEY VALUE: waits (5 s) until dshm_stat is VALUE;
+# ds_wait_stat HOST SEGMENT KEY VALUE: waits (5 s) until ds_stat is VALUE;
 # fails the test otherwise.
-wait_stat() {
-    _stat_is() { [ "$(dshm_stat "$1" "$2" "$3")" = "$4" ]; }
-    wait_until 5 _stat_is "$@" || fail "$1's $3 of $2 is '$(dshm_stat "$1" "$2" "$3")', expected '$4'"
+_ds_stat_is() { [ "$(ds_stat "$1" "$2" "$3")" = "$4" ]; }
+ds_wait_stat() {
+    t_wait_until 5 _ds_stat_is "$@" || t_fail "$1's $3 of $2 is '$(ds_stat "$1" "$2" "$3")', expected '$4'"
 }
 
-# wait_peer HOST PEER yes|no: waits (5 s) until HOST's dshmd sees peer host
+_ds_peer_is() { ds_ctl "$1" peers | grep -Eq "^${2#h} +$2 .* $3 "; }
+# ds_wait_peer HOST PEER yes|no: waits (5 s) until HOST's dshmd sees peer host
 # PEER (hN) connected (yes) or down (no); fails the test otherwise.
-wait_peer() {
+ds_wait_peer() {
     local want=connected
     [ "$3" = yes ] || want=down
-    _peer_is() { dshmctl_on "$1" peers | grep -Eq "^${2#h} +$2 .* $3 "; }
-    wait_until 5 _peer_is "$1" "$2" "$want" && return 0
-    dshmctl_on "$1" peers >&2
-    fail "$1 does not see $2 $want"
+    t_wait_until 5 _ds_peer_is "$1" "$2" "$want" && return 0
+    ds_ctl "$1" peers >&2
+    t_fail "$1 does not see $2 $want"
 }
 
-# script_spawn HOST NAME CMD...: starts a line-driven program on HOST with
+# ds_script_spawn HOST NAME CMD...: starts a line-driven program on HOST with
 # its stdin/stdout on fifos (stderr in NAME.err); it must answer "ok..." as
-# its first line.  Then `ask NAME "command"` sends one line and prints the
+# its first line.  Then `ds_ask NAME "command"` sends one line and prints the
 # answer (fails the test after 20 s without one).
-declare -A _DSHM_IN _DSHM_OUT
-script_spawn() {
+declare -A _DS_IN _DS_OUT
+ds_script_spawn() {
     local h=$1 name=$2 dir=$TB_STATE/$1
     shift 2
     mkfifo "$dir/$name.in" "$dir/$name.out"
@@ -108,55 +116,52 @@ script_spawn() {
     local in out
     exec {in}>"$dir/$name.in"
     exec {out}<"$dir/$name.out"
-    _DSHM_IN[$name]=$in
-    _DSHM_OUT[$name]=$out
+    _DS_IN[$name]=$in
+    _DS_OUT[$name]=$out
     local first
-    read -r -t 20 first <&"$out" || { cat "$dir/$name.err" >&2; fail "$name did not start"; }
-    [[ $first == "ok"* ]] || fail "$name: $first"
+    read -r -t 20 first <&"$out" || { cat "$dir/$name.err" >&2; t_fail "$name did not start"; }
+    [[ $first == "ok"* ]] || t_fail "$name: $first"
 }
 
-# dshm_script HOST NAME SEGMENT [VM]: script_spawn of "dshm-attach ... script"
+# ds_script HOST NAME SEGMENT [VM]: ds_script_spawn of "dshm-attach ... script"
 # (its first line: "ok attached").  The client calls itself VM (default
 # NAME) towards dshmd: the access monitor's identity.
-dshm_script() {
-    script_spawn "$1" "$2" "$DSHM_ATTACH" --name "${4:-$2}" "$3" script
+ds_script() {
+    ds_script_spawn "$1" "$2" "$DSHM_ATTACH" --name "${4:-$2}" "$3" script
 }
 
-ask() {
+ds_ask() {
     local name=$1 line
-    printf '%s\n' "$2" >&"${_DSHM_IN[$name]}"
-    read -r -t "${3:-20}" line <&"${_DSHM_OUT[$name]}" || fail "$name: no answer to '$2'"
+    printf '%s\n' "$2" >&"${_DS_IN[$name]}"
+    read -r -t "${3:-20}" line <&"${_DS_OUT[$name]}" || t_fail "$name: no answer to '$2'"
     printf '%s\n' "$line"
 }
 
-# ask_ok NAME COMMAND: like ask, fails the test unless the answer is ok/value.
-ask_ok() {
+# ds_ask_ok NAME COMMAND: like ds_ask, fails the test unless the answer is ok/value.
+ds_ask_ok() {
     local a
-    a=$(ask "$@")
-    [[ $a == ok* || $a == value* ]] || fail "$1: '$2' answered '$a'"
+    a=$(ds_ask "$@")
+    [[ $a == ok* || $a == value* ]] || t_fail "$1: '$2' answered '$a'"
     printf '%s\n' "$a"
 }
 
-# ask_send NAME COMMAND / ask_recv NAME TIMEOUT: the two halves of ask, for
+# ds_ask_send NAME COMMAND / ds_ask_recv NAME TIMEOUT: the two halves of ds_ask, for
 # requests that block (an acquire of a held lock).
-ask_send() { printf '%s\n' "$2" >&"${_DSHM_IN[$1]}"; }
-ask_recv() {
+ds_ask_send() { printf '%s\n' "$2" >&"${_DS_IN[$1]}"; }
+ds_ask_recv() {
     local line
-    read -r -t "$2" line <&"${_DSHM_OUT[$1]}" || return 1
+    read -r -t "$2" line <&"${_DS_OUT[$1]}" || return 1
     printf '%s\n' "$line"
 }
 
-# dshm_migrate SRC DST_HOST DST SEGMENT VM: moves script client SRC as a
+# ds_migrate SRC DST_HOST DST SEGMENT VM: moves script client SRC as a
 # live migration does: SRC's migrate-out (its hand-off token), a new script
 # client DST on DST_HOST (calling itself VM) adopts the token, SRC quits.
-dshm_migrate() {
+ds_migrate() {
     local out token
-    out=$(ask_ok "$1" "migrate-out" 120)
+    out=$(ds_ask_ok "$1" "migrate-out" 120)
     token=$(sed 's/.*token=\([0-9:]*\).*/\1/' <<<"$out")
-    dshm_script "$2" "$3" "$4" "$5"
-    ask_ok "$3" "adopt $token" >/dev/null
-    ask_ok "$1" "quit" >/dev/null
+    ds_script "$2" "$3" "$4" "$5"
+    ds_ask_ok "$3" "adopt $token" >/dev/null
+    ds_ask_ok "$1" "quit" >/dev/null
 }
-
-# pid_of HOST PATTERN: host-local pid of the newest process matching PATTERN.
-pid_of() { tb_run "$1" pgrep -n -f "$2"; }

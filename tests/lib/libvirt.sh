@@ -20,18 +20,29 @@
 #   lv_jobinfo SRC DOMAIN  `virsh domjobinfo --completed` of the last
 #                          migration, as "key=value" lines (times in ms,
 #                          sizes in bytes)
-#   lv_domain_type         kvm or qemu (TCG), after dshm_accel
+#   lv_domain_type         kvm or qemu (TCG), after t_accel
 #   lv_guest_xml NAME "guest command" [dshmctl domain-xml args...]
-#                          a domain of our guest image (dshmctl domain-xml
-#                          with lv_emulator, the image's kernel and initramfs,
-#                          the command, the console appended to
-#                          /var/log/libvirt/qemu/NAME.console of whichever host
-#                          runs it)
+#                          the one builder of a domain of our guest image:
+#                          dshmctl domain-xml with lv_domain_type,
+#                          lv_emulator, the image's kernel and initramfs and
+#                          the command; the console is appended to
+#                          /var/log/libvirt/qemu/NAME.console of whichever
+#                          host runs it, unless ARGS give a --console-log
 #   lv_console HOST NAME   that console log of HOST, as seen from the test
 #   lv_add_devices "XML"   filter: inserts XML before </devices>
 #   lv_wait_console HOST NAME REGEX [SECS]
 #                          waits for REGEX in that console log (fails the
 #                          test with the console and QEMU log tails)
+#
+# DSM guests followed across migrations (lv_vm_*): one console log per
+# domain, $TB_STATE/NAME.console, that every host appends to.
+#   lv_vm_start HOST NAME SEGMENT "guest command"
+#                          lv_guest_xml of NAME with SEGMENT and that console
+#                          log; defines and starts it on HOST
+#   lv_vm_console NAME     that console log
+#   lv_vm_wait NAME REGEX [SECS]
+#                          waits for REGEX in it (fails the test with its tail)
+#   lv_vm_status NAME      the guest command's exit status (or none)
 #
 # What two libvirtd on one machine need (docs/domain-xml.md, "Testing"):
 # the testbed's per-host mount namespace (libvirt's state paths are fixed),
@@ -64,7 +75,7 @@ lv_hostpath() {
             return 0
         fi
     done
-    fail "lv_hostpath: $p is not in a private libvirt directory of $h"
+    t_fail "lv_hostpath: $p is not in a private libvirt directory of $h"
 }
 
 lv_start() {
@@ -117,7 +128,7 @@ EOF
         sleep 0.1
     done
     tail -n 20 "$(tb_log "$h" libvirtd)" "$TB_STATE/$h/var-log-libvirt/libvirtd.log" >&2 2>/dev/null || true
-    fail "libvirtd on $h did not come up"
+    t_fail "libvirtd on $h did not come up"
 }
 
 lv_virsh() {
@@ -154,15 +165,16 @@ lv_jobinfo() {
         k == "Memory processed" { print "memory_bytes=" bytes(v) }'
 }
 
-lv_domain_type() { [ "$(dshm_accel)" = kvm ] && echo kvm || echo qemu; }
+lv_domain_type() { [ "$(t_accel)" = kvm ] && echo kvm || echo qemu; }
 
 lv_guest_xml() {
-    local name=$1 cmd=$2
+    local name=$1 cmd=$2 a console=/var/log/libvirt/qemu/$1.console
     shift 2
+    for a in "$@"; do [ "$a" != --console-log ] || console=""; done
     "$DSHMCTL" domain-xml --name "$name" --type "$(lv_domain_type)" --emulator "$(lv_emulator)" \
         --kernel "$IMAGE_KERNEL" --initrd "$IMAGE_INITRD" \
-        --cmdline "console=ttyS0 panic=-1 quiet $(guest_cmd_append "$cmd")" \
-        --console-log "/var/log/libvirt/qemu/$name.console" "$@"
+        --cmdline "$(t_guest_cmdline "$cmd")" \
+        ${console:+--console-log "$console"} "$@"
 }
 
 lv_console() { lv_hostpath "$1" "/var/log/libvirt/qemu/$2.console"; }
@@ -173,6 +185,27 @@ lv_add_devices() {
 
 # lv_wait_console HOST NAME REGEX [SECS]: like vm_wait, for a libvirt guest.
 lv_wait_console() {
-    wait_console "$1" "$2" "$3" "${4:-120}" "$(lv_console "$1" "$2")" \
+    t_wait_console "$1" "$2" "$3" "${4:-120}" "$(lv_console "$1" "$2")" \
         "$(lv_hostpath "$1" "/var/log/libvirt/qemu/$2.log")"
 }
+
+lv_vm_console() { echo "$TB_STATE/$1.console"; }
+
+lv_vm_start() {
+    local h=$1 name=$2 seg=$3 cmd=$4 xml=$TB_STATE/$2.xml
+    : >"$(lv_vm_console "$name")"
+    lv_guest_xml "$name" "$cmd" --segment "$seg" --console-log "$(lv_vm_console "$name")" >"$xml" ||
+        t_fail "dshmctl domain-xml failed"
+    lv_define "$h" "$xml" >/dev/null || t_fail "virsh define $name on $h failed"
+    lv_virsh "$h" start "$name" >/dev/null || t_fail "virsh start $name on $h failed"
+}
+
+lv_vm_wait() {
+    local name=$1 re=$2 t=${3:-120}
+    t_wait_for_file_match "$(lv_vm_console "$name")" "$re" "$t" && return 0
+    echo "---- console of $name:" >&2
+    tail -n 30 "$(lv_vm_console "$name")" >&2 2>/dev/null
+    t_fail "$name: '$re' did not appear within ${t}s"
+}
+
+lv_vm_status() { t_guest_exit_status "$(lv_vm_console "$1")"; }

@@ -23,7 +23,10 @@
 #   tb_spawn h2 NAME CMD...    # start CMD on h2 in the background; log in
 #                              #   $TB_STATE/h2/NAME.log, pid (host-local) in NAME.pid
 #   tb_kill h2 NAME [SIG]      # signal a spawned process
-#   tb_addr h2                 # 198.18.0.2
+#   tb_alive h2 NAME           # is a spawned process still running?
+#   tb_log h2 NAME             # $TB_STATE/h2/NAME.log
+#   tb_pid_of h2 PATTERN       # host-local pid of the newest process matching PATTERN
+#   tb_addr h2                 # $TB_NET.2 (198.18.0.2 by default)
 #   tb_teardown                # also runs on EXIT, INT, TERM
 #
 # Teardown runs on every exit path (normal exit, failed assertion under set -e,
@@ -44,8 +47,8 @@ _tb_die() { printf 'testbed: error: %s\n' "$*" >&2; exit 1; }
 # a recycled pid.
 _tb_starttime() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
 
-# Remove everything a previous testbed may have left: namespaces named
-# dshm-*, the processes in them, the state directory.  Refuses to run while
+# Remove everything a previous testbed may have left: its namespaces
+# (PREFIX-lab, PREFIX-hN), the processes in them, the state directory.  Refuses to run while
 # another live testbed owns the state.
 tb_cleanup_stale() {
     if [ -f "$TB_STATE/owner" ]; then
@@ -57,7 +60,7 @@ tb_cleanup_stale() {
     fi
     local ns found=0 stale_pid1s
     stale_pid1s=$(cat "$TB_STATE"/*/pid1 2>/dev/null || true)
-    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^${TB_PREFIX}-" || true); do
+    for ns in $(_tb_netns); do
         found=1
         _tb_kill_netns "$ns"
     done
@@ -65,6 +68,21 @@ tb_cleanup_stale() {
     _tb_wait_gone $stale_pid1s
     [ $found = 1 ] && _tb_log "cleaned up leftovers of an earlier run"
     rm -rf "$TB_STATE"
+}
+
+# _tb_own_ns NAME: is NAME a network namespace of this testbed (PREFIX-lab or
+# PREFIX-hN)?  Exact names: a testbed whose prefix merely starts with ours
+# (dshm and dshm-x) is another testbed, and may be running.
+_tb_own_ns() {
+    [ "$1" = "$TB_PREFIX-lab" ] || { [[ $1 == "$TB_PREFIX-h"* ]] && [[ ${1#"$TB_PREFIX-h"} =~ ^[0-9]+$ ]]; }
+}
+
+# _tb_netns: the network namespaces of this testbed that exist.
+_tb_netns() {
+    local ns
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
+        if _tb_own_ns "$ns"; then echo "$ns"; fi
+    done
 }
 
 # _tb_wait_gone PID...: wait (up to 10 s) until the killed hosts' PID 1s are
@@ -221,6 +239,9 @@ tb_spawn() {
 
 tb_log() { echo "$TB_STATE/$1/$2.log"; }
 
+# tb_pid_of HOST PATTERN: host-local pid of the newest process matching PATTERN.
+tb_pid_of() { tb_run "$1" pgrep -n -f "$2"; }
+
 # tb_kill HOST NAME [SIGNAL]
 tb_kill() {
     local pid
@@ -264,8 +285,11 @@ tb_teardown() {
 
 # tb_leftovers: prints what a testbed left behind (nothing when clean).
 tb_leftovers() {
-    ip netns list 2>/dev/null | awk '{print $1}' | grep "^${TB_PREFIX}-" | sed 's/^/netns /' || true
-    grep -E " /run/netns/${TB_PREFIX}-" /proc/mounts | awk '{print "mount " $2}' || true
+    local m
+    _tb_netns | sed 's/^/netns /'
+    for m in $(awk '$2 ~ "^/run/netns/" {print $2}' /proc/mounts); do
+        if _tb_own_ns "${m#/run/netns/}"; then echo "mount $m"; fi
+    done
     ip -o link show 2>/dev/null | grep -E ': (v-h[0-9]+|br0)[@:]' | sed 's/^/link /' || true
     # live processes only: a killed host's PID 1 may stay a zombie until the
     # machine's init reaps it, which is no leftover

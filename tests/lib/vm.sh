@@ -18,10 +18,10 @@ vm_start() {
     local h=$1 name=$2 seg=$3 cmd=$4
     shift 4
     local dir=$TB_STATE/$h args
-    mapfile -t args < <(qemu_guest_args "$(guest_cmd_append "$cmd")" con0)
+    mapfile -t args < <(t_qemu_guest_args "$cmd" con0)
     tb_spawn "$h" "$name" "$QEMU_BIN" "${args[@]}" -name "$name" \
         -chardev "socket,id=con0,path=$dir/$name.serial,server=on,wait=off,logfile=$dir/$name.console" \
-        -chardev socket,path=/run/dshm/dshmd.sock,id=dshm0 \
+        -chardev "socket,path=$DSHM_SOCK,id=dshm0" \
         -device "ivshmem-doorbell,chardev=dshm0,vectors=0,dsm=on,segment=$seg" "$@"
 }
 
@@ -38,42 +38,7 @@ s.close()' "$TB_STATE/$1/$2.serial" "$3"
 }
 
 vm_wait() {
-    wait_console "$1" "$2" "$3" "${4:-120}" "$(vm_console "$1" "$2")" "$(tb_log "$1" "$2")"
+    t_wait_console "$1" "$2" "$3" "${4:-120}" "$(vm_console "$1" "$2")" "$(tb_log "$1" "$2")"
 }
 
-vm_status() { guest_exit_status "$(vm_console "$1" "$2")"; }
-
-# ---------------------------------------------------------------- libvirt
-# DSM guests as libvirt domains (after libvirt.sh): defined from
-# `dshmctl domain-xml` and driven with virsh, as a user does.
-#
-#   lv_vm_start HOST NAME SEGMENT "guest command"
-#       defines and starts domain NAME on HOST; its console log is
-#       $TB_STATE/NAME.console (shared by every host, so the log continues
-#       across migrations: source and destination append to it)
-#   lv_vm_wait NAME REGEX [SECS]   waits for REGEX in that console log
-
-lv_vm_console() { echo "$TB_STATE/$1.console"; }
-
-lv_vm_start() {
-    local h=$1 name=$2 seg=$3 cmd=$4 type=kvm xml
-    [ "$(dshm_accel)" = tcg ] && type=qemu
-    xml=$TB_STATE/$name.xml
-    : >"$(lv_vm_console "$name")"
-    "$DSHMCTL" domain-xml --name "$name" --type "$type" --emulator "$(lv_emulator)" \
-        --segment "$seg" --kernel "$IMAGE_KERNEL" --initrd "$IMAGE_INITRD" \
-        --cmdline "console=ttyS0 panic=-1 quiet $(guest_cmd_append "$cmd")" \
-        --console-log "$(lv_vm_console "$name")" >"$xml" || fail "dshmctl domain-xml failed"
-    lv_define "$h" "$xml" >/dev/null || fail "virsh define $name on $h failed"
-    lv_virsh "$h" start "$name" >/dev/null || fail "virsh start $name on $h failed"
-}
-
-lv_vm_wait() {
-    local name=$1 re=$2 t=${3:-120}
-    wait_for_file_match "$(lv_vm_console "$name")" "$re" "$t" && return 0
-    echo "---- console of $name:" >&2
-    tail -n 30 "$(lv_vm_console "$name")" >&2 2>/dev/null
-    fail "$name: '$re' did not appear within ${t}s"
-}
-
-lv_vm_status() { guest_exit_status "$(lv_vm_console "$1")"; }
+vm_status() { t_guest_exit_status "$(vm_console "$1" "$2")"; }
