@@ -12,23 +12,14 @@ srv=
 cleanup() { [ -n "$srv" ] && kill "$srv" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
-<<<<<<< HEAD
-step "the property exists, defaults to off, and the DSM properties are described"
+t_step "the property exists, defaults to off, and the DSM properties are described"
 help=$("$QEMU_BIN" -device ivshmem-doorbell,help)
-assert_match "$help" 'dsm=<bool> +- .*\(default: false\)' "ivshmem-doorbell help"
-assert_match "$help" 'dsm=<bool> +- distributed shared memory' "description of dsm in the help"
-assert_match "$help" 'segment=<str> +- name of the dshm segment' "description of segment in the help"
-
-step "stock ivshmem-server + ivshmem-doorbell,dsm=off: the guest sees the device"
-"$IVSHMEM_SERVER" -F -S "$work/ivs.sock" -M "dshm-test-ivs-$$" -l 4M -n 1 >"$work/server.log" 2>&1 &
-=======
-t_step "the property exists and defaults to off"
-help=$("$QEMU_BIN" -device ivshmem-doorbell,help)
-t_assert_match "$help" 'dsm=<bool> +- +\(default: false\)' "ivshmem-doorbell help"
+t_assert_match "$help" 'dsm=<bool> +- .*\(default: false\)' "ivshmem-doorbell help"
+t_assert_match "$help" 'dsm=<bool> +- distributed shared memory' "description of dsm in the help"
+t_assert_match "$help" 'segment=<str> +- name of the dshm segment' "description of segment in the help"
 
 t_step "stock ivshmem-server + ivshmem-doorbell,dsm=off: the guest sees the device"
-"$IVSHMEM_SERVER" -F -S "$work/ivs.sock" -M dshm-test-ivs -l 4M -n 1 >"$work/server.log" 2>&1 &
->>>>>>> wip-tests
+"$IVSHMEM_SERVER" -F -S "$work/ivs.sock" -M "dshm-test-ivs-$$" -l 4M -n 1 >"$work/server.log" 2>&1 &
 srv=$!
 for i in $(seq 1 50); do [ -S "$work/ivs.sock" ] && break; sleep 0.1; done
 mapfile -t args < <(t_qemu_guest_args 'dshm-tool list')
