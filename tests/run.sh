@@ -37,16 +37,20 @@ run_unit() {  # run_unit BUILDDIR LABEL [meson setup args...]
     fi
     ninja -C "$dir" >"$LOGS/build-$label.log" 2>&1 || { tail -n 40 "$LOGS/build-$label.log"; result "unit ($label)" 1 0; return; }
     echo "== unit tests ($label): Check output"
-    meson test -C "$dir" --suite unit -v --num-processes 2 2>&1 | grep -E '^(Running suite|[0-9]+%: Checks|.*:[EF]:|Ok:|Fail:)' 
+    # Check's per-test timeout (4 s unless a test case sets its own) and
+    # meson's are scaled: under sanitizers, or beside other work on the
+    # machine, a test takes several times as long (UNIT_TIMEOUT_FACTOR).
+    CK_TIMEOUT_MULTIPLIER=${UNIT_TIMEOUT_FACTOR:-1} meson test -C "$dir" --suite unit -v \
+        --num-processes 2 --timeout-multiplier "${UNIT_TIMEOUT_FACTOR:-1}" 2>&1 | grep -E '^(Running suite|[0-9]+%: Checks|.*:[EF]:|Ok:|Fail:)' 
     rc=${PIPESTATUS[0]}
     result "unit ($label)" "$rc" $(($(date +%s) - start))
 }
 
 selected=("$@")
 if [ ${#selected[@]} = 0 ]; then
-    run_unit build/meson plain
-    run_unit build/meson-asan asan-ubsan -Db_sanitize=address,undefined -Db_lundef=false -Dguest_static=false
-    CC=clang CXX=clang++ run_unit build/meson-clang clang
+    UNIT_TIMEOUT_FACTOR=3 run_unit build/meson plain
+    UNIT_TIMEOUT_FACTOR=10 run_unit build/meson-asan asan-ubsan -Db_sanitize=address,undefined -Db_lundef=false -Dguest_static=false
+    UNIT_TIMEOUT_FACTOR=3 CC=clang CXX=clang++ run_unit build/meson-clang clang
     mapfile -t selected < <(cd tests && ls t-*.sh | sed 's/\.sh$//')
 fi
 
