@@ -148,6 +148,13 @@ void AttachOn(Cluster &cl, int i, Client &c, const char *name) {
     ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
 }
 
+// vm-a on h1 (the owner), vm-b on h2, vm-c on h3.
+void AttachThree(Cluster &cl, Client &a, Client &b, Client &c) {
+    AttachOn(cl, 1, a, "vm-a");
+    AttachOn(cl, 2, b, "vm-b");
+    AttachOn(cl, 3, c, "vm-c");
+}
+
 // Lock `lock`, write v to each page, release; returns the pages written back.
 uint32_t WriteUnderLock(Client &c, uint32_t lock, std::vector<uint32_t> pages, uint64_t v) {
     Status a, r;
@@ -177,9 +184,7 @@ START_TEST(remote_fault_and_owner_release_invalidates) {
     loop_mutex.AssertHeld();
     Cluster cl;
     Client a, b, c;
-    AttachOn(cl, 1, a, "vm-a");
-    AttachOn(cl, 2, b, "vm-b");
-    AttachOn(cl, 3, c, "vm-c");
+    AttachThree(cl, a, b, c);
     ck_assert_uint_eq(WriteUnderLock(a, 0, {3}, 0x1111), 1);
 
     // A remote read fault: h2 fetches page 3 from the owner, once.
@@ -210,9 +215,7 @@ START_TEST(remote_release_applied_at_owner_and_invalidates_third) {
     loop_mutex.AssertHeld();
     Cluster cl;
     Client a, b, c;
-    AttachOn(cl, 1, a, "vm-a");
-    AttachOn(cl, 2, b, "vm-b");
-    AttachOn(cl, 3, c, "vm-c");
+    AttachThree(cl, a, b, c);
     ck_assert_uint_eq(ReadOff(c, 5), 0);  // h3 holds a copy of page 5 (zeros)
     ck_assert_int_eq(cl.State(3, 5), PageTable::kValid);
 
