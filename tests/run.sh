@@ -7,7 +7,8 @@
 # 1. Unit tests (Check), in the normal build, in an ASan/UBSan build and in
 #    a clang build (build/meson-clang: meson.build adds -Wthread-safety for
 #    clang, and -Werror makes building it the check of the loop mutex's
-#    annotations, hostd/thread_annotations.h).
+#    annotations, hostd/thread_annotations.h); ThreadSanitizer over the
+#    unit tests where the I/O thread and the loop share state (run_tsan).
 # 2. Integration tests tests/t-*.sh, each in its own process with a time
 #    limit; their output goes to build/test-logs/NAME.log and is shown when
 #    they fail.
@@ -46,11 +47,37 @@ run_unit() {  # run_unit BUILDDIR LABEL [meson setup args...]
     result "unit ($label)" "$rc" $(($(date +%s) - start))
 }
 
+# ThreadSanitizer over the tests where two threads share state under the
+# loop mutex: watch (the I/O thread), conn, and daemon_test (three hosts'
+# roles, once with the I/O thread).  A report fails the run.
+run_tsan() {
+    local dir=build/meson-tsan start rc=0 t
+    start=$(date +%s)
+    if [ ! -f "$dir/build.ninja" ]; then
+        meson setup "$dir" -Db_sanitize=thread -Db_lundef=false -Dguest_static=false \
+            >"$LOGS/setup-tsan.log" 2>&1 || { cat "$LOGS/setup-tsan.log"; result "unit (tsan)" 1 0; return; }
+    fi
+    ninja -C "$dir" hostd/watch_test hostd/conn_test hostd/daemon_test >"$LOGS/build-tsan.log" 2>&1 ||
+        { tail -n 40 "$LOGS/build-tsan.log"; result "unit (tsan)" 1 0; return; }
+    echo "== unit tests (tsan): watch, conn, daemon"
+    for t in watch_test conn_test daemon_test; do
+        CK_TIMEOUT_MULTIPLIER=10 TSAN_OPTIONS="halt_on_error=1 exitcode=66" \
+            "$dir/hostd/$t" >"$LOGS/tsan-$t.log" 2>&1 || rc=1
+        grep -E '^[0-9]+%: Checks' "$LOGS/tsan-$t.log"
+        if grep -q 'ThreadSanitizer' "$LOGS/tsan-$t.log"; then
+            grep -A20 'WARNING: ThreadSanitizer' "$LOGS/tsan-$t.log" | head -40
+            rc=1
+        fi
+    done
+    result "unit (tsan)" "$rc" $(($(date +%s) - start))
+}
+
 selected=("$@")
 if [ ${#selected[@]} = 0 ]; then
     UNIT_TIMEOUT_FACTOR=3 run_unit build/meson plain
     UNIT_TIMEOUT_FACTOR=10 run_unit build/meson-asan asan-ubsan -Db_sanitize=address,undefined -Db_lundef=false -Dguest_static=false
     UNIT_TIMEOUT_FACTOR=3 CC=clang CXX=clang++ run_unit build/meson-clang clang
+    run_tsan
     mapfile -t selected < <(cd tests && ls t-*.sh | sed 's/\.sh$//')
 fi
 
