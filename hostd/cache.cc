@@ -165,12 +165,8 @@ void Cache::RefetchPending(Segment *s) {
 }
 
 void Cache::OnPeerUp(Peer *peer, Segment *s) {
-    if (s->owner != peer->cfg.host_id || s->move)
-        return;
-    for (uint32_t pg : s->pages->Fetching()) {
-        s->stats.fetches_sent++;
-        peer->conn->Send(FetchMsg(s->cfg.name, pg));
-    }
+    if (s->owner == peer->cfg.host_id && !s->move)
+        RefetchPending(s);  // (the peer is up: they go out before its queue)
 }
 
 void Cache::OnPage(Peer *peer, const Frame &f) {
