@@ -54,10 +54,15 @@ Status Clients::Listen() {
         return Status::Internal("another dshmd is listening on " + path);
     fd.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     unlink(path.c_str());
-    if (bind(fd.get(), reinterpret_cast<sockaddr *>(&sa), sizeof sa) < 0 ||
-        listen(fd.get(), 64) < 0) {
-        return Status::Internal("listen on " + path + ": " + strerror(errno));
-    }
+    // The socket is created 0660 (the umask covers bind: no window in which
+    // others could connect); at start-up, before any thread but this one
+    // creates files, so the process-wide umask change is safe.
+    const mode_t old_mask = umask(0117);
+    const int brc = bind(fd.get(), reinterpret_cast<sockaddr *>(&sa), sizeof sa);
+    const int berr = errno;
+    umask(old_mask);
+    if (brc < 0 || listen(fd.get(), 64) < 0)
+        return Status::Internal("listen on " + path + ": " + strerror(brc < 0 ? berr : errno));
     chmod(path.c_str(), 0660);
     listen_ = std::move(fd);
     listen_watch_ = WatchFd(listen_.get(), G_IO_IN, &Clients::OnAccept, this);
@@ -83,6 +88,11 @@ gboolean Clients::OnAccept(gint lfd, GIOCondition, gpointer self) {
             break;
         auto c = std::make_unique<LocalClient>();
         c->id = cs->next_id_++;
+        // Who connected, for the log and dshmctl (access control belongs
+        // to the cluster's authentication, docs/protocol.md section 14).
+        socklen_t len = sizeof c->cred;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0)
+            c->cred = {0, uid_t(-1), gid_t(-1)};
         c->daemon = &cs->d_;
         c->conn = std::make_unique<Conn>(os::UniqueFd(fd), Channel::kClient, Receiver::kDaemon,
                                          ClientRole::kUnknown, "client " + std::to_string(c->id));
@@ -170,7 +180,8 @@ void Clients::OnAttach(LocalClient *c, const Frame &f) {
     r.uffd_features = os::kClientUffdFeatures;
     r.uffd_ioctls = os::kClientRegisterModes;
     c->conn->Send(EncodeMsg(DSHM_MSG_ATTACHED, f.hdr.tag, r), s->memfd.get());
-    g_message("%s attached to segment %s", c->conn->label().c_str(), s->cfg.name.c_str());
+    g_message("%s attached to segment %s (pid %d, uid %d, gid %d)", c->conn->label().c_str(),
+              s->cfg.name.c_str(), int(c->cred.pid), int(c->cred.uid), int(c->cred.gid));
 }
 
 void Clients::OnUffd(LocalClient *c, Frame &f) {

@@ -62,6 +62,17 @@ std::string CtlJson(const Daemon &d, uint32_t what) {
             str("owner_reason", s->owner_reason);
             json_builder_set_member_name(b, "moving");
             json_builder_add_boolean_value(b, s->move != nullptr);
+            // The owner's lock table: held locks and the clients waiting.
+            if (s->home) {
+                uint64_t held = 0, waiting = 0;
+                for (const auto &[lock, holder, waiters] : s->home->locks.Snapshot()) {
+                    (void)lock, (void)holder;
+                    held++;
+                    waiting += waiters;
+                }
+                add("locks_held", held);
+                add("lock_waiters", waiting);
+            }
             auto activity = [b, &add](const char *k, const Activity &a) {
                 json_builder_set_member_name(b, k);
                 json_builder_begin_object(b);
@@ -175,6 +186,8 @@ std::string CtlJson(const Daemon &d, uint32_t what) {
                 json_builder_set_member_name(b, "name");
                 json_builder_add_string_value(b, c->name.c_str());
                 add("locks_held", c->held.size());
+                add("pid", c->cred.pid);
+                add("uid", c->cred.uid);
                 add("missing_faults", c->stats.missing_faults);
                 add("wp_faults", c->stats.wp_faults);
                 add("write_ahead", c->stats.write_ahead);

@@ -25,6 +25,7 @@
 #pragma once
 
 #include <glib.h>
+#include <sys/socket.h>
 
 #include <array>
 #include <cstdint>
@@ -177,6 +178,7 @@ struct LocalClient {
     PageSet dirty;  // pages written since their last release
     SegmentStats stats;
     std::array<uint8_t, 16> uuid{};  // the VM's UUID from ATTACH (zero: none)
+    struct ucred cred = {0, uid_t(-1), gid_t(-1)};  // SO_PEERCRED at accept (pid 0: unknown)
     ClientMigration mig;
     std::deque<Frame> held_back;              // lock frames waiting for adopt / a move
     std::map<uint32_t, uint64_t> held_since;  // lock -> grant time (ns), for hold_ns

@@ -11,7 +11,9 @@
 #    unit tests where the I/O thread and the loop share state (run_tsan).
 # 2. Integration tests tests/t-*.sh, each in its own process with a time
 #    limit; their output goes to build/test-logs/NAME.log and is shown when
-#    they fail.
+#    they fail.  The t-dshm-* tests run the ASan/UBSan dshmd and host tools
+#    (build/meson-asan) when that build exists; a sanitizer report in any
+#    host's log fails the test (tb_teardown).
 # Ends with one line "dshm tests: N passed, M failed"; exit status 0 only if
 # nothing failed.
 set -uo pipefail
@@ -96,6 +98,18 @@ for t in "${selected[@]}"; do
     limit=$(sed -n 's/^# timeout: \([0-9]*\).*/\1/p' "tests/$t.sh"); limit=${limit:-300}
     start=$(date +%s)
     rm -rf "${LOGS:?}/$t.hosts"
+    # The t-dshm-* tests drive every protocol path (faults, releases, moves,
+    # lost hosts, bad input) with host-level clients: their dshmd and host
+    # tools are the ASan/UBSan build when it exists (the full run builds it
+    # above), and a sanitizer report in a log fails the test.  The VM and
+    # libvirt tests keep the plain build: under TCG their guests, not dshmd,
+    # set the pace, and CI's time limit is theirs.
+    host_build=
+    if [[ $t == t-dshm-* ]] && [ -z "${DSHM_HOST_BUILD:-}" ] && [ -x build/meson-asan/hostd/dshmd ]; then
+        host_build=$TOP/build/meson-asan
+    fi
+    DSHM_HOST_BUILD=${DSHM_HOST_BUILD:-$host_build} \
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} \
     TB_ARTIFACTS=$LOGS/$t.hosts timeout --kill-after=10 "$limit" bash "tests/$t.sh" >"$LOGS/$t.log" 2>&1 </dev/null
     rc=$?
     [ $rc = 124 ] && echo "(timed out after ${limit}s)" >>"$LOGS/$t.log"

@@ -40,7 +40,7 @@ t_step "ADOPT on h3: the destination holds lock 0; the source goes away"
 ds_script h3 dst seg
 t_assert_eq "$(ds_ask dst "adopt $token")" "ok held=0 queued=-" "locks handed to the destination"
 ds_ask_ok src "quit" >/dev/null
-sleep 0.5
+ds_wait_stat h2 seg local_copy False
 if ds_ask_recv waiter 1 >/dev/null; then t_fail "the source's exit dropped the migrated lock"; fi
 t_assert_eq "$(ds_ask dst "read 0")" "value 111" "the destination reads the source's write"
 t_assert_eq "$(ds_stat h2 seg local_copy)" "False" "h2 dropped its copy (no local client left)"

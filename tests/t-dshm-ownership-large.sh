@@ -33,7 +33,7 @@ t_say "   fill $(((t1 - t0) / 1000000)) ms, release $(((t2 - t1) / 1000000)) ms:
 t_assert_match "$rel" "pages=65536" "pages written back by the release"
 t_assert_eq "$(ds_stat h1 big writebacks_applied)" 65536 "write-backs applied on h1"
 t_assert_match "$(ds_ask vmA "verify 0 $SIZE 11" 240)" "^ok" "h1 reads all 256 MiB vmB released"
-sleep 0.6  # a report period or two: the owner sees vmB as the dominant user
+ds_wait_view h1 vmB "strong most-active"  # a report period: the owner sees the dominant user
 
 t_step "vmB migrates h2 -> h3: ownership of the 256 MiB segment moves h1 -> h3"
 t0=$(date +%s%N)

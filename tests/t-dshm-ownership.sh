@@ -34,11 +34,12 @@ ds_script h2 vmC seg
 t_step "vmA on h1 works hard; vmC on h2 touches the segment once"
 incr vmA 150 0 0
 incr vmC 1 1 8
-sleep 0.6  # a report period or two: the owner aggregates every host's figures
-ds_ctl h1 stats >/dev/null
+# The owner aggregates every host's figures, one report period (200 ms)
+# after they change: wait until h1 has h2's report of vmC.
+ds_wait_view h1 vmC '.* [1-9][0-9]*$'
 t_step "weak: vmC migrates h2 -> h3; ownership stays on h1"
 ds_migrate vmC h3 vmC2 seg vmC
-sleep 0.3
+# (h1 decided when P_ADOPT arrived, before its P_ADOPTED: nothing to wait for)
 t_assert_eq "$(owner_on h1)" 1 "owner after vmC's migration"
 r=$(reason_on h1)
 t_say "   h1: $r"
@@ -48,12 +49,8 @@ t_assert_eq "$(ds_ask vmC2 "read 8")" "value 2" "vmC's counter after its migrati
 
 t_step "strong: vmB on h2 becomes the dominant writer"
 incr vmB 400 0 0
-sleep 0.6
-cls=$(ds_ctl h1 stats --json | python3 -c '
-import json, sys
-for s in json.load(sys.stdin)["segments"]:
-    for v in s["cluster"]:
-        print(v["name"], v["link"], "most-active" if v["most_active"] else "-", v["events"])')
+ds_wait_view h1 vmB "strong most-active"
+cls=$(ds_cluster_view h1)
 t_say "$cls" | sed 's/^/   /'
 t_assert_match "$cls" "^vmB strong most-active" "vmB's classification on the owner"
 adv=$(ds_ctl h2 advise)

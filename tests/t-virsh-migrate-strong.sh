@@ -20,7 +20,7 @@ lv_vm_start h1 other seg 'for i in $(seq 1 40); do dshm-tool count seg --iterati
 t_step "the writer on h2 dominates; it migrates to h3 with virsh"
 lv_vm_wait writer '^batch 10[^0-9]' 120
 lv_vm_wait other '^slow 2[^0-9]' 120
-sleep 0.5
+ds_wait_view h1 writer "strong most-active"  # the owner has h2's report
 ds_ctl h1 stats | sed -n '/every host/,$p' | sed 's/^/   /'
 ms=$(lv_migrate h2 writer h3) || t_fail "virsh migrate failed"
 t_say "   virsh migrate --live took $ms ms; writer at $(grep -c '^batch' "$(lv_vm_console writer)") batches"

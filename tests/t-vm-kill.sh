@@ -16,7 +16,7 @@ vm_start h2 holder seg 'dshm-lock seg acquire --lock 0 && dshm-tool poke -d seg 
 vm_start h3 waiter seg 'read go; dshm-lock seg acquire --lock 0 --timeout 60 && echo ACQUIRED && dshm-tool peek -d seg --offset 0 && dshm-lock seg release --lock 0'
 vm_wait h2 holder '^HOLDING' 120
 vm_send h3 waiter go
-sleep 2
+ds_wait_stat h1 seg lock_waiters 1 60  # the waiter's ACQUIRE is queued at the owner
 grep -q '^ACQUIRED' "$(vm_console h3 waiter)" && t_fail "the waiter got the lock while the holder held it"
 
 t_step "kill -9 the holder's QEMU"

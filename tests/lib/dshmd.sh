@@ -15,15 +15,21 @@
 #   ds_attach HOST SEGMENT ARGS...       run dshm-attach on HOST
 #   ds_ctl HOST ARGS...                  run dshmctl on HOST
 #   ds_stat HOST SEGMENT KEY             one counter of a segment (dshmctl --json)
-#   ds_wait_stat HOST SEGMENT KEY VALUE  wait (5 s) until that counter is VALUE
+#   ds_wait_stat HOST SEGMENT KEY VALUE [SECS]  wait (5 s) until that counter is VALUE
 #   ds_wait_peer HOST PEER yes|no        wait (5 s) until HOST sees PEER connected
+#   ds_cluster_view HOST                 HOST's view of every host's VMs (owner)
+#   ds_wait_view HOST VM REGEX           wait (20 s) until VM's line matches
 #   ds_script / ds_ask / ds_ask_ok       scripted dshm-attach clients (below)
 #   ds_script_spawn HOST NAME CMD...     any line-driven program, for ds_ask
 #   ds_migrate SRC DST_HOST DST SEG VM   migrate a script client (below)
 
-DSHMD=$MESON_BUILD/hostd/dshmd
-DSHM_ATTACH=$MESON_BUILD/hostd/client/dshm-attach
-DSHMCTL=$MESON_BUILD/hostd/client/dshmctl
+# DSHM_HOST_BUILD: the meson build whose dshmd and host tools run (default
+# the plain build; tests/run.sh points the t-dshm-* tests at the ASan/UBSan
+# build, and tb_teardown fails a test whose logs hold a sanitizer report).
+DSHM_HOST_BUILD=${DSHM_HOST_BUILD:-$MESON_BUILD}
+DSHMD=$DSHM_HOST_BUILD/hostd/dshmd
+DSHM_ATTACH=$DSHM_HOST_BUILD/hostd/client/dshm-attach
+DSHMCTL=$DSHM_HOST_BUILD/hostd/client/dshmctl
 DSHM_PORT=7450
 DSHM_SOCK=/run/dshm/dshmd.sock
 
@@ -85,11 +91,28 @@ for s in json.load(sys.stdin)["segments"]:
 ' "$2" "$3"
 }
 
-# ds_wait_stat HOST SEGMENT KEY VALUE: waits (5 s) until ds_stat is VALUE;
-# fails the test otherwise.
+# ds_wait_stat HOST SEGMENT KEY VALUE [SECS]: waits (SECS, default 5) until
+# ds_stat is VALUE; fails the test otherwise.
 _ds_stat_is() { [ "$(ds_stat "$1" "$2" "$3")" = "$4" ]; }
 ds_wait_stat() {
-    t_wait_until 5 _ds_stat_is "$@" || t_fail "$1's $3 of $2 is '$(ds_stat "$1" "$2" "$3")', expected '$4'"
+    t_wait_until "${5:-5}" _ds_stat_is "$1" "$2" "$3" "$4" || t_fail "$1's $3 of $2 is '$(ds_stat "$1" "$2" "$3")', expected '$4'"
+}
+
+# ds_cluster_view HOST: the owner's classification of every host's VMs as
+# HOST sees it, one line per VM and segment: NAME LINK most-active|- EVENTS.
+ds_cluster_view() {
+    ds_ctl "$1" stats --json | python3 -c '
+import json, sys
+for s in json.load(sys.stdin)["segments"]:
+    for v in s["cluster"]:
+        print(v["name"], v["link"], "most-active" if v["most_active"] else "-", v["events"])'
+}
+
+_ds_view_is() { ds_cluster_view "$1" | grep -Eq "^$2 $3"; }
+# ds_wait_view HOST VM REGEX: waits (20 s: reports come every report-ms)
+# until HOST's line for VM matches REGEX after the name; fails otherwise.
+ds_wait_view() {
+    t_wait_until 20 _ds_view_is "$@" || t_fail "$1's view of $2 never matched '$3': $(ds_cluster_view "$1")"
 }
 
 _ds_peer_is() { ds_ctl "$1" peers | grep -Eq "^${2#h} +$2 .* $3 "; }

@@ -227,7 +227,11 @@ tb_spawn() {
     shift 2
     local dir=$TB_STATE/$h
     rm -f "$dir/$name.pid"
-    tb_run "$h" /bin/bash -c 'echo $$ >"$1"; shift; exec "$@"' tb-spawn "$dir/$name.pid" "$@" \
+    # The child closes every fd above 2 first: a daemon must not hold the
+    # test's files (a lock of the harness, a pipe to a test helper) open.
+    tb_run "$h" /bin/bash -c 'echo $$ >"$1"; shift
+        for f in /proc/self/fd/*; do f=${f##*/}; [ "$f" -gt 2 ] && eval "exec $f>&-"; done 2>/dev/null
+        exec "$@"' tb-spawn "$dir/$name.pid" "$@" \
         </dev/null >"$dir/$name.log" 2>&1 &
     local i
     for i in $(seq 1 100); do
@@ -260,6 +264,11 @@ tb_teardown() {
     local rc=$?
     trap - EXIT INT TERM
     local h pid1
+    # A sanitizer report in any log of any host fails the test (the daemons
+    # of the t-dshm-* tests run an ASan/UBSan build, tests/run.sh).
+    if [ -n "${TB_HOSTS[*]:-}" ] && _tb_sanitizer_reports; then
+        [ "$rc" = 0 ] && rc=1
+    fi
     # Keep the hosts' logs of a failed run (tests/run.sh sets TB_ARTIFACTS),
     # or of every run with TB_KEEP_LOGS=1.
     if { [ "$rc" != 0 ] || [ -n "${TB_KEEP_LOGS:-}" ]; } && [ -n "${TB_ARTIFACTS:-}" ]; then
@@ -281,6 +290,21 @@ tb_teardown() {
     rm -rf "$TB_STATE"
     TB_HOSTS=()
     return $rc
+}
+
+# _tb_sanitizer_reports: prints the sanitizer reports in the hosts' logs
+# (ASan, LSan, UBSan, TSan) and returns 0 if there were any.
+_tb_sanitizer_reports() {
+    local f found=1
+    for f in "$TB_STATE"/h*/*.log; do
+        [ -f "$f" ] || continue
+        if grep -Eq '(ERROR|WARNING): (Address|Leak|Thread)Sanitizer|runtime error: ' "$f"; then
+            echo "FAIL: sanitizer report in $f:" >&2
+            grep -E -A25 '(ERROR|WARNING): (Address|Leak|Thread)Sanitizer|runtime error: ' "$f" | head -n 40 >&2
+            found=0
+        fi
+    done
+    return $found
 }
 
 # tb_leftovers: prints what a testbed left behind (nothing when clean).
