@@ -27,6 +27,7 @@ child() {
             int) kill -INT $$; sleep 5 ;;
             term) kill -TERM $$; sleep 5 ;;
             crash) kill -KILL $$ ;;
+            sanitizer-report) echo "==1==ERROR: AddressSanitizer: heap-use-after-free" >"$TB_STATE/h1/sleeper.log"; exit 0 ;;
         esac
         echo "child: not reached"' child "$TOP" "$1" >/dev/null 2>&1
 }
@@ -45,6 +46,10 @@ child crash || true
 child ok
 assert_clean "after the run that followed a crash"
 
+t_step "a sanitizer report in a host's log fails the test at teardown"
+if child sanitizer-report; then t_fail "a run whose log held an ASan report passed"; fi
+assert_clean "after a child with a sanitizer report"
+
 t_step "3 hosts: addresses, hostnames, private /run and /dev/shm"
 tb_init 3
 t_assert_eq "$(tb_run h2 hostname)" h2 "hostname of h2"
@@ -54,6 +59,13 @@ tb_run h2 test ! -e /dev/shm/only-on-h1 || t_fail "/dev/shm is shared between h1
 tb_run h2 test ! -e /run/only-on-h1 || t_fail "/run is shared between h1 and h2"
 test ! -e /dev/shm/only-on-h1 || t_fail "h1's /dev/shm leaks into the machine"
 t_assert_match "$(tb_run h1 getent hosts h3)" "$TB_NET.3" "h1 resolves h3"
+
+t_step "a spawned process holds only stdin, stdout and stderr"
+exec {held}>"$TB_STATE/held-by-the-test"
+tb_spawn h1 fdsleeper sleep 600
+fds=$(tb_run h1 ls "/proc/$(cat "$TB_STATE/h1/fdsleeper.pid")/fd" | sort -n | tr '\n' ' ')
+exec {held}>&-
+t_assert_eq "$fds" "0 1 2 " "fds of a process tb_spawn started"
 
 t_step "h1 connects to a listener on h2 over the lab bridge"
 tb_spawn h2 listener busybox nc -l -p 7000 -e /bin/echo hello-from-h2

@@ -230,7 +230,7 @@ tb_spawn() {
     # The child closes every fd above 2 first: a daemon must not hold the
     # test's files (a lock of the harness, a pipe to a test helper) open.
     tb_run "$h" /bin/bash -c 'echo $$ >"$1"; shift
-        for f in /proc/self/fd/*; do f=${f##*/}; [ "$f" -gt 2 ] && eval "exec $f>&-"; done 2>/dev/null
+        for f in /proc/self/fd/*; do f=${f##*/}; [ "$f" -gt 2 ] && eval "exec $f>&-"; done
         exec "$@"' tb-spawn "$dir/$name.pid" "$@" \
         </dev/null >"$dir/$name.log" 2>&1 &
     local i
