@@ -1,4 +1,6 @@
-// dshmd configuration: a GKeyFile (default /etc/dshm/dshmd.conf).
+// dshmd configuration: a GKeyFile (default /etc/dshm/dshmd.conf).  The
+// notes after '#' below explain the keys; in a file a comment is a line of
+// its own (data/dshmd.conf.example), a '#' after a value is refused.
 //
 //   [dshmd]
 //   host-id = 1                      # 0..63, unique among the hosts
