@@ -71,6 +71,14 @@ for b in "${BUILDS[@]}"; do
     done
 done
 bench_prepare ab
+# host_conf HOST SETTINGS: the [dshmd] lines of HOST: poll-us, the shared
+# KEY=VALUE settings, then HOST's own (HOST:KEY=VALUE); a key given again
+# replaces the earlier one in place (dshmd refuses a key set twice).
+host_conf() {
+    { echo "poll-us=$POLL_US"; grep -v '^h[0-9]*:' <<<"$2" || true; sed -n "s/^$1://p" <<<"$2"; } |
+        awk -F= 'NF >= 2 { k = $1; gsub(/ /, "", k); if (!(k in v)) order[++n] = k; v[k] = $0 }
+                 END { for (j = 1; j <= n; j++) print v[order[j]] }'
+}
 exec > >(tee -i "$OUT") 2>&1
 echo "# dshmd A/B: $CMDLINE"
 bench_machine_line
@@ -91,9 +99,7 @@ for rep in $(seq 1 "$REPS"); do
         bench=$MESON_BUILD/bench/dshm_bench
         # hN:KEY=VALUE settings are for host hN alone (DSHM_CONF_hN), after
         # the shared ones, so they win.
-        both=$(grep -v '^h[0-9]*:' <<<"${SETTINGS[$i]}" || true)
-        DSHM_CONF_h1="poll-us = $POLL_US\n$both\n$(sed -n 's/^h1://p' <<<"${SETTINGS[$i]}")" \
-        DSHM_CONF_h2="poll-us = $POLL_US\n$both\n$(sed -n 's/^h2://p' <<<"${SETTINGS[$i]}")" \
+        DSHM_CONF_h1=$(host_conf h1 "${SETTINGS[$i]}") DSHM_CONF_h2=$(host_conf h2 "${SETTINGS[$i]}") \
             ds_cluster 2 "faults:$((PAGES * 4096)):1 wb:$((WB_PAGES * 4096)):1 lk:$(((DIRTY > 0 ? DIRTY : 1) * 4096)):1"
         bench_pin_dshmd h1 h2
         f=$(tb_run h2 $(bench_pin h2) "$bench" faults --socket "$SOCK" --segment faults --pages "$PAGES" --idle "$IDLE" | grep '^remote_fault ')

@@ -1,12 +1,17 @@
 #include "config.h"
 
 #include <glib.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
-#include <cctype>
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <optional>
-#include <set>
+#include <vector>
+
+#include "frame.h"
 
 namespace dshm {
 namespace {
@@ -14,10 +19,42 @@ namespace {
 struct KeyFileDeleter {
     void operator()(GKeyFile *k) const { g_key_file_free(k); }
 };
-struct StrvDeleter {
-    void operator()(gchar **v) const { g_strfreev(v); }
-};
 
+// The keys of each kind of group, in the order FormatConfig prints them.
+const std::vector<std::string> kDshmdKeys = {
+    "host-id",        "name",           "listen",           "socket",
+    "poll-us",        "ack-timeout-ms", "adopt-timeout-ms", "write-ahead-pages",
+    "io-thread",
+    "waiter-threads",  // the former name of io-thread
+    "exclusive-pages"};
+const std::vector<std::string> kPolicyKeys = {
+    "window-s", "report-ms", "log-s", "strong-min-events", "strong-min-share", "move-ownership"};
+const std::vector<std::string> kPeerKeys = {"host-id", "address"};
+const std::vector<std::string> kSegmentKeys = {"size", "owner"};
+
+// "did you mean 'x'?" for the closest of `known` when it is close enough,
+// else the list of known names.
+std::string Suggest(const std::string &got, const std::vector<std::string> &known,
+                    const std::string &before = "", const std::string &after = "") {
+    size_t best = SIZE_MAX;
+    std::string best_name;
+    for (const auto &k : known) {
+        size_t d = EditDistance(got, k);
+        if (d < best) {
+            best = d;
+            best_name = k;
+        }
+    }
+    if (!best_name.empty() && (best <= 2 || best <= got.size() / 3))
+        return "did you mean '" + before + best_name + after + "'?";
+    std::string list;
+    for (const auto &k : known)
+        list += (list.empty() ? "" : ", ") + before + k + after;
+    return "known: " + list;
+}
+
+// 1M etc.; nullopt when not a number with an optional K/M/G suffix or when
+// it overflows 64 bits.
 std::optional<uint64_t> ParseSize(std::string s) {
     if (s.empty())
         return std::nullopt;
@@ -40,10 +77,15 @@ std::optional<uint64_t> ParseSize(std::string s) {
     }
     if (mult != 1)
         s.pop_back();
-    if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos || s.size() > 12) {
+    guint64 n = 0;
+    if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos ||
+        !g_ascii_string_to_unsigned(s.c_str(), 10, 0, G_MAXUINT64, &n, nullptr)) {
         return std::nullopt;
     }
-    return std::stoull(s) * mult;
+    uint64_t v = 0;
+    if (__builtin_mul_overflow(static_cast<uint64_t>(n), mult, &v))
+        return std::nullopt;
+    return v;
 }
 
 std::string FormatDouble(double v) {
@@ -51,21 +93,94 @@ std::string FormatDouble(double v) {
     return g_ascii_formatd(buf, sizeof buf, "%g", v);
 }
 
-bool ValidSegmentName(const std::string &n) {
-    if (n.empty() || n.size() >= DSHM_SEGNAME_LEN)
-        return false;
-    for (char c : n) {
-        if (!isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-')
-            return false;
+std::string FormatSize(uint64_t v) {
+    if (v && v % (1ull << 30) == 0)
+        return std::to_string(v >> 30) + "G";
+    if (v && v % (1ull << 20) == 0)
+        return std::to_string(v >> 20) + "M";
+    if (v && v % (1ull << 10) == 0)
+        return std::to_string(v >> 10) + "K";
+    return std::to_string(v);
+}
+
+// What the raw text says about a group: where it and its keys are.
+struct RawGroup {
+    std::string name;
+    int line = 0;
+    std::map<std::string, int> keys;  // key -> line
+};
+
+std::string Chug(std::string_view s) {
+    size_t i = 0;
+    while (i < s.size() && g_ascii_isspace(s[i]))
+        i++;
+    return std::string(s.substr(i));
+}
+
+std::string Chomp(std::string s) {
+    while (!s.empty() && g_ascii_isspace(s.back()))
+        s.pop_back();
+    return s;
+}
+
+// Scans text that GKeyFile accepted for its group headers and keys, as
+// GKeyFile reads them (leading blanks skipped, '#' comment lines, key up to
+// '=' without trailing blanks).  Fails on a group given twice and on a key
+// set twice in one group: GKeyFile would merge the one and keep the last of
+// the other, silently.
+Status ScanRaw(const std::string &text, const std::string &origin, std::vector<RawGroup> *out) {
+    std::map<std::string, int> seen;  // group -> its line
+    int lineno = 0;
+    size_t pos = 0;
+    while (pos <= text.size()) {
+        size_t nl = text.find('\n', pos);
+        std::string_view raw(text.data() + pos, (nl == std::string::npos ? text.size() : nl) - pos);
+        pos = nl == std::string::npos ? text.size() + 1 : nl + 1;
+        lineno++;
+        std::string line = Chug(raw);
+        if (line.empty() || line[0] == '#')
+            continue;
+        if (line[0] == '[') {
+            size_t close = line.find(']');
+            std::string name =
+                line.substr(1, close == std::string::npos ? std::string::npos : close - 1);
+            auto [it, fresh] = seen.emplace(name, lineno);
+            if (!fresh) {
+                return Status::Proto(origin + ":" + std::to_string(lineno) + ": [" + name +
+                                     "]: group given twice (first at line " +
+                                     std::to_string(it->second) +
+                                     "); GKeyFile would merge them silently");
+            }
+            out->push_back(RawGroup{name, lineno, {}});
+            continue;
+        }
+        size_t eq = line.find('=');
+        if (eq == std::string::npos || out->empty())
+            continue;  // GKeyFile refused such a line already
+        std::string key = Chomp(line.substr(0, eq));
+        auto [it, fresh] = out->back().keys.emplace(key, lineno);
+        if (!fresh) {
+            return Status::Proto(origin + ":" + std::to_string(lineno) + ": [" + out->back().name +
+                                 "] " + key + ": set twice in this group (first at line " +
+                                 std::to_string(it->second) + ")");
+        }
     }
-    return true;
+    return Status::OK();
 }
 
 class Reader {
   public:
-    Reader(GKeyFile *kf, const std::string &origin) : kf_(kf), origin_(origin) {}
+    Reader(GKeyFile *kf, const std::string &origin, const std::vector<RawGroup> &raw)
+        : kf_(kf), origin_(origin) {
+        for (const auto &g : raw)
+            raw_[g.name] = &g;
+    }
 
-    Status Get(const char *group, const char *key, bool required, std::string *out) {
+    // A key's trimmed value; "" and OK when it is absent and not required.
+    // Empty values and values that look like they carry an inline comment
+    // are errors.  Records the key in *given.
+    Status Get(const char *group, const char *key, bool required, std::string *out,
+               std::set<std::string> *given = nullptr) {
         GError *err = nullptr;
         gchar *v = g_key_file_get_string(kf_, group, key, &err);
         if (!v) {
@@ -77,41 +192,54 @@ class Reader {
                 return Status::OK();
             return Status::Proto(Where(group, key) + (missing ? "missing" : msg));
         }
-        *out = g_strstrip(v);
+        std::string s = g_strstrip(v);
         g_free(v);
+        if (s.empty()) {
+            return Status::Proto(Where(group, key) +
+                                 "empty value (remove the line to get the default)");
+        }
+        for (const char *c : {" #", "\t#", " ;", "\t;"}) {
+            if (s.find(c) != std::string::npos) {
+                return Status::Proto(Where(group, key) + "'" + s +
+                                     "': GKeyFile has no inline comments (a ' #' or ' ;' and "
+                                     "what follows are part of the value): put the comment on "
+                                     "a line of its own");
+            }
+        }
+        *out = s;
+        if (given)
+            given->insert(std::string(group) + "/" + key);
         return Status::OK();
     }
 
     Status GetU64(const char *group, const char *key, bool required, uint64_t min, uint64_t max,
-                  uint64_t *out) {
+                  uint64_t *out, std::set<std::string> *given = nullptr) {
         std::string s;
-        Status st = Get(group, key, required, &s);
+        Status st = Get(group, key, required, &s, given);
         if (!st.ok() || s.empty())
             return st;
-        if (s.find_first_not_of("0123456789") != std::string::npos || s.size() > 19 ||
-            std::stoull(s) < min || std::stoull(s) > max) {
+        guint64 v = 0;
+        if (s.find_first_not_of("0123456789") != std::string::npos ||
+            !g_ascii_string_to_unsigned(s.c_str(), 10, min, max, &v, nullptr)) {
             return Status::Proto(Where(group, key) + "'" + s + "' is not a number in " +
                                  std::to_string(min) + ".." + std::to_string(max));
         }
-        *out = std::stoull(s);
+        *out = v;
         return Status::OK();
     }
 
     Status GetU32(const char *group, const char *key, bool required, uint32_t min, uint32_t max,
-                  uint32_t *out) {
+                  uint32_t *out, std::set<std::string> *given = nullptr) {
         uint64_t v = *out;
-        Status st = GetU64(group, key, required, min, max, &v);
+        Status st = GetU64(group, key, required, min, max, &v, given);
         *out = static_cast<uint32_t>(v);
         return st;
     }
 
-    Status GetU32(const char *group, const char *key, bool required, uint32_t max, uint32_t *out) {
-        return GetU32(group, key, required, 0, max, out);
-    }
-
-    Status GetDouble(const char *group, const char *key, double min, double max, double *out) {
+    Status GetDouble(const char *group, const char *key, double min, double max, double *out,
+                     std::set<std::string> *given) {
         std::string s;
-        Status st = Get(group, key, false, &s);
+        Status st = Get(group, key, false, &s, given);
         if (!st.ok() || s.empty())
             return st;
         char *end = nullptr;
@@ -124,9 +252,9 @@ class Reader {
         return Status::OK();
     }
 
-    Status GetBool(const char *group, const char *key, bool *out) {
+    Status GetBool(const char *group, const char *key, bool *out, std::set<std::string> *given) {
         std::string s;
-        Status st = Get(group, key, false, &s);
+        Status st = Get(group, key, false, &s, given);
         if (!st.ok() || s.empty())
             return st;
         std::string l = s;
@@ -142,27 +270,68 @@ class Reader {
         return Status::OK();
     }
 
-    // Fails on the first key of `group` that is not in `known`.
-    Status OnlyKeys(const char *group, const std::set<std::string> &known) {
-        gsize n = 0;
-        std::unique_ptr<gchar *, StrvDeleter> keys(g_key_file_get_keys(kf_, group, &n, nullptr));
-        for (gsize i = 0; keys && i < n; i++) {
-            if (!known.count(keys.get()[i]))
-                return Status::Proto(Where(group, keys.get()[i]) + "unknown key");
+    // Fails on the first key of `group` that is not in `known`, suggesting
+    // the closest known one.
+    Status OnlyKeys(const std::string &group, const std::vector<std::string> &known) {
+        auto it = raw_.find(group);
+        if (it == raw_.end())
+            return Status::OK();
+        // In the order of the file, so that the first one is reported.
+        std::vector<std::pair<int, std::string>> keys;
+        for (const auto &[k, line] : it->second->keys)
+            keys.emplace_back(line, k);
+        std::sort(keys.begin(), keys.end());
+        for (const auto &[line, k] : keys) {
+            if (std::find(known.begin(), known.end(), k) == known.end()) {
+                return Status::Proto(Where(group.c_str(), k.c_str()) + "unknown key; " +
+                                     Suggest(k, known));
+            }
         }
         return Status::OK();
     }
 
+    // "FILE:LINE: [GROUP] KEY: " (the key's line, else its group's).
     std::string Where(const char *group, const char *key) const {
-        return origin_ + ": [" + group + "] " + key + ": ";
+        return origin_ + ":" + std::to_string(Line(group, key)) + ": [" + group + "] " + key + ": ";
+    }
+    std::string Where(const std::string &group) const {
+        return origin_ + ":" + std::to_string(Line(group.c_str(), nullptr)) + ": [" + group + "]: ";
     }
 
   private:
+    int Line(const char *group, const char *key) const {
+        auto it = raw_.find(group);
+        if (it == raw_.end())
+            return 0;
+        if (key) {
+            auto k = it->second->keys.find(key);
+            if (k != it->second->keys.end())
+                return k->second;
+        }
+        return it->second->line;
+    }
+
     GKeyFile *kf_;
     std::string origin_;
+    std::map<std::string, const RawGroup *> raw_;
 };
 
 }  // namespace
+
+size_t EditDistance(const std::string &a, const std::string &b) {
+    std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); j++)
+        prev[j] = j;
+    for (size_t i = 1; i <= a.size(); i++) {
+        cur[0] = i;
+        for (size_t j = 1; j <= b.size(); j++) {
+            size_t sub = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+            cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
+        }
+        std::swap(prev, cur);
+    }
+    return prev[b.size()];
+}
 
 bool SplitHostPort(const std::string &addr, std::string *host, uint16_t *port) {
     auto colon = addr.rfind(':');
@@ -191,51 +360,99 @@ Status ParseConfig(const std::string &text, const std::string &origin, Config *o
         g_error_free(err);
         return st;
     }
-    Reader r(kf.get(), origin);
-    Config c;
-    if (!g_key_file_has_group(kf.get(), "dshmd"))
-        return Status::Proto(origin + ": no [dshmd] group");
-    Status st = r.GetU32("dshmd", "host-id", true, DSHM_MAX_HOSTS - 1, &c.host_id);
-    if (st.ok())
-        st = r.Get("dshmd", "listen", true, &c.listen);
-    if (st.ok())
-        st = r.Get("dshmd", "socket", false, &c.socket_path);
-    if (st.ok())
-        st = r.Get("dshmd", "name", false, &c.host_name);
-    if (st.ok())
-        st = r.GetU32("dshmd", "poll-us", false, 1000000, &c.poll_us);
-    if (st.ok())
-        st = r.GetU32("dshmd", "ack-timeout-ms", false, 3600000, &c.ack_timeout_ms);
-    if (st.ok())
-        st = r.GetU32("dshmd", "adopt-timeout-ms", false, 100, 3600000, &c.adopt_timeout_ms);
-    if (st.ok())
-        st = r.GetU32("dshmd", "write-ahead-pages", false, 256, &c.write_ahead_pages);
-    if (st.ok())
-        st = r.GetBool("dshmd", "waiter-threads", &c.io_thread);  // the former name
-    if (st.ok())
-        st = r.GetBool("dshmd", "io-thread", &c.io_thread);
-    if (st.ok())
-        st = r.GetBool("dshmd", "exclusive-pages", &c.exclusive_pages);
+    std::vector<RawGroup> raw;
+    Status st = ScanRaw(text, origin, &raw);
     if (!st.ok())
         return st;
+    Reader r(kf.get(), origin, raw);
+    Config c;
+    // Every group is known, named and has only known keys.
+    for (const auto &g : raw) {
+        const std::vector<std::string> *known = nullptr;
+        if (g.name == "dshmd") {
+            known = &kDshmdKeys;
+        } else if (g.name == "policy") {
+            known = &kPolicyKeys;
+        } else if (g.name.rfind("peer ", 0) == 0 || g.name == "peer") {
+            known = &kPeerKeys;
+        } else if (g.name.rfind("segment ", 0) == 0 || g.name == "segment") {
+            known = &kSegmentKeys;
+        } else {
+            // Suggest by the group's first word: [segmnet a] -> [segment a].
+            size_t sp = g.name.find(' ');
+            std::string word = g.name.substr(0, sp);
+            std::string rest = sp == std::string::npos ? "" : g.name.substr(sp);
+            std::string best;
+            size_t bestd = SIZE_MAX;
+            for (const char *k : {"dshmd", "policy", "peer", "segment"}) {
+                size_t d = EditDistance(word, k);
+                if (d < bestd) {
+                    bestd = d;
+                    best = k;
+                }
+            }
+            std::string hint;
+            if (bestd <= 2 || bestd <= word.size() / 3) {
+                if (best == "peer" || best == "segment")
+                    best += rest.empty() ? " NAME" : rest;
+                hint = "did you mean '[" + best + "]'? ";
+            }
+            return Status::Proto(r.Where(g.name) + "unknown group; " + hint +
+                                 "(groups: [dshmd], [policy], [peer NAME], [segment NAME])");
+        }
+        if (g.name == "peer" || g.name == "segment" || g.name == "peer " || g.name == "segment ") {
+            return Status::Proto(r.Where(g.name) + "needs a name: [" + Chomp(g.name) + " NAME]");
+        }
+        st = r.OnlyKeys(g.name, *known);
+        if (!st.ok())
+            return st;
+    }
+
+    if (!g_key_file_has_group(kf.get(), "dshmd"))
+        return Status::Proto(origin + ": no [dshmd] group");
+    std::set<std::string> *given = &c.given;
+    st = r.GetU32("dshmd", "host-id", true, 0, DSHM_MAX_HOSTS - 1, &c.host_id, given);
+    if (st.ok())
+        st = r.Get("dshmd", "listen", true, &c.listen, given);
+    if (st.ok())
+        st = r.Get("dshmd", "socket", false, &c.socket_path, given);
+    if (st.ok())
+        st = r.Get("dshmd", "name", false, &c.host_name, given);
+    if (st.ok())
+        st = r.GetU32("dshmd", "poll-us", false, 0, 1000000, &c.poll_us, given);
+    if (st.ok())
+        st = r.GetU32("dshmd", "ack-timeout-ms", false, 0, 3600000, &c.ack_timeout_ms, given);
+    if (st.ok()) {
+        st = r.GetU32("dshmd", "adopt-timeout-ms", false, 100, 3600000, &c.adopt_timeout_ms, given);
+    }
+    if (st.ok())
+        st = r.GetU32("dshmd", "write-ahead-pages", false, 0, 256, &c.write_ahead_pages, given);
+    if (st.ok())
+        st = r.GetBool("dshmd", "waiter-threads", &c.io_thread, given);  // the former name
+    if (st.ok())
+        st = r.GetBool("dshmd", "io-thread", &c.io_thread, given);
+    if (st.ok())
+        st = r.GetBool("dshmd", "exclusive-pages", &c.exclusive_pages, given);
+    if (!st.ok())
+        return st;
+    if (c.given.erase("dshmd/waiter-threads"))
+        c.given.insert("dshmd/io-thread");
     if (g_key_file_has_group(kf.get(), "policy")) {
         PolicyConfig &p = c.policy;
-        st = r.OnlyKeys("policy", {"window-s", "report-ms", "log-s", "strong-min-events",
-                                   "strong-min-share", "move-ownership"});
+        st = r.GetU32("policy", "window-s", false, 1, Monitor::kMaxWindowS, &p.window_s, given);
         if (st.ok())
-            st = r.GetU32("policy", "window-s", false, 1, Monitor::kMaxWindowS, &p.window_s);
+            st = r.GetU32("policy", "report-ms", false, 100, 60000, &p.report_ms, given);
         if (st.ok())
-            st = r.GetU32("policy", "report-ms", false, 100, 60000, &p.report_ms);
-        if (st.ok())
-            st = r.GetU32("policy", "log-s", false, 0, 86400, &p.log_s);
+            st = r.GetU32("policy", "log-s", false, 0, 86400, &p.log_s, given);
         if (st.ok()) {
-            st =
-                r.GetU64("policy", "strong-min-events", false, 0, 1000000000, &p.strong_min_events);
+            st = r.GetU64("policy", "strong-min-events", false, 0, 1000000000, &p.strong_min_events,
+                          given);
+        }
+        if (st.ok()) {
+            st = r.GetDouble("policy", "strong-min-share", 0.0, 1.0, &p.strong_min_share, given);
         }
         if (st.ok())
-            st = r.GetDouble("policy", "strong-min-share", 0.0, 1.0, &p.strong_min_share);
-        if (st.ok())
-            st = r.GetBool("policy", "move-ownership", &p.move_ownership);
+            st = r.GetBool("policy", "move-ownership", &p.move_ownership, given);
         if (!st.ok())
             return st;
     }
@@ -244,21 +461,25 @@ Status ParseConfig(const std::string &text, const std::string &origin, Config *o
     if (!SplitHostPort(c.listen, &h, &port)) {
         return Status::Proto(r.Where("dshmd", "listen") + "'" + c.listen + "' is not host:port");
     }
+    if (c.socket_path[0] != '/') {
+        return Status::Proto(r.Where("dshmd", "socket") + "'" + c.socket_path +
+                             "' is not an absolute path");
+    }
+    if (c.socket_path.size() >= sizeof(sockaddr_un::sun_path)) {
+        return Status::Proto(
+            r.Where("dshmd", "socket") + "'" + c.socket_path + "' is longer than " +
+            std::to_string(sizeof(sockaddr_un::sun_path) - 1) + " bytes (a unix socket's limit)");
+    }
     if (c.host_name.empty())
         c.host_name = "host" + std::to_string(c.host_id);
 
     std::set<uint32_t> ids{c.host_id};
-    std::set<std::string> segs;
-    gsize ngroups = 0;
-    std::unique_ptr<gchar *, StrvDeleter> groups(g_key_file_get_groups(kf.get(), &ngroups));
-    for (gsize i = 0; i < ngroups; i++) {
-        std::string g = groups.get()[i];
-        if (g == "dshmd" || g == "policy")
-            continue;
+    for (const auto &rg : raw) {
+        const std::string &g = rg.name;
         if (g.rfind("peer ", 0) == 0) {
             PeerConfig p;
             p.name = g.substr(5);
-            st = r.GetU32(g.c_str(), "host-id", true, DSHM_MAX_HOSTS - 1, &p.host_id);
+            st = r.GetU32(g.c_str(), "host-id", true, 0, DSHM_MAX_HOSTS - 1, &p.host_id);
             if (st.ok())
                 st = r.Get(g.c_str(), "address", true, &p.address);
             if (!st.ok())
@@ -275,17 +496,15 @@ Status ParseConfig(const std::string &text, const std::string &origin, Config *o
         } else if (g.rfind("segment ", 0) == 0) {
             SegmentConfig s;
             s.name = g.substr(8);
-            if (!ValidSegmentName(s.name)) {
-                return Status::Proto(origin + ": [" + g +
-                                     "]: segment names are 1..31 characters of A-Z a-z 0-9 . _ -");
-            }
-            if (!segs.insert(s.name).second) {
-                return Status::Proto(origin + ": [" + g + "]: segment defined twice");
+            if (!IsValidSegmentName(s.name)) {
+                return Status::Proto(r.Where(g) +
+                                     "segment names are 1..31 characters of A-Z a-z 0-9 . _ -, "
+                                     "and not '.' or '..'");
             }
             std::string size;
             st = r.Get(g.c_str(), "size", true, &size);
             if (st.ok())
-                st = r.GetU32(g.c_str(), "owner", true, DSHM_MAX_HOSTS - 1, &s.owner);
+                st = r.GetU32(g.c_str(), "owner", true, 0, DSHM_MAX_HOSTS - 1, &s.owner);
             if (!st.ok())
                 return st;
             auto v = ParseSize(size);
@@ -295,17 +514,37 @@ Status ParseConfig(const std::string &text, const std::string &origin, Config *o
             }
             s.size = *v;
             c.segments.push_back(std::move(s));
-        } else {
-            return Status::Proto(origin + ": unknown group [" + g + "]");
         }
+    }
+    if (c.segments.empty()) {
+        return Status::Proto(origin +
+                             ": no [segment NAME] group: dshmd needs at least one "
+                             "segment to serve");
     }
     for (const auto &s : c.segments) {
         if (!ids.count(s.owner)) {
-            return Status::Proto(origin + ": [segment " + s.name + "] owner: host " +
+            return Status::Proto(r.Where(("segment " + s.name).c_str(), "owner") + "host " +
                                  std::to_string(s.owner) + " is neither this host nor a peer");
         }
     }
     *out = std::move(c);
+    return Status::OK();
+}
+
+Status ResolveListen(const Config &c, const std::string &origin) {
+    std::string host;
+    uint16_t port;
+    if (!SplitHostPort(c.listen, &host, &port))
+        return Status::Proto(origin + ": [dshmd] listen: '" + c.listen + "' is not host:port");
+    struct addrinfo hints = {}, *res = nullptr;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
+    if (rc != 0 || !res) {
+        return Status::Proto(origin + ": [dshmd] listen: cannot resolve '" + host +
+                             "': " + (rc ? gai_strerror(rc) : "no address"));
+    }
+    freeaddrinfo(res);
     return Status::OK();
 }
 
@@ -314,13 +553,59 @@ Status LoadConfig(const std::string &path, Config *out) {
     gsize len = 0;
     GError *err = nullptr;
     if (!g_file_get_contents(path.c_str(), &text, &len, &err)) {
-        Status st = Status::Proto(std::string("cannot read config: ") + err->message);
+        Status st = Status::Internal(std::string("cannot read config: ") + err->message);
         g_error_free(err);
         return st;
     }
-    Status st = ParseConfig(std::string(text, len), path, out);
+    Config c;
+    Status st = ParseConfig(std::string(text, len), path, &c);
     g_free(text);
+    if (st.ok())
+        st = ResolveListen(c, path);
+    if (st.ok())
+        *out = std::move(c);
     return st;
+}
+
+std::string FormatConfig(const Config &c) {
+    std::string o =
+        "# The effective configuration: keys the file does not set are commented out and\n"
+        "# marked (default).\n";
+    auto key = [&](const char *group, const char *k, const std::string &v) {
+        bool dflt = !c.given.count(std::string(group) + "/" + k);
+        o += std::string(dflt ? "# " : "") + k + " = " + v + (dflt ? "  (default)" : "") + "\n";
+    };
+    auto b = [](bool v) { return std::string(v ? "true" : "false"); };
+    o += "[dshmd]\n";
+    key("dshmd", "host-id", std::to_string(c.host_id));
+    key("dshmd", "name", c.host_name);
+    key("dshmd", "listen", c.listen);
+    key("dshmd", "socket", c.socket_path);
+    key("dshmd", "poll-us", std::to_string(c.poll_us));
+    key("dshmd", "ack-timeout-ms", std::to_string(c.ack_timeout_ms));
+    key("dshmd", "adopt-timeout-ms", std::to_string(c.adopt_timeout_ms));
+    key("dshmd", "write-ahead-pages", std::to_string(c.write_ahead_pages));
+    key("dshmd", "io-thread", b(c.io_thread));
+    key("dshmd", "exclusive-pages", b(c.exclusive_pages));
+    o += std::string("# the I/O thread runs: ") + (c.UsesIoThread() ? "yes" : "no") +
+         " (when poll-us is 0 and io-thread true)\n";
+    o += "\n[policy]\n";
+    const PolicyConfig &p = c.policy;
+    key("policy", "window-s", std::to_string(p.window_s));
+    key("policy", "report-ms", std::to_string(p.report_ms));
+    key("policy", "log-s", std::to_string(p.log_s));
+    key("policy", "strong-min-events", std::to_string(p.strong_min_events));
+    key("policy", "strong-min-share", FormatDouble(p.strong_min_share));
+    key("policy", "move-ownership", b(p.move_ownership));
+    for (const auto &pc : c.peers) {
+        o += "\n[peer " + pc.name + "]\nhost-id = " + std::to_string(pc.host_id) +
+             "\naddress = " + pc.address + "\n";
+    }
+    for (const auto &s : c.segments) {
+        o += "\n[segment " + s.name + "]\nsize = " + FormatSize(s.size) +
+             "\nowner = " + std::to_string(s.owner) + "\n";
+    }
+    return o;
 }
 
 }  // namespace dshm

@@ -1,4 +1,6 @@
-// dshmd configuration: a GKeyFile (default /etc/dshm/dshmd.conf).
+// dshmd configuration: a GKeyFile (default /etc/dshm/dshmd.conf).  The
+// notes after '#' below explain the keys; in a file a comment is a line of
+// its own (data/dshmd.conf.example), a '#' after a value is refused.
 //
 //   [dshmd]
 //   host-id = 1                      # 0..63, unique among the hosts
@@ -40,15 +42,28 @@
 //   owner = 1                        # host id of the initial owner
 //
 // Every host of a cluster lists the same segments with the same size and
-// owner (and should use the same [policy]).  Parsing checks everything and
-// reports the first problem with its group and key; [policy] also rejects
-// unknown keys (a misspelt threshold would otherwise be silently ignored).
+// owner (and should use the same [policy]).
+//
+// Strictness (GKeyFile alone accepts much that is surely a mistake):
+// parsing checks everything and reports the first problem as
+// "FILE:LINE: [GROUP] KEY: what", with, for an unknown group or key, the
+// closest known one ("did you mean ...?", edit distance) or the list of
+// known ones.  Errors are: unknown groups and keys in any group; a group
+// given twice (GKeyFile would merge them) and a key set twice in a group
+// (GKeyFile keeps the last), found by scanning the raw text; an empty value
+// (`host-id =` read as 0 by GKeyFile's integer parser); a value containing
+// ` #` or ` ;` (GKeyFile has no inline comments: the comment is part of the
+// value); numbers out of range, including sizes that overflow 64 bits; a
+// relative `socket`; segment names outside IsValidSegmentName() (frame.h;
+// so not `.` or `..`); no segment at all.  LoadConfig() also checks that
+// `listen` resolves (ParseConfig() does no I/O).
 //
 // Thread safety: a Config is a plain value.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -90,13 +105,31 @@ struct Config {
     PolicyConfig policy;  // [policy]
     std::vector<PeerConfig> peers;
     std::vector<SegmentConfig> segments;
+    // "GROUP/KEY" of every [dshmd] and [policy] key the file set (the
+    // former name waiter-threads counts as io-thread): FormatConfig()
+    // marks the others as defaults.
+    std::set<std::string> given;
 };
 
 // Parses a key file's text.  `origin` names it in error messages.
 Status ParseConfig(const std::string &text, const std::string &origin, Config *out);
 
-// Reads and parses a file.
+// Reads and parses a file, then checks that `listen` resolves
+// (ResolveListen).  A file that cannot be read is E_INTERNAL, an invalid
+// one E_PROTO (dshmd exits 3 and 2: hostd/exit_codes.h).
 Status LoadConfig(const std::string &path, Config *out);
+
+// Fails when c.listen does not resolve to an address to bind (getaddrinfo
+// with AI_PASSIVE).  `origin` names the file in the message.
+Status ResolveListen(const Config &c, const std::string &origin);
+
+// The whole effective configuration as a key file that parses back to the
+// same Config: every key of [dshmd] and [policy], each one that the file did
+// not set commented out and marked "(default)", then the peers and segments.
+std::string FormatConfig(const Config &c);
+
+// Levenshtein distance (for "did you mean" suggestions).
+size_t EditDistance(const std::string &a, const std::string &b);
 
 // Splits "host:port" (port 1..65535).
 bool SplitHostPort(const std::string &addr, std::string *host, uint16_t *port);

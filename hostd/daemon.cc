@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <set>
+#include <sstream>
 
 #include "agent.h"
 #include "cache.h"
@@ -17,6 +19,7 @@
 #include "locker.h"
 #include "marks.h"
 #include "mover.h"
+#include "notify.h"
 #include "os/memfd.h"
 #include "peers.h"
 #include "trace.h"
@@ -93,6 +96,21 @@ Daemon::~Daemon() {
 }
 
 Status Daemon::Start() {
+    // Signals first: from the first socket on, a SIGTERM must end the loop
+    // (and unlink the socket) rather than kill the process.
+    auto quit = [](gpointer self) -> gboolean {
+        loop_mutex.AssertHeld();
+        static_cast<Daemon *>(self)->Quit();
+        return G_SOURCE_CONTINUE;
+    };
+    auto reload = [](gpointer self) -> gboolean {
+        loop_mutex.AssertHeld();
+        static_cast<Daemon *>(self)->Reload();
+        return G_SOURCE_CONTINUE;
+    };
+    signal_watches_.push_back(g_unix_signal_add(SIGINT, quit, this));
+    signal_watches_.push_back(g_unix_signal_add(SIGTERM, quit, this));
+    signal_watches_.push_back(g_unix_signal_add(SIGHUP, reload, this));
     for (auto &[name, s] : segments_) {
         if (IsOwner(s.get())) {
             Status st = EnsureMemfd(s.get());
@@ -107,13 +125,6 @@ Status Daemon::Start() {
         return st;
     peers_->DialAll();
     agent_->StartTimers();
-    auto quit = [](gpointer self) -> gboolean {
-        loop_mutex.AssertHeld();
-        static_cast<Daemon *>(self)->Quit();
-        return G_SOURCE_CONTINUE;
-    };
-    signal_watches_.push_back(g_unix_signal_add(SIGINT, quit, this));
-    signal_watches_.push_back(g_unix_signal_add(SIGTERM, quit, this));
     g_message(
         "dshmd host %u (%s): peers on %s, clients on %s, %zu segment(s), poll-us %u, "
         "I/O thread %s",
@@ -121,6 +132,79 @@ Status Daemon::Start() {
         cfg_.socket_path.c_str(), segments_.size(), cfg_.poll_us,
         cfg_.UsesIoThread() ? "on" : "off");
     return Status::OK();
+}
+
+namespace {
+
+// The key lines of FormatConfig(c) with no default marks: comparable.
+std::set<std::string> KeyLines(Config c) {
+    c.given.clear();
+    std::set<std::string> lines;
+    std::istringstream in(FormatConfig(c));
+    std::string group;
+    for (std::string l; std::getline(in, l);) {
+        if (!l.empty() && l[0] == '[')
+            group = l;
+        else if (l.rfind("# ", 0) == 0 && l.find(" = ") != std::string::npos)
+            lines.insert(group + " " + l.substr(2, l.find("  (default)") - 2));
+        else if (l.find(" = ") != std::string::npos)
+            lines.insert(group + " " + l);
+    }
+    return lines;
+}
+
+}  // namespace
+
+std::string Daemon::Reload() {
+    NotifyReloading("reloading " + config_path_);
+    std::string what;
+    Config fresh;
+    Status st = config_path_.empty() ? Status::Proto("no configuration file to read")
+                                     : LoadConfig(config_path_, &fresh);
+    if (!st.ok()) {
+        what = "reload failed, nothing changed: " + st.message();
+        g_warning("SIGHUP: %s", what.c_str());
+    } else {
+        // What can change now: the thresholds read at every decision.
+        PolicyConfig &p = cfg_.policy;
+        p.strong_min_events = fresh.policy.strong_min_events;
+        p.strong_min_share = fresh.policy.strong_min_share;
+        p.move_ownership = fresh.policy.move_ownership;
+        // Everything else that differs needs a restart.
+        std::set<std::string> now = KeyLines(cfg_), want = KeyLines(fresh);
+        int restart = 0;
+        for (const auto &l : want) {
+            if (!now.count(l)) {
+                g_warning(
+                    "SIGHUP: %s: %s differs from the running configuration: it takes "
+                    "effect at the next restart",
+                    config_path_.c_str(), l.c_str());
+                restart++;
+            }
+        }
+        for (const auto &l : now) {
+            // A peer or segment the file no longer has.
+            if (l.rfind("[peer ", 0) == 0 || l.rfind("[segment ", 0) == 0) {
+                std::string group = l.substr(0, l.find(']') + 1);
+                bool kept = false;
+                for (const auto &w : want)
+                    kept = kept || w.rfind(group, 0) == 0;
+                if (!kept) {
+                    g_warning(
+                        "SIGHUP: %s: %s is gone from the file: it stays until the next "
+                        "restart",
+                        config_path_.c_str(), group.c_str());
+                    restart++;
+                }
+            }
+        }
+        what = "reloaded " + config_path_ + ": policy thresholds applied" +
+               (restart ? ", " + std::to_string(restart) + " change(s) need a restart"
+                        : ", nothing needs a restart");
+        g_message("SIGHUP: %s", what.c_str());
+    }
+    NotifyReady(what);
+    return what;
 }
 
 Status Daemon::EnsureMemfd(Segment *s) {
@@ -164,6 +248,7 @@ void Daemon::Run() {
         g_main_context_iteration(ctx_, TRUE);
     }
     g_message("dshmd host %u: shutting down", cfg_.host_id);
+    NotifyStopping("shutting down");
 }
 
 void Daemon::Quit() {

@@ -95,11 +95,28 @@ class Daemon {
     Daemon(const Daemon &) = delete;
     Daemon &operator=(const Daemon &) = delete;
 
-    // Creates the sockets and the owned segments' memfds, dials the peers.
+    // Installs the handlers of SIGINT, SIGTERM (Quit) and SIGHUP (Reload)
+    // first, so that a signal that comes once a socket exists ends the loop
+    // cleanly instead of killing the process (the default action, exit
+    // 143); then creates the sockets and the owned segments' memfds, dials
+    // the peers.  A signal that came during Start is handled when Run starts.
     Status Start() REQUIRES(loop_mutex);
-    // Runs the main loop until Quit() (or SIGINT/SIGTERM).
+    // Runs the main loop until Quit() (or SIGINT/SIGTERM); tells systemd
+    // STOPPING=1 (notify.h) as it leaves.
     void Run() REQUIRES(loop_mutex);
     void Quit() REQUIRES(loop_mutex);
+
+    // The file Reload() reads (main.cc sets it; empty: SIGHUP only logs).
+    void SetConfigPath(std::string path) { config_path_ = std::move(path); }
+    // SIGHUP: reads the configuration file again and applies what can
+    // change while dshmd runs: the [policy] thresholds read at every
+    // decision (strong-min-events, strong-min-share, move-ownership).  Every
+    // other difference ([dshmd] keys, peers, segments, and the policy's
+    // window-s, report-ms and log-s, which size the monitor and its timers)
+    // is logged as needing a restart and not applied.  An invalid file is
+    // logged and changes nothing.  Tells systemd RELOADING=1 before and
+    // READY=1 after (notify.h).  Returns what it did, one line.
+    std::string Reload() REQUIRES(loop_mutex);
 
     // --- routers: a validated frame to the role that handles it ---
     void RouteClientFrame(LocalClient *c, Frame &&f) REQUIRES(loop_mutex);
@@ -159,8 +176,11 @@ class Daemon {
     const Agent &agent() const { return *agent_; }
 
   private:
-    // Set at construction, then only read: no lock needed.
+    // Set at construction, then only read, except the policy thresholds
+    // Reload() changes on the loop thread under the loop mutex (whose
+    // readers are all callbacks, under the loop mutex too).
     Config cfg_;
+    std::string config_path_;
     uint64_t incarnation_;
     GMainContext *ctx_ = nullptr;
     std::atomic<bool> quit_ = false;  // Quit() may come from a signal handler's thread

@@ -1,4 +1,5 @@
 // dshmd: the dshm host daemon.  A thin main over Daemon (daemon.h).
+// Exit statuses: exit_codes.h.
 #include <glib.h>
 #include <malloc.h>
 
@@ -6,34 +7,53 @@
 
 #include "config.h"
 #include "daemon.h"
+#include "exit_codes.h"
+#include "notify.h"
 #include "watch.h"
 
 int main(int argc, char **argv) {
     gchar *config_path = nullptr;
-    gboolean check_only = FALSE;
+    gboolean check_only = FALSE, version = FALSE;
     gint poll_us = -1;
     GOptionEntry entries[] = {
         {"config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path,
          "configuration file (default /etc/dshm/dshmd.conf)", "FILE"},
         {"check-config", 0, 0, G_OPTION_ARG_NONE, &check_only,
-         "parse the configuration, print it and exit", nullptr},
+         "check the configuration and print all of it, defaults included; exit 0 if it is "
+         "valid, 2 if not",
+         nullptr},
         {"poll-us", 0, 0, G_OPTION_ARG_INT, &poll_us,
          "busy-poll window in microseconds (overrides poll-us of the config; 0 = never spin)",
          "US"},
+        {"version", 0, 0, G_OPTION_ARG_NONE, &version, "print the version and exit", nullptr},
         {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
     };
     GOptionContext *ctx = g_option_context_new("- dshm host daemon");
     g_option_context_set_summary(
         ctx,
         "Serves the distributed shared memory segments of this host: page faults of\n"
-        "local clients (VMs), write-backs, invalidations and locks (docs/protocol.md).");
+        "local clients (VMs), write-backs, invalidations and locks (docs/protocol.md).\n"
+        "SIGTERM or SIGINT: shut down (exit 0). SIGHUP: read the configuration again\n"
+        "(the policy thresholds apply at once; other changes are logged as needing a\n"
+        "restart).");
+    g_option_context_set_description(ctx,
+                                     "Exit status: 0 ok, 1 could not start, 2 usage or invalid "
+                                     "configuration, 3 configuration file unreadable.\n");
     g_option_context_add_main_entries(ctx, entries, nullptr);
     GError *err = nullptr;
     if (!g_option_context_parse(ctx, &argc, &argv, &err)) {
         fprintf(stderr, "dshmd: %s (try --help)\n", err->message);
-        return 2;
+        return dshm::kExitUsage;
     }
     g_option_context_free(ctx);
+    if (version) {
+        printf("dshmd %s\n", DSHM_VERSION);
+        return dshm::kExitOk;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "dshmd: unexpected argument '%s' (try --help)\n", argv[1]);
+        return dshm::kExitUsage;
+    }
 
     dshm::Config cfg;
     std::string path = config_path ? config_path : "/etc/dshm/dshmd.conf";
@@ -41,21 +61,15 @@ int main(int argc, char **argv) {
     dshm::Status st = dshm::LoadConfig(path, &cfg);
     if (!st.ok()) {
         fprintf(stderr, "dshmd: %s\n", st.message().c_str());
-        return 2;
+        return st.code() == DSHM_E_PROTO ? dshm::kExitUsage : dshm::kExitUnavailable;
     }
-    if (poll_us >= 0)
+    if (poll_us >= 0) {
         cfg.poll_us = static_cast<uint32_t>(poll_us);
+        cfg.given.insert("dshmd/poll-us");
+    }
     if (check_only) {
-        printf("host %u (%s) listen %s socket %s poll-us %u io-thread %s\n", cfg.host_id,
-               cfg.host_name.c_str(), cfg.listen.c_str(), cfg.socket_path.c_str(), cfg.poll_us,
-               cfg.UsesIoThread() ? "on" : "off");
-        for (const auto &p : cfg.peers)
-            printf("peer %s host %u at %s\n", p.name.c_str(), p.host_id, p.address.c_str());
-        for (const auto &s : cfg.segments) {
-            printf("segment %s size %llu owner %u\n", s.name.c_str(), (unsigned long long)s.size,
-                   s.owner);
-        }
-        return 0;
+        printf("# %s: valid\n%s", path.c_str(), dshm::FormatConfig(cfg).c_str());
+        return dshm::kExitOk;
     }
     // A release moves megabytes through short-lived buffers (WRITEBACK
     // frames, send chunks): with glibc's defaults every release grew the
@@ -68,11 +82,16 @@ int main(int argc, char **argv) {
     // This thread iterates the loop: it holds the loop mutex (watch.h).
     dshm::loop_mutex.AssertHeld();
     dshm::Daemon daemon(std::move(cfg));
+    daemon.SetConfigPath(path);
     st = daemon.Start();
     if (!st.ok()) {
         g_critical("cannot start: %s", st.ToString().c_str());
-        return 1;
+        dshm::NotifyStatus("cannot start: " + st.message());
+        return dshm::kExitFailed;
     }
+    dshm::NotifyReady("serving " + std::to_string(daemon.cfg().segments.size()) +
+                      " segment(s); clients on " + daemon.cfg().socket_path + ", peers on " +
+                      daemon.cfg().listen);
     daemon.Run();
-    return 0;
+    return dshm::kExitOk;
 }

@@ -48,7 +48,23 @@ t_assert_file_match "$work/several.xml" "<alias name='ua-dshm-big-seg_1'/>" "ali
 t_assert_match "$("$DSHMCTL" --socket /run/x/d.sock domain-xml --name d --segment s)" \
     "<server path='/run/x/d.sock'/>" "dshmctl --socket P domain-xml uses P"
 
-t_step "a --snippet pasted into a hand-written domain validates"
+t_step "a --snippet is well-formed XML as printed, and pasted into a hand-written domain validates"
+# A snippet is a fragment (several elements, the qemu: prefix declared by the
+# domain it goes into): well-formed inside an element that declares the
+# prefix, comment included (XML forbids "--" in a comment).
+"$DSHMCTL" domain-xml --snippet --segment p1 --segment p2 >"$work/snippet.xml"
+{
+    echo "<fragment xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>"
+    cat "$work/snippet.xml"
+    echo "</fragment>"
+} >"$work/snippet-wrapped.xml"
+if command -v xmllint >/dev/null; then
+    out=$(xmllint --noout "$work/snippet-wrapped.xml" 2>&1) || { cat "$work/snippet.xml" >&2; t_fail "xmllint of the snippet: $out"; }
+else
+    out=$(python3 -c 'import sys, xml.dom.minidom; xml.dom.minidom.parse(sys.argv[1])' "$work/snippet-wrapped.xml" 2>&1) ||
+        { cat "$work/snippet.xml" >&2; t_fail "the snippet is not well-formed: $out"; }
+fi
+t_assert_file_match "$work/snippet.xml" '^<!-- ' "the snippet's header comment"
 {
     echo "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>"
     echo "  <name>pasted</name><memory unit='MiB'>64</memory>"

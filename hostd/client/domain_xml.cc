@@ -223,7 +223,8 @@ Status BuildDomainXml(const DomainXmlOptions &o, std::string *out) {
     }
     std::string x;
     if (o.snippet) {
-        x += "<!-- dshm segments (dshmctl domain-xml --snippet): put the <shmem> elements into\n";
+        // No "--" in a comment: XML forbids it (so not the option's name).
+        x += "<!-- dshm segments (a dshmctl domain-xml snippet): put the <shmem> elements into\n";
         x += "     <devices>, the <qemu:override> block at the end of <domain>, and declare\n";
         x += "     xmlns:qemu='" + std::string(kQemuXmlns) + "' on <domain>. -->\n";
         for (const std::string &seg : o.segments) {

@@ -194,6 +194,19 @@ START_TEST(snippet) {
     ck_assert_uint_eq(Count(x, "<shmem name="), 2);
     ck_assert_uint_eq(Count(x, "<qemu:override>\n"), 1);
     ck_assert(Has(x, "xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'"));
+    // XML forbids "--" inside a comment (the header said "--snippet").
+    DomainXmlOptions full;
+    full.name = "vm";
+    full.segments = {"a"};
+    for (const std::string &text : {x, Build(full)}) {
+        for (size_t at = text.find("<!--"); at != std::string::npos; at = text.find("<!--", at)) {
+            size_t end = text.find("-->", at + 4);
+            ck_assert(end != std::string::npos);
+            ck_assert_msg(text.substr(at + 4, end - at - 4).find("--") == std::string::npos,
+                          "'--' in the comment %s", text.substr(at, end + 3 - at).c_str());
+            at = end;
+        }
+    }
 }
 END_TEST
 

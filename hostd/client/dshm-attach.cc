@@ -23,7 +23,12 @@
 //         VM's destination does; prints the locks held and queued)
 //         each answered by one line: "ok ...", "value V", or "error ...".
 //
-// Exit status: 0 ok, 1 a check failed (verify), 2 usage, 3 dshmd/system error.
+// Options are parsed with GOption: unknown options are refused (exit 2),
+// --help prints them all, --version prints "dshm-attach VERSION".
+//
+// Exit status (exit_codes.h): 0 ok, 1 a check failed (verify, count
+// --exclusive), 2 usage, 3 dshmd unreachable or refused (no such segment).
+#include <glib.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -35,6 +40,7 @@
 #include <vector>
 
 #include "dshm_client.h"
+#include "exit_codes.h"
 #include "pattern.h"
 
 using dshm::Client;
@@ -44,13 +50,12 @@ namespace g = dshm::guest;
 namespace {
 
 int Usage(const std::string &m) {
-    fprintf(
-        stderr,
-        "dshm-attach: %s\nusage: dshm-attach [--socket PATH] [--name NAME] SEGMENT COMMAND "
-        "[options]\n"
-        "commands: count read write fill verify hold script (see the header of dshm-attach.cc)\n",
-        m.c_str());
-    return 2;
+    fprintf(stderr,
+            "dshm-attach: %s\nusage: dshm-attach [--socket PATH] [--name NAME] SEGMENT COMMAND "
+            "[options]\n"
+            "commands: count read write fill verify hold script (dshm-attach --help)\n",
+            m.c_str());
+    return dshm::kExitUsage;
 }
 
 volatile uint64_t *Word(Client &c, uint64_t off) {
@@ -121,7 +126,8 @@ std::string RunLine(Client &c, const std::string &line, bool *quit) {
             if (r.queued[l / 8] & (1u << (l % 8)))
                 queued += (queued.empty() ? "" : ",") + std::to_string(l);
         }
-        return "ok held=" + (held.empty() ? "-" : held) + " queued=" + (queued.empty() ? "-" : queued);
+        return "ok held=" + (held.empty() ? "-" : held) +
+               " queued=" + (queued.empty() ? "-" : queued);
     }
     if (cmd == "read") {
         auto o = num(0);
@@ -169,21 +175,77 @@ std::string RunLine(Client &c, const std::string &line, bool *quit) {
     return "error unknown command '" + cmd + "'";
 }
 
+constexpr char kCommands[] =
+    "Attaches to SEGMENT through the local dshmd, as QEMU does, and runs COMMAND:\n"
+    "  count --offset N --iterations K [--lock L] [--exclusive 1]\n"
+    "                       K times: acquire L, increment the u64 at N, release L\n"
+    "                       (--exclusive: every read must see this client's last write)\n"
+    "  read --offset N      print the u64 at N (no lock)\n"
+    "  write --offset N --value V [--lock L]\n"
+    "  fill --offset N --length LEN --pattern SEED [--lock L]\n"
+    "  verify --offset N --length LEN --pattern SEED [--lock L]\n"
+    "  hold --lock L [--offset N --value V] [--seconds S]\n"
+    "                       acquire, optionally write, sleep holding the lock\n"
+    "  script               commands on stdin, one per line (see dshm-attach.cc)";
+
 }  // namespace
 
 int main(int argc, char **argv) {
     std::string socket = "/run/dshm/dshmd.sock", name = "dshm-attach";
     std::vector<std::string> pos;
     std::map<std::string, std::string> opt;
+    // Every option takes a value; each is kept as text in `opt`.
+    const char *const kValued[][3] = {
+        {"socket", "dshmd's client socket (default /run/dshm/dshmd.sock)", "PATH"},
+        {"name", "this client's name, as dshmctl shows it (default dshm-attach)", "NAME"},
+        {"offset", "byte offset in the segment (K/M/G suffixes)", "N"},
+        {"length", "length in bytes (fill, verify)", "LEN"},
+        {"pattern", "seed of the pattern (fill, verify)", "SEED"},
+        {"value", "u64 to write (write, hold)", "V"},
+        {"lock", "lock id (default 0)", "L"},
+        {"iterations", "number of increments (count)", "K"},
+        {"seconds", "how long to hold the lock (hold; default forever)", "S"},
+        {"exclusive", "1: this client is the counter's only writer (count)", "1"},
+    };
+    constexpr size_t kN = sizeof kValued / sizeof kValued[0];
+    gchar *values[kN] = {};
+    gboolean version = FALSE;
+    std::vector<GOptionEntry> entries;
+    for (size_t i = 0; i < kN; i++) {
+        entries.push_back(
+            {kValued[i][0], 0, 0, G_OPTION_ARG_STRING, &values[i], kValued[i][1], kValued[i][2]});
+    }
+    entries.push_back(
+        {"version", 0, 0, G_OPTION_ARG_NONE, &version, "print the version and exit", nullptr});
+    entries.push_back({nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr});
+    GOptionContext *ctx = g_option_context_new("SEGMENT COMMAND");
+    g_option_context_set_summary(ctx, kCommands);
+    g_option_context_set_description(ctx,
+                                     "Exit status: 0 ok, 1 a check failed, 2 usage, 3 dshmd "
+                                     "unreachable or refused (e.g. no such segment).\n");
+    g_option_context_add_main_entries(ctx, entries.data(), nullptr);
+    GError *err = nullptr;
+    if (!g_option_context_parse(ctx, &argc, &argv, &err)) {
+        std::string m = err->message;
+        g_error_free(err);
+        g_option_context_free(ctx);
+        return Usage(m);
+    }
+    g_option_context_free(ctx);
+    if (version) {
+        printf("dshm-attach %s\n", DSHM_VERSION);
+        return dshm::kExitOk;
+    }
+    for (size_t i = 0; i < kN; i++) {
+        if (values[i])
+            opt[kValued[i][0]] = values[i];
+        g_free(values[i]);
+    }
     for (int i = 1; i < argc; i++) {
-        std::string s = argv[i];
-        if (s.rfind("--", 0) == 0) {
-            if (i + 1 >= argc)
-                return Usage("option " + s + " needs a value");
-            opt[s.substr(2)] = argv[++i];
-        } else {
-            pos.push_back(s);
-        }
+        if (argv[i][0] == '-' && strcmp(argv[i], "-") != 0 && strcmp(argv[i], "--") != 0)
+            return Usage(std::string("unknown option ") + argv[i]);
+        if (strcmp(argv[i], "--") != 0)
+            pos.push_back(argv[i]);
     }
     if (opt.count("socket"))
         socket = opt["socket"];
@@ -203,13 +265,13 @@ int main(int argc, char **argv) {
     Status st = c.Attach(socket, pos[0], name);
     if (!st.ok()) {
         fprintf(stderr, "dshm-attach: %s\n", st.ToString().c_str());
-        return 3;
+        return dshm::kExitUnavailable;
     }
     const std::string &cmd = pos[1];
     auto lock = num("lock", 0);
     auto fail = [](const Status &s) {
         fprintf(stderr, "dshm-attach: %s\n", s.ToString().c_str());
-        return 3;
+        return dshm::kExitUnavailable;
     };
     if (cmd == "script") {
         setvbuf(stdout, nullptr, _IOLBF, 0);

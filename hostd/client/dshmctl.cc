@@ -10,6 +10,11 @@
 //                                               libvirt domain XML for a VM with
 //                                               dshm segments (domain_xml.h; no dshmd
 //                                               needed; --help lists the options)
+//   dshmctl --version | --help
+//
+// Exit status (exit_codes.h): 0 ok, 2 usage, 3 dshmd unreachable or its
+// reply unreadable.
+#include <glib.h>
 #include <json-glib/json-glib.h>
 
 #include <cstdio>
@@ -18,15 +23,29 @@
 
 #include "domain_xml.h"
 #include "dshm_client.h"
+#include "exit_codes.h"
 
 namespace {
 
-int Usage() {
+constexpr char kCommands[] =
+    "Commands:\n"
+    "  segments   owner, size, local copy, clients and counters of each segment\n"
+    "  peers      the other hosts and their connections\n"
+    "  stats      both, plus the access monitor and the owner's classification\n"
+    "  advise     which VM would gain from moving to which host, ranked\n"
+    "  domain-xml --name NAME [--segment SEG]... [options]\n"
+    "             libvirt domain XML for a VM with dshm segments (no dshmd needed;\n"
+    "             dshmctl domain-xml --help lists its options)";
+
+int Usage(const std::string &why) {
     fprintf(stderr,
+            "dshmctl: %s\n"
             "usage: dshmctl [--socket PATH] segments|peers|stats|advise [--json]\n"
             "       dshmctl [--socket PATH] domain-xml --name NAME [--segment SEG]... "
-            "[options]\n");
-    return 2;
+            "[options]\n"
+            "(dshmctl --help for more)\n",
+            why.c_str());
+    return dshm::kExitUsage;
 }
 
 // `dshmctl domain-xml ARGS`: prints the XML; 2 on a usage error.  A --socket
@@ -47,10 +66,10 @@ int DomainXml(int argc, char **argv, const std::string &socket) {
     if (!st.ok()) {
         fprintf(stderr, "dshmctl domain-xml: %s\n(dshmctl domain-xml --help for the options)\n",
                 st.message().c_str());
-        return 2;
+        return dshm::kExitUsage;
     }
     fputs(xml.c_str(), stdout);
-    return 0;
+    return dshm::kExitOk;
 }
 
 long long Int(JsonObject *o, const char *k) {
@@ -174,42 +193,89 @@ void PrintPeers(JsonObject *root) {
 }  // namespace
 
 int main(int argc, char **argv) {
-    std::string socket = "/run/dshm/dshmd.sock", what;
-    bool json = false;
+    // domain-xml parses its own options (domain_xml.h): GOption sees only
+    // what comes before it.
+    int sub = argc;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--socket") && i + 1 < argc) {
-            socket = argv[++i];
-        } else if (!strcmp(argv[i], "--json")) {
-            json = true;
-        } else if (what.empty() && !strcmp(argv[i], "domain-xml")) {
-            return DomainXml(argc - i - 1, argv + i + 1, socket);
-        } else if (what.empty() && argv[i][0] != '-') {
-            what = argv[i];
-        } else {
-            return Usage();
+        if (!strcmp(argv[i], "--socket")) {
+            i++;
+        } else if (argv[i][0] != '-') {
+            if (!strcmp(argv[i], "domain-xml"))
+                sub = i;
+            break;
         }
     }
-    uint32_t q = what == "segments"                     ? DSHM_CTL_SEGMENTS
-                 : what == "peers"                      ? DSHM_CTL_PEERS
+    gchar *socket_opt = nullptr;
+    gboolean json = FALSE, version = FALSE;
+    GOptionEntry entries[] = {
+        {"socket", 0, 0, G_OPTION_ARG_FILENAME, &socket_opt,
+         "dshmd's client socket (default /run/dshm/dshmd.sock)", "PATH"},
+        {"json", 0, 0, G_OPTION_ARG_NONE, &json, "print dshmd's JSON reply as it is", nullptr},
+        {"version", 0, 0, G_OPTION_ARG_NONE, &version, "print the version and exit", nullptr},
+        {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
+    };
+    GOptionContext *ctx = g_option_context_new("COMMAND - look at a running dshmd");
+    g_option_context_set_summary(ctx, kCommands);
+    g_option_context_set_description(
+        ctx, "Exit status: 0 ok, 2 usage, 3 dshmd unreachable or its reply unreadable.\n");
+    g_option_context_add_main_entries(ctx, entries, nullptr);
+    GError *err = nullptr;
+    int nargs = sub;
+    if (!g_option_context_parse(ctx, &nargs, &argv, &err)) {
+        std::string m = err->message;
+        g_error_free(err);
+        g_option_context_free(ctx);
+        return Usage(m);
+    }
+    g_option_context_free(ctx);
+    std::string socket = socket_opt ? socket_opt : "/run/dshm/dshmd.sock";
+    g_free(socket_opt);
+    if (version) {
+        printf("dshmctl %s\n", DSHM_VERSION);
+        return dshm::kExitOk;
+    }
+    // GOption moved the arguments it consumed: argv[1..nargs) are the
+    // positional ones before domain-xml; domain-xml's own follow at sub.
+    if (sub < argc) {
+        if (nargs > 1)
+            return Usage(std::string("unexpected '") + argv[1] + "' before domain-xml");
+        if (json)
+            return Usage("--json is not an option of domain-xml");
+        return DomainXml(argc - sub - 1, argv + sub + 1, socket);
+    }
+    std::string what;
+    for (int i = 1; i < nargs; i++) {
+        if (argv[i][0] == '-' && strcmp(argv[i], "--") != 0)
+            return Usage(std::string("unknown option ") + argv[i]);
+        if (!strcmp(argv[i], "--"))
+            continue;
+        if (!what.empty())
+            return Usage(std::string("unexpected argument '") + argv[i] + "'");
+        what = argv[i];
+    }
+    if (what.empty())
+        return Usage("no command");
+    uint32_t q = what == "segments"                    ? DSHM_CTL_SEGMENTS
+                 : what == "peers"                     ? DSHM_CTL_PEERS
                  : what == "stats" || what == "advise" ? DSHM_CTL_STATS
-                                                        : 0;
+                                                       : 0;
     if (!q)
-        return Usage();
+        return Usage("unknown command '" + what + "'");
     std::string text;
     dshm::Status st = dshm::CtlQuery(socket, q, &text);
     if (!st.ok()) {
         fprintf(stderr, "dshmctl: %s\n", st.ToString().c_str());
-        return 3;
+        return dshm::kExitUnavailable;
     }
     if (json) {
         printf("%s\n", text.c_str());
         return 0;
     }
     JsonParser *parser = json_parser_new();
-    GError *err = nullptr;
+    err = nullptr;
     if (!json_parser_load_from_data(parser, text.c_str(), text.size(), &err)) {
         fprintf(stderr, "dshmctl: bad reply from dshmd: %s\n", err->message);
-        return 3;
+        return dshm::kExitUnavailable;
     }
     JsonObject *root = json_node_get_object(json_parser_get_root(parser));
     printf("host %lld (%s)\n", Int(root, "host_id"),

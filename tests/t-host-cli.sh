@@ -1,0 +1,105 @@
+#!/bin/bash
+# timeout: 120
+# The host tools' command-line conventions (README.md, "Exit statuses";
+# hostd/exit_codes.h) and the install layout:
+#   - dshmd, dshmctl and dshm-attach print "NAME VERSION" (meson's project
+#     version) for --version, their help on stdout for --help (exit 0), and
+#     refuse an unknown option with a message and exit 2; a missing argument
+#     is 2, an unreachable dshmd 3;
+#   - dshmd --check-config prints the whole effective configuration (every
+#     key, the defaults commented out and marked) and exits 0; an invalid
+#     file exits 2 with the message, an unreadable one 3; the example
+#     configuration that is installed is valid;
+#   - `meson install` puts dshmd in sbin, dshmctl and dshm-attach in bin, the
+#     guest tools under libexec/dshm/guest (not in bin), the example
+#     configuration under sysconfdir/dshm and the unit in the systemd unit
+#     directory.
+source "$(dirname "$0")/lib/common.sh"
+source "$TOP/tests/lib/dshmd.sh"
+work=$(mktemp -d /tmp/t-host-cli.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+version=$(meson introspect --projectinfo "$MESON_BUILD" | python3 -c 'import json, sys; print(json.load(sys.stdin)["version"])')
+
+# run_rc OUT ERR CMD...: runs CMD, stdout to OUT, stderr to ERR; echoes its status.
+run_rc() {
+    local out=$1 err=$2 rc=0
+    shift 2
+    "$@" >"$out" 2>"$err" || rc=$?
+    echo "$rc"
+}
+
+t_step "--version, --help and unknown options of dshmd, dshmctl, dshm-attach"
+for tool in "$DSHMD" "$DSHMCTL" "$DSHM_ATTACH"; do
+    name=${tool##*/}
+    t_assert_eq "$(run_rc "$work/out" "$work/err" "$tool" --version)" 0 "$name --version: exit status"
+    t_assert_eq "$(cat "$work/out")" "$name $version" "$name --version"
+    t_assert_eq "$(run_rc "$work/out" "$work/err" "$tool" --help)" 0 "$name --help: exit status"
+    t_assert_file_match "$work/out" "^Usage:" "$name --help on stdout"
+    t_assert_eq "$(cat "$work/err")" "" "$name --help: stderr"
+    t_assert_eq "$(run_rc "$work/out" "$work/err" "$tool" --bogus)" 2 "$name --bogus: exit status"
+    t_assert_file_match "$work/err" "--bogus" "$name --bogus: message"
+    t_assert_eq "$(cat "$work/out")" "" "$name --bogus: stdout"
+done
+# dshm-attach accepted any --word with a value, and --help was "needs a value".
+t_assert_eq "$(run_rc "$work/out" "$work/err" "$DSHM_ATTACH" s read --offest 8)" 2 "dshm-attach with a misspelt option"
+t_assert_file_match "$work/err" "--offest" "its message"
+t_assert_eq "$(run_rc "$work/out" "$work/err" "$DSHM_ATTACH" s)" 2 "dshm-attach without a command"
+t_assert_file_match "$work/err" "need SEGMENT and COMMAND" "its message"
+t_assert_eq "$(run_rc "$work/out" "$work/err" "$DSHM_ATTACH" --socket "$work/none.sock" s read)" 3 \
+    "dshm-attach with no dshmd"
+t_assert_eq "$(run_rc "$work/out" "$work/err" "$DSHMCTL")" 2 "dshmctl without a command"
+t_assert_eq "$(run_rc "$work/out" "$work/err" "$DSHMCTL" frobnicate)" 2 "dshmctl with an unknown command"
+t_assert_file_match "$work/err" "unknown command 'frobnicate'" "its message"
+t_assert_eq "$(run_rc "$work/out" "$work/err" "$DSHMCTL" segments peers)" 2 "dshmctl with two commands"
+t_assert_eq "$(run_rc "$work/out" "$work/err" "$DSHMCTL" --socket "$work/none.sock" segments)" 3 \
+    "dshmctl with no dshmd"
+t_assert_eq "$(run_rc "$work/out" "$work/err" "$DSHMCTL" --socket "$work/x.sock" domain-xml --snippet --segment a)" 0 \
+    "dshmctl --socket P domain-xml"
+t_assert_file_match "$work/out" "<server path='$work/x.sock'/>" "domain-xml with the socket given before it"
+t_assert_eq "$(run_rc "$work/out" "$work/err" "$DSHMCTL" domain-xml --help)" 0 "dshmctl domain-xml --help"
+t_assert_eq "$(run_rc "$work/out" "$work/err" "$DSHMD" stray)" 2 "dshmd with an argument"
+
+t_step "dshmd --check-config: the whole configuration, or the problem"
+example=$TOP/data/dshmd.conf.example
+t_assert_eq "$(run_rc "$work/out" "$work/err" "$DSHMD" --check-config --config "$example")" 0 \
+    "check of the example configuration ($(cat "$work/err"))"
+for line in '^host-id = 1$' '^listen = 10.0.0.1:7450$' '^poll-us = 0$' '^# ack-timeout-ms = 10000  \(default\)$' \
+    '^# write-ahead-pages = 16  \(default\)$' '^# io-thread = true  \(default\)$' '^# report-ms = 1000  \(default\)$' \
+    '^strong-min-share = 0.25$' '^\[peer h2\]$' '^\[segment counters\]$' '^size = 1M$'; do
+    t_assert_file_match "$work/out" "$line" "--check-config output"
+done
+# It parses back to itself.
+cp "$work/out" "$work/printed.conf"
+t_assert_eq "$(run_rc "$work/out2" "$work/err" "$DSHMD" --check-config --config "$work/printed.conf")" 0 \
+    "check of the printed configuration ($(cat "$work/err"))"
+diff <(tail -n +2 "$work/out") <(tail -n +2 "$work/out2") >/dev/null || t_fail "the printed configuration does not print the same"
+printf '[dshmd]\nhost-id = 1\nlisten = 127.0.0.1:7450\n[segment a]\nsize = 4K\nowner = 1\n[segment a]\nsize = 8K\n' >"$work/dup.conf"
+t_assert_eq "$(run_rc "$work/out" "$work/err" "$DSHMD" --check-config --config "$work/dup.conf")" 2 "a segment given twice"
+t_assert_file_match "$work/err" "dup.conf:7: \[segment a\]: group given twice \(first at line 4\)" "its message"
+t_assert_eq "$(cat "$work/out")" "" "no configuration printed for an invalid file"
+printf '[dshmd]\nhost-id = 1\nlisten = no-such-host.invalid:7450\n[segment a]\nsize = 4K\nowner = 1\n' >"$work/res.conf"
+t_assert_eq "$(run_rc "$work/out" "$work/err" "$DSHMD" --check-config --config "$work/res.conf")" 2 "an unresolvable listen"
+t_assert_file_match "$work/err" "\[dshmd\] listen: cannot resolve 'no-such-host.invalid'" "its message"
+t_assert_eq "$(run_rc "$work/out" "$work/err" "$DSHMD" --check-config --config "$work/none.conf")" 3 "an unreadable file"
+
+t_step "meson install: sbin, bin, libexec/dshm/guest, sysconfdir/dshm, the unit directory"
+dest=$work/dest
+meson install -C "$MESON_BUILD" --destdir "$dest" --no-rebuild >"$work/install.log" 2>&1 ||
+    { cat "$work/install.log"; t_fail "meson install"; }
+eval "$(meson introspect --buildoptions "$MESON_BUILD" | python3 -c '
+import json, os, sys
+o = {x["name"]: x["value"] for x in json.load(sys.stdin)}
+for k in ("prefix", "bindir", "sbindir", "libexecdir", "sysconfdir"):
+    print("%s=%s" % (k, os.path.join(o["prefix"], o[k])))')"
+for f in "$sbindir/dshmd" "$bindir/dshmctl" "$bindir/dshm-attach" "$libexecdir/dshm/guest/dshm-tool" \
+    "$libexecdir/dshm/guest/dshm-lock" "$sysconfdir/dshm/dshmd.conf.example"; do
+    [ -f "$dest$f" ] || t_fail "$f is not installed (installed: $(cd "$dest" && find . -type f | tr '\n' ' '))"
+done
+for f in dshm-tool dshm-lock dshmd; do
+    [ ! -e "$dest$bindir/$f" ] || t_fail "$bindir/$f is installed: not a host user's command"
+done
+unit=$(cd "$dest" && find . -name dshmd.service)
+t_assert_match "$unit" "^\./${prefix#/}/lib/systemd/system/dshmd.service$|^\./(usr/)?lib/systemd/system/dshmd.service$" "the unit's place"
+t_assert_file_match "$dest/$unit" "^ExecStart=$sbindir/dshmd --config $sysconfdir/dshm/dshmd.conf$" "the unit's ExecStart"
+t_say "   installed: $(cd "$dest" && find . -type f | sort | tr '\n' ' ')"
+t_say "ok"
