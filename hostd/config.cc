@@ -211,6 +211,8 @@ Status ParseConfig(const std::string &text, const std::string &origin, Config *o
     if (st.ok())
         st = r.GetU32("dshmd", "write-ahead-pages", false, 256, &c.write_ahead_pages);
     if (st.ok())
+        st = r.GetU32("dshmd", "read-ahead-pages", false, 1024, &c.read_ahead_pages);
+    if (st.ok())
         st = r.GetBool("dshmd", "waiter-threads", &c.io_thread);  // the former name
     if (st.ok())
         st = r.GetBool("dshmd", "io-thread", &c.io_thread);
