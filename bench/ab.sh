@@ -92,8 +92,8 @@ for rep in $(seq 1 "$REPS"); do
         # hN:KEY=VALUE settings are for host hN alone (DSHM_CONF_hN), after
         # the shared ones, so they win.
         both=$(grep -v '^h[0-9]*:' <<<"${SETTINGS[$i]}" || true)
-        DSHM_CONF_h1="poll-us = $POLL_US\n$both\n$(sed -n 's/^h1://p' <<<"${SETTINGS[$i]}")" \
-        DSHM_CONF_h2="poll-us = $POLL_US\n$both\n$(sed -n 's/^h2://p' <<<"${SETTINGS[$i]}")" \
+        DSHM_CONF_h1="poll-us = $POLL_US\nread-ahead-pages = 0\n$both\n$(sed -n 's/^h1://p' <<<"${SETTINGS[$i]}")" \
+        DSHM_CONF_h2="poll-us = $POLL_US\nread-ahead-pages = 0\n$both\n$(sed -n 's/^h2://p' <<<"${SETTINGS[$i]}")" \
             ds_cluster 2 "faults:$((PAGES * 4096)):1 wb:$((WB_PAGES * 4096)):1 lk:$(((DIRTY > 0 ? DIRTY : 1) * 4096)):1"
         bench_pin_dshmd h1 h2
         f=$(tb_run h2 $(bench_pin h2) "$bench" faults --socket "$SOCK" --segment faults --pages "$PAGES" --idle "$IDLE" | grep '^remote_fault ')
