@@ -436,9 +436,13 @@ void Cache::DropLocalCopy(Segment *s) {
     // PAGEs, served before the owner reads DROP_COPY, would otherwise land
     // in the next copy, whose own fetches of those pages they would answer
     // with content the owner no longer invalidates here.  OnPage calls
-    // again when the last one is in.
-    if (s->pages->fetching() > 0)
-        return;
+    // again when the last one is in.  (With the owner's connection gone no
+    // PAGE of it can come any more.)
+    if (s->pages->fetching() > 0) {
+        Peer *owner = d_.peers().Find(s->owner);
+        if (owner && owner->Live())
+            return;
+    }
     uint64_t unused = 0;
     for (uint32_t pg = 0; pg < s->npages; pg++) {
         if (s->pages->dirtiers(pg))
