@@ -126,11 +126,13 @@ void Cache::ReadAhead(LocalClient *c, uint32_t pg) {
         if (pg < ra.start)
             return;  // the newest window is still ahead of the reader
     }
-    const uint32_t window = ra.window == 0 ? std::min<uint32_t>(4, max) : std::min(2 * ra.window, max);
+    const uint32_t window =
+        ra.window == 0 ? std::min<uint32_t>(4, max) : std::min(2 * ra.window, max);
     const uint32_t from = ra.window > 0 && pg < ra.end ? ra.end : pg + 1;
     if (ra.window == 0)
         ra.first = ra.used_to = from;
-    const uint32_t to = static_cast<uint32_t>(std::min<uint64_t>(uint64_t(from) + window, s->npages));
+    const uint32_t to =
+        static_cast<uint32_t>(std::min<uint64_t>(uint64_t(from) + window, s->npages));
     ra.window = window;
     ra.start = std::min(from, to);
     ra.end = to;
@@ -304,8 +306,8 @@ void Cache::InstallPage(Segment *s, uint32_t pg, const uint8_t *data,
             }
         }
         if (via) {
-            auto r = os::CopyPage(via->uffd.get(), via->base + uint64_t(pg) * kPage, data, true,
-                                  false);
+            auto r =
+                os::CopyPage(via->uffd.get(), via->base + uint64_t(pg) * kPage, data, true, false);
             installed = r.ok() || r.err() == EEXIST;
         }
     }

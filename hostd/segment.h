@@ -66,7 +66,7 @@ struct SegmentStats {
     uint64_t excl_granted = 0;            // owner: single-writer marks granted (pages)
     uint64_t excl_revoked = 0;            // owner: marks revoked (pages)
     uint64_t whole_unchecked = 0;         // pages a release sent whole under a mark, not compared
-    uint64_t read_ahead = 0;         // pages fetched ahead of a sequential reader (non-owner)
+    uint64_t read_ahead = 0;              // pages fetched ahead of a sequential reader (non-owner)
     uint64_t read_ahead_used = 0;    // of those, seen used: faulted on, or passed by its reader
     uint64_t read_ahead_unused = 0;  // of those, invalidated or dropped before seen used
 };
