@@ -71,11 +71,13 @@ for b in "${BUILDS[@]}"; do
     done
 done
 bench_prepare ab
-# host_conf HOST SETTINGS: the [dshmd] lines of HOST: poll-us, the shared
+# host_conf HOST SETTINGS: the [dshmd] lines of HOST: poll-us and
+# read-ahead-pages = 0 (each access a remote fault; builds before read-ahead
+# ignore the key), the shared
 # KEY=VALUE settings, then HOST's own (HOST:KEY=VALUE); a key given again
 # replaces the earlier one in place (dshmd refuses a key set twice).
 host_conf() {
-    { echo "poll-us=$POLL_US"; grep -v '^h[0-9]*:' <<<"$2" || true; sed -n "s/^$1://p" <<<"$2"; } |
+    { echo "poll-us=$POLL_US"; echo "read-ahead-pages=0"; grep -v '^h[0-9]*:' <<<"$2" || true; sed -n "s/^$1://p" <<<"$2"; } |
         awk -F= 'NF >= 2 { k = $1; gsub(/ /, "", k); if (!(k in v)) order[++n] = k; v[k] = $0 }
                  END { for (j = 1; j <= n; j++) print v[order[j]] }'
 }

@@ -72,7 +72,7 @@ echo "# load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 tb_init 3
 H3=$(tb_addr h3)
 RES=$TB_STATE/results.txt
-ds_cluster 3 "seg:$((PAGES * REPS * 4096)):3" "poll-us = 0"
+ds_cluster 3 "seg:$((PAGES * REPS * 4096)):3" "poll-us = 0\nread-ahead-pages = 0"
 tb_kill h1 dshmd TERM
 for i in $(seq 1 100); do tb_alive h1 dshmd || break; sleep 0.05; done
 if [ "$PIN_HOSTS" = 1 ]; then

@@ -6,11 +6,23 @@
 // (uffd_floor, tcp_floor); see bench/README.md.
 //
 //   dshm_bench faults    --socket S --segment SEG --pages N [--first F] [--passes R]
+//                        [--random 1]
 //       Attaches and reads one byte of each of N pages (from page F on), each
 //       access timed with CLOCK_MONOTONIC: each is one remote read fault
 //       (missing fault -> dshmd -> FETCH -> owner -> PAGE -> UFFDIO_COPY).
 //       --passes R repeats this on R consecutive, still untouched ranges of
 //       N pages (one line per pass, then one line over all samples).
+//       --random 1 touches each range's pages in a shuffled order (fixed
+//       seed): single-page faults that read-ahead must leave alone.
+//   dshm_bench fill      --socket S --segment SEG --pages N
+//       (On the owner.)  Under lock 0 writes page index + 1 into the first
+//       u64 of each of pages 0..N-1, and a pattern into the rest, then
+//       releases: the content seqread checks.
+//   dshm_bench seqread   --socket S --segment SEG --pages N
+//       Reads every byte of pages 0..N-1 in order (8 bytes at a time), timed
+//       as a whole: a cold sequential read (each first touch of a page is a
+//       remote fault, or read-ahead took it).  Checks the first u64 of each
+//       page (page index + 1, as fill wrote it).
 //   dshm_bench lock      --socket S --segment SEG --dirty K --iterations N [--lock L]
 //       Per iteration: Acquire(L); write one u64 in each of K distinct pages;
 //       Release(L).  Times acquire, release and the whole iteration.  The K
@@ -27,6 +39,8 @@
 // Output (one line per measurement, stable and grep-able; MB = 10^6 bytes):
 //   remote_fault pass=I n=.. p50_us=.. p90_us=.. p99_us=.. mean_us=..    (with --passes > 1)
 //   remote_fault n=.. p50_us=.. p90_us=.. p99_us=.. mean_us=.. max_us=..
+//   seqread pages=N bytes=.. ms=.. mb_per_s=.. bad_pages=..
+//   fill pages=N pages_written=..
 //   lock_rtt dirty=K n=.. acquire_p50_us=.. acquire_p99_us=.. release_p50_us=..
 //            release_p99_us=.. total_p50_us=.. total_p99_us=.. total_mean_us=..
 //   writeback pages=P rounds=R mb_per_s=.. release_p50_ms=.. release_p99_ms=..
@@ -71,7 +85,9 @@ using dshm::bench::Summarize;
 [[noreturn]] void Usage(const std::string &m) {
     fprintf(stderr,
             "dshm_bench: %s\n"
-            "usage: dshm_bench faults    --socket S --segment SEG --pages N [--first F] [--passes R]\n"
+            "usage: dshm_bench faults    --socket S --segment SEG --pages N [--first F] [--passes R] [--random 1]\n"
+            "       dshm_bench fill      --socket S --segment SEG --pages N\n"
+            "       dshm_bench seqread   --socket S --segment SEG --pages N\n"
             "       dshm_bench lock      --socket S --segment SEG --dirty K --iterations N [--lock L]\n"
             "       dshm_bench writeback --socket S --segment SEG --pages P --rounds R\n",
             m.c_str());
@@ -122,7 +138,18 @@ int Faults(Client &c, const Opts &o) {
         std::vector<uint64_t> ns;
         ns.reserve(n);
         const uint64_t base = first + pass * n;
-        for (uint64_t p = base; p < base + n; p++) {
+        std::vector<uint64_t> order(n);
+        for (uint64_t i = 0; i < n; i++) order[i] = base + i;
+        if (o.Num("random", 0)) {
+            uint64_t x = 0x9e3779b97f4a7c15ull + pass;  // xorshift64, fixed seed: the same order every run
+            for (uint64_t i = n - 1; i > 0; i--) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                std::swap(order[i], order[x % (i + 1)]);
+            }
+        }
+        for (uint64_t p : order) {
             uint64_t t0 = NowNs();
             sink += d[p * kPage];
             uint64_t t1 = NowNs();
@@ -141,6 +168,41 @@ int Faults(Client &c, const Opts &o) {
            s.p90, s.p99, s.mean, s.max);
     if (sink == 0xdeadbeef) printf("#\n");  // keep the reads
     return 0;
+}
+
+int Fill(Client &c, const Opts &o) {
+    const uint64_t n = o.Num("pages");
+    if (n * kPage > c.size()) Usage("fill: --pages exceeds the segment");
+    if (Status st = c.Acquire(0); !st.ok()) Fail("acquire", st);
+    uint8_t *d = Bytes(c);
+    for (uint64_t p = 0; p < n; p++) {
+        uint64_t v = p + 1;
+        memset(d + p * kPage + 8, static_cast<int>(p & 0xff) | 1, kPage - 8);
+        memcpy(d + p * kPage, &v, 8);
+    }
+    dshm::ReleaseInfo info;
+    if (Status st = c.Release(0, &info); !st.ok()) Fail("release", st);
+    printf("fill pages=%llu pages_written=%u\n", (unsigned long long)n, info.pages_written);
+    return 0;
+}
+
+int SeqRead(Client &c, const Opts &o) {
+    const uint64_t n = o.Num("pages");
+    if (n == 0 || n * kPage > c.size()) Usage("seqread: --pages exceeds the segment");
+    const volatile uint64_t *d = reinterpret_cast<const volatile uint64_t *>(c.data());
+    uint64_t sum = 0, bad = 0;
+    const uint64_t t0 = NowNs();
+    for (uint64_t p = 0; p < n; p++) {
+        const volatile uint64_t *pg = d + p * (kPage / 8);
+        if (pg[0] != p + 1) bad++;
+        for (uint64_t i = 1; i < kPage / 8; i++) sum += pg[i];
+    }
+    const uint64_t t1 = NowNs();
+    const double ms = (t1 - t0) / 1e6;
+    printf("seqread pages=%llu bytes=%llu ms=%.3f mb_per_s=%.1f bad_pages=%llu\n", (unsigned long long)n,
+           (unsigned long long)(n * kPage), ms, n * kPage / 1e3 / ms, (unsigned long long)bad);
+    if (sum == 0xdeadbeef) printf("#\n");  // keep the reads
+    return bad ? 1 : 0;
 }
 
 int Lock(Client &c, const Opts &o) {
@@ -242,7 +304,8 @@ int main(int argc, char **argv) {
         if (a.rfind("--", 0) != 0 || i + 1 >= argc) Usage("bad argument '" + a + "'");
         o.kv[a.substr(2)] = argv[++i];
     }
-    if (mode != "faults" && mode != "lock" && mode != "writeback") Usage("unknown mode '" + mode + "'");
+    if (mode != "faults" && mode != "lock" && mode != "writeback" && mode != "fill" && mode != "seqread")
+        Usage("unknown mode '" + mode + "'");
     std::vector<std::unique_ptr<Client>> idle(o.Num("idle", 0));
     for (auto &i : idle) {
         i = std::make_unique<Client>();
@@ -255,5 +318,7 @@ int main(int argc, char **argv) {
     setvbuf(stdout, nullptr, _IOLBF, 0);
     if (mode == "faults") return Faults(c, o);
     if (mode == "lock") return Lock(c, o);
+    if (mode == "fill") return Fill(c, o);
+    if (mode == "seqread") return SeqRead(c, o);
     return Writeback(c, o);
 }

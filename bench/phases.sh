@@ -94,7 +94,7 @@ echo "# poll-us=$POLL_US pages=$PAGES rounds=$ROUNDS cpus: $(bench_cpus_line)"
 echo "# load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 tb_init 2
-DSHMD_PHASES=1 ds_cluster 2 "seg:$((PAGES * 4096)):1" "poll-us = $POLL_US"
+DSHMD_PHASES=1 ds_cluster 2 "seg:$((PAGES * 4096)):1" "poll-us = $POLL_US\nread-ahead-pages = 0"
 bench_pin_dshmd h1 h2
 PERF_DATA=$TB_STATE/perf.data
 if [ "$PERF" = 1 ]; then

@@ -179,7 +179,7 @@ run_dshm() {
     mode=$([ "$poll" = 0 ] && echo blocking || echo "poll$poll")
     tags="rep=$rep kind=dshm mode=$mode poll_us=$poll"
     fault_pages=$((PAGES * PASSES))
-    ds_cluster 2 "faults:$((fault_pages * 4096)):1 locks:2M:1 wb:$((WB_PAGES * 4096)):1" "poll-us = $poll"
+    ds_cluster 2 "faults:$((fault_pages * 4096)):1 locks:2M:1 wb:$((WB_PAGES * 4096)):1" "poll-us = $poll\nread-ahead-pages = 0"
     bench_pin_dshmd h1 h2
     echo "-- rep $rep: dshmd poll-us=$poll ($mode): remote faults, client on h2, segment owned by h1"
     local c1a c2a c1b c2b

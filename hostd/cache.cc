@@ -71,21 +71,90 @@ void Cache::HandleMissing(LocalClient *c, uint32_t pg, uint64_t addr) {
     c->stats.missing_faults++;
     d_.agent().Record(c, Activity{.read_faults = 1});
     Trace("missing", c->id, pg, s->pages->state(pg));
+    if (s->pages->TakeAhead(pg))
+        s->stats.read_ahead_used++;  // read ahead, still in flight (or just filled)
     switch (s->pages->OnMissingFault(pg, c->id, addr)) {
         case PageTable::MissingAction::kFillZero:
             return FillZero(c, addr);
         case PageTable::MissingAction::kWake:
             (void)os::Wake(c->uffd.get(), addr, kPage);
-            return;
+            break;
         case PageTable::MissingAction::kWait:
-            return;
+            break;
         case PageTable::MissingAction::kFetch:
             if (s->move)
                 return;  // sent to whichever host owns the segment after the move
             SendFetch(s, pg);
             Phase("flt-fetched", pg, 0);
-            return;
+            break;
     }
+    ReadAhead(c, pg);
+}
+
+void Cache::ReadAhead(LocalClient *c, uint32_t pg) {
+    // The kernel's on-demand readahead (mm/readahead.c), on the fault path:
+    // a fault right after the previous one, or inside what was read ahead
+    // for this client (clustered), continues a stream; anything else is
+    // random access and drops the window.  A stream's first read-ahead
+    // fetches 4 pages after the fault, each later one twice as many as the
+    // one before (up to read-ahead-pages), from where the last one ended:
+    // it is started when a fault reaches the newest window (the reader
+    // waits on a page of it, or has read past it), so one window is in
+    // flight while the reader consumes the one before.  Only INVALID pages
+    // are fetched (none present, none in flight).  Reads of a page once it
+    // is mapped are invisible to dshmd: a page read ahead counts as used
+    // when a client faults on it, or when its stream's reader faults past
+    // it.
+    Segment *s = c->seg;
+    const uint32_t max = d_.cfg().read_ahead_pages;
+    if (max == 0 || d_.IsOwner(s) || s->move)
+        return;
+    ReadAheadState &ra = c->ra;
+    const bool seq = ra.last != UINT32_MAX && pg == ra.last + 1;
+    const bool in_stream = ra.window > 0 && pg >= ra.first && pg <= ra.end;
+    ra.last = pg;
+    if (!seq && !in_stream) {
+        ra.window = 0;  // random: no read-ahead
+        return;
+    }
+    if (ra.window > 0) {
+        for (uint32_t q = std::max(ra.used_to, ra.first); q < pg; q++) {
+            if (s->pages->TakeAhead(q))
+                s->stats.read_ahead_used++;
+        }
+        ra.used_to = std::max(ra.used_to, pg);
+        if (pg < ra.start)
+            return;  // the newest window is still ahead of the reader
+    }
+    const uint32_t window =
+        ra.window == 0 ? std::min<uint32_t>(4, max) : std::min(2 * ra.window, max);
+    const uint32_t from = ra.window > 0 && pg < ra.end ? ra.end : pg + 1;
+    if (ra.window == 0)
+        ra.first = ra.used_to = from;
+    const uint32_t to =
+        static_cast<uint32_t>(std::min<uint64_t>(uint64_t(from) + window, s->npages));
+    ra.window = window;
+    ra.start = std::min(from, to);
+    ra.end = to;
+    // Corked: the window's FETCHes leave in one write (the fault's own
+    // FETCH went first, alone).
+    Peer *owner = d_.peers().Find(s->owner);
+    Conn *conn = owner ? owner->Live() : nullptr;
+    if (conn)
+        conn->Cork();
+    uint32_t n = 0;
+    for (uint32_t q = from; q < to; q++) {
+        if (s->pages->StartAheadFetch(q)) {
+            SendFetch(s, q);
+            n++;
+        }
+    }
+    if (conn)
+        conn->Uncork();
+    if (n > 0)
+        s->ahead_client = c->id;
+    s->stats.read_ahead += n;
+    c->stats.read_ahead += n;
 }
 
 void Cache::FillZero(LocalClient *c, uint64_t addr) {
@@ -193,6 +262,8 @@ void Cache::OnPage(Peer *peer, const Frame &f) {
     Trace("page-in", m.page, static_cast<uint32_t>(waiters.size()), 0, data);
     InstallPage(s, m.page, data, waiters);
     Phase("flt-done", m.page, 0);
+    if (s->clients.empty() && s->pages->fetching() == 0)
+        DropLocalCopy(s);  // the last client left while fetches were outstanding
 }
 
 void Cache::InstallPage(Segment *s, uint32_t pg, const uint8_t *data,
@@ -216,8 +287,32 @@ void Cache::InstallPage(Segment *s, uint32_t pg, const uint8_t *data,
             (void)os::Wake(c->uffd.get(), addr, kPage);
         }
     }
+    if (!installed && s->pages->state(pg) == PageTable::kFetching) {
+        // Nobody waits (a page read ahead, or its waiters died): filled all
+        // the same with one UFFDIO_COPY, atomically (a client reading the
+        // page meanwhile faults and is woken by the copy, and never sees it
+        // half written), through the userfaultfd of the client that read
+        // it ahead (its mapping then has it without a fault), else of any
+        // local client.
+        LocalClient *via = d_.clients().Find(s->ahead_client);
+        if (!via || via->seg != s || !via->uffd.valid()) {
+            via = nullptr;
+            for (uint32_t cid : s->clients) {
+                LocalClient *o = d_.clients().Find(cid);
+                if (o && o->uffd.valid()) {
+                    via = o;
+                    break;
+                }
+            }
+        }
+        if (via) {
+            auto r =
+                os::CopyPage(via->uffd.get(), via->base + uint64_t(pg) * kPage, data, true, false);
+            installed = r.ok() || r.err() == EEXIST;
+        }
+    }
     if (!installed && s->map) {
-        // Nobody waits: fill it through dshmd's own mapping.
+        // Nobody to copy through: fill it through dshmd's own mapping.
         memcpy(s->Page(pg), data, kPage);
         installed = true;
     }
@@ -249,8 +344,11 @@ void Cache::PunchLocal(Segment *s, const std::vector<uint32_t> &pages) {
         if (!r.ok())
             g_warning("segment %s: punching pages %u..%u: %s", s->cfg.name.c_str(), first,
                       first + n - 1, r.error().what.c_str());
-        for (uint32_t pg = first; pg < first + n; pg++)
+        for (uint32_t pg = first; pg < first + n; pg++) {
+            if (s->pages->TakeAhead(pg))
+                s->stats.read_ahead_unused++;
             s->pages->Punched(pg);
+        }
     });
     s->stats.invalidations_received += pages.size();
     for (uint32_t cid : s->clients) {
@@ -336,10 +434,24 @@ void Cache::DropLocalCopy(Segment *s) {
     // (its pages are the snapshot).  EndMove calls again.
     if (d_.IsOwner(s) || s->move || !s->clients.empty() || !s->memfd.valid())
         return;
+    // Not while fetches are outstanding (pages read ahead, mostly): their
+    // PAGEs, served before the owner reads DROP_COPY, would otherwise land
+    // in the next copy, whose own fetches of those pages they would answer
+    // with content the owner no longer invalidates here.  OnPage calls
+    // again when the last one is in.  (With the owner's connection gone no
+    // PAGE of it can come any more.)
+    if (s->pages->fetching() > 0) {
+        Peer *owner = d_.peers().Find(s->owner);
+        if (owner && owner->Live())
+            return;
+    }
+    uint64_t unused = 0;
     for (uint32_t pg = 0; pg < s->npages; pg++) {
         if (s->pages->dirtiers(pg))
             return;  // cannot happen without clients; never lose a write
+        unused += s->pages->ahead(pg);
     }
+    s->stats.read_ahead_unused += unused;
     munmap(s->map, s->cfg.size);
     s->map = nullptr;
     s->memfd.reset();

@@ -10,7 +10,9 @@
 // in write-protect mode and wakes every waiter.  A first write (a
 // write-protect fault) adds the page to the client's dirty set, takes the
 // twin, and unprotects it, with up to write-ahead-pages more pages for a
-// sequential writer.  On the owner the same code serves local clients:
+// sequential writer.  A sequential reader's missing faults fetch up to
+// read-ahead-pages more pages ahead (ReadAhead); they are fetches and
+// copies like any other.  On the owner the same code serves local clients:
 // their misses read the owner's memfd (or zeros).
 //
 // Thread safety: every method REQUIRES the loop mutex.
@@ -96,6 +98,11 @@ class Cache {
     // that are valid here and clean for c to c's dirty set (with twins).
     // Returns how many; the caller makes pg and those writable in one ioctl.
     uint32_t WriteAhead(LocalClient *c, uint32_t pg) REQUIRES(loop_mutex);
+    // c took a missing fault on pg (non-owner): grows c's read-ahead window
+    // for a sequential or clustered reader and fetches the next window's
+    // INVALID pages (FETCHes corked into one write); random access drops
+    // the window (read-ahead-pages, protocol.md section 3).
+    void ReadAhead(LocalClient *c, uint32_t pg) REQUIRES(loop_mutex);
 
     Daemon &d_;
 };

@@ -93,6 +93,9 @@ struct Config {
     uint32_t ack_timeout_ms = 10000;
     uint32_t adopt_timeout_ms = 30000;
     uint32_t write_ahead_pages = 16;
+    // A non-owner fetches up to this many pages ahead of a sequential
+    // reader's fault (0 = off; at most 1024; protocol.md section 3).
+    uint32_t read_ahead_pages = 64;
     // With poll-us = 0: connections and userfaultfds are waited for by the
     // I/O thread (watch.h, EnableIoThread).  Key io-thread; the former
     // name, waiter-threads, is still read.

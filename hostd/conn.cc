@@ -124,11 +124,15 @@ void Conn::ReadSome() {
         reader_.AddFds(fds);
         reader_.Commit(*r);
         delivering_ = true;
+        // The replies to the frames of one read leave together, in as few
+        // writes as possible (a run of FETCHes read ahead: its PAGEs).
+        Cork();
         while (!closed_) {
             std::optional<Frame> f;
             Status st = reader_.Next(&f);
             if (!st.ok()) {
                 delivering_ = false;
+                Uncork();
                 Fail(st);
                 return;
             }
@@ -146,6 +150,7 @@ void Conn::ReadSome() {
             }
         }
         delivering_ = false;
+        Uncork();
         if (*r < kReadBytes)
             return;
     }
@@ -387,9 +392,12 @@ void Conn::SetHelloDeadline(guint ms) {
 void Conn::Fail(const Status &why, uint16_t ref_type) {
     if (closed_)
         return;
-    // Best effort: one non-blocking write of the ERROR, then close.
+    // Best effort: one non-blocking write of the ERROR, then close.  What
+    // is queued goes first (replies corked during a read's delivery).
     auto msg = EncodeError(0, why, ref_type);
-    if (out_.empty())
+    if (!out_.empty())
+        Flush();
+    if (!closed_ && out_.empty())
         (void)!send(fd_.get(), msg.data(), msg.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     Close(why);
 }

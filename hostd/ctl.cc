@@ -173,6 +173,9 @@ std::string CtlJson(const Daemon &d, uint32_t what) {
                 marked += s->pages->excl(pg) >= 0;
             add("excl_marked", marked);
             add("whole_unchecked", st.whole_unchecked);
+            add("read_ahead", st.read_ahead);
+            add("read_ahead_used", st.read_ahead_used);
+            add("read_ahead_unused", st.read_ahead_unused);
             json_builder_end_object(b);
             json_builder_set_member_name(b, "clients");
             json_builder_begin_array(b);
@@ -191,6 +194,7 @@ std::string CtlJson(const Daemon &d, uint32_t what) {
                 add("missing_faults", c->stats.missing_faults);
                 add("wp_faults", c->stats.wp_faults);
                 add("write_ahead", c->stats.write_ahead);
+                add("read_ahead", c->stats.read_ahead);
                 add("pages_written_back", c->stats.pages_written_back);
                 add("bytes_written_back", c->stats.bytes_written_back);
                 add("acquires", c->stats.acquires);

@@ -10,7 +10,10 @@
 // content; a release on the owner invalidates the other hosts' copies, which fault and fetch the
 // new content; a remote writer's release is applied at the owner and invalidates the third host's
 // copy; a lost host's lock passes to the next in line, its clean copies are punched, its lock
-// requests fail, and what it released before stays at the owner.
+// requests fail, and what it released before stays at the owner; read-ahead: a sequential scan
+// fetches ahead, a page read ahead and invalidated before use is read with the released value
+// (also with the FETCH in flight during the release), random access and read-ahead-pages = 0 read
+// nothing ahead.
 #include "daemon.h"
 
 #include <glib.h>
@@ -89,7 +92,8 @@ struct Cluster {
     // io_thread: the daemons' connections and userfaultfds on the I/O
     // thread (watch.h), as dshmd runs by default; the test thread is then
     // the loop thread, holding the loop mutex except while it polls.
-    explicit Cluster(bool io_thread = false) {
+    // read_ahead: read-ahead-pages of every host (-1: the default).
+    explicit Cluster(bool io_thread = false, int read_ahead = -1, uint64_t seg_size = kSegSize) {
         loop_mutex.AssertHeld();  // the test thread iterates the loop
         if (io_thread)
             EnableIoThread();
@@ -100,11 +104,13 @@ struct Cluster {
             c.host_name = "h" + std::to_string(i);
             c.socket_path = Sock(i);
             c.io_thread = io_thread;
+            if (read_ahead >= 0)
+                c.read_ahead_pages = static_cast<uint32_t>(read_ahead);
             for (int j = 1; j <= kHosts; j++) {
                 if (j != i)
                     c.peers.push_back(PeerConfig{"h" + std::to_string(j), uint32_t(j), ""});
             }
-            c.segments.push_back(SegmentConfig{"seg", kSegSize, 1});
+            c.segments.push_back(SegmentConfig{"seg", seg_size, 1});
             d[i] = std::make_unique<Daemon>(std::move(c));
             Status st = d[i]->Start();
             ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
@@ -301,6 +307,178 @@ START_TEST(lost_host) {
 }
 END_TEST
 
+// --- read-ahead (protocol.md section 3) ---
+
+namespace {
+constexpr uint32_t kRaPages = 512;  // the read-ahead tests' segment
+volatile uint64_t sink;             // reads whose value does not matter, kept
+
+// Reads pages [first, first + n) in order on c's thread; returns their values.
+std::vector<uint64_t> Scan(Client &c, uint32_t first, uint32_t n) {
+    std::vector<uint64_t> v(n);
+    ck_assert(OffLoop([&] {
+        for (uint32_t i = 0; i < n; i++)
+            v[i] = Read(c, first + i);
+    }));
+    return v;
+}
+
+std::vector<uint32_t> Range(uint32_t first, uint32_t n) {
+    std::vector<uint32_t> v(n);
+    for (uint32_t i = 0; i < n; i++)
+        v[i] = first + i;
+    return v;
+}
+
+// Runs the loop until no fetch is outstanding at host i.
+void Settle(Cluster &cl, int i) REQUIRES(loop_mutex) {
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) { return cl.Seg(i)->pages->fetching() == 0; }));
+}
+}  // namespace
+
+// A sequential scan on a non-owner fetches ahead of its faults: fewer
+// faults than pages, every page read right.
+START_TEST(read_ahead_sequential_scan) {
+    loop_mutex.AssertHeld();
+    Cluster cl(false, 64, uint64_t(kRaPages) * kPage);
+    Client a, b;
+    AttachOn(cl, 1, a, "vm-a");
+    AttachOn(cl, 2, b, "vm-b");
+    for (uint32_t pg = 0; pg < 256; pg += 64) {
+        Status st;
+        ck_assert(OffLoop([&] {
+            st = a.Acquire(0);
+            if (!st.ok())
+                return;
+            for (uint32_t q = pg; q < pg + 64; q++)
+                Write(a, q, 0xa000 + q);
+            st = a.Release(0);
+        }));
+        ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+    }
+    std::vector<uint64_t> v = Scan(b, 0, 256);
+    for (uint32_t q = 0; q < 256; q++)
+        ck_assert_uint_eq(v[q], 0xa000 + q);
+    Settle(cl, 2);
+    const SegmentStats &st = cl.Stats(2);
+    ck_assert_uint_gt(st.read_ahead, 0);
+    ck_assert_uint_lt(st.missing_faults, 256);  // the pages read ahead took no fault
+    ck_assert_uint_gt(st.read_ahead_used, 0);
+    ck_assert_uint_le(st.read_ahead_used + st.read_ahead_unused, st.read_ahead);
+    ck_assert_uint_eq(st.fetches_sent, cl.Stats(1).fetches_served);
+    // Every page fetched once, on demand or ahead: as many fetches as pages now valid.
+    uint32_t valid = 0;
+    for (uint32_t q = 0; q < kRaPages; q++)
+        valid += cl.State(2, q) == PageTable::kValid;
+    ck_assert_uint_eq(st.fetches_sent, valid);
+    ck_assert_uint_le(st.read_ahead, 64 + 256);  // never more than a window past the scan
+    // Pages read ahead are copies like any other: h2 is in their copy sets.
+    for (uint32_t q = 0; q < 256; q++)
+        ck_assert_uint_ne(cl.Seg(1)->pages->copyset(q) & (1u << 2), 0);
+}
+END_TEST
+
+// A page read ahead and invalidated (the owner's release of a write) before
+// its client reads it is read with the released value, never stale; so is
+// one whose FETCH is in flight while the owner releases (a writer on the
+// owner racing a scan, several rounds).
+START_TEST(read_ahead_invalidated_before_use) {
+    loop_mutex.AssertHeld();
+    Cluster cl(false, 64, uint64_t(kRaPages) * kPage);
+    Client a, b;
+    AttachOn(cl, 1, a, "vm-a");
+    AttachOn(cl, 2, b, "vm-b");
+    ck_assert_uint_eq(WriteUnderLock(a, 0, Range(0, 16), 0x1111), 16);
+
+    // Pages 0 and 1 read in sequence: pages 2..5 come ahead, unread.
+    std::vector<uint64_t> v = Scan(b, 0, 2);
+    ck_assert_uint_eq(v[0], 0x1111);
+    ck_assert_uint_eq(v[1], 0x1111);
+    Settle(cl, 2);
+    ck_assert_uint_eq(cl.Stats(2).read_ahead, 4);
+    for (uint32_t q = 2; q < 6; q++) {
+        ck_assert_int_eq(cl.State(2, q), PageTable::kValid);
+        ck_assert(cl.Seg(2)->pages->ahead(q));
+    }
+    // The owner rewrites page 4: h2's copy, read ahead and never read, is
+    // invalidated before the release completes.
+    ck_assert_uint_eq(WriteUnderLock(a, 0, {4}, 0x2222), 1);
+    ck_assert_int_eq(cl.State(2, 4), PageTable::kInvalid);
+    ck_assert_uint_eq(cl.Stats(2).read_ahead_unused, 1);
+    ck_assert_uint_eq(ReadOff(b, 3), 0x1111);
+    ck_assert_uint_eq(ReadOff(b, 4), 0x2222);
+    ck_assert_uint_eq(ReadOff(b, 5), 0x1111);
+
+    // Races: the owner rewrites the pages ahead of a scan while the scan's
+    // read-ahead FETCHes are in flight.  Whatever the interleaving, a page
+    // read after the release completed has the released value.
+    for (uint32_t round = 0; round < 8; round++) {
+        const uint32_t first = 16 + round * 48;
+        const uint64_t val = 0x5000 + round;
+        std::atomic<bool> released{false};
+        Status st;
+        std::vector<uint64_t> after;
+        ck_assert(OffLoop([&] {
+            std::thread writer([&] {
+                st = a.Acquire(1);
+                if (st.ok()) {
+                    for (uint32_t q = first; q < first + 48; q++)
+                        Write(a, q, val);
+                    st = a.Release(1);
+                }
+                released = true;
+            });
+            for (uint32_t q = first; q < first + 24; q++)
+                sink = Read(b, q);  // old or new: the release is concurrent
+            writer.join();
+            for (uint32_t q = first; q < first + 48; q++)
+                after.push_back(Read(b, q));
+        }));
+        ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+        ck_assert(released.load());
+        for (uint32_t i = 0; i < after.size(); i++)
+            ck_assert_msg(after[i] == val, "round %u page %u: %#lx, not %#lx", round, first + i,
+                          static_cast<unsigned long>(after[i]), static_cast<unsigned long>(val));
+    }
+    ck_assert_uint_gt(cl.Stats(2).read_ahead, 4);
+}
+END_TEST
+
+// Random access (no fault right after another, none inside a window) reads
+// nothing ahead.
+START_TEST(read_ahead_random_access_none) {
+    loop_mutex.AssertHeld();
+    Cluster cl(false, 64, uint64_t(kRaPages) * kPage);
+    Client a, b;
+    AttachOn(cl, 1, a, "vm-a");
+    AttachOn(cl, 2, b, "vm-b");
+    std::vector<uint32_t> order;
+    for (uint32_t i = 0; i < 100; i++)
+        order.push_back((i * 197 + 11) % kRaPages);  // a permutation step of 197 pages
+    ck_assert(OffLoop([&] {
+        for (uint32_t pg : order)
+            sink = Read(b, pg);
+    }));
+    Settle(cl, 2);
+    ck_assert_uint_eq(cl.Stats(2).read_ahead, 0);
+    ck_assert_uint_eq(cl.Stats(2).fetches_sent, order.size());
+    ck_assert_uint_eq(cl.Stats(2).missing_faults, order.size());
+}
+END_TEST
+
+// read-ahead-pages = 0: a sequential scan fetches page by page.
+START_TEST(read_ahead_off) {
+    loop_mutex.AssertHeld();
+    Cluster cl(false, 0, uint64_t(kRaPages) * kPage);
+    Client a, b;
+    AttachOn(cl, 1, a, "vm-a");
+    AttachOn(cl, 2, b, "vm-b");
+    (void)Scan(b, 0, 64);
+    ck_assert_uint_eq(cl.Stats(2).read_ahead, 0);
+    ck_assert_uint_eq(cl.Stats(2).fetches_sent, 64);
+}
+END_TEST
+
 int main() {
     Suite *s = suite_create("daemon");
     TCase *tc = tcase_create("roles");
@@ -309,6 +487,10 @@ int main() {
     tcase_add_test(tc, remote_fault_and_owner_release_invalidates_io_thread);
     tcase_add_test(tc, remote_release_applied_at_owner_and_invalidates_third);
     tcase_add_test(tc, lost_host);
+    tcase_add_test(tc, read_ahead_sequential_scan);
+    tcase_add_test(tc, read_ahead_invalidated_before_use);
+    tcase_add_test(tc, read_ahead_random_access_none);
+    tcase_add_test(tc, read_ahead_off);
     suite_add_tcase(s, tc);
     return RunSuite(s);
 }

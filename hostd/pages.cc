@@ -46,6 +46,7 @@ PageTable::MissingAction PageTable::OnMissingFault(uint32_t p, uint32_t client, 
             break;
     }
     pg.state = kFetching;
+    nfetching_++;
     pg.waiters.push_back({client, addr});
     return MissingAction::kFetch;
 }
@@ -71,7 +72,21 @@ std::vector<PageTable::Waiter> PageTable::TakeWaiters(uint32_t p) {
 }
 
 void PageTable::Installed(uint32_t p, bool ok) {
+    if (pages_[p].state == kFetching)
+        nfetching_--;
     pages_[p].state = ok ? kValid : kInvalid;
+    if (!ok)
+        pages_[p].ahead = false;
+}
+
+bool PageTable::StartAheadFetch(uint32_t p) {
+    Page &pg = pages_[p];
+    if (owner_ || pg.state != kInvalid)
+        return false;
+    pg.state = kFetching;
+    nfetching_++;
+    pg.ahead = true;
+    return true;
 }
 
 void PageTable::ForgetClient(uint32_t client) {
@@ -140,13 +155,16 @@ PageTable::InvalAction PageTable::OnInvalidate(uint32_t p) {
         return InvalAction::kNotHere;
     if (pg.ndirtiers > 0)
         return InvalAction::kKeep;
-    pg.state = kInvalid;
+    pg.state = kInvalid;  // (the flag `ahead` goes with the punch: Punched)
     return InvalAction::kPunch;
 }
 
 void PageTable::Punched(uint32_t p) {
+    if (pages_[p].state == kFetching)
+        nfetching_--;
     pages_[p].state = kInvalid;
     pages_[p].excl = -1;  // a mark goes with the copy
+    pages_[p].ahead = false;
 }
 
 Status PageTable::OnUpdate(uint32_t p, uint16_t encoding, const uint8_t *data, size_t len,
@@ -230,20 +248,24 @@ void PageTable::DropHost(uint32_t host) {
 
 void PageTable::BecomeOwner(const std::vector<uint64_t> &copysets) {
     owner_ = true;
+    nfetching_ = 0;
     for (uint32_t p = 0; p < size(); p++) {
         pages_[p].state = kValid;
         pages_[p].waiters.clear();
         pages_[p].copyset = copysets[p];
         pages_[p].excl = -1;
+        pages_[p].ahead = false;
     }
 }
 
 void PageTable::BecomeNonOwner(const std::vector<bool> &present) {
     owner_ = false;
+    nfetching_ = 0;  // (an owner fetches nothing)
     for (uint32_t p = 0; p < size(); p++) {
         pages_[p].state = present[p] ? kValid : kInvalid;
         pages_[p].copyset = 0;
         pages_[p].excl = -1;
+        pages_[p].ahead = false;
     }
 }
 

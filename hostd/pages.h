@@ -112,6 +112,24 @@ class PageTable {
     void ForgetClient(uint32_t client);
     // Pages with a fetch outstanding (to send again after a reconnect).
     std::vector<uint32_t> Fetching() const;
+    // How many (O(1)).
+    uint32_t fetching() const { return nfetching_; }
+
+    // --- read-ahead (non-owner; protocol.md section 3) ---
+    // A fetch of p ahead of a sequential reader: an INVALID page becomes
+    // FETCHING with no waiter, flagged `ahead` (returns true: send FETCH);
+    // any other page is left as it is (false).  From here on the page is a
+    // fetch and then a copy like any other: PAGE, INVALIDATE and UPDATE
+    // treat it exactly as a demand fetch.
+    bool StartAheadFetch(uint32_t p);
+    // Whether p was read ahead and no client is known to have used it yet.
+    bool ahead(uint32_t p) const { return pages_[p].ahead; }
+    // Clears the flag; returns whether it was set.
+    bool TakeAhead(uint32_t p) {
+        const bool was = pages_[p].ahead;
+        pages_[p].ahead = false;
+        return was;
+    }
 
     // --- releases ---
     // One dirtier of p releases: encodes into *out the bytes of `content`
@@ -223,7 +241,8 @@ class PageTable {
         uint16_t inflight = 0;  // write-backs applied, verdict pending
         std::unique_ptr<uint8_t[]> twin;
         uint64_t copyset = 0;
-        int8_t excl = -1;  // see excl()
+        int8_t excl = -1;    // see excl()
+        bool ahead = false;  // see ahead()
         std::vector<Waiter> waiters;
     };
     // Twins come from and go back to a free list (a release frees as many
@@ -236,6 +255,7 @@ class PageTable {
     std::vector<std::unique_ptr<uint8_t[]>> spare_twins_;
 
     std::vector<Page> pages_;
+    uint32_t nfetching_ = 0;  // pages in kFetching
     bool owner_;
 };
 

@@ -50,6 +50,38 @@ START_TEST(missing_faults_fetch_once_and_queue) {
 }
 END_TEST
 
+// A page read ahead is FETCHING with no waiter, counted in fetching(); a
+// fault on it queues as on any fetch; an INVALIDATE while it is in flight
+// leaves it alone (its PAGE follows); once valid a punch drops its flag.
+START_TEST(read_ahead_is_a_fetch_like_any_other) {
+    PageTable t(8, false);
+    ck_assert(t.StartAheadFetch(3));
+    ck_assert(!t.StartAheadFetch(3));  // in flight: not twice
+    ck_assert_int_eq(t.state(3), PageTable::kFetching);
+    ck_assert(t.ahead(3));
+    ck_assert_uint_eq(t.waiters(3), 0);
+    ck_assert(t.OnMissingFault(5, 1, 0x5000) == MA::kFetch);
+    ck_assert_uint_eq(t.fetching(), 2);
+    ck_assert(t.OnInvalidate(3) == PageTable::InvalAction::kNotHere);
+    ck_assert(t.OnMissingFault(3, 1, 0x3000) == MA::kWait);  // the reader caught up
+    ck_assert_uint_eq(t.TakeWaiters(3).size(), 1);
+    t.Installed(3, true);
+    t.Installed(5, true);
+    ck_assert_uint_eq(t.fetching(), 0);
+    ck_assert(!t.StartAheadFetch(3));  // present: not fetched again
+    ck_assert(t.StartAheadFetch(4));
+    t.Installed(4, true);
+    ck_assert(t.ahead(4));
+    ck_assert(t.OnInvalidate(4) == PageTable::InvalAction::kPunch);
+    t.Punched(4);
+    ck_assert(!t.ahead(4));
+    ck_assert(t.TakeAhead(3));  // still flagged: nobody took it as used
+    ck_assert(!t.TakeAhead(3));
+    PageTable owner(2, true);
+    ck_assert(!owner.StartAheadFetch(0));  // an owner fetches nothing
+}
+END_TEST
+
 START_TEST(owner_fills_holes_with_zeros) {
     PageTable t(2, true);
     ck_assert_int_eq(t.state(0), PageTable::kValid);
@@ -434,6 +466,7 @@ int main() {
     TCase *tc = tcase_create("state machine");
     tcase_add_test(tc, missing_faults_fetch_once_and_queue);
     tcase_add_test(tc, owner_fills_holes_with_zeros);
+    tcase_add_test(tc, read_ahead_is_a_fetch_like_any_other);
     tcase_add_test(tc, nobody_left_to_install_makes_the_page_invalid_again);
     tcase_add_test(tc, write_fault_takes_twin_once);
     tcase_add_test(tc, write_fault_on_punched_page_refaults);

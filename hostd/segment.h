@@ -67,6 +67,22 @@ struct SegmentStats {
     uint64_t excl_granted = 0;            // owner: single-writer marks granted (pages)
     uint64_t excl_revoked = 0;            // owner: marks revoked (pages)
     uint64_t whole_unchecked = 0;         // pages a release sent whole under a mark, not compared
+    uint64_t read_ahead = 0;              // pages fetched ahead of a sequential reader (non-owner)
+    uint64_t read_ahead_used = 0;    // of those, seen used: faulted on, or passed by its reader
+    uint64_t read_ahead_unused = 0;  // of those, invalidated or dropped before seen used
+};
+
+// A client's read-ahead window (Cache::ReadAhead), as the kernel keeps one
+// per open file (file_ra_state): the last missing fault, the window's size
+// (0: random access, no read-ahead), the last window fetched [start, end),
+// where the stream's read-ahead began, and up to where its pages are
+// accounted used.
+struct ReadAheadState {
+    uint32_t last = UINT32_MAX;
+    uint32_t window = 0;
+    uint32_t start = 0, end = 0;
+    uint32_t first = 0;
+    uint32_t used_to = 0;
 };
 
 // The owner's state of a segment (Home, Locker, Marks).
@@ -120,6 +136,9 @@ struct Segment {
     uint8_t *map = nullptr;  // dshmd's own mapping of the memfd
     std::unique_ptr<PageTable> pages;
     std::vector<uint32_t> clients;  // attached local clients
+    // The client whose read-ahead fetched last: pages read ahead with no
+    // waiter are installed through its userfaultfd (Cache::InstallPage).
+    uint32_t ahead_client = 0;
     SegmentStats stats;
     std::unique_ptr<HomeState> home;  // while this host owns it
     std::unique_ptr<MoveState> move;  // while ownership moves
@@ -176,6 +195,7 @@ struct LocalClient {
     std::set<uint32_t> held;
     std::map<uint32_t, PendingLock> pending;
     PageSet dirty;  // pages written since their last release
+    ReadAheadState ra;
     SegmentStats stats;
     std::array<uint8_t, 16> uuid{};  // the VM's UUID from ATTACH (zero: none)
     struct ucred cred = {0, uid_t(-1), gid_t(-1)};  // SO_PEERCRED at accept (pid 0: unknown)

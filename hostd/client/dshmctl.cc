@@ -94,12 +94,14 @@ void PrintSegments(JsonObject *root) {
         }
         JsonObject *st = json_object_get_object_member(s, "stats");
         printf(
-            "  faults missing=%lld write=%lld (ahead=%lld) | fetches sent=%lld served=%lld | "
+            "  faults missing=%lld write=%lld (ahead=%lld) | fetches sent=%lld served=%lld "
+            "(read ahead=%lld used=%lld unused=%lld) | "
             "written back pages=%lld bytes=%lld applied=%lld (in flight=%lld reverted=%lld) | "
             "invalidations sent=%lld received=%lld updates=%lld | "
             "locks acquired=%lld released=%lld\n",
             Int(st, "missing_faults"), Int(st, "wp_faults"), Int(st, "write_ahead"),
-            Int(st, "fetches_sent"), Int(st, "fetches_served"), Int(st, "pages_written_back"),
+            Int(st, "fetches_sent"), Int(st, "fetches_served"), Int(st, "read_ahead"),
+            Int(st, "read_ahead_used"), Int(st, "read_ahead_unused"), Int(st, "pages_written_back"),
             Int(st, "bytes_written_back"), Int(st, "writebacks_applied"),
             Int(st, "writebacks_inflight"), Int(st, "writebacks_reverted"),
             Int(st, "invalidations_sent"), Int(st, "invalidations_received"), Int(st, "updates"),
