@@ -135,6 +135,7 @@ enum dshm_status {
     DSHM_E_UFFD             = 10, /* the uffd was unusable (features, range) */
     DSHM_E_INTERNAL         = 11,
     DSHM_E_NOT_OWNER        = 12, /* peer request to a non-owner of the segment */
+    DSHM_E_BUSY             = 13, /* too many requests waiting (a bound of section 2) */
 };
 
 /* ------------------------------------------------------------------ */
