@@ -200,7 +200,13 @@ void Clients::OnUffd(LocalClient *c, Frame &f) {
 void Clients::OnCtlQuery(LocalClient *c, const Frame &f) {
     auto q = f.Fixed<dshm_ctl_query>();
     std::string json = CtlJson(d_, q.what);
-    c->conn->Send(Encode(DSHM_MSG_CTL_REPLY, f.hdr.tag, json.data(), json.size()));
+    auto msg = EncodeBounded(DSHM_MSG_CTL_REPLY, f.hdr.tag, json.data(), json.size());
+    if (!msg) {
+        return c->conn->Fail(Status::Internal("the reply (" + std::to_string(json.size()) +
+                                              " bytes) exceeds the payload bound"),
+                             f.hdr.type);
+    }
+    c->conn->Send(std::move(*msg));
 }
 
 Status Clients::CheckLockRequest(const LocalClient *c, uint32_t lock, LockOp op) const {

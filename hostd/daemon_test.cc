@@ -18,16 +18,24 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <glib-unix.h>
+
 #include <atomic>
+#include <cerrno>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "agent.h"
 #include "clients.h"
 #include "dshm_client.h"
+#include "frame.h"
+#include "handoff.h"
+#include "lockq.h"
 #include "peers.h"
 #include "watch.h"
 
@@ -81,15 +89,89 @@ void Write(Client &c, uint32_t pg, uint64_t v) {
     memcpy(const_cast<uint8_t *>(c.data()) + uint64_t(pg) * kPage, &v, 8);
 }
 
-// Three hosts h1..h3; h1 owns segment "seg".
+// A forged peer: host f as the test plays it on its connection to one
+// daemon.  The test writes raw frames (Send) and reads what the daemon
+// sends (`in`, validated by a FrameReader as a dshmd would); `closed` once
+// the daemon closed the connection.
+struct Forged {
+    int fd = -1;
+    guint watch = 0;
+    bool closed = false;
+    FrameReader reader{Channel::kPeer, Receiver::kDaemon, ClientRole::kUnknown};
+    std::vector<Frame> in;
+
+    ~Forged() {
+        if (watch)
+            g_source_remove(watch);
+        if (fd >= 0)
+            close(fd);
+    }
+    static gboolean OnReadable(gint fd, GIOCondition, gpointer p) {
+        auto *fg = static_cast<Forged *>(p);
+        uint8_t buf[65536];
+        for (;;) {
+            ssize_t n = read(fd, buf, sizeof buf);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && errno == EAGAIN)
+                return G_SOURCE_CONTINUE;
+            if (n <= 0) {
+                fg->closed = true;
+                fg->watch = 0;
+                return G_SOURCE_REMOVE;
+            }
+            fg->reader.Feed(buf, static_cast<size_t>(n));
+            std::optional<Frame> f;
+            while (fg->reader.Next(&f).ok() && f)
+                fg->in.push_back(std::move(*f));
+        }
+    }
+    // Writes msg whole (the loop runs while the socket is full).
+    void Send(const std::vector<uint8_t> &msg) {
+        size_t off = 0;
+        while (off < msg.size()) {
+            ssize_t n = write(fd, msg.data() + off, msg.size() - off);
+            if (n > 0) {
+                off += static_cast<size_t>(n);
+            } else if (n < 0 && errno == EAGAIN) {
+                g_main_context_iteration(nullptr, FALSE);
+            } else {
+                ck_abort_msg("writing a forged frame: %s", strerror(errno));
+            }
+        }
+    }
+    // The frames of `type` received so far.
+    size_t Count(uint16_t type) const {
+        size_t n = 0;
+        for (const Frame &f : in)
+            n += f.hdr.type == type;
+        return n;
+    }
+};
+
+std::vector<uint8_t> HelloMsg(uint32_t host, uint64_t incarnation) {
+    dshm_hello h = {};
+    h.version = DSHM_PROTO_VERSION;
+    h.role = DSHM_ROLE_PEER;
+    h.host_id = host;
+    h.incarnation = incarnation;
+    SetName(h.name, "h" + std::to_string(host));
+    return EncodeMsg(DSHM_MSG_HELLO, 0, h);
+}
+
+// Three hosts h1..h3; h1 owns segment "seg".  With `forged` > 0, hosts
+// 4..3+forged are configured peers of every daemon too, played by the test
+// (Forged) on a socketpair to each daemon.
 struct Cluster {
     char dir[64] = "/tmp/dshm-daemon-test-XXXXXX";
     std::unique_ptr<Daemon> d[kHosts + 1];
+    // (daemon i, forged host f) -> the test's end of that connection.
+    std::map<std::pair<int, int>, std::unique_ptr<Forged>> forged;
 
     // io_thread: the daemons' connections and userfaultfds on the I/O
     // thread (watch.h), as dshmd runs by default; the test thread is then
     // the loop thread, holding the loop mutex except while it polls.
-    explicit Cluster(bool io_thread = false) {
+    explicit Cluster(bool io_thread = false, int nforged = 0) {
         loop_mutex.AssertHeld();  // the test thread iterates the loop
         if (io_thread)
             EnableIoThread();
@@ -100,7 +182,7 @@ struct Cluster {
             c.host_name = "h" + std::to_string(i);
             c.socket_path = Sock(i);
             c.io_thread = io_thread;
-            for (int j = 1; j <= kHosts; j++) {
+            for (int j = 1; j <= kHosts + nforged; j++) {
                 if (j != i)
                     c.peers.push_back(PeerConfig{"h" + std::to_string(j), uint32_t(j), ""});
             }
@@ -117,6 +199,8 @@ struct Cluster {
                 ck_assert(d[i]->peers().Attach(j, os::UniqueFd(sv[0])));
                 ck_assert(d[j]->peers().Attach(i, os::UniqueFd(sv[1])));
             }
+            for (int f = kHosts + 1; f <= kHosts + nforged; f++)
+                Forge(i, f, 1);
         }
         ck_assert(RunUntil([&]() REQUIRES(loop_mutex) {
             for (int i = 1; i <= kHosts; i++) {
@@ -129,11 +213,28 @@ struct Cluster {
         }));
     }
     ~Cluster() {
+        forged.clear();
         for (int i = kHosts; i >= 1; i--)
             d[i].reset();
         std::string cmd = std::string("rm -rf ") + dir;
         (void)!system(cmd.c_str());
     }
+    // A new connection of forged host f to daemon i (replacing any other),
+    // with its HELLO of `incarnation` sent.
+    Forged &Forge(int i, int f, uint64_t incarnation) REQUIRES(loop_mutex) {
+        int sv[2];
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv),
+                         0);
+        ck_assert(d[i]->peers().Attach(f, os::UniqueFd(sv[0])));
+        auto fg = std::make_unique<Forged>();
+        fg->fd = sv[1];
+        fg->watch = g_unix_fd_add(sv[1], G_IO_IN, &Forged::OnReadable, fg.get());
+        fg->Send(HelloMsg(f, incarnation));
+        Forged &out = *fg;
+        forged[{i, f}] = std::move(fg);
+        return out;
+    }
+    Forged &Fake(int i, int f) { return *forged.at({i, f}); }
     std::string Sock(int i) const { return std::string(dir) + "/h" + std::to_string(i) + ".sock"; }
     Segment *Seg(int i) REQUIRES(loop_mutex) { return d[i]->FindSegment("seg"); }
     const SegmentStats &Stats(int i) REQUIRES(loop_mutex) { return Seg(i)->stats; }
@@ -301,6 +402,55 @@ START_TEST(lost_host) {
 }
 END_TEST
 
+// P_STATS of DSHM_MAX_STATS_VMS VMs from each of three hosts: the owner's
+// merged view makes a CTL_REPLY beyond DSHM_MAX_PAYLOAD, which used to abort
+// dshmd (Encode's assertion).  The lists are cut and marked instead.
+START_TEST(ctl_reply_of_large_merged_view_is_truncated) {
+    loop_mutex.AssertHeld();
+    Cluster cl(false, 3);
+    for (int f = 4; f <= 6; f++) {
+        std::vector<dshm_vm_activity> vms(DSHM_MAX_STATS_VMS);
+        for (uint32_t i = 0; i < vms.size(); i++) {
+            std::string name = "host" + std::to_string(f) + "-vm" + std::to_string(i) + "-";
+            name.resize(DSHM_VMNAME_LEN - 1, 'x');
+            SetName(vms[i].vm_name, name);
+            vms[i].host_id = f;
+            vms[i].attached = 1;
+            vms[i].read_faults = 1000 + i;
+            vms[i].acquires = i;
+        }
+        dshm_stats m = {};
+        SetName(m.segment, "seg");
+        m.count = DSHM_MAX_STATS_VMS;
+        cl.Fake(1, f).Send(EncodeMsg(DSHM_MSG_P_STATS, 0, m, vms.data(),
+                                     vms.size() * sizeof(dshm_vm_activity)));
+    }
+    // Each report is answered with the merged view.
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) {
+        for (int f = 4; f <= 6; f++) {
+            if (cl.Fake(1, f).Count(DSHM_MSG_P_STATS) == 0)
+                return false;
+        }
+        return true;
+    }));
+    ck_assert_uint_ge(cl.d[1]->agent().MergedView(cl.Seg(1)).size(), 3 * DSHM_MAX_STATS_VMS);
+    for (uint32_t what : {DSHM_CTL_STATS, DSHM_CTL_SEGMENTS}) {
+        std::string json;
+        Status st;
+        ck_assert(OffLoop([&] { st = CtlQuery(cl.Sock(1), what, &json); }));
+        ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+        ck_assert_uint_le(json.size(), DSHM_MAX_PAYLOAD);
+        ck_assert(json.find("\"truncated\":true") != std::string::npos);
+    }
+    // A small reply is whole.
+    std::string peers;
+    Status st;
+    ck_assert(OffLoop([&] { st = CtlQuery(cl.Sock(1), DSHM_CTL_PEERS, &peers); }));
+    ck_assert(st.ok());
+    ck_assert(peers.find("truncated") == std::string::npos);
+}
+END_TEST
+
 int main() {
     Suite *s = suite_create("daemon");
     TCase *tc = tcase_create("roles");
@@ -309,6 +459,7 @@ int main() {
     tcase_add_test(tc, remote_fault_and_owner_release_invalidates_io_thread);
     tcase_add_test(tc, remote_release_applied_at_owner_and_invalidates_third);
     tcase_add_test(tc, lost_host);
+    tcase_add_test(tc, ctl_reply_of_large_merged_view_is_truncated);
     suite_add_tcase(s, tc);
     return RunSuite(s);
 }

@@ -678,6 +678,14 @@ std::vector<uint8_t> Encode(uint16_t type, uint32_t tag, const void *fixed, size
     return out;
 }
 
+std::optional<std::vector<uint8_t>> EncodeBounded(uint16_t type, uint32_t tag, const void *fixed,
+                                                  size_t fixed_len, const void *extra,
+                                                  size_t extra_len) {
+    if (fixed_len > DSHM_MAX_PAYLOAD || extra_len > DSHM_MAX_PAYLOAD - fixed_len)
+        return std::nullopt;
+    return Encode(type, tag, fixed, fixed_len, extra, extra_len);
+}
+
 std::vector<uint8_t> EncodeError(uint32_t tag, const Status &status, uint16_t ref_type) {
     assert(!status.ok());
     dshm_error e{};
