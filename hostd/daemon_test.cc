@@ -451,6 +451,50 @@ START_TEST(ctl_reply_of_large_merged_view_is_truncated) {
 }
 END_TEST
 
+// A second connection claiming a host that has a live session: refused
+// unless its incarnation is newer (the host restarted); the real session
+// goes on meanwhile.
+START_TEST(second_hello_does_not_end_a_live_session) {
+    loop_mutex.AssertHeld();
+    Cluster cl;
+    Client a, c;
+    AttachOn(cl, 1, a, "vm-a");
+    AttachOn(cl, 3, c, "vm-c");
+    Peer *p1 = cl.d[3]->peers().Find(1);
+    Conn *live = p1->conn.get();
+    const uint64_t inc = p1->incarnation;
+    ck_assert_uint_eq(inc, cl.d[1]->incarnation());
+    // h1's id with h1's incarnation, and with an older one: refused.
+    for (uint64_t claimed : {inc, inc - 1}) {
+        int sv[2];
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv),
+                         0);
+        cl.d[3]->peers().Accept(os::UniqueFd(sv[0]));
+        Forged fake;
+        fake.fd = sv[1];
+        fake.watch = g_unix_fd_add(sv[1], G_IO_IN, &Forged::OnReadable, &fake);
+        fake.Send(HelloMsg(1, claimed));
+        ck_assert(RunUntil([&] { return fake.closed; }));
+        ck_assert_ptr_eq(p1->conn.get(), live);
+        ck_assert(p1->Live());
+    }
+    // The real session still works: h3 fetches from h1.
+    ck_assert_uint_eq(WriteUnderLock(a, 0, {2}, 0x2222), 1);
+    ck_assert_uint_eq(ReadOff(c, 2), 0x2222);
+    // A newer incarnation is a restarted h1: it replaces the session.
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    cl.d[3]->peers().Accept(os::UniqueFd(sv[0]));
+    Forged fake;
+    fake.fd = sv[1];
+    fake.watch = g_unix_fd_add(sv[1], G_IO_IN, &Forged::OnReadable, &fake);
+    fake.Send(HelloMsg(1, inc + 1));
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) { return p1->incarnation == inc + 1; }));
+    ck_assert(p1->conn.get() != live);
+    ck_assert(!fake.closed);
+}
+END_TEST
+
 int main() {
     Suite *s = suite_create("daemon");
     TCase *tc = tcase_create("roles");
@@ -460,6 +504,7 @@ int main() {
     tcase_add_test(tc, remote_release_applied_at_owner_and_invalidates_third);
     tcase_add_test(tc, lost_host);
     tcase_add_test(tc, ctl_reply_of_large_merged_view_is_truncated);
+    tcase_add_test(tc, second_hello_does_not_end_a_live_session);
     suite_add_tcase(s, tc);
     return RunSuite(s);
 }
