@@ -36,6 +36,7 @@
 #include "frame.h"
 #include "handoff.h"
 #include "lockq.h"
+#include "msgs.h"
 #include "peers.h"
 #include "watch.h"
 
@@ -495,6 +496,88 @@ START_TEST(second_hello_does_not_end_a_live_session) {
 }
 END_TEST
 
+// Messages only a segment's owner sends, forged by another peer (host 4)
+// to h2: each is a protocol error from that peer (its connection closes)
+// and changes nothing.  Before, h2 believed them: a forged P_GRANT handed
+// a client a lock another client held, a forged UPDATE wrote into h2's copy,
+// a forged OWN_MOVED made host 4 the owner.
+START_TEST(owner_messages_from_a_non_owner_are_refused) {
+    loop_mutex.AssertHeld();
+    Cluster cl(false, 1);
+    Client a, b;
+    AttachOn(cl, 1, a, "vm-a");
+    AttachOn(cl, 2, b, "vm-b");
+    ck_assert_uint_eq(ReadOff(b, 0), 0);  // h2 holds a copy of page 0
+    // a holds lock 3; b waits for it.
+    Status held;
+    ck_assert(OffLoop([&] { held = a.Acquire(3); }));
+    ck_assert(held.ok());
+    auto b_status = std::make_shared<Status>();
+    auto granted = std::make_shared<std::atomic<bool>>(false);
+    std::thread waiter([&b, b_status, granted] {
+        *b_status = b.Acquire(3);
+        *granted = true;
+        g_main_context_wakeup(nullptr);
+    });
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) {
+        const LocalClient *lb = cl.Local(2, b);
+        return lb && lb->pending.count(3) == 1;
+    }));
+    const uint32_t bid = b.client_id();
+
+    dshm_writeback u = {};
+    SetName(u.segment, "seg");
+    u.page = 0;
+    u.encoding = DSHM_ENC_RUNS;
+    const uint8_t run[] = {0, 0, 1, 0, 0xff};  // offset 0, length 1, 0xff
+    dshm_page pg = {};
+    SetName(pg.segment, "seg");
+    pg.page = 5;
+    std::vector<uint8_t> page_msg = EncodeMsg(DSHM_MSG_PAGE, 0, pg, ZeroPage(), kPage);
+    dshm_p_adopted ad = {};
+    SetName(ad.segment, "seg");
+    ad.to_client = bid;
+    ad.held[0] = 0xff;
+    dshm_stats st = {};
+    SetName(st.segment, "seg");
+    const std::vector<std::vector<uint8_t>> forged = {
+        LockMsg(DSHM_MSG_P_GRANT, "seg", 3, 2, bid),
+        EncodeMsg(DSHM_MSG_UPDATE, 0, u, run, sizeof run),
+        page_msg,
+        ReleaseAckMsg(DSHM_MSG_P_RELEASE_ACK, 0, "seg", 3, bid, DSHM_OK),
+        ReleaseAckMsg(DSHM_MSG_P_FLUSH_ACK, 0, "seg", 0, bid, DSHM_OK),
+        EncodeMsg(DSHM_MSG_P_ADOPTED, 0, ad),
+    };
+    for (const auto &msg : forged) {
+        Forged &fake = cl.Forge(2, 4, 1);
+        ck_assert(RunUntil([&]() REQUIRES(loop_mutex) { return cl.d[2]->peers().Find(4)->up; }));
+        fake.Send(msg);
+        ck_assert(RunUntil([&] { return fake.closed; }));
+    }
+    // OWN_MOVED naming the sender, once the connection carried something
+    // else about the segment (so it is no catch-up after HELLO).
+    {
+        Forged &fake = cl.Forge(2, 4, 1);
+        fake.Send(EncodeMsg(DSHM_MSG_P_STATS, 0, st));
+        fake.Send(SegNoteMsg(DSHM_MSG_OWN_MOVED, "seg", 4, 0, "forged"));
+        ck_assert(RunUntil([&] { return fake.closed; }));
+    }
+    ck_assert_uint_eq(cl.Seg(2)->owner, 1);
+    const LocalClient *lb = cl.Local(2, b);
+    ck_assert(!lb->held.count(3));
+    ck_assert_uint_eq(lb->pending.count(3), 1);
+    ck_assert(!granted->load());
+    ck_assert_uint_eq(ReadOff(b, 0), 0);
+    // The real owner's grant still comes.
+    Status rel;
+    ck_assert(OffLoop([&] { rel = a.Release(3); }));
+    ck_assert(rel.ok());
+    ck_assert(RunUntil([&] { return granted->load(); }));
+    waiter.join();
+    ck_assert_msg(b_status->ok(), "%s", b_status->ToString().c_str());
+}
+END_TEST
+
 int main() {
     Suite *s = suite_create("daemon");
     TCase *tc = tcase_create("roles");
@@ -505,6 +588,7 @@ int main() {
     tcase_add_test(tc, lost_host);
     tcase_add_test(tc, ctl_reply_of_large_merged_view_is_truncated);
     tcase_add_test(tc, second_hello_does_not_end_a_live_session);
+    tcase_add_test(tc, owner_messages_from_a_non_owner_are_refused);
     suite_add_tcase(s, tc);
     return RunSuite(s);
 }

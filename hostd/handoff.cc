@@ -119,7 +119,7 @@ void Handoff::OnFlushTimeout(uint32_t client) {
 void Handoff::OnPFlushAck(Peer *peer, const Frame &f) {
     auto m = f.Fixed<dshm_p_release_ack>();
     Segment *s = d_.PeerSegment(peer, f, NameOf(m.segment), false);
-    if (!s)
+    if (!s || !d_.FromOwner(peer, f, s, true))
         return;
     if (m.status != DSHM_OK)
         s->pages->DropExcl(-1);  // (as for a refused release, Writer::OnPReleaseAck)
@@ -203,7 +203,7 @@ void Handoff::OnPAdopt(Peer *peer, const Frame &f) {
 void Handoff::OnPAdopted(Peer *peer, const Frame &f) {
     auto m = f.Fixed<dshm_p_adopted>();
     Segment *s = d_.PeerSegment(peer, f, NameOf(m.segment), false);
-    if (!s)
+    if (!s || !d_.FromOwner(peer, f, s, true))
         return;
     LocalClient *c = d_.clients().Find(m.to_client);
     if (!c || c->seg != s)

@@ -71,8 +71,10 @@ void Locker::Grant(Segment *s, uint32_t lock, Holder who) {
 void Locker::OnPGrant(Peer *peer, const Frame &f) {
     auto m = f.Fixed<dshm_p_lock>();
     Segment *s = d_.PeerSegment(peer, f, NameOf(m.segment), false);
-    if (!s)
+    if (!s || !d_.FromOwner(peer, f, s, true))
         return;
+    if (m.host_id != d_.host_id())
+        return peer->conn->Fail(Status::Proto("P_GRANT for another host"), f.hdr.type);
     LocalClient *c = d_.clients().Find(m.client_id);
     if (!c || c->seg != s)
         return;  // died meanwhile; the owner drops it on CLIENT_GONE

@@ -276,6 +276,7 @@ void Peers::OnHello(Peer *peer, const Frame &f) {
     peer->up = true;
     peer->incarnation = h.incarnation;
     peer->connections++;
+    peer->heard.clear();
     g_message("peer %s (host %u) up", peer->cfg.name.c_str(), peer->cfg.host_id);
     d_.OnPeerUp(peer);
     auto q = std::move(peer->queued);

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <vector>
 
 #include "config.h"
@@ -39,6 +40,7 @@ namespace dshm {
 
 class Daemon;
 class Peers;
+struct Segment;
 
 struct Peer {
     PeerConfig cfg;
@@ -46,6 +48,10 @@ struct Peer {
     bool up = false;  // HELLO received on conn
     uint64_t incarnation = 0;
     uint64_t connections = 0;  // HELLOs received: which connection a request came on
+    // Segments this connection (since its HELLO) carried a message about,
+    // but OWN_MOVED: an OWN_MOVED before any other is the owner's catch-up
+    // at HELLO (Mover::OnOwnMoved).
+    std::set<const Segment *> heard;
     std::vector<std::vector<uint8_t>> queued;  // sent before the peer was up
     guint retry_timer = 0;
     int connecting_fd = -1;

@@ -114,6 +114,11 @@ struct Segment {
     SegmentConfig cfg;
     uint32_t npages = 0;
     uint32_t owner = 0;        // the owner's host id
+    // The owner before the last move, while it is another host: its replies
+    // sent before its OWN_COMMIT (P_GRANT, PAGE, P_RELEASE_ACK, P_FLUSH_ACK,
+    // P_ADOPTED) may arrive after the new owner's OWN_MOVED, on another
+    // connection (protocol.md section 13).
+    std::optional<uint32_t> former_owner;
     std::string owner_reason;  // why the owner is where it is (dshmctl segments)
     os::UniqueFd memfd;
     uint8_t *map = nullptr;  // dshmd's own mapping of the memfd
@@ -122,6 +127,14 @@ struct Segment {
     SegmentStats stats;
     std::unique_ptr<HomeState> home;  // while this host owns it
     std::unique_ptr<MoveState> move;  // while ownership moves
+
+    // The owner changes to `host` (a move ended): the old one becomes the
+    // former owner.
+    void SetOwner(uint32_t host) {
+        if (host != owner)
+            former_owner = owner;
+        owner = host;
+    }
 
     // Only while mapped: a host that dropped its copy has map == nullptr.
     uint8_t *Page(uint32_t pg) const {

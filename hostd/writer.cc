@@ -230,7 +230,7 @@ void Writer::OnPReleaseAck(Peer *peer, const Frame &f) {
     auto m = f.Fixed<dshm_p_release_ack>();
     Phase("rel-acked", m.client_id, m.status);
     Segment *s = d_.PeerSegment(peer, f, NameOf(m.segment), false);
-    if (!s)
+    if (!s || !d_.FromOwner(peer, f, s, true))
         return;
     // A refused release leaves bytes here that the owner reverted: a page
     // sent whole unchecked would carry them back, so every page is compared
