@@ -364,7 +364,7 @@ void Cache::OnOwnerLost(Segment *s) {
             clean.push_back(pg);
     }
     PunchLocal(s, clean);
-    for (uint32_t cid : s->clients) {
+    for (uint32_t cid : std::vector<uint32_t>(s->clients)) {  // (a failed adopt may close one)
         LocalClient *c = d_.clients().Find(cid);
         if (!c)
             continue;
@@ -373,6 +373,7 @@ void Cache::OnOwnerLost(Segment *s) {
         c->pending.clear();
         c->held.clear();
         d_.handoff().AwaitFlushAck(c);
+        d_.handoff().OnOwnerLost(c);
     }
 }
 

@@ -108,6 +108,16 @@ bool Clients::HoldBack(LocalClient *c, Frame &f) {
     }
     if (!c->mig.adopting && !(c->seg && c->seg->move) && c->held_back.empty())
         return false;
+    if (c->held_back.size() >= kMaxHeldBack) {
+        // Refused, not dropped: the client learns it (E_BUSY).
+        Status busy = Status::Busy("more than " + std::to_string(kMaxHeldBack) +
+                                   " lock commands held back");
+        if (f.hdr.type == DSHM_MSG_ACQUIRE || f.hdr.type == DSHM_MSG_RELEASE)
+            LockFailed(c, f.Fixed<dshm_lock_req>().lock_id, f.hdr.tag, busy);
+        else
+            c->conn->Fail(busy, f.hdr.type);
+        return true;
+    }
     c->held_back.push_back(std::move(f));
     return true;
 }

@@ -172,7 +172,8 @@ struct Cluster {
     // io_thread: the daemons' connections and userfaultfds on the I/O
     // thread (watch.h), as dshmd runs by default; the test thread is then
     // the loop thread, holding the loop mutex except while it polls.
-    explicit Cluster(bool io_thread = false, int nforged = 0) {
+    // report_ms: the access monitor's report interval (0: the default).
+    explicit Cluster(bool io_thread = false, int nforged = 0, uint32_t report_ms = 0) {
         loop_mutex.AssertHeld();  // the test thread iterates the loop
         if (io_thread)
             EnableIoThread();
@@ -183,6 +184,8 @@ struct Cluster {
             c.host_name = "h" + std::to_string(i);
             c.socket_path = Sock(i);
             c.io_thread = io_thread;
+            if (report_ms)
+                c.policy.report_ms = report_ms;
             for (int j = 1; j <= kHosts + nforged; j++) {
                 if (j != i)
                     c.peers.push_back(PeerConfig{"h" + std::to_string(j), uint32_t(j), ""});
@@ -578,6 +581,68 @@ START_TEST(owner_messages_from_a_non_owner_are_refused) {
 }
 END_TEST
 
+// A client frame as its connection would deliver it.
+Frame ClientFrame(uint16_t type, uint32_t tag, const void *payload, size_t len) {
+    Frame f;
+    f.hdr = dshm_hdr{DSHM_MAGIC, type, 0, static_cast<uint32_t>(len), tag};
+    const auto *p = static_cast<const uint8_t *>(payload);
+    f.payload.assign(p, p + len);
+    return f;
+}
+
+// While the owner is down, a non-owner queues no P_STATS for it (one per
+// segment and report round would pile up in Peer::queued).
+START_TEST(no_reports_queued_for_a_down_owner) {
+    loop_mutex.AssertHeld();
+    Cluster cl(false, 0, 5);
+    Client b;
+    AttachOn(cl, 2, b, "vm-b");
+    cl.d[2]->peers().Find(1)->conn->Close(Status::OK());
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) { return !cl.d[2]->peers().Find(1)->up; }));
+    const uint64_t from = cl.d[2]->agent().report_rounds();
+    ck_assert(RunUntil(
+        [&]() REQUIRES(loop_mutex) { return cl.d[2]->agent().report_rounds() >= from + 10; }));
+    ck_assert_uint_eq(cl.d[2]->peers().Find(1)->queued.size(), 0);
+}
+END_TEST
+
+// A client adopting (its ADOPT at the owner): lock commands are held back,
+// at most Clients::kMaxHeldBack, the others refused; when the owner is lost
+// the adopt fails and the held-back commands with it, instead of waiting
+// forever for an answer that cannot come.
+START_TEST(held_back_bounded_and_failed_when_owner_lost) {
+    loop_mutex.AssertHeld();
+    Cluster cl;
+    Client b;
+    AttachOn(cl, 2, b, "vm-b");
+    LocalClient *c = cl.Local(2, b);
+    dshm_handoff token = {};
+    token.host_id = 3;
+    token.client_id = 77;
+    Clients &clients = cl.d[2]->clients();
+    // No loop iteration in between: the owner's answer cannot come yet.
+    clients.OnFrame(c, ClientFrame(DSHM_MSG_ADOPT, 1, &token, sizeof token));
+    ck_assert(c->mig.adopting);
+    auto sent = [c]() REQUIRES(loop_mutex) { return c->conn->bytes_out() + c->conn->queued_bytes(); };
+    const uint64_t out_before = sent();
+    for (uint32_t i = 0; i < Clients::kMaxHeldBack + 10; i++) {
+        dshm_lock_req r = {i % DSHM_MAX_LOCKS, 0};
+        clients.OnFrame(c, ClientFrame(DSHM_MSG_ACQUIRE, 100 + i, &r, sizeof r));
+    }
+    ck_assert_uint_eq(c->held_back.size(), Clients::kMaxHeldBack);
+    const uint64_t refused = sent() - out_before;  // ten LOCK_FAILED
+    ck_assert_uint_eq(refused, 10 * (sizeof(dshm_hdr) + sizeof(dshm_lock_reply)));
+    // The owner is lost before it answered.
+    cl.d[2]->peers().Find(1)->conn->Close(Status::OK());
+    ck_assert(!c->mig.adopting);
+    ck_assert(c->held_back.empty());
+    ck_assert(c->pending.empty());
+    ck_assert_uint_eq(sent() - out_before,
+                      refused + Clients::kMaxHeldBack * (sizeof(dshm_hdr) + sizeof(dshm_lock_reply)) +
+                          sizeof(dshm_hdr) + sizeof(dshm_adopted));
+}
+END_TEST
+
 int main() {
     Suite *s = suite_create("daemon");
     TCase *tc = tcase_create("roles");
@@ -589,6 +654,8 @@ int main() {
     tcase_add_test(tc, ctl_reply_of_large_merged_view_is_truncated);
     tcase_add_test(tc, second_hello_does_not_end_a_live_session);
     tcase_add_test(tc, owner_messages_from_a_non_owner_are_refused);
+    tcase_add_test(tc, no_reports_queued_for_a_down_owner);
+    tcase_add_test(tc, held_back_bounded_and_failed_when_owner_lost);
     suite_add_tcase(s, tc);
     return RunSuite(s);
 }

@@ -104,6 +104,26 @@ void Handoff::AwaitFlushAck(LocalClient *c) {
                                   [this, id]() REQUIRES(loop_mutex) { OnFlushTimeout(id); });
 }
 
+void Handoff::OnOwnerLost(LocalClient *c) {
+    if (!c->mig.adopting)
+        return;
+    g_message("%s: owner lost while adopting: the hand-off and %zu held-back command(s) fail",
+              c->conn->label().c_str(), c->held_back.size());
+    const Status lost = Status::OwnerLost("owner host lost during the adoption");
+    bool fail_conn = false;
+    for (Frame &f : c->held_back) {
+        if (f.hdr.type == DSHM_MSG_ACQUIRE || f.hdr.type == DSHM_MSG_RELEASE)
+            d_.clients().LockFailed(c, f.Fixed<dshm_lock_req>().lock_id, f.hdr.tag, lost);
+        else
+            fail_conn = true;
+    }
+    c->held_back.clear();
+    const uint8_t none[DSHM_MAX_LOCKS / 8] = {};
+    AdoptDone(c, DSHM_E_OWNER_LOST, none, none);
+    if (fail_conn)
+        c->conn->Fail(lost, DSHM_MSG_ADOPT);
+}
+
 void Handoff::OnFlushTimeout(uint32_t client) {
     LocalClient *c = d_.clients().Find(client);
     if (!c)
