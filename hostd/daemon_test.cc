@@ -643,6 +643,54 @@ START_TEST(held_back_bounded_and_failed_when_owner_lost) {
 }
 END_TEST
 
+// ADOPT renames only a client that migrated out, with its token's secret:
+// a token made up from a live client's host and id (its host's
+// incarnation, as tokens carried before) used to steal its locks.
+START_TEST(adopt_needs_the_secret_of_a_migrated_out_client) {
+    loop_mutex.AssertHeld();
+    Cluster cl;
+    Client b, thief, src, dst;
+    AttachOn(cl, 2, b, "vm-b");
+    AttachOn(cl, 1, thief, "thief");  // on the owner host: the local path
+    Status st;
+    ck_assert(OffLoop([&] { st = b.Acquire(1); }));
+    ck_assert(st.ok());
+    dshm_handoff forged = {};
+    forged.host_id = 2;
+    forged.client_id = b.client_id();
+    forged.incarnation = cl.d[2]->incarnation();
+    dshm_adopted out = {};
+    ck_assert(OffLoop([&] { st = thief.Adopt(forged, &out); }));
+    ck_assert_int_eq(st.code(), DSHM_E_OWNER_LOST);
+    ck_assert((cl.Seg(1)->home->locks.HolderOf(1) == Holder{2, b.client_id()}));
+    ck_assert(OffLoop([&] { st = b.Release(1); }));
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+
+    // A real migration from h2 to h3 (the P_ADOPT path): a guessed secret
+    // is refused, the token's is taken, once.
+    AttachOn(cl, 2, src, "vm-src");
+    AttachOn(cl, 3, dst, "vm-src");
+    ck_assert(OffLoop([&] { st = src.Acquire(2); }));
+    ck_assert(st.ok());
+    dshm_handoff token = {};
+    ck_assert(OffLoop([&] { st = src.MigrateOut(&token); }));
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+    ck_assert(token.incarnation != cl.d[2]->incarnation());
+    dshm_handoff guess = token;
+    guess.incarnation ^= 1;
+    ck_assert(OffLoop([&] { st = dst.Adopt(guess, &out); }));
+    ck_assert_int_eq(st.code(), DSHM_E_OWNER_LOST);
+    ck_assert(OffLoop([&] { st = dst.Adopt(token, &out); }));
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+    ck_assert(out.held[0] & (1u << 2));
+    ck_assert((cl.Seg(1)->home->locks.HolderOf(2) == Holder{3, dst.client_id()}));
+    ck_assert(OffLoop([&] { st = thief.Adopt(token, &out); }));  // used up
+    ck_assert_int_eq(st.code(), DSHM_E_OWNER_LOST);
+    ck_assert(OffLoop([&] { st = dst.Release(2); }));
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+}
+END_TEST
+
 int main() {
     Suite *s = suite_create("daemon");
     TCase *tc = tcase_create("roles");
@@ -656,6 +704,7 @@ int main() {
     tcase_add_test(tc, owner_messages_from_a_non_owner_are_refused);
     tcase_add_test(tc, no_reports_queued_for_a_down_owner);
     tcase_add_test(tc, held_back_bounded_and_failed_when_owner_lost);
+    tcase_add_test(tc, adopt_needs_the_secret_of_a_migrated_out_client);
     suite_add_tcase(s, tc);
     return RunSuite(s);
 }

@@ -273,8 +273,8 @@ std::string CheckPayload(uint16_t type, const std::vector<uint8_t> &p) {
         }
         case DSHM_MSG_P_RELEASE: {
             const auto r = Get<dshm_p_release>(p);
-            return FirstError(
-                {CheckSegment(r.segment), CheckLock(r.lock_id), CheckHost(r.host_id)});
+            return FirstError({CheckSegment(r.segment), CheckLock(r.lock_id),
+                               CheckHost(r.host_id), r.token == 0 ? "" : "token in P_RELEASE"});
         }
         case DSHM_MSG_P_RELEASE_ACK: {
             const auto r = Get<dshm_p_release_ack>(p);

@@ -183,6 +183,10 @@ void Home::OnPRelease(Peer *peer, const Frame &f, ReleaseKind kind) {
         d_.mover().MaybeSendSnapshot(s);
         return;
     }
+    if (kind == ReleaseKind::kFlush)
+        d_.locker().NoteMigratedOut(s, who, m.token);
+    else
+        d_.locker().ForgetMigrated(s, who);
     std::vector<DiffRef> diffs;
     CommitFrames(s, frames, host, &diffs);
     s->stats.writebacks_applied += diffs.size();

@@ -82,6 +82,13 @@ struct HomeState {
     // (another host's FETCH, a local client's write fault) that waits for
     // the holder's EXCL_REVOKED (protocol.md section 6.1).
     std::map<uint32_t, std::vector<std::function<void()>>> excl_waiting;
+    // Clients that migrated out (their flush arrived: MIGRATE_OUT at their
+    // host), Holder::Key() -> the hand-off secret of their token.  An ADOPT
+    // renames only such a client, with that secret (Locker::RenameHolder);
+    // dropped at the adoption, when the client is dropped (CLIENT_GONE:
+    // its tombstone expired; its host lost) or uses a lock again (the
+    // migration failed and it runs on).
+    std::map<uint64_t, uint64_t> migrated;
 };
 
 // The old owner's side of a move: the OWN_MOVING_ACKs awaited, then the
@@ -171,6 +178,7 @@ struct ClientMigration {
     bool flushing = false;                // the flush is at the owner
     uint32_t flush_pages = 0, flush_bytes = 0;
     guint flush_timer = 0;  // owner lost while flushing: how long its ack may take
+    uint64_t token = 0;     // the hand-off secret drawn at MIGRATE_OUT
     bool adopting = false;  // ADOPT sent to the owner, no answer yet
     uint32_t adopt_tag = 0;
 };

@@ -103,6 +103,7 @@ void Writer::SendWritebacks(LocalClient *c, ReleaseKind kind, uint32_t lock, uin
                             uint32_t *bytes_out) {
     Segment *s = c->seg;
     const uint32_t client_id = c->id;
+    const uint64_t token = kind == ReleaseKind::kFlush ? c->mig.token : 0;  // (P_FLUSH)
     Phase("rel-start", client_id, lock);
     const std::vector<uint32_t> pages = ProtectDirty(c);
     Phase("rel-protected", client_id, pages.size());
@@ -206,6 +207,7 @@ void Writer::SendWritebacks(LocalClient *c, ReleaseKind kind, uint32_t lock, uin
     m.host_id = d_.host_id();
     m.client_id = client_id;
     m.npages = n;
+    m.token = token;
     const uint16_t type = kind == ReleaseKind::kFlush ? DSHM_MSG_P_FLUSH : DSHM_MSG_P_RELEASE;
     const std::vector<uint8_t> tail = EncodeMsg(type, 0, m);
     chunk.insert(chunk.end(), tail.begin(), tail.end());
