@@ -84,7 +84,7 @@ constexpr TypeRule kRules[] = {
     {DSHM_MSG_MIGRATE_READY, "MIGRATE_READY", kToClient, sizeof(dshm_handoff), sizeof(dshm_handoff),
      0},
     {DSHM_MSG_ADOPTED, "ADOPTED", kToClient, sizeof(dshm_adopted), sizeof(dshm_adopted), 0},
-    {DSHM_MSG_P_FLUSH, "P_FLUSH", kToPeer, sizeof(dshm_p_release), sizeof(dshm_p_release), 0},
+    {DSHM_MSG_P_FLUSH, "P_FLUSH", kToPeer, sizeof(dshm_p_flush), sizeof(dshm_p_flush), 0},
     {DSHM_MSG_P_FLUSH_ACK, "P_FLUSH_ACK", kToPeer, sizeof(dshm_p_release_ack),
      sizeof(dshm_p_release_ack), 0},
     {DSHM_MSG_P_ADOPT, "P_ADOPT", kToPeer, sizeof(dshm_p_adopt), sizeof(dshm_p_adopt), 0},
@@ -273,8 +273,8 @@ std::string CheckPayload(uint16_t type, const std::vector<uint8_t> &p) {
         }
         case DSHM_MSG_P_RELEASE: {
             const auto r = Get<dshm_p_release>(p);
-            return FirstError({CheckSegment(r.segment), CheckLock(r.lock_id),
-                               CheckHost(r.host_id), r.token == 0 ? "" : "token in P_RELEASE"});
+            return FirstError(
+                {CheckSegment(r.segment), CheckLock(r.lock_id), CheckHost(r.host_id)});
         }
         case DSHM_MSG_P_RELEASE_ACK: {
             const auto r = Get<dshm_p_release_ack>(p);
@@ -295,7 +295,7 @@ std::string CheckPayload(uint16_t type, const std::vector<uint8_t> &p) {
             return FirstError({CheckStatus(a.status, true, true), CheckHost(a.owner_host)});
         }
         case DSHM_MSG_P_FLUSH: {
-            const auto r = Get<dshm_p_release>(p);
+            const auto r = Get<dshm_p_flush>(p);
             return FirstError({CheckSegment(r.segment), r.lock_id == 0 ? "" : "lock id in P_FLUSH",
                                CheckHost(r.host_id)});
         }

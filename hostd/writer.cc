@@ -201,15 +201,18 @@ void Writer::SendWritebacks(LocalClient *c, ReleaseKind kind, uint32_t lock, uin
         if (chunk.size() + borrowed.size() * kPage >= kWritebackChunk)
             flush();
     }
-    dshm_p_release m = {};
+    dshm_p_flush m = {};  // P_RELEASE: its dshm_p_release part
     SetName(m.segment, s->cfg.name);
     m.lock_id = lock;
     m.host_id = d_.host_id();
     m.client_id = client_id;
     m.npages = n;
     m.token = token;
-    const uint16_t type = kind == ReleaseKind::kFlush ? DSHM_MSG_P_FLUSH : DSHM_MSG_P_RELEASE;
-    const std::vector<uint8_t> tail = EncodeMsg(type, 0, m);
+    static_assert(offsetof(dshm_p_flush, token) == sizeof(dshm_p_release));
+    const std::vector<uint8_t> tail =
+        kind == ReleaseKind::kFlush
+            ? EncodeMsg(DSHM_MSG_P_FLUSH, 0, m)
+            : Encode(DSHM_MSG_P_RELEASE, 0, &m, sizeof(dshm_p_release));
     chunk.insert(chunk.end(), tail.begin(), tail.end());
     flush();
     if (!rest->empty() && !conn->closed()) {

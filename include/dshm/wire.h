@@ -96,7 +96,7 @@ enum dshm_msg_type {
     DSHM_MSG_UPDATE_ACK     = 0x004a, /* struct dshm_page (no data) */
     DSHM_MSG_CLIENT_GONE    = 0x004b, /* struct dshm_p_lock (lock_id ignored) */
     /* live migration of a VM (docs/protocol.md section 11) */
-    DSHM_MSG_P_FLUSH        = 0x004c, /* struct dshm_p_release, lock_id 0 */
+    DSHM_MSG_P_FLUSH        = 0x004c, /* struct dshm_p_flush */
     DSHM_MSG_P_FLUSH_ACK    = 0x004d, /* struct dshm_p_release_ack, lock_id 0 */
     DSHM_MSG_P_ADOPT        = 0x004e, /* struct dshm_p_adopt */
     DSHM_MSG_P_ADOPTED      = 0x004f, /* struct dshm_p_adopted */
@@ -289,12 +289,21 @@ struct dshm_writeback {
     /* followed by the encoded diff (hdr.len - sizeof(struct dshm_writeback) bytes) */
 };
 
-/* P_RELEASE: closes a release; `npages` WRITEBACKs precede it.
- * P_FLUSH: the same for a migrating client's flush (lock_id 0), with the
- * hand-off secret of its token in `token` (P_RELEASE: 0). */
+/* P_RELEASE: closes a release; `npages` WRITEBACKs precede it. */
 struct dshm_p_release {
     char segment[DSHM_SEGNAME_LEN];
     uint32_t lock_id;
+    uint32_t host_id;
+    uint32_t client_id;
+    uint32_t npages;
+};
+
+/* P_FLUSH: closes a migrating client's flush (section 11) as P_RELEASE
+ * closes a release (the same fields first, lock_id 0), with the hand-off
+ * secret of the client's token (dshm_handoff.incarnation). */
+struct dshm_p_flush {
+    char segment[DSHM_SEGNAME_LEN];
+    uint32_t lock_id;     /* 0 */
     uint32_t host_id;
     uint32_t client_id;
     uint32_t npages;
@@ -489,7 +498,8 @@ DSHM_STATIC_ASSERT(sizeof(struct dshm_fetch) == 40, "dshm_fetch");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_page) == 40, "dshm_page");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_p_lock) == 48, "dshm_p_lock");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_writeback) == 40, "dshm_writeback");
-DSHM_STATIC_ASSERT(sizeof(struct dshm_p_release) == 56, "dshm_p_release");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_p_release) == 48, "dshm_p_release");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_p_flush) == 56, "dshm_p_flush");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_p_release_ack) == 48, "dshm_p_release_ack");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_pagelist) == 40, "dshm_pagelist");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_handoff) == 24, "dshm_handoff");
