@@ -110,8 +110,8 @@ bool Clients::HoldBack(LocalClient *c, Frame &f) {
         return false;
     if (c->held_back.size() >= kMaxHeldBack) {
         // Refused, not dropped: the client learns it (E_BUSY).
-        Status busy = Status::Busy("more than " + std::to_string(kMaxHeldBack) +
-                                   " lock commands held back");
+        Status busy =
+            Status::Busy("more than " + std::to_string(kMaxHeldBack) + " lock commands held back");
         if (f.hdr.type == DSHM_MSG_ACQUIRE || f.hdr.type == DSHM_MSG_RELEASE)
             LockFailed(c, f.Fixed<dshm_lock_req>().lock_id, f.hdr.tag, busy);
         else

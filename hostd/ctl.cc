@@ -16,8 +16,7 @@ constexpr size_t kFirstListCap = 4096;
 
 // The reply with at most `cap` entries in each list (VMs, cluster,
 // advice, clients, peers); *cut is set when a list was cut.
-std::string BuildJson(const Daemon &d, uint32_t what, size_t cap, bool *cut)
-    REQUIRES(loop_mutex) {
+std::string BuildJson(const Daemon &d, uint32_t what, size_t cap, bool *cut) REQUIRES(loop_mutex) {
     const Config &cfg = d.cfg();
     // False (and *cut set) once `n` entries of a list were added.
     auto room = [cap, cut](size_t n) {

@@ -215,10 +215,10 @@ bool Daemon::FromOwner(Peer *peer, const Frame &f, const Segment *s, bool former
         return true;
     if (former && s->former_owner == host)
         return true;
-    peer->conn->Fail(Status::NotOwner(MsgTypeName(f.hdr.type) + " for segment " + s->cfg.name +
-                                      " from host " + std::to_string(host) +
-                                      ", which does not own it"),
-                     f.hdr.type);
+    peer->conn->Fail(
+        Status::NotOwner(MsgTypeName(f.hdr.type) + " for segment " + s->cfg.name + " from host " +
+                         std::to_string(host) + ", which does not own it"),
+        f.hdr.type);
     return false;
 }
 

@@ -13,12 +13,11 @@
 // requests fail, and what it released before stays at the owner.
 #include "daemon.h"
 
+#include <glib-unix.h>
 #include <glib.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <glib-unix.h>
 
 #include <atomic>
 #include <cerrno>
@@ -227,8 +226,7 @@ struct Cluster {
     // with its HELLO of `incarnation` sent.
     Forged &Forge(int i, int f, uint64_t incarnation) REQUIRES(loop_mutex) {
         int sv[2];
-        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv),
-                         0);
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
         ck_assert(d[i]->peers().Attach(f, os::UniqueFd(sv[0])));
         auto fg = std::make_unique<Forged>();
         fg->fd = sv[1];
@@ -426,8 +424,8 @@ START_TEST(ctl_reply_of_large_merged_view_is_truncated) {
         dshm_stats m = {};
         SetName(m.segment, "seg");
         m.count = DSHM_MAX_STATS_VMS;
-        cl.Fake(1, f).Send(EncodeMsg(DSHM_MSG_P_STATS, 0, m, vms.data(),
-                                     vms.size() * sizeof(dshm_vm_activity)));
+        cl.Fake(1, f).Send(
+            EncodeMsg(DSHM_MSG_P_STATS, 0, m, vms.data(), vms.size() * sizeof(dshm_vm_activity)));
     }
     // Each report is answered with the merged view.
     ck_assert(RunUntil([&]() REQUIRES(loop_mutex) {
@@ -471,8 +469,7 @@ START_TEST(second_hello_does_not_end_a_live_session) {
     // h1's id with h1's incarnation, and with an older one: refused.
     for (uint64_t claimed : {inc, inc - 1}) {
         int sv[2];
-        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv),
-                         0);
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
         cl.d[3]->peers().Accept(os::UniqueFd(sv[0]));
         Forged fake;
         fake.fd = sv[1];
@@ -623,7 +620,8 @@ START_TEST(held_back_bounded_and_failed_when_owner_lost) {
     // No loop iteration in between: the owner's answer cannot come yet.
     clients.OnFrame(c, ClientFrame(DSHM_MSG_ADOPT, 1, &token, sizeof token));
     ck_assert(c->mig.adopting);
-    auto sent = [c]() REQUIRES(loop_mutex) { return c->conn->bytes_out() + c->conn->queued_bytes(); };
+    auto sent = [c]()
+                    REQUIRES(loop_mutex) { return c->conn->bytes_out() + c->conn->queued_bytes(); };
     const uint64_t out_before = sent();
     for (uint32_t i = 0; i < Clients::kMaxHeldBack + 10; i++) {
         dshm_lock_req r = {i % DSHM_MAX_LOCKS, 0};
@@ -638,7 +636,8 @@ START_TEST(held_back_bounded_and_failed_when_owner_lost) {
     ck_assert(c->held_back.empty());
     ck_assert(c->pending.empty());
     ck_assert_uint_eq(sent() - out_before,
-                      refused + Clients::kMaxHeldBack * (sizeof(dshm_hdr) + sizeof(dshm_lock_reply)) +
+                      refused +
+                          Clients::kMaxHeldBack * (sizeof(dshm_hdr) + sizeof(dshm_lock_reply)) +
                           sizeof(dshm_hdr) + sizeof(dshm_adopted));
 }
 END_TEST

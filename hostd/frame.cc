@@ -336,9 +336,9 @@ std::string CheckPayload(uint16_t type, const std::vector<uint8_t> &p) {
             for (uint32_t i = 0; i < st.count; i++) {
                 dshm_vm_activity a;
                 memcpy(&a, p.data() + sizeof(dshm_stats) + i * sizeof a, sizeof a);
-                std::string err = FirstError({CheckNul(a.vm_name, sizeof a.vm_name, "vm_name"),
-                                              CheckHost(a.host_id),
-                                              a.attached <= 1 ? "" : "attached not 0/1"});
+                std::string err =
+                    FirstError({CheckNul(a.vm_name, sizeof a.vm_name, "vm_name"),
+                                CheckHost(a.host_id), a.attached <= 1 ? "" : "attached not 0/1"});
                 if (!err.empty())
                     return err;
             }

@@ -147,16 +147,16 @@ Status LockTable::Import(const std::vector<Entry> &entries) {
                 st = Status::Proto(Describe(e.lock, e.who) + ": listed twice");
             } else if (e.pos == 0 && !l.holder) {
                 l.holder = e.who;
-            } else if (e.pos != 0 && (l.waiters.size() >= kMaxWaitersPerLock ||
-                                      total_waiters_ >= kMaxWaiters)) {
+            } else if (e.pos != 0 &&
+                       (l.waiters.size() >= kMaxWaitersPerLock || total_waiters_ >= kMaxWaiters)) {
                 st = Status::Proto(Describe(e.lock, e.who) + ": more waiters than allowed");
             } else if (e.pos != 0 && l.holder && e.pos == l.waiters.size() + 1) {
                 l.waiters.push_back(e.who);
                 l.queued.insert(e.who.Key());
                 total_waiters_++;
             } else {
-                st = Status::Proto(Describe(e.lock, e.who) + ": position " +
-                                   std::to_string(e.pos) + " out of order");
+                st = Status::Proto(Describe(e.lock, e.who) + ": position " + std::to_string(e.pos) +
+                                   " out of order");
             }
         }
         if (!st.ok()) {

@@ -97,8 +97,7 @@ class LockTable {
     // keeps the locks `from` held and its queue positions.  Appends the
     // locks `to` now holds to *held and those it waits for to *queued.
     // REQUIRES: `to` appears nowhere in the table (it is a new client).
-    void Rename(Holder from, Holder to, std::vector<uint32_t> *held,
-                std::vector<uint32_t> *queued);
+    void Rename(Holder from, Holder to, std::vector<uint32_t> *held, std::vector<uint32_t> *queued);
 
     // The whole table as (lock, client, position) entries, position 0 being
     // the holder and 1.. the waiters in FIFO order, in lock order: what
@@ -112,7 +111,8 @@ class LockTable {
     // Rebuilds the table from Export()'s entries (in that order).
     // Errors (E_PROTO, the table is then left empty): a lock id out of
     // range, a waiter before its holder or out of order, a client twice in
-    // one lock, more waiters than the bounds allow.  REQUIRES: the table is empty (every lock free).
+    // one lock, more waiters than the bounds allow.  REQUIRES: the table is empty (every lock
+    // free).
     Status Import(const std::vector<Entry> &entries);
 
     // The holder of `lock`, or nullopt if it is free or lock >= nlocks().
@@ -130,7 +130,7 @@ class LockTable {
   private:
     struct Lock {
         std::optional<Holder> holder;
-        std::deque<Holder> waiters;          // FIFO; front is granted next
+        std::deque<Holder> waiters;           // FIFO; front is granted next
         std::unordered_set<uint64_t> queued;  // Key() of every waiter
     };
     // Hands `l` to its first waiter, if any (the holder was removed).

@@ -176,13 +176,12 @@ void Peers::Accept(os::UniqueFd fd) {
     std::unique_ptr<Conn> conn = PeerConn(fd.release(), "incoming peer");
     Conn *raw = conn.get();
     unidentified_.push_back(std::move(conn));
-    raw->Start(
-        [this, raw](Frame &&f) REQUIRES(loop_mutex) { OnIncomingHello(raw, std::move(f)); },
-        [this, raw](const Status &why) REQUIRES(loop_mutex) {
-            if (!why.ok())
-                g_warning("incoming peer connection: %s", why.ToString().c_str());
-            d_.DeferDelete(TakeUnidentified(raw));
-        });
+    raw->Start([this, raw](Frame &&f) REQUIRES(loop_mutex) { OnIncomingHello(raw, std::move(f)); },
+               [this, raw](const Status &why) REQUIRES(loop_mutex) {
+                   if (!why.ok())
+                       g_warning("incoming peer connection: %s", why.ToString().c_str());
+                   d_.DeferDelete(TakeUnidentified(raw));
+               });
     raw->SetHelloDeadline(kHelloDeadlineMs);
 }
 

@@ -120,7 +120,7 @@ struct MoveState {
 struct Segment {
     SegmentConfig cfg;
     uint32_t npages = 0;
-    uint32_t owner = 0;        // the owner's host id
+    uint32_t owner = 0;  // the owner's host id
     // The owner before the last move, while it is another host: its replies
     // sent before its OWN_COMMIT (P_GRANT, PAGE, P_RELEASE_ACK, P_FLUSH_ACK,
     // P_ADOPTED) may arrive after the new owner's OWN_MOVED, on another

@@ -210,9 +210,8 @@ void Writer::SendWritebacks(LocalClient *c, ReleaseKind kind, uint32_t lock, uin
     m.token = token;
     static_assert(offsetof(dshm_p_flush, token) == sizeof(dshm_p_release));
     const std::vector<uint8_t> tail =
-        kind == ReleaseKind::kFlush
-            ? EncodeMsg(DSHM_MSG_P_FLUSH, 0, m)
-            : Encode(DSHM_MSG_P_RELEASE, 0, &m, sizeof(dshm_p_release));
+        kind == ReleaseKind::kFlush ? EncodeMsg(DSHM_MSG_P_FLUSH, 0, m)
+                                    : Encode(DSHM_MSG_P_RELEASE, 0, &m, sizeof(dshm_p_release));
     chunk.insert(chunk.end(), tail.begin(), tail.end());
     flush();
     if (!rest->empty() && !conn->closed()) {
