@@ -110,6 +110,7 @@ gboolean Agent::OnReportTimer(gpointer self) {
     auto *a = static_cast<Agent *>(self);
     Daemon &d = a->d_;
     const uint64_t now = NowNs();
+    a->report_rounds_++;
     a->monitor_.Prune(now);
     a->cluster_.Expire(
         now, std::max<uint64_t>(10'000'000'000ull, 5ull * d.cfg().policy.report_ms * 1'000'000));
@@ -121,12 +122,19 @@ gboolean Agent::OnReportTimer(gpointer self) {
         }
         if (s->move)
             continue;
+        // Not queued for an owner that is not up: reports are periodic, the
+        // next round after the connection is back goes out (a queued one
+        // per segment and round would grow without bound meanwhile).
+        Peer *op = d.peers().Find(s->owner);
+        Conn *oc = op ? op->Live() : nullptr;
+        if (!oc)
+            continue;
         if (report.size() > DSHM_MAX_STATS_VMS)
             report.resize(DSHM_MAX_STATS_VMS);
         std::vector<dshm_vm_activity> wire;
         for (const auto &r : report)
             wire.push_back(ToWire(r.vm, d.host_id(), r.attached, r.window));
-        d.peers().Send(s->owner, StatsMsg(name, wire, 0));
+        oc->Send(StatsMsg(name, wire, 0));
     }
     return G_SOURCE_CONTINUE;
 }

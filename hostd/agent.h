@@ -57,6 +57,8 @@ class Agent {
     // The merged view of s: on the owner every host's last report with this
     // host's current figures; elsewhere the owner's last answer.
     std::vector<MergedVm> MergedView(const Segment *s) const REQUIRES(loop_mutex);
+    // Report rounds so far (tests wait for them).
+    uint64_t report_rounds() const REQUIRES(loop_mutex) { return report_rounds_; }
 
   private:
     static gboolean OnReportTimer(gpointer self);
@@ -71,6 +73,7 @@ class Agent {
     // host's VMs (its last answer to our P_STATS).
     std::map<std::string, std::vector<MergedVm>> merged_ GUARDED_BY(loop_mutex);
     guint report_timer_ GUARDED_BY(loop_mutex) = 0, log_timer_ = 0;
+    uint64_t report_rounds_ GUARDED_BY(loop_mutex) = 0;
 };
 
 }  // namespace dshm

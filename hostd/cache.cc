@@ -244,6 +244,10 @@ void Cache::OnPage(Peer *peer, const Frame &f) {
     Segment *s = d_.PeerSegment(peer, f, NameOf(m.segment), false);
     if (!s || !d_.PageInRange(peer, f, s, m.page))
         return;
+    if (s->former_owner == peer->cfg.host_id && s->owner != peer->cfg.host_id)
+        return;  // the old owner's late answer: fetched again from the new one (EndMove)
+    if (!d_.FromOwner(peer, f, s, false))
+        return;
     if (m.status != DSHM_OK) {
         // An owner never refuses a fetch (it fails the connection instead):
         // the fetch is sent again when the owner is back (OnPeerUp).
@@ -394,7 +398,7 @@ void Cache::OnInvalidate(Peer *peer, const Frame &f) {
 void Cache::OnUpdate(Peer *peer, const Frame &f) {
     auto m = f.Fixed<dshm_writeback>();
     Segment *s = d_.PeerSegment(peer, f, NameOf(m.segment), false);
-    if (!s || !d_.PageInRange(peer, f, s, m.page))
+    if (!s || !d_.PageInRange(peer, f, s, m.page) || !d_.FromOwner(peer, f, s, false))
         return;
     // Another host's released bytes: applied to the page (only those bytes
     // are written; local writers own other bytes) and to the twin, so that
@@ -472,7 +476,7 @@ void Cache::OnOwnerLost(Segment *s) {
             clean.push_back(pg);
     }
     PunchLocal(s, clean);
-    for (uint32_t cid : s->clients) {
+    for (uint32_t cid : std::vector<uint32_t>(s->clients)) {  // (a failed adopt may close one)
         LocalClient *c = d_.clients().Find(cid);
         if (!c)
             continue;
@@ -481,6 +485,7 @@ void Cache::OnOwnerLost(Segment *s) {
         c->pending.clear();
         c->held.clear();
         d_.handoff().AwaitFlushAck(c);
+        d_.handoff().OnOwnerLost(c);
     }
 }
 

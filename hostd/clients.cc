@@ -118,6 +118,16 @@ bool Clients::HoldBack(LocalClient *c, Frame &f) {
     }
     if (!c->mig.adopting && !(c->seg && c->seg->move) && c->held_back.empty())
         return false;
+    if (c->held_back.size() >= kMaxHeldBack) {
+        // Refused, not dropped: the client learns it (E_BUSY).
+        Status busy =
+            Status::Busy("more than " + std::to_string(kMaxHeldBack) + " lock commands held back");
+        if (f.hdr.type == DSHM_MSG_ACQUIRE || f.hdr.type == DSHM_MSG_RELEASE)
+            LockFailed(c, f.Fixed<dshm_lock_req>().lock_id, f.hdr.tag, busy);
+        else
+            c->conn->Fail(busy, f.hdr.type);
+        return true;
+    }
     c->held_back.push_back(std::move(f));
     return true;
 }
@@ -211,7 +221,13 @@ void Clients::OnUffd(LocalClient *c, Frame &f) {
 void Clients::OnCtlQuery(LocalClient *c, const Frame &f) {
     auto q = f.Fixed<dshm_ctl_query>();
     std::string json = CtlJson(d_, q.what);
-    c->conn->Send(Encode(DSHM_MSG_CTL_REPLY, f.hdr.tag, json.data(), json.size()));
+    auto msg = EncodeBounded(DSHM_MSG_CTL_REPLY, f.hdr.tag, json.data(), json.size());
+    if (!msg) {
+        return c->conn->Fail(Status::Internal("the reply (" + std::to_string(json.size()) +
+                                              " bytes) exceeds the payload bound"),
+                             f.hdr.type);
+    }
+    c->conn->Send(std::move(*msg));
 }
 
 Status Clients::CheckLockRequest(const LocalClient *c, uint32_t lock, LockOp op) const {

@@ -8,7 +8,9 @@
 //
 // Hold-back: while the client's adopt is in flight or its segment's
 // ownership moves, its lock frames are queued in order and replayed after
-// (ReplayHeldBack), so no owner-bound request leaves meanwhile.
+// (ReplayHeldBack), so no owner-bound request leaves meanwhile.  At most
+// kMaxHeldBack: a lock frame beyond is refused (LOCK_FAILED E_BUSY), a
+// MIGRATE_OUT or ADOPT beyond fails the connection (E_BUSY).
 //
 // Answers: DeliverGranted and DeliverReleased are the one way a lock
 // answer reaches a client, whether the owner is this host or another.
@@ -40,6 +42,8 @@ class Daemon;
 
 class Clients {
   public:
+    static constexpr size_t kMaxHeldBack = 512;
+
     explicit Clients(Daemon &d);
     ~Clients();
     Clients(const Clients &) = delete;

@@ -9,9 +9,22 @@
 #include "trace.h"
 
 namespace dshm {
+namespace {
 
-std::string CtlJson(const Daemon &d, uint32_t what) {
+// Entries per list in the first attempt; halved until the reply fits.
+constexpr size_t kFirstListCap = 4096;
+
+// The reply with at most `cap` entries in each list (VMs, cluster,
+// advice, clients, peers); *cut is set when a list was cut.
+std::string BuildJson(const Daemon &d, uint32_t what, size_t cap, bool *cut) REQUIRES(loop_mutex) {
     const Config &cfg = d.cfg();
+    // False (and *cut set) once `n` entries of a list were added.
+    auto room = [cap, cut](size_t n) {
+        if (n < cap)
+            return true;
+        *cut = true;
+        return false;
+    };
     JsonBuilder *b = json_builder_new();
     json_builder_begin_object(b);
     json_builder_set_member_name(b, "host_id");
@@ -91,7 +104,10 @@ std::string CtlJson(const Daemon &d, uint32_t what) {
             add("window_s", cfg.policy.window_s);
             json_builder_set_member_name(b, "vms");
             json_builder_begin_array(b);
+            size_t n = 0;
             for (const VmActivity &v : d.agent().monitor().Snapshot(name, NowNs())) {
+                if (!room(n++))
+                    break;
                 json_builder_begin_object(b);
                 str("name", v.vm.name);
                 str("uuid", v.vm.has_uuid() ? v.vm.UuidString() : "");
@@ -107,7 +123,10 @@ std::string CtlJson(const Daemon &d, uint32_t what) {
             std::vector<MergedVm> merged = d.agent().MergedView(s.get());
             json_builder_set_member_name(b, "cluster");
             json_builder_begin_array(b);
+            n = 0;
             for (const Classification &cl : Classify(merged, cfg.policy)) {
+                if (!room(n++))
+                    break;
                 json_builder_begin_object(b);
                 str("name", cl.vm.name);
                 str("uuid", cl.vm.has_uuid() ? cl.vm.UuidString() : "");
@@ -131,7 +150,10 @@ std::string CtlJson(const Daemon &d, uint32_t what) {
             json_builder_end_array(b);
             json_builder_set_member_name(b, "advice");
             json_builder_begin_array(b);
+            n = 0;
             for (const Advice &a : Advise(name, merged, s->owner, cfg.policy)) {
+                if (!room(n++))
+                    break;
                 json_builder_begin_object(b);
                 str("vm", a.vm.ToString());
                 str("name", a.vm.name);
@@ -179,10 +201,13 @@ std::string CtlJson(const Daemon &d, uint32_t what) {
             json_builder_end_object(b);
             json_builder_set_member_name(b, "clients");
             json_builder_begin_array(b);
+            n = 0;
             for (uint32_t cid : s->clients) {
                 const LocalClient *c = d.clients().Find(cid);
                 if (!c)
                     continue;
+                if (!room(n++))
+                    break;
                 json_builder_begin_object(b);
                 json_builder_set_member_name(b, "id");
                 json_builder_add_int_value(b, c->id);
@@ -209,7 +234,10 @@ std::string CtlJson(const Daemon &d, uint32_t what) {
     if (what == DSHM_CTL_PEERS || what == DSHM_CTL_STATS) {
         json_builder_set_member_name(b, "peers");
         json_builder_begin_array(b);
+        size_t n = 0;
         for (const auto &[id, p] : d.peers().all()) {
+            if (!room(n++))
+                break;
             json_builder_begin_object(b);
             json_builder_set_member_name(b, "host_id");
             json_builder_add_int_value(b, id);
@@ -227,6 +255,10 @@ std::string CtlJson(const Daemon &d, uint32_t what) {
         }
         json_builder_end_array(b);
     }
+    if (*cut) {
+        json_builder_set_member_name(b, "truncated");
+        json_builder_add_boolean_value(b, TRUE);
+    }
     json_builder_end_object(b);
     JsonGenerator *g = json_generator_new();
     JsonNode *root = json_builder_get_root(b);
@@ -238,6 +270,17 @@ std::string CtlJson(const Daemon &d, uint32_t what) {
     g_object_unref(g);
     g_object_unref(b);
     return out;
+}
+
+}  // namespace
+
+std::string CtlJson(const Daemon &d, uint32_t what) {
+    for (size_t cap = kFirstListCap;; cap /= 2) {
+        bool cut = false;
+        std::string json = BuildJson(d, what, cap, &cut);
+        if (json.size() <= kMaxCtlReply || cap == 0)
+            return json;
+    }
 }
 
 }  // namespace dshm

@@ -289,7 +289,22 @@ Segment *Daemon::PeerSegment(Peer *peer, const Frame &f, std::string_view name, 
         peer->conn->Fail(Status::NotOwner("this host does not own " + s->cfg.name), f.hdr.type);
         return nullptr;
     }
+    if (f.hdr.type != DSHM_MSG_OWN_MOVED)
+        peer->heard.insert(s);
     return s;
+}
+
+bool Daemon::FromOwner(Peer *peer, const Frame &f, const Segment *s, bool former) {
+    const uint32_t host = peer->cfg.host_id;
+    if (!IsOwner(s) && s->owner == host)
+        return true;
+    if (former && s->former_owner == host)
+        return true;
+    peer->conn->Fail(
+        Status::NotOwner(MsgTypeName(f.hdr.type) + " for segment " + s->cfg.name + " from host " +
+                         std::to_string(host) + ", which does not own it"),
+        f.hdr.type);
+    return false;
 }
 
 bool Daemon::PageInRange(Peer *peer, const Frame &f, const Segment *s, uint32_t pg) {

@@ -153,6 +153,12 @@ class Daemon {
     // it).  Callers return at once on nullptr.
     Segment *PeerSegment(Peer *peer, const Frame &f, std::string_view name, bool owned)
         REQUIRES(loop_mutex);
+    // True if `peer` may send a message that only s's owner sends (P_GRANT,
+    // PAGE, UPDATE, P_RELEASE_ACK, P_FLUSH_ACK, P_ADOPTED): it is s's owner,
+    // or with `former` the former owner (Segment::former_owner).  Else the
+    // message is a protocol error (E_NOT_OWNER): the connection fails and
+    // this returns false; callers return at once.
+    bool FromOwner(Peer *peer, const Frame &f, const Segment *s, bool former) REQUIRES(loop_mutex);
     // False after failing the connection when pg is outside s.
     bool PageInRange(Peer *peer, const Frame &f, const Segment *s, uint32_t pg)
         REQUIRES(loop_mutex);

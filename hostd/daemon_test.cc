@@ -16,21 +16,29 @@
 // nothing ahead.
 #include "daemon.h"
 
+#include <glib-unix.h>
 #include <glib.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "agent.h"
 #include "clients.h"
 #include "dshm_client.h"
+#include "frame.h"
+#include "handoff.h"
+#include "lockq.h"
+#include "msgs.h"
 #include "peers.h"
 #include "watch.h"
 
@@ -84,16 +92,103 @@ void Write(Client &c, uint32_t pg, uint64_t v) {
     memcpy(const_cast<uint8_t *>(c.data()) + uint64_t(pg) * kPage, &v, 8);
 }
 
-// Three hosts h1..h3; h1 owns segment "seg".
+// A forged peer: host f as the test plays it on its connection to one
+// daemon.  The test writes raw frames (Send) and reads what the daemon
+// sends (`in`, validated by a FrameReader as a dshmd would); `closed` once
+// the daemon closed the connection.
+struct Forged {
+    int fd = -1;
+    guint watch = 0;
+    bool closed = false;
+    FrameReader reader{Channel::kPeer, Receiver::kDaemon, ClientRole::kUnknown};
+    std::vector<Frame> in;
+
+    ~Forged() {
+        if (watch)
+            g_source_remove(watch);
+        if (fd >= 0)
+            close(fd);
+    }
+    static gboolean OnReadable(gint fd, GIOCondition, gpointer p) {
+        auto *fg = static_cast<Forged *>(p);
+        uint8_t buf[65536];
+        for (;;) {
+            ssize_t n = read(fd, buf, sizeof buf);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && errno == EAGAIN)
+                return G_SOURCE_CONTINUE;
+            if (n <= 0) {
+                fg->closed = true;
+                fg->watch = 0;
+                return G_SOURCE_REMOVE;
+            }
+            fg->reader.Feed(buf, static_cast<size_t>(n));
+            std::optional<Frame> f;
+            while (fg->reader.Next(&f).ok() && f)
+                fg->in.push_back(std::move(*f));
+        }
+    }
+    // Writes msg whole (the loop runs while the socket is full).
+    void Send(const std::vector<uint8_t> &msg) {
+        size_t off = 0;
+        while (off < msg.size()) {
+            ssize_t n = write(fd, msg.data() + off, msg.size() - off);
+            if (n > 0) {
+                off += static_cast<size_t>(n);
+            } else if (n < 0 && errno == EAGAIN) {
+                g_main_context_iteration(nullptr, FALSE);
+            } else {
+                ck_abort_msg("writing a forged frame: %s", strerror(errno));
+            }
+        }
+    }
+    // The frames of `type` received so far.
+    size_t Count(uint16_t type) const {
+        size_t n = 0;
+        for (const Frame &f : in)
+            n += f.hdr.type == type;
+        return n;
+    }
+};
+
+std::vector<uint8_t> HelloMsg(uint32_t host, uint64_t incarnation) {
+    dshm_hello h = {};
+    h.version = DSHM_PROTO_VERSION;
+    h.role = DSHM_ROLE_PEER;
+    h.host_id = host;
+    h.incarnation = incarnation;
+    SetName(h.name, "h" + std::to_string(host));
+    return EncodeMsg(DSHM_MSG_HELLO, 0, h);
+}
+
+// How a test's Cluster is made.  io_thread: as below; nforged: hosts
+// kHosts+1.. that are raw sockets the test writes; report_ms: the access
+// monitor's report interval (0: the default); read_ahead: read-ahead-pages
+// of every host (-1: the default); seg_size: of the segment "seg".
+struct ClusterOptions {
+    bool io_thread = false;
+    int nforged = 0;
+    uint32_t report_ms = 0;
+    int read_ahead = -1;
+    uint64_t seg_size = kSegSize;
+};
+
+// Three hosts h1..h3; h1 owns segment "seg".  With `forged` > 0, hosts
+// 4..3+forged are configured peers of every daemon too, played by the test
+// (Forged) on a socketpair to each daemon.
 struct Cluster {
     char dir[64] = "/tmp/dshm-daemon-test-XXXXXX";
     std::unique_ptr<Daemon> d[kHosts + 1];
+    // (daemon i, forged host f) -> the test's end of that connection.
+    std::map<std::pair<int, int>, std::unique_ptr<Forged>> forged;
 
     // io_thread: the daemons' connections and userfaultfds on the I/O
     // thread (watch.h), as dshmd runs by default; the test thread is then
     // the loop thread, holding the loop mutex except while it polls.
-    // read_ahead: read-ahead-pages of every host (-1: the default).
-    explicit Cluster(bool io_thread = false, int read_ahead = -1, uint64_t seg_size = kSegSize) {
+    explicit Cluster(const ClusterOptions &o = {}) {
+        const bool io_thread = o.io_thread;
+        const int nforged = o.nforged;
         loop_mutex.AssertHeld();  // the test thread iterates the loop
         if (io_thread)
             EnableIoThread();
@@ -104,13 +199,15 @@ struct Cluster {
             c.host_name = "h" + std::to_string(i);
             c.socket_path = Sock(i);
             c.io_thread = io_thread;
-            if (read_ahead >= 0)
-                c.read_ahead_pages = static_cast<uint32_t>(read_ahead);
-            for (int j = 1; j <= kHosts; j++) {
+            if (o.read_ahead >= 0)
+                c.read_ahead_pages = static_cast<uint32_t>(o.read_ahead);
+            if (o.report_ms)
+                c.policy.report_ms = o.report_ms;
+            for (int j = 1; j <= kHosts + nforged; j++) {
                 if (j != i)
                     c.peers.push_back(PeerConfig{"h" + std::to_string(j), uint32_t(j), ""});
             }
-            c.segments.push_back(SegmentConfig{"seg", seg_size, 1});
+            c.segments.push_back(SegmentConfig{"seg", o.seg_size, 1});
             d[i] = std::make_unique<Daemon>(std::move(c));
             Status st = d[i]->Start();
             ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
@@ -123,6 +220,8 @@ struct Cluster {
                 ck_assert(d[i]->peers().Attach(j, os::UniqueFd(sv[0])));
                 ck_assert(d[j]->peers().Attach(i, os::UniqueFd(sv[1])));
             }
+            for (int f = kHosts + 1; f <= kHosts + nforged; f++)
+                Forge(i, f, 1);
         }
         ck_assert(RunUntil([&]() REQUIRES(loop_mutex) {
             for (int i = 1; i <= kHosts; i++) {
@@ -135,11 +234,27 @@ struct Cluster {
         }));
     }
     ~Cluster() {
+        forged.clear();
         for (int i = kHosts; i >= 1; i--)
             d[i].reset();
         std::string cmd = std::string("rm -rf ") + dir;
         (void)!system(cmd.c_str());
     }
+    // A new connection of forged host f to daemon i (replacing any other),
+    // with its HELLO of `incarnation` sent.
+    Forged &Forge(int i, int f, uint64_t incarnation) REQUIRES(loop_mutex) {
+        int sv[2];
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+        ck_assert(d[i]->peers().Attach(f, os::UniqueFd(sv[0])));
+        auto fg = std::make_unique<Forged>();
+        fg->fd = sv[1];
+        fg->watch = g_unix_fd_add(sv[1], G_IO_IN, &Forged::OnReadable, fg.get());
+        fg->Send(HelloMsg(f, incarnation));
+        Forged &out = *fg;
+        forged[{i, f}] = std::move(fg);
+        return out;
+    }
+    Forged &Fake(int i, int f) { return *forged.at({i, f}); }
     std::string Sock(int i) const { return std::string(dir) + "/h" + std::to_string(i) + ".sock"; }
     Segment *Seg(int i) REQUIRES(loop_mutex) { return d[i]->FindSegment("seg"); }
     const SegmentStats &Stats(int i) REQUIRES(loop_mutex) { return Seg(i)->stats; }
@@ -192,7 +307,7 @@ uint64_t ReadOff(Client &c, uint32_t pg) {
 
 // A remote fault, then an owner's release invalidating two copies.
 void FaultAndInvalidate(bool io_thread) REQUIRES(loop_mutex) {
-    Cluster cl(io_thread);
+    Cluster cl({.io_thread = io_thread});
     Client a, b, c;
     AttachThree(cl, a, b, c);
     ck_assert_uint_eq(WriteUnderLock(a, 0, {3}, 0x1111), 1);
@@ -340,7 +455,7 @@ void Settle(Cluster &cl, int i) REQUIRES(loop_mutex) {
 // faults than pages, every page read right.
 START_TEST(read_ahead_sequential_scan) {
     loop_mutex.AssertHeld();
-    Cluster cl(false, 64, uint64_t(kRaPages) * kPage);
+    Cluster cl({.read_ahead = 64, .seg_size = uint64_t(kRaPages) * kPage});
     Client a, b;
     AttachOn(cl, 1, a, "vm-a");
     AttachOn(cl, 2, b, "vm-b");
@@ -384,7 +499,7 @@ END_TEST
 // owner racing a scan, several rounds).
 START_TEST(read_ahead_invalidated_before_use) {
     loop_mutex.AssertHeld();
-    Cluster cl(false, 64, uint64_t(kRaPages) * kPage);
+    Cluster cl({.read_ahead = 64, .seg_size = uint64_t(kRaPages) * kPage});
     Client a, b;
     AttachOn(cl, 1, a, "vm-a");
     AttachOn(cl, 2, b, "vm-b");
@@ -448,7 +563,7 @@ END_TEST
 // nothing ahead.
 START_TEST(read_ahead_random_access_none) {
     loop_mutex.AssertHeld();
-    Cluster cl(false, 64, uint64_t(kRaPages) * kPage);
+    Cluster cl({.read_ahead = 64, .seg_size = uint64_t(kRaPages) * kPage});
     Client a, b;
     AttachOn(cl, 1, a, "vm-a");
     AttachOn(cl, 2, b, "vm-b");
@@ -469,13 +584,299 @@ END_TEST
 // read-ahead-pages = 0: a sequential scan fetches page by page.
 START_TEST(read_ahead_off) {
     loop_mutex.AssertHeld();
-    Cluster cl(false, 0, uint64_t(kRaPages) * kPage);
+    Cluster cl({.read_ahead = 0, .seg_size = uint64_t(kRaPages) * kPage});
     Client a, b;
     AttachOn(cl, 1, a, "vm-a");
     AttachOn(cl, 2, b, "vm-b");
     (void)Scan(b, 0, 64);
     ck_assert_uint_eq(cl.Stats(2).read_ahead, 0);
     ck_assert_uint_eq(cl.Stats(2).fetches_sent, 64);
+}
+END_TEST
+
+// P_STATS of DSHM_MAX_STATS_VMS VMs from each of three hosts: the owner's
+// merged view makes a CTL_REPLY beyond DSHM_MAX_PAYLOAD, which used to abort
+// dshmd (Encode's assertion).  The lists are cut and marked instead.
+START_TEST(ctl_reply_of_large_merged_view_is_truncated) {
+    loop_mutex.AssertHeld();
+    Cluster cl({.nforged = 3});
+    for (int f = 4; f <= 6; f++) {
+        std::vector<dshm_vm_activity> vms(DSHM_MAX_STATS_VMS);
+        for (uint32_t i = 0; i < vms.size(); i++) {
+            std::string name = "host" + std::to_string(f) + "-vm" + std::to_string(i) + "-";
+            name.resize(DSHM_VMNAME_LEN - 1, 'x');
+            SetName(vms[i].vm_name, name);
+            vms[i].host_id = f;
+            vms[i].attached = 1;
+            vms[i].read_faults = 1000 + i;
+            vms[i].acquires = i;
+        }
+        dshm_stats m = {};
+        SetName(m.segment, "seg");
+        m.count = DSHM_MAX_STATS_VMS;
+        cl.Fake(1, f).Send(
+            EncodeMsg(DSHM_MSG_P_STATS, 0, m, vms.data(), vms.size() * sizeof(dshm_vm_activity)));
+    }
+    // Each report is answered with the merged view.
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) {
+        for (int f = 4; f <= 6; f++) {
+            if (cl.Fake(1, f).Count(DSHM_MSG_P_STATS) == 0)
+                return false;
+        }
+        return true;
+    }));
+    ck_assert_uint_ge(cl.d[1]->agent().MergedView(cl.Seg(1)).size(), 3 * DSHM_MAX_STATS_VMS);
+    for (uint32_t what : {DSHM_CTL_STATS, DSHM_CTL_SEGMENTS}) {
+        std::string json;
+        Status st;
+        ck_assert(OffLoop([&] { st = CtlQuery(cl.Sock(1), what, &json); }));
+        ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+        ck_assert_uint_le(json.size(), DSHM_MAX_PAYLOAD);
+        ck_assert(json.find("\"truncated\":true") != std::string::npos);
+    }
+    // A small reply is whole.
+    std::string peers;
+    Status st;
+    ck_assert(OffLoop([&] { st = CtlQuery(cl.Sock(1), DSHM_CTL_PEERS, &peers); }));
+    ck_assert(st.ok());
+    ck_assert(peers.find("truncated") == std::string::npos);
+}
+END_TEST
+
+// A second connection claiming a host that has a live session: refused
+// unless its incarnation is newer (the host restarted); the real session
+// goes on meanwhile.
+START_TEST(second_hello_does_not_end_a_live_session) {
+    loop_mutex.AssertHeld();
+    Cluster cl;
+    Client a, c;
+    AttachOn(cl, 1, a, "vm-a");
+    AttachOn(cl, 3, c, "vm-c");
+    Peer *p1 = cl.d[3]->peers().Find(1);
+    Conn *live = p1->conn.get();
+    const uint64_t inc = p1->incarnation;
+    ck_assert_uint_eq(inc, cl.d[1]->incarnation());
+    // h1's id with h1's incarnation, and with an older one: refused.
+    for (uint64_t claimed : {inc, inc - 1}) {
+        int sv[2];
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+        cl.d[3]->peers().Accept(os::UniqueFd(sv[0]));
+        Forged fake;
+        fake.fd = sv[1];
+        fake.watch = g_unix_fd_add(sv[1], G_IO_IN, &Forged::OnReadable, &fake);
+        fake.Send(HelloMsg(1, claimed));
+        ck_assert(RunUntil([&] { return fake.closed; }));
+        ck_assert_ptr_eq(p1->conn.get(), live);
+        ck_assert(p1->Live());
+    }
+    // The real session still works: h3 fetches from h1.
+    ck_assert_uint_eq(WriteUnderLock(a, 0, {2}, 0x2222), 1);
+    ck_assert_uint_eq(ReadOff(c, 2), 0x2222);
+    // A newer incarnation is a restarted h1: it replaces the session.
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    cl.d[3]->peers().Accept(os::UniqueFd(sv[0]));
+    Forged fake;
+    fake.fd = sv[1];
+    fake.watch = g_unix_fd_add(sv[1], G_IO_IN, &Forged::OnReadable, &fake);
+    fake.Send(HelloMsg(1, inc + 1));
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) { return p1->incarnation == inc + 1; }));
+    ck_assert(p1->conn.get() != live);
+    ck_assert(!fake.closed);
+}
+END_TEST
+
+// Messages only a segment's owner sends, forged by another peer (host 4)
+// to h2: each is a protocol error from that peer (its connection closes)
+// and changes nothing.  Before, h2 believed them: a forged P_GRANT handed
+// a client a lock another client held, a forged UPDATE wrote into h2's copy,
+// a forged OWN_MOVED made host 4 the owner.
+START_TEST(owner_messages_from_a_non_owner_are_refused) {
+    loop_mutex.AssertHeld();
+    Cluster cl({.nforged = 1});
+    Client a, b;
+    AttachOn(cl, 1, a, "vm-a");
+    AttachOn(cl, 2, b, "vm-b");
+    ck_assert_uint_eq(ReadOff(b, 0), 0);  // h2 holds a copy of page 0
+    // a holds lock 3; b waits for it.
+    Status held;
+    ck_assert(OffLoop([&] { held = a.Acquire(3); }));
+    ck_assert(held.ok());
+    auto b_status = std::make_shared<Status>();
+    auto granted = std::make_shared<std::atomic<bool>>(false);
+    std::thread waiter([&b, b_status, granted] {
+        *b_status = b.Acquire(3);
+        *granted = true;
+        g_main_context_wakeup(nullptr);
+    });
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) {
+        const LocalClient *lb = cl.Local(2, b);
+        return lb && lb->pending.count(3) == 1;
+    }));
+    const uint32_t bid = b.client_id();
+
+    dshm_writeback u = {};
+    SetName(u.segment, "seg");
+    u.page = 0;
+    u.encoding = DSHM_ENC_RUNS;
+    const uint8_t run[] = {0, 0, 1, 0, 0xff};  // offset 0, length 1, 0xff
+    dshm_page pg = {};
+    SetName(pg.segment, "seg");
+    pg.page = 5;
+    std::vector<uint8_t> page_msg = EncodeMsg(DSHM_MSG_PAGE, 0, pg, ZeroPage(), kPage);
+    dshm_p_adopted ad = {};
+    SetName(ad.segment, "seg");
+    ad.to_client = bid;
+    ad.held[0] = 0xff;
+    dshm_stats st = {};
+    SetName(st.segment, "seg");
+    const std::vector<std::vector<uint8_t>> forged = {
+        LockMsg(DSHM_MSG_P_GRANT, "seg", 3, 2, bid),
+        EncodeMsg(DSHM_MSG_UPDATE, 0, u, run, sizeof run),
+        page_msg,
+        ReleaseAckMsg(DSHM_MSG_P_RELEASE_ACK, 0, "seg", 3, bid, DSHM_OK),
+        ReleaseAckMsg(DSHM_MSG_P_FLUSH_ACK, 0, "seg", 0, bid, DSHM_OK),
+        EncodeMsg(DSHM_MSG_P_ADOPTED, 0, ad),
+    };
+    for (const auto &msg : forged) {
+        Forged &fake = cl.Forge(2, 4, 1);
+        ck_assert(RunUntil([&]() REQUIRES(loop_mutex) { return cl.d[2]->peers().Find(4)->up; }));
+        fake.Send(msg);
+        ck_assert(RunUntil([&] { return fake.closed; }));
+    }
+    // OWN_MOVED naming the sender, once the connection carried something
+    // else about the segment (so it is no catch-up after HELLO).
+    {
+        Forged &fake = cl.Forge(2, 4, 1);
+        fake.Send(EncodeMsg(DSHM_MSG_P_STATS, 0, st));
+        fake.Send(SegNoteMsg(DSHM_MSG_OWN_MOVED, "seg", 4, 0, "forged"));
+        ck_assert(RunUntil([&] { return fake.closed; }));
+    }
+    ck_assert_uint_eq(cl.Seg(2)->owner, 1);
+    const LocalClient *lb = cl.Local(2, b);
+    ck_assert(!lb->held.count(3));
+    ck_assert_uint_eq(lb->pending.count(3), 1);
+    ck_assert(!granted->load());
+    ck_assert_uint_eq(ReadOff(b, 0), 0);
+    // The real owner's grant still comes.
+    Status rel;
+    ck_assert(OffLoop([&] { rel = a.Release(3); }));
+    ck_assert(rel.ok());
+    ck_assert(RunUntil([&] { return granted->load(); }));
+    waiter.join();
+    ck_assert_msg(b_status->ok(), "%s", b_status->ToString().c_str());
+}
+END_TEST
+
+// A client frame as its connection would deliver it.
+Frame ClientFrame(uint16_t type, uint32_t tag, const void *payload, size_t len) {
+    Frame f;
+    f.hdr = dshm_hdr{DSHM_MAGIC, type, 0, static_cast<uint32_t>(len), tag};
+    const auto *p = static_cast<const uint8_t *>(payload);
+    f.payload.assign(p, p + len);
+    return f;
+}
+
+// While the owner is down, a non-owner queues no P_STATS for it (one per
+// segment and report round would pile up in Peer::queued).
+START_TEST(no_reports_queued_for_a_down_owner) {
+    loop_mutex.AssertHeld();
+    Cluster cl({.report_ms = 5});
+    Client b;
+    AttachOn(cl, 2, b, "vm-b");
+    cl.d[2]->peers().Find(1)->conn->Close(Status::OK());
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) { return !cl.d[2]->peers().Find(1)->up; }));
+    const uint64_t from = cl.d[2]->agent().report_rounds();
+    ck_assert(RunUntil(
+        [&]() REQUIRES(loop_mutex) { return cl.d[2]->agent().report_rounds() >= from + 10; }));
+    ck_assert_uint_eq(cl.d[2]->peers().Find(1)->queued.size(), 0);
+}
+END_TEST
+
+// A client adopting (its ADOPT at the owner): lock commands are held back,
+// at most Clients::kMaxHeldBack, the others refused; when the owner is lost
+// the adopt fails and the held-back commands with it, instead of waiting
+// forever for an answer that cannot come.
+START_TEST(held_back_bounded_and_failed_when_owner_lost) {
+    loop_mutex.AssertHeld();
+    Cluster cl;
+    Client b;
+    AttachOn(cl, 2, b, "vm-b");
+    LocalClient *c = cl.Local(2, b);
+    dshm_handoff token = {};
+    token.host_id = 3;
+    token.client_id = 77;
+    Clients &clients = cl.d[2]->clients();
+    // No loop iteration in between: the owner's answer cannot come yet.
+    clients.OnFrame(c, ClientFrame(DSHM_MSG_ADOPT, 1, &token, sizeof token));
+    ck_assert(c->mig.adopting);
+    auto sent = [c]()
+                    REQUIRES(loop_mutex) { return c->conn->bytes_out() + c->conn->queued_bytes(); };
+    const uint64_t out_before = sent();
+    for (uint32_t i = 0; i < Clients::kMaxHeldBack + 10; i++) {
+        dshm_lock_req r = {i % DSHM_MAX_LOCKS, 0};
+        clients.OnFrame(c, ClientFrame(DSHM_MSG_ACQUIRE, 100 + i, &r, sizeof r));
+    }
+    ck_assert_uint_eq(c->held_back.size(), Clients::kMaxHeldBack);
+    const uint64_t refused = sent() - out_before;  // ten LOCK_FAILED
+    ck_assert_uint_eq(refused, 10 * (sizeof(dshm_hdr) + sizeof(dshm_lock_reply)));
+    // The owner is lost before it answered.
+    cl.d[2]->peers().Find(1)->conn->Close(Status::OK());
+    ck_assert(!c->mig.adopting);
+    ck_assert(c->held_back.empty());
+    ck_assert(c->pending.empty());
+    ck_assert_uint_eq(sent() - out_before,
+                      refused +
+                          Clients::kMaxHeldBack * (sizeof(dshm_hdr) + sizeof(dshm_lock_reply)) +
+                          sizeof(dshm_hdr) + sizeof(dshm_adopted));
+}
+END_TEST
+
+// ADOPT renames only a client that migrated out, with its token's secret:
+// a token made up from a live client's host and id (its host's
+// incarnation, as tokens carried before) used to steal its locks.
+START_TEST(adopt_needs_the_secret_of_a_migrated_out_client) {
+    loop_mutex.AssertHeld();
+    Cluster cl;
+    Client b, thief, src, dst;
+    AttachOn(cl, 2, b, "vm-b");
+    AttachOn(cl, 1, thief, "thief");  // on the owner host: the local path
+    Status st;
+    ck_assert(OffLoop([&] { st = b.Acquire(1); }));
+    ck_assert(st.ok());
+    dshm_handoff forged = {};
+    forged.host_id = 2;
+    forged.client_id = b.client_id();
+    forged.incarnation = cl.d[2]->incarnation();
+    dshm_adopted out = {};
+    ck_assert(OffLoop([&] { st = thief.Adopt(forged, &out); }));
+    ck_assert_int_eq(st.code(), DSHM_E_OWNER_LOST);
+    ck_assert((cl.Seg(1)->home->locks.HolderOf(1) == Holder{2, b.client_id()}));
+    ck_assert(OffLoop([&] { st = b.Release(1); }));
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+
+    // A real migration from h2 to h3 (the P_ADOPT path): a guessed secret
+    // is refused, the token's is taken, once.
+    AttachOn(cl, 2, src, "vm-src");
+    AttachOn(cl, 3, dst, "vm-src");
+    ck_assert(OffLoop([&] { st = src.Acquire(2); }));
+    ck_assert(st.ok());
+    dshm_handoff token = {};
+    ck_assert(OffLoop([&] { st = src.MigrateOut(&token); }));
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+    ck_assert(token.incarnation != cl.d[2]->incarnation());
+    dshm_handoff guess = token;
+    guess.incarnation ^= 1;
+    ck_assert(OffLoop([&] { st = dst.Adopt(guess, &out); }));
+    ck_assert_int_eq(st.code(), DSHM_E_OWNER_LOST);
+    ck_assert(OffLoop([&] { st = dst.Adopt(token, &out); }));
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+    ck_assert(out.held[0] & (1u << 2));
+    ck_assert((cl.Seg(1)->home->locks.HolderOf(2) == Holder{3, dst.client_id()}));
+    ck_assert(OffLoop([&] { st = thief.Adopt(token, &out); }));  // used up
+    ck_assert_int_eq(st.code(), DSHM_E_OWNER_LOST);
+    ck_assert(OffLoop([&] { st = dst.Release(2); }));
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
 }
 END_TEST
 
@@ -491,6 +892,12 @@ int main() {
     tcase_add_test(tc, read_ahead_invalidated_before_use);
     tcase_add_test(tc, read_ahead_random_access_none);
     tcase_add_test(tc, read_ahead_off);
+    tcase_add_test(tc, ctl_reply_of_large_merged_view_is_truncated);
+    tcase_add_test(tc, second_hello_does_not_end_a_live_session);
+    tcase_add_test(tc, owner_messages_from_a_non_owner_are_refused);
+    tcase_add_test(tc, no_reports_queued_for_a_down_owner);
+    tcase_add_test(tc, held_back_bounded_and_failed_when_owner_lost);
+    tcase_add_test(tc, adopt_needs_the_secret_of_a_migrated_out_client);
     suite_add_tcase(s, tc);
     return RunSuite(s);
 }

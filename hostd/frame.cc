@@ -84,7 +84,7 @@ constexpr TypeRule kRules[] = {
     {DSHM_MSG_MIGRATE_READY, "MIGRATE_READY", kToClient, sizeof(dshm_handoff), sizeof(dshm_handoff),
      0},
     {DSHM_MSG_ADOPTED, "ADOPTED", kToClient, sizeof(dshm_adopted), sizeof(dshm_adopted), 0},
-    {DSHM_MSG_P_FLUSH, "P_FLUSH", kToPeer, sizeof(dshm_p_release), sizeof(dshm_p_release), 0},
+    {DSHM_MSG_P_FLUSH, "P_FLUSH", kToPeer, sizeof(dshm_p_flush), sizeof(dshm_p_flush), 0},
     {DSHM_MSG_P_FLUSH_ACK, "P_FLUSH_ACK", kToPeer, sizeof(dshm_p_release_ack),
      sizeof(dshm_p_release_ack), 0},
     {DSHM_MSG_P_ADOPT, "P_ADOPT", kToPeer, sizeof(dshm_p_adopt), sizeof(dshm_p_adopt), 0},
@@ -295,7 +295,7 @@ std::string CheckPayload(uint16_t type, const std::vector<uint8_t> &p) {
             return FirstError({CheckStatus(a.status, true, true), CheckHost(a.owner_host)});
         }
         case DSHM_MSG_P_FLUSH: {
-            const auto r = Get<dshm_p_release>(p);
+            const auto r = Get<dshm_p_flush>(p);
             return FirstError({CheckSegment(r.segment), r.lock_id == 0 ? "" : "lock id in P_FLUSH",
                                CheckHost(r.host_id)});
         }
@@ -336,9 +336,9 @@ std::string CheckPayload(uint16_t type, const std::vector<uint8_t> &p) {
             for (uint32_t i = 0; i < st.count; i++) {
                 dshm_vm_activity a;
                 memcpy(&a, p.data() + sizeof(dshm_stats) + i * sizeof a, sizeof a);
-                std::string err = FirstError({CheckNul(a.vm_name, sizeof a.vm_name, "vm_name"),
-                                              CheckHost(a.host_id),
-                                              a.attached <= 1 ? "" : "attached not 0/1"});
+                std::string err =
+                    FirstError({CheckNul(a.vm_name, sizeof a.vm_name, "vm_name"),
+                                CheckHost(a.host_id), a.attached <= 1 ? "" : "attached not 0/1"});
                 if (!err.empty())
                     return err;
             }
@@ -676,6 +676,14 @@ std::vector<uint8_t> Encode(uint16_t type, uint32_t tag, const void *fixed, size
         memcpy(out.data() + kHdrSize + fixed_len, extra, extra_len);
     }
     return out;
+}
+
+std::optional<std::vector<uint8_t>> EncodeBounded(uint16_t type, uint32_t tag, const void *fixed,
+                                                  size_t fixed_len, const void *extra,
+                                                  size_t extra_len) {
+    if (fixed_len > DSHM_MAX_PAYLOAD || extra_len > DSHM_MAX_PAYLOAD - fixed_len)
+        return std::nullopt;
+    return Encode(type, tag, fixed, fixed_len, extra, extra_len);
 }
 
 std::vector<uint8_t> EncodeError(uint32_t tag, const Status &status, uint16_t ref_type) {

@@ -236,6 +236,14 @@ std::string_view NameOf(const char (&src)[N]) {
 std::vector<uint8_t> Encode(uint16_t type, uint32_t tag, const void *fixed, size_t fixed_len,
                             const void *extra = nullptr, size_t extra_len = 0);
 
+// Encode() of a message whose length derives from input (CTL_REPLY): nullopt
+// instead of a message when fixed_len + extra_len > DSHM_MAX_PAYLOAD, which
+// the caller reports as an error.  Encode() itself REQUIRES the bound: its
+// callers' lengths are bounded by construction.
+std::optional<std::vector<uint8_t>> EncodeBounded(uint16_t type, uint32_t tag, const void *fixed,
+                                                  size_t fixed_len, const void *extra = nullptr,
+                                                  size_t extra_len = 0);
+
 // Encode() of a wire struct, plus optional variable bytes.
 template <typename T>
 std::vector<uint8_t> EncodeMsg(uint16_t type, uint32_t tag, const T &fixed,

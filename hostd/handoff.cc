@@ -1,6 +1,9 @@
 #include "handoff.h"
 
+#include <sys/random.h>
+
 #include <algorithm>
+#include <cerrno>
 
 #include "agent.h"
 #include "clients.h"
@@ -13,6 +16,20 @@
 #include "writer.h"
 
 namespace dshm {
+namespace {
+
+// A hand-off secret: 64 random bits from the kernel's CSPRNG, never 0.
+uint64_t RandomToken() {
+    uint64_t v = 0;
+    while (v == 0) {
+        ssize_t n = getrandom(&v, sizeof v, 0);
+        if (n != static_cast<ssize_t>(sizeof v) && errno != EINTR)
+            g_error("getrandom: %s", g_strerror(errno));  // (no entropy source: cannot go on)
+    }
+    return v;
+}
+
+}  // namespace
 
 Handoff::~Handoff() {
     for (auto &[id, t] : tombstones_)
@@ -26,6 +43,7 @@ void Handoff::OnMigrateOut(LocalClient *c, const Frame &f) {
         return c->conn->Fail(Status::Pending("a MIGRATE_OUT is already pending"), f.hdr.type);
     c->mig.migrating_out = true;
     c->mig.migrate_tag = f.hdr.tag;
+    c->mig.token = RandomToken();
     g_message(
         "%s migrates out: writing its changes back, keeping %zu lock(s) for the "
         "destination",
@@ -47,6 +65,7 @@ void Handoff::MaybeFlush(LocalClient *c) {
         std::vector<Diff> diffs = d_.writer().CollectDirty(c, &bytes);
         c->mig.flush_pages = static_cast<uint32_t>(diffs.size());
         c->mig.flush_bytes = bytes;
+        d_.locker().NoteMigratedOut(s, Holder{d_.host_id(), c->id}, c->mig.token);
         d_.home().StartRelease(s, 0, Holder{d_.host_id(), c->id}, *c->mig.migrate_tag,
                                RefsOf(diffs), ReleaseKind::kFlush);
         return;
@@ -84,7 +103,7 @@ void Handoff::FlushDone(LocalClient *c, uint32_t status) {
     dshm_handoff t = {};
     t.host_id = d_.host_id();
     t.client_id = c->id;
-    t.incarnation = d_.incarnation();
+    t.incarnation = mig.token;  // the secret (wire.h: the field's old name)
     t.pages_written = mig.flush_pages;
     t.bytes_written = mig.flush_bytes;
     g_message("%s: %u page(s), %u byte(s) written back; ready to migrate", c->conn->label().c_str(),
@@ -104,6 +123,26 @@ void Handoff::AwaitFlushAck(LocalClient *c) {
                                   [this, id]() REQUIRES(loop_mutex) { OnFlushTimeout(id); });
 }
 
+void Handoff::OnOwnerLost(LocalClient *c) {
+    if (!c->mig.adopting)
+        return;
+    g_message("%s: owner lost while adopting: the hand-off and %zu held-back command(s) fail",
+              c->conn->label().c_str(), c->held_back.size());
+    const Status lost = Status::OwnerLost("owner host lost during the adoption");
+    bool fail_conn = false;
+    for (Frame &f : c->held_back) {
+        if (f.hdr.type == DSHM_MSG_ACQUIRE || f.hdr.type == DSHM_MSG_RELEASE)
+            d_.clients().LockFailed(c, f.Fixed<dshm_lock_req>().lock_id, f.hdr.tag, lost);
+        else
+            fail_conn = true;
+    }
+    c->held_back.clear();
+    const uint8_t none[DSHM_MAX_LOCKS / 8] = {};
+    AdoptDone(c, DSHM_E_OWNER_LOST, none, none);
+    if (fail_conn)
+        c->conn->Fail(lost, DSHM_MSG_ADOPT);
+}
+
 void Handoff::OnFlushTimeout(uint32_t client) {
     LocalClient *c = d_.clients().Find(client);
     if (!c)
@@ -119,7 +158,7 @@ void Handoff::OnFlushTimeout(uint32_t client) {
 void Handoff::OnPFlushAck(Peer *peer, const Frame &f) {
     auto m = f.Fixed<dshm_p_release_ack>();
     Segment *s = d_.PeerSegment(peer, f, NameOf(m.segment), false);
-    if (!s)
+    if (!s || !d_.FromOwner(peer, f, s, true))
         return;
     if (m.status != DSHM_OK)
         s->pages->DropExcl(-1);  // (as for a refused release, Writer::OnPReleaseAck)
@@ -143,8 +182,10 @@ void Handoff::OnAdopt(LocalClient *c, const Frame &f) {
               t.client_id, t.host_id);
     if (d_.IsOwner(s)) {
         uint8_t held[DSHM_MAX_LOCKS / 8] = {}, queued[DSHM_MAX_LOCKS / 8] = {};
-        d_.locker().RenameHolder(s, Holder{t.host_id, t.client_id}, Holder{d_.host_id(), c->id},
-                                 held, queued);
+        if (!d_.locker().RenameHolder(s, Holder{t.host_id, t.client_id}, t.incarnation,
+                                      Holder{d_.host_id(), c->id}, held, queued)) {
+            return AdoptDone(c, DSHM_E_OWNER_LOST, held, queued);
+        }
         AdoptDone(c, DSHM_OK, held, queued);
         d_.agent().OnVmArrived(s, c->vm(), t.host_id, d_.host_id());
         return;
@@ -155,6 +196,7 @@ void Handoff::OnAdopt(LocalClient *c, const Frame &f) {
     m.from_client = t.client_id;
     m.to_host = d_.host_id();
     m.to_client = c->id;
+    m.token = t.incarnation;
     SetName(m.vm_name, c->name.substr(0, DSHM_VMNAME_LEN - 1));
     std::copy(c->uuid.begin(), c->uuid.end(), m.vm_uuid);
     d_.peers().Send(s->owner, EncodeMsg(DSHM_MSG_P_ADOPT, 0, m));
@@ -192,8 +234,12 @@ void Handoff::OnPAdopt(Peer *peer, const Frame &f) {
     dshm_p_adopted r = {};
     SetName(r.segment, s->cfg.name);
     r.to_client = m.to_client;
-    d_.locker().RenameHolder(s, Holder{m.from_host, m.from_client}, Holder{m.to_host, m.to_client},
-                             r.held, r.queued);
+    if (!d_.locker().RenameHolder(s, Holder{m.from_host, m.from_client}, m.token,
+                                  Holder{m.to_host, m.to_client}, r.held, r.queued)) {
+        r.status = DSHM_E_OWNER_LOST;  // (no policy: no VM arrived)
+        peer->conn->Send(EncodeMsg(DSHM_MSG_P_ADOPTED, 0, r));
+        return;
+    }
     peer->conn->Send(EncodeMsg(DSHM_MSG_P_ADOPTED, 0, r));
     VmId vm{std::string(NameOf(m.vm_name)), {}};
     std::copy(std::begin(m.vm_uuid), std::end(m.vm_uuid), vm.uuid.begin());
@@ -203,7 +249,7 @@ void Handoff::OnPAdopt(Peer *peer, const Frame &f) {
 void Handoff::OnPAdopted(Peer *peer, const Frame &f) {
     auto m = f.Fixed<dshm_p_adopted>();
     Segment *s = d_.PeerSegment(peer, f, NameOf(m.segment), false);
-    if (!s)
+    if (!s || !d_.FromOwner(peer, f, s, true))
         return;
     LocalClient *c = d_.clients().Find(m.to_client);
     if (!c || c->seg != s)

@@ -53,6 +53,11 @@ class Handoff {
     // come on the next connection (the P_FLUSH arrived); without it within
     // ack-timeout-ms the flush fails with E_OWNER_LOST.
     void AwaitFlushAck(LocalClient *c) REQUIRES(loop_mutex);
+    // The owner was lost while c's ADOPT was at it: the adopt fails
+    // (ADOPTED E_OWNER_LOST) and the lock commands held back behind it
+    // fail with E_OWNER_LOST (a held-back MIGRATE_OUT or ADOPT fails the
+    // connection); no answer would come for them.
+    void OnOwnerLost(LocalClient *c) REQUIRES(loop_mutex);
     // A migrated-out client's connection closed: its locks wait for the
     // destination's ADOPT (or adopt-timeout-ms, then they are dropped).
     void Tombstone(LocalClient *c) REQUIRES(loop_mutex);

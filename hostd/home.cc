@@ -183,6 +183,10 @@ void Home::OnPRelease(Peer *peer, const Frame &f, ReleaseKind kind) {
         d_.mover().MaybeSendSnapshot(s);
         return;
     }
+    if (kind == ReleaseKind::kFlush)  // (P_FLUSH: dshm_p_flush, dshm_p_release's fields first)
+        d_.locker().NoteMigratedOut(s, who, f.Fixed<dshm_p_flush>().token);
+    else
+        d_.locker().ForgetMigrated(s, who);
     std::vector<DiffRef> diffs;
     CommitFrames(s, frames, host, &diffs);
     s->stats.writebacks_applied += diffs.size();

@@ -18,6 +18,7 @@ void Locker::OnAcquire(LocalClient *c, const Frame &f) {
     c->pending[lock] = PendingLock{false, f.hdr.tag};
     Holder who{d_.host_id(), c->id};
     if (d_.IsOwner(s)) {
+        ForgetMigrated(s, who);
         bool now = false;
         Status st = s->home->locks.Acquire(lock, who, &now);
         if (!st.ok()) {
@@ -40,6 +41,7 @@ void Locker::OnPAcquire(Peer *peer, const Frame &f) {
         return peer->conn->Fail(Status::Proto("P_ACQUIRE for another host"), f.hdr.type);
     bool now = false;
     Holder who{m.host_id, m.client_id};
+    ForgetMigrated(s, who);
     Status st = s->home->locks.Acquire(m.lock_id, who, &now);
     if (!st.ok()) {
         m.status = st.code();
@@ -71,8 +73,10 @@ void Locker::Grant(Segment *s, uint32_t lock, Holder who) {
 void Locker::OnPGrant(Peer *peer, const Frame &f) {
     auto m = f.Fixed<dshm_p_lock>();
     Segment *s = d_.PeerSegment(peer, f, NameOf(m.segment), false);
-    if (!s)
+    if (!s || !d_.FromOwner(peer, f, s, true))
         return;
+    if (m.host_id != d_.host_id())
+        return peer->conn->Fail(Status::Proto("P_GRANT for another host"), f.hdr.type);
     LocalClient *c = d_.clients().Find(m.client_id);
     if (!c || c->seg != s)
         return;  // died meanwhile; the owner drops it on CLIENT_GONE
@@ -89,6 +93,7 @@ void Locker::OnPGrant(Peer *peer, const Frame &f) {
 }
 
 void Locker::DropClientLocks(Segment *s, Holder who) {
+    ForgetMigrated(s, who);
     for (const auto &[lock, next] : s->home->locks.DropClient(who))
         Grant(s, lock, next);
 }
@@ -110,7 +115,27 @@ void Locker::OnClientGone(Peer *peer, const Frame &f) {
     DropClientLocks(s, Holder{m.host_id, m.client_id});
 }
 
-void Locker::RenameHolder(Segment *s, Holder from, Holder to, uint8_t *held, uint8_t *queued) {
+void Locker::NoteMigratedOut(Segment *s, Holder who, uint64_t token) {
+    s->home->migrated[who.Key()] = token;
+}
+
+void Locker::ForgetMigrated(Segment *s, Holder who) {
+    s->home->migrated.erase(who.Key());
+}
+
+bool Locker::RenameHolder(Segment *s, Holder from, uint64_t token, Holder to, uint8_t *held,
+                          uint8_t *queued) {
+    auto it = s->home->migrated.find(from.Key());
+    if (it == s->home->migrated.end() || it->second != token) {
+        g_warning(
+            "segment %s: refusing to hand client %u of host %u over to client %u of host %u: "
+            "%s",
+            s->cfg.name.c_str(), from.client, from.host, to.client, to.host,
+            it == s->home->migrated.end() ? "it did not migrate out (or its locks were dropped)"
+                                          : "wrong hand-off token");
+        return false;
+    }
+    s->home->migrated.erase(it);
     std::vector<uint32_t> h, q;
     s->home->locks.Rename(from, to, &h, &q);
     for (uint32_t l : h)
@@ -121,9 +146,12 @@ void Locker::RenameHolder(Segment *s, Holder from, Holder to, uint8_t *held, uin
         "segment %s: client %u of host %u continues as client %u of host %u: %zu lock(s) "
         "held, %zu queued",
         s->cfg.name.c_str(), from.client, from.host, to.client, to.host, h.size(), q.size());
+    return true;
 }
 
 void Locker::OnHostLost(Segment *s, uint32_t host) {
+    std::erase_if(s->home->migrated,
+                  [host](const auto &e) { return static_cast<uint32_t>(e.first >> 32) == host; });
     for (const auto &[lock, next] : s->home->locks.DropHost(host))
         Grant(s, lock, next);
 }

@@ -41,10 +41,19 @@ class Locker {
     // A local client is gone for good: its locks are dropped at the owner
     // (locally, or with CLIENT_GONE).
     void ForgetClientLocks(Segment *s, uint32_t client) REQUIRES(loop_mutex);
-    // Owner: renames `from` to `to` in the lock table (a migrated VM);
-    // sets the bits of the locks `to` now holds and queues for.
-    void RenameHolder(Segment *s, Holder from, Holder to, uint8_t *held, uint8_t *queued)
-        REQUIRES(loop_mutex);
+    // Owner: `who`'s flush arrived (it migrates out) with hand-off secret
+    // `token`: an ADOPT with that token may rename it.
+    void NoteMigratedOut(Segment *s, Holder who, uint64_t token) REQUIRES(loop_mutex);
+    // Owner: `who` is no migrated-out client any more (dropped, or it uses
+    // locks again: its migration failed).
+    void ForgetMigrated(Segment *s, Holder who) REQUIRES(loop_mutex);
+    // Owner: renames `from` to `to` in the lock table (a migrated VM) and
+    // sets the bits of the locks `to` now holds and queues for, if `from`
+    // migrated out with secret `token` (NoteMigratedOut; once).  False, and
+    // nothing changes, otherwise: a token nobody migrated with (forged, or
+    // its client's locks were dropped meanwhile).
+    bool RenameHolder(Segment *s, Holder from, uint64_t token, Holder to, uint8_t *held,
+                      uint8_t *queued) REQUIRES(loop_mutex);
     // Owner: `host` is lost: its locks go to the next in line.
     void OnHostLost(Segment *s, uint32_t host) REQUIRES(loop_mutex);
 

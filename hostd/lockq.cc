@@ -29,16 +29,33 @@ Status LockTable::Acquire(uint32_t lock, Holder who, bool *granted_now) {
     if (l.holder == who) {
         return Status::AlreadyHeld(Describe(lock, who) + ": already held");
     }
-    if (std::find(l.waiters.begin(), l.waiters.end(), who) != l.waiters.end()) {
+    if (l.queued.contains(who.Key())) {
         return Status::Pending(Describe(lock, who) + ": already queued");
     }
     if (!l.holder) {
         l.holder = who;
         *granted_now = true;
-    } else {
-        l.waiters.push_back(who);
+        return Status::OK();
     }
+    if (l.waiters.size() >= kMaxWaitersPerLock || total_waiters_ >= kMaxWaiters) {
+        return Status::Busy(Describe(lock, who) + ": " + std::to_string(l.waiters.size()) +
+                            " waiters for the lock, " + std::to_string(total_waiters_) +
+                            " for the segment's locks");
+    }
+    l.waiters.push_back(who);
+    l.queued.insert(who.Key());
+    total_waiters_++;
     return Status::OK();
+}
+
+std::optional<Holder> LockTable::GrantNext(Lock &l) {
+    if (l.waiters.empty())
+        return std::nullopt;
+    l.holder = l.waiters.front();
+    l.waiters.pop_front();
+    l.queued.erase(l.holder->Key());
+    total_waiters_--;
+    return l.holder;
 }
 
 Status LockTable::Release(uint32_t lock, Holder who, std::optional<Holder> *next_holder) {
@@ -52,11 +69,7 @@ Status LockTable::Release(uint32_t lock, Holder who, std::optional<Holder> *next
         return Status::NotHeld(Describe(lock, who) + ": not held by it");
     }
     l.holder.reset();
-    if (!l.waiters.empty()) {
-        l.holder = l.waiters.front();
-        l.waiters.pop_front();
-        *next_holder = l.holder;
-    }
+    *next_holder = GrantNext(l);
     return Status::OK();
 }
 
@@ -65,14 +78,17 @@ std::vector<std::pair<uint32_t, Holder>> LockTable::Drop(Match match) {
     std::vector<std::pair<uint32_t, Holder>> grants;
     for (uint32_t i = 0; i < locks_.size(); i++) {
         Lock &l = locks_[i];
-        std::erase_if(l.waiters, match);
+        const size_t removed = std::erase_if(l.waiters, [&](const Holder &h) {
+            if (!match(h))
+                return false;
+            l.queued.erase(h.Key());
+            return true;
+        });
+        total_waiters_ -= removed;
         if (l.holder && match(*l.holder)) {
             l.holder.reset();
-            if (!l.waiters.empty()) {
-                l.holder = l.waiters.front();
-                l.waiters.pop_front();
-                grants.emplace_back(i, *l.holder);
-            }
+            if (std::optional<Holder> next = GrantNext(l))
+                grants.emplace_back(i, *next);
         }
     }
     return grants;
@@ -94,6 +110,9 @@ void LockTable::Rename(Holder from, Holder to, std::vector<uint32_t> *held,
             l.holder = to;
             held->push_back(i);
         }
+        if (!l.queued.erase(from.Key()))
+            continue;
+        l.queued.insert(to.Key());
         for (Holder &w : l.waiters) {
             if (w == from) {
                 w = to;
@@ -123,21 +142,26 @@ Status LockTable::Import(const std::vector<Entry> &entries) {
             st = Status::Proto("lock " + std::to_string(e.lock) + " out of range");
         } else {
             Lock &l = locks_[e.lock];
-            bool dup = l.holder == e.who ||
-                       std::find(l.waiters.begin(), l.waiters.end(), e.who) != l.waiters.end();
+            bool dup = l.holder == e.who || l.queued.contains(e.who.Key());
             if (dup) {
                 st = Status::Proto(Describe(e.lock, e.who) + ": listed twice");
             } else if (e.pos == 0 && !l.holder) {
                 l.holder = e.who;
+            } else if (e.pos != 0 &&
+                       (l.waiters.size() >= kMaxWaitersPerLock || total_waiters_ >= kMaxWaiters)) {
+                st = Status::Proto(Describe(e.lock, e.who) + ": more waiters than allowed");
             } else if (e.pos != 0 && l.holder && e.pos == l.waiters.size() + 1) {
                 l.waiters.push_back(e.who);
+                l.queued.insert(e.who.Key());
+                total_waiters_++;
             } else {
-                st = Status::Proto(Describe(e.lock, e.who) + ": position " +
-                                   std::to_string(e.pos) + " out of order");
+                st = Status::Proto(Describe(e.lock, e.who) + ": position " + std::to_string(e.pos) +
+                                   " out of order");
             }
         }
         if (!st.ok()) {
             locks_.assign(locks_.size(), Lock{});
+            total_waiters_ = 0;
             return st;
         }
     }

@@ -17,9 +17,16 @@
 //   - grants happen strictly in arrival order (FIFO fairness).
 // Locks are independent: nothing done to one lock changes another.
 //
+// Bounds (docs/protocol.md section 2): at most kMaxWaitersPerLock clients
+// wait for one lock and kMaxWaiters for all the locks of the table; a
+// request over either is refused with E_BUSY.  The requests come from other
+// hosts (P_ACQUIRE), which choose the client ids: without the bounds one
+// peer could queue without limit.
+//
 // The table only decides; replying to clients (GRANTED, P_GRANT, ...) and the
-// write-back work of a release belong to the caller.  Cost: O(queue length)
-// per operation on one lock; DropClient/DropHost visit every lock.
+// write-back work of a release belong to the caller.  Cost: Acquire and
+// Release O(1) (a hash set beside each queue answers "is it queued?");
+// DropClient/DropHost/Rename visit every lock and waiter.
 #pragma once
 
 #include <cstddef>
@@ -27,6 +34,7 @@
 #include <deque>
 #include <optional>
 #include <tuple>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -41,10 +49,14 @@ struct Holder {
     uint32_t client;  // client id, unique within `host`
 
     bool operator==(const Holder &) const = default;
+    uint64_t Key() const { return uint64_t(host) << 32 | client; }
 };
 
 class LockTable {
   public:
+    static constexpr size_t kMaxWaitersPerLock = 1024;
+    static constexpr size_t kMaxWaiters = 16384;
+
     // A table of `nlocks` free locks with ids 0..nlocks-1.
     // REQUIRES: 1 <= nlocks <= DSHM_MAX_LOCKS.
     explicit LockTable(uint32_t nlocks = DSHM_MAX_LOCKS);
@@ -57,7 +69,8 @@ class LockTable {
     // or Drop* as the next holder.
     // Errors (nothing changes, *granted_now = false): E_BAD_LOCK if
     // lock >= nlocks(); E_ALREADY_HELD if `who` holds it; E_PENDING if `who`
-    // is already queued for it.
+    // is already queued for it; E_BUSY if `who` would have to wait and
+    // kMaxWaitersPerLock wait for `lock` already, or kMaxWaiters in all.
     Status Acquire(uint32_t lock, Holder who, bool *granted_now);
 
     // Releases `lock` held by `who` and grants it to the first waiter, if
@@ -84,8 +97,7 @@ class LockTable {
     // keeps the locks `from` held and its queue positions.  Appends the
     // locks `to` now holds to *held and those it waits for to *queued.
     // REQUIRES: `to` appears nowhere in the table (it is a new client).
-    void Rename(Holder from, Holder to, std::vector<uint32_t> *held,
-                std::vector<uint32_t> *queued);
+    void Rename(Holder from, Holder to, std::vector<uint32_t> *held, std::vector<uint32_t> *queued);
 
     // The whole table as (lock, client, position) entries, position 0 being
     // the holder and 1.. the waiters in FIFO order, in lock order: what
@@ -99,7 +111,8 @@ class LockTable {
     // Rebuilds the table from Export()'s entries (in that order).
     // Errors (E_PROTO, the table is then left empty): a lock id out of
     // range, a waiter before its holder or out of order, a client twice in
-    // one lock.  REQUIRES: the table is empty (every lock free).
+    // one lock, more waiters than the bounds allow.  REQUIRES: the table is empty (every lock
+    // free).
     Status Import(const std::vector<Entry> &entries);
 
     // The holder of `lock`, or nullopt if it is free or lock >= nlocks().
@@ -107,6 +120,8 @@ class LockTable {
 
     // The number of clients queued for `lock` (0 if lock >= nlocks()).
     size_t Waiters(uint32_t lock) const;
+    // The number of clients queued for any lock.
+    size_t TotalWaiters() const { return total_waiters_; }
 
     // For status display: (lock, holder, number of waiters) for every held
     // lock, in increasing lock order.
@@ -115,8 +130,11 @@ class LockTable {
   private:
     struct Lock {
         std::optional<Holder> holder;
-        std::deque<Holder> waiters;  // FIFO; front is granted next
+        std::deque<Holder> waiters;           // FIFO; front is granted next
+        std::unordered_set<uint64_t> queued;  // Key() of every waiter
     };
+    // Hands `l` to its first waiter, if any (the holder was removed).
+    std::optional<Holder> GrantNext(Lock &l);
 
     // Removes from every queue and every hold the clients matching `match`,
     // handing over freed locks; returns the grants in lock order.
@@ -124,6 +142,7 @@ class LockTable {
     std::vector<std::pair<uint32_t, Holder>> Drop(Match match);
 
     std::vector<Lock> locks_;
+    size_t total_waiters_ = 0;  // sum of every lock's waiters.size()
 };
 
 }  // namespace dshm

@@ -243,6 +243,78 @@ START_TEST(export_import_round_trip) {
 }
 END_TEST
 
+// A lock takes at most kMaxWaitersPerLock waiters, a table kMaxWaiters:
+// one more is refused with E_BUSY (nothing changes), and fits again once a
+// waiter has gone.  Many P_ACQUIREs from one peer cost O(1) each.
+START_TEST(waiter_bounds) {
+    LockTable t;
+    const size_t per_lock = LockTable::kMaxWaitersPerLock;
+    const uint32_t full_locks = LockTable::kMaxWaiters / per_lock;
+    ck_assert_uint_lt(full_locks, t.nlocks());
+    uint32_t next = 1;
+    for (uint32_t lock = 0; lock < full_locks; lock++) {
+        ck_assert(Acquire(t, lock, Holder{1, 0}));
+        for (size_t i = 0; i < per_lock; i++)
+            ck_assert(!Acquire(t, lock, Holder{2, next++}));
+        bool granted = true;
+        Status busy = t.Acquire(lock, Holder{3, next++}, &granted);
+        ck_assert_int_eq(busy.code(), DSHM_E_BUSY);
+        ck_assert(!granted);
+        ck_assert_uint_eq(t.Waiters(lock), per_lock);
+        // A duplicate is still told apart from a full queue.
+        ck_assert_int_eq(t.Acquire(lock, Holder{2, next - 2}, &granted).code(), DSHM_E_PENDING);
+    }
+    ck_assert_uint_eq(t.TotalWaiters(), LockTable::kMaxWaiters);
+    // The table is full: a free lock is still granted, nobody more waits.
+    ck_assert(Acquire(t, full_locks, Holder{1, 0}));
+    bool granted = true;
+    ck_assert_int_eq(t.Acquire(full_locks, Holder{3, 1}, &granted).code(), DSHM_E_BUSY);
+    ck_assert_uint_eq(t.Waiters(full_locks), 0);
+    // A grant makes room for one more.
+    ck_assert(Release(t, 0, Holder{1, 0}).has_value());
+    ck_assert(!Acquire(t, full_locks, Holder{3, 1}));
+    ck_assert_uint_eq(t.TotalWaiters(), LockTable::kMaxWaiters);
+    // Dropping a host empties the queues and the count.
+    t.DropHost(2);
+    ck_assert_uint_eq(t.TotalWaiters(), 1);
+    t.DropHost(3);
+    ck_assert_uint_eq(t.TotalWaiters(), 0);
+    for (uint32_t lock = 1; lock < full_locks; lock++)
+        ck_assert_uint_eq(t.Waiters(lock), 0);
+}
+END_TEST
+
+// The waiter index follows renames and drops: a renamed waiter is queued
+// under its new name only.
+START_TEST(waiter_index_follows_rename_and_drop) {
+    LockTable t;
+    ck_assert(Acquire(t, 4, Holder{1, 1}));
+    ck_assert(!Acquire(t, 4, Holder{2, 2}));
+    std::vector<uint32_t> held, queued;
+    t.Rename(Holder{2, 2}, Holder{3, 9}, &held, &queued);
+    ck_assert_uint_eq(queued.size(), 1);
+    bool granted = true;
+    ck_assert_int_eq(t.Acquire(4, Holder{3, 9}, &granted).code(), DSHM_E_PENDING);
+    ck_assert(!Acquire(t, 4, Holder{2, 2}));  // the old name is no waiter any more
+    ck_assert_uint_eq(t.TotalWaiters(), 2);
+    t.DropClient(Holder{3, 9});
+    ck_assert_uint_eq(t.TotalWaiters(), 1);
+    ck_assert(!Acquire(t, 4, Holder{3, 9}));
+    ck_assert(Is(Release(t, 4, Holder{1, 1}), Holder{2, 2}));
+    ck_assert_uint_eq(t.TotalWaiters(), 1);
+    // Import keeps the bounds too: a queue longer than allowed is refused.
+    std::vector<LockTable::Entry> entries{{0, Holder{1, 0}, 0}};
+    for (uint32_t i = 1; i <= LockTable::kMaxWaitersPerLock + 1; i++)
+        entries.push_back({0, Holder{2, i}, i});
+    LockTable u;
+    ck_assert_int_eq(u.Import(entries).code(), DSHM_E_PROTO);
+    ck_assert_uint_eq(u.TotalWaiters(), 0);
+    entries.pop_back();
+    ck_assert(u.Import(entries).ok());
+    ck_assert_uint_eq(u.TotalWaiters(), LockTable::kMaxWaitersPerLock);
+}
+END_TEST
+
 int main() {
     Suite *s = suite_create("hostd/lockq");
     TCase *tc = tcase_create("lockq");
@@ -253,6 +325,8 @@ int main() {
     tcase_add_test(tc, locks_are_independent);
     tcase_add_test(tc, rename_keeps_holds_and_positions);
     tcase_add_test(tc, export_import_round_trip);
+    tcase_add_test(tc, waiter_bounds);
+    tcase_add_test(tc, waiter_index_follows_rename_and_drop);
     suite_add_tcase(s, tc);
     return RunSuite(s);
 }

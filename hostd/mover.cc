@@ -179,7 +179,7 @@ void Mover::MaybeSendSnapshot(Segment *s) {
     // This host is a host like the others from now on: what it holds stays
     // valid (it is in the copy sets sent above); requests go to the new
     // owner, after the COMMIT on the same connection.
-    s->owner = to;
+    s->SetOwner(to);
     s->owner_reason = reason;
     s->pages->BecomeNonOwner(present);
     s->home.reset();
@@ -299,7 +299,7 @@ void Mover::OnOwnCommit(Peer *peer, const Frame &f) {
     s->pages->BecomeOwner(in.copysets);
     s->home = std::move(home);
     const uint32_t old = s->owner;
-    s->owner = me;
+    s->SetOwner(me);
     s->owner_reason = why;
     for (const auto &[pg, w] : zero_fill) {
         LocalClient *c = d_.clients().Find(w.client);
@@ -321,7 +321,20 @@ void Mover::OnOwnMoved(Peer *peer, const Frame &f) {
     if (!s)
         return;
     const uint32_t me = d_.host_id();
-    if (m.host_id != peer->cfg.host_id && !(s->move && s->owner == peer->cfg.host_id))
+    const uint32_t from = peer->cfg.host_id;
+    // Believed only from the host a move pending here goes to (the new
+    // owner's announcement) or comes from (the old owner's "stays"), or as
+    // the owner's catch-up after HELLO: before any other message about the
+    // segment on this connection (OnPeerUp sends it first).  Anything else
+    // is a protocol error.
+    const bool pending = s->move && (s->move->to == from || s->owner == from);
+    const bool catchup = m.host_id == from && !peer->heard.contains(s);
+    const bool known = m.host_id == from && s->owner == from;  // changes nothing
+    peer->heard.insert(s);
+    if (!pending && !catchup && !known)
+        return peer->conn->Fail(
+            Status::Proto("OWN_MOVED from a host that does not own the segment"), f.hdr.type);
+    if (m.host_id != from && !(s->move && s->owner == from))
         return peer->conn->Fail(
             Status::Proto("OWN_MOVED from a host that does not own the segment"), f.hdr.type);
     if (d_.IsOwner(s) && m.host_id != me) {
@@ -338,7 +351,7 @@ void Mover::OnOwnMoved(Peer *peer, const Frame &f) {
     auto text = f.Extra(sizeof m);
     if (s->owner != m.host_id)
         g_message("segment %s: owner is now host %u", s->cfg.name.c_str(), m.host_id);
-    s->owner = m.host_id;
+    s->SetOwner(m.host_id);
     s->owner_reason.assign(text.begin(), text.end());
     if (s->move)
         EndMove(s);

@@ -166,42 +166,62 @@ gboolean Peers::OnAccept(gint lfd, GIOCondition, gpointer self) {
         if (fd < 0)
             break;
         SetNoDelay(fd);
-        // Unidentified until its HELLO names a configured peer.
-        std::unique_ptr<Conn> conn = PeerConn(fd, "incoming peer");
-        Conn *raw = conn.get();
-        ps->unidentified_.push_back(std::move(conn));
-        auto take = [ps, raw]() REQUIRES(loop_mutex) -> std::unique_ptr<Conn> {
-            for (auto &u : ps->unidentified_) {
-                if (u.get() == raw) {
-                    auto out = std::move(u);
-                    std::erase(ps->unidentified_, nullptr);
-                    return out;
-                }
-            }
-            return nullptr;
-        };
-        raw->Start(
-            [ps, raw, take](Frame &&f) REQUIRES(loop_mutex) {
-                if (f.hdr.type != DSHM_MSG_HELLO)
-                    return raw->Close(Status::OK());
-                auto h = f.Fixed<dshm_hello>();
-                Peer *p = ps->Find(h.host_id);
-                if (!p || h.host_id >= ps->d_.host_id()) {
-                    return raw->Fail(Status::Proto("host id " + std::to_string(h.host_id) +
-                                                   " is not a peer that dials this host"),
-                                     DSHM_MSG_HELLO);
-                }
-                ps->AttachConn(p, take());
-                ps->OnFrame(p, std::move(f));
-            },
-            [ps, take](const Status &why) REQUIRES(loop_mutex) {
-                if (!why.ok())
-                    g_warning("incoming peer connection: %s", why.ToString().c_str());
-                ps->d_.DeferDelete(take());
-            });
-        raw->SetHelloDeadline(kHelloDeadlineMs);
+        ps->Accept(os::UniqueFd(fd));
     }
     return G_SOURCE_CONTINUE;
+}
+
+void Peers::Accept(os::UniqueFd fd) {
+    // Unidentified until its HELLO names a configured peer.
+    std::unique_ptr<Conn> conn = PeerConn(fd.release(), "incoming peer");
+    Conn *raw = conn.get();
+    unidentified_.push_back(std::move(conn));
+    raw->Start([this, raw](Frame &&f) REQUIRES(loop_mutex) { OnIncomingHello(raw, std::move(f)); },
+               [this, raw](const Status &why) REQUIRES(loop_mutex) {
+                   if (!why.ok())
+                       g_warning("incoming peer connection: %s", why.ToString().c_str());
+                   d_.DeferDelete(TakeUnidentified(raw));
+               });
+    raw->SetHelloDeadline(kHelloDeadlineMs);
+}
+
+std::unique_ptr<Conn> Peers::TakeUnidentified(Conn *raw) {
+    for (auto &u : unidentified_) {
+        if (u.get() == raw) {
+            auto out = std::move(u);
+            std::erase(unidentified_, nullptr);
+            return out;
+        }
+    }
+    return nullptr;
+}
+
+void Peers::OnIncomingHello(Conn *raw, Frame &&f) {
+    if (f.hdr.type != DSHM_MSG_HELLO)
+        return raw->Close(Status::OK());
+    auto h = f.Fixed<dshm_hello>();
+    Peer *p = Find(h.host_id);
+    if (!p || h.host_id >= d_.host_id()) {
+        return raw->Fail(Status::Proto("host id " + std::to_string(h.host_id) +
+                                       " is not a peer that dials this host"),
+                         DSHM_MSG_HELLO);
+    }
+    // A live session is replaced only by a newer incarnation of that host
+    // (its dshmd restarted and our side has not seen the old connection
+    // close yet).  Anything else claiming the id — a second connection of
+    // the same dshmd, an older one, an impersonator — is refused: it must
+    // not end the real session (protocol.md section 2).
+    if (p->Live() && h.incarnation <= p->incarnation) {
+        g_warning("peer %s (host %u): refusing a second connection (incarnation %" G_GUINT64_FORMAT
+                  ", the live session's %" G_GUINT64_FORMAT ")",
+                  p->cfg.name.c_str(), p->cfg.host_id, static_cast<guint64>(h.incarnation),
+                  static_cast<guint64>(p->incarnation));
+        return raw->Fail(Status::Proto("host " + std::to_string(h.host_id) +
+                                       " has a live session of the same or a newer incarnation"),
+                         DSHM_MSG_HELLO);
+    }
+    AttachConn(p, TakeUnidentified(raw));
+    OnFrame(p, std::move(f));
 }
 
 bool Peers::Attach(uint32_t host, os::UniqueFd fd) {
@@ -255,6 +275,7 @@ void Peers::OnHello(Peer *peer, const Frame &f) {
     peer->up = true;
     peer->incarnation = h.incarnation;
     peer->connections++;
+    peer->heard.clear();
     g_message("peer %s (host %u) up", peer->cfg.name.c_str(), peer->cfg.host_id);
     d_.OnPeerUp(peer);
     auto q = std::move(peer->queued);

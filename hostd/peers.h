@@ -7,6 +7,8 @@
 //     until the next connection is up (messages are never dropped here; a
 //     role that must not send on a later connection checks Live() first).
 //   - On HELLO: Daemon::OnPeerUp (the roles' catch-up), then the queue.
+//     An incoming HELLO for a host with a live session replaces it only
+//     with a greater incarnation (Accept); else the newcomer is refused.
 //   - On a close: Daemon::OnPeerLost (the roles, in the order documented
 //     there), then a redial after 200 ms when this host dials the peer.
 //   - Frames of an up peer go to Daemon::RoutePeerFrame.
@@ -24,6 +26,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <vector>
 
 #include "config.h"
@@ -37,6 +40,7 @@ namespace dshm {
 
 class Daemon;
 class Peers;
+struct Segment;
 
 struct Peer {
     PeerConfig cfg;
@@ -44,6 +48,10 @@ struct Peer {
     bool up = false;  // HELLO received on conn
     uint64_t incarnation = 0;
     uint64_t connections = 0;  // HELLOs received: which connection a request came on
+    // Segments this connection (since its HELLO) carried a message about,
+    // but OWN_MOVED: an OWN_MOVED before any other is the owner's catch-up
+    // at HELLO (Mover::OnOwnMoved).
+    std::set<const Segment *> heard;
     std::vector<std::vector<uint8_t>> queued;  // sent before the peer was up
     guint retry_timer = 0;
     int connecting_fd = -1;
@@ -70,6 +78,13 @@ class Peers {
     // Uses connected stream socket `fd` as the connection to peer `host`
     // (replacing any other); sends our HELLO.  False for an unknown host.
     bool Attach(uint32_t host, os::UniqueFd fd) REQUIRES(loop_mutex);
+    // Takes connected stream socket `fd` as an incoming connection, as the
+    // listener does with an accepted one: unidentified until its HELLO
+    // names a configured peer with a lower host id.  If that peer has a
+    // live session, the newcomer replaces it only with a greater
+    // incarnation (the peer restarted); otherwise it is refused (ERROR
+    // E_PROTO, closed) and the live session goes on.
+    void Accept(os::UniqueFd fd) REQUIRES(loop_mutex);
 
     Peer *Find(uint32_t host) REQUIRES(loop_mutex);
     const std::map<uint32_t, std::unique_ptr<Peer>> &all() const REQUIRES(loop_mutex) {
@@ -85,13 +100,15 @@ class Peers {
     static gboolean OnDialReady(gint fd, GIOCondition, gpointer peer);
     static gboolean OnAccept(gint fd, GIOCondition, gpointer self);
     void AttachConn(Peer *peer, std::unique_ptr<Conn> conn) REQUIRES(loop_mutex);
+    void OnIncomingHello(Conn *raw, Frame &&f) REQUIRES(loop_mutex);
+    std::unique_ptr<Conn> TakeUnidentified(Conn *raw) REQUIRES(loop_mutex);
     void OnFrame(Peer *peer, Frame &&f) REQUIRES(loop_mutex);
     void OnHello(Peer *peer, const Frame &f) REQUIRES(loop_mutex);
     void OnClosed(Peer *peer, const Status &why) REQUIRES(loop_mutex);
 
     Daemon &d_;
     std::map<uint32_t, std::unique_ptr<Peer>> peers_ GUARDED_BY(loop_mutex);
-    std::vector<std::unique_ptr<Conn>> unidentified_;  // accepted conns before HELLO
+    std::vector<std::unique_ptr<Conn>> unidentified_ GUARDED_BY(loop_mutex);  // before HELLO
     os::UniqueFd listen_ GUARDED_BY(loop_mutex);
     guint listen_watch_ GUARDED_BY(loop_mutex) = 0;
 };

@@ -99,6 +99,13 @@ struct HomeState {
     // (another host's FETCH, a local client's write fault) that waits for
     // the holder's EXCL_REVOKED (protocol.md section 6.1).
     std::map<uint32_t, std::vector<std::function<void()>>> excl_waiting;
+    // Clients that migrated out (their flush arrived: MIGRATE_OUT at their
+    // host), Holder::Key() -> the hand-off secret of their token.  An ADOPT
+    // renames only such a client, with that secret (Locker::RenameHolder);
+    // dropped at the adoption, when the client is dropped (CLIENT_GONE:
+    // its tombstone expired; its host lost) or uses a lock again (the
+    // migration failed and it runs on).
+    std::map<uint64_t, uint64_t> migrated;
 };
 
 // The old owner's side of a move: the OWN_MOVING_ACKs awaited, then the
@@ -130,7 +137,12 @@ struct MoveState {
 struct Segment {
     SegmentConfig cfg;
     uint32_t npages = 0;
-    uint32_t owner = 0;        // the owner's host id
+    uint32_t owner = 0;  // the owner's host id
+    // The owner before the last move, while it is another host: its replies
+    // sent before its OWN_COMMIT (P_GRANT, PAGE, P_RELEASE_ACK, P_FLUSH_ACK,
+    // P_ADOPTED) may arrive after the new owner's OWN_MOVED, on another
+    // connection (protocol.md section 13).
+    std::optional<uint32_t> former_owner;
     std::string owner_reason;  // why the owner is where it is (dshmctl segments)
     os::UniqueFd memfd;
     uint8_t *map = nullptr;  // dshmd's own mapping of the memfd
@@ -142,6 +154,14 @@ struct Segment {
     SegmentStats stats;
     std::unique_ptr<HomeState> home;  // while this host owns it
     std::unique_ptr<MoveState> move;  // while ownership moves
+
+    // The owner changes to `host` (a move ended): the old one becomes the
+    // former owner.
+    void SetOwner(uint32_t host) {
+        if (host != owner)
+            former_owner = owner;
+        owner = host;
+    }
 
     // Only while mapped: a host that dropped its copy has map == nullptr.
     uint8_t *Page(uint32_t pg) const {
@@ -178,6 +198,7 @@ struct ClientMigration {
     bool flushing = false;                // the flush is at the owner
     uint32_t flush_pages = 0, flush_bytes = 0;
     guint flush_timer = 0;  // owner lost while flushing: how long its ack may take
+    uint64_t token = 0;     // the hand-off secret drawn at MIGRATE_OUT
     bool adopting = false;  // ADOPT sent to the owner, no answer yet
     uint32_t adopt_tag = 0;
 };

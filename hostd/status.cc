@@ -35,12 +35,14 @@ const char *StatusCodeName(uint32_t code) {
             return "E_INTERNAL";
         case DSHM_E_NOT_OWNER:
             return "E_NOT_OWNER";
+        case DSHM_E_BUSY:
+            return "E_BUSY";
     }
     return "E_UNKNOWN";
 }
 
 bool IsKnownStatusCode(uint32_t code) {
-    return code <= DSHM_E_NOT_OWNER;
+    return code <= DSHM_E_BUSY;
 }
 
 Status Status::FromCode(uint32_t code, std::string_view msg) {

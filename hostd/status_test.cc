@@ -36,6 +36,7 @@ START_TEST(factories_set_code_and_message) {
         {Status::Uffd("m"), DSHM_E_UFFD, "E_UFFD"},
         {Status::Internal("m"), DSHM_E_INTERNAL, "E_INTERNAL"},
         {Status::NotOwner("m"), DSHM_E_NOT_OWNER, "E_NOT_OWNER"},
+        {Status::Busy("m"), DSHM_E_BUSY, "E_BUSY"},
     };
     for (const auto &c : cases) {
         ck_assert(!c.s.ok());

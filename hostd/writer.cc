@@ -103,6 +103,7 @@ void Writer::SendWritebacks(LocalClient *c, ReleaseKind kind, uint32_t lock, uin
                             uint32_t *bytes_out) {
     Segment *s = c->seg;
     const uint32_t client_id = c->id;
+    const uint64_t token = kind == ReleaseKind::kFlush ? c->mig.token : 0;  // (P_FLUSH)
     Phase("rel-start", client_id, lock);
     const std::vector<uint32_t> pages = ProtectDirty(c);
     Phase("rel-protected", client_id, pages.size());
@@ -200,14 +201,17 @@ void Writer::SendWritebacks(LocalClient *c, ReleaseKind kind, uint32_t lock, uin
         if (chunk.size() + borrowed.size() * kPage >= kWritebackChunk)
             flush();
     }
-    dshm_p_release m = {};
+    dshm_p_flush m = {};  // P_RELEASE: its dshm_p_release part
     SetName(m.segment, s->cfg.name);
     m.lock_id = lock;
     m.host_id = d_.host_id();
     m.client_id = client_id;
     m.npages = n;
-    const uint16_t type = kind == ReleaseKind::kFlush ? DSHM_MSG_P_FLUSH : DSHM_MSG_P_RELEASE;
-    const std::vector<uint8_t> tail = EncodeMsg(type, 0, m);
+    m.token = token;
+    static_assert(offsetof(dshm_p_flush, token) == sizeof(dshm_p_release));
+    const std::vector<uint8_t> tail =
+        kind == ReleaseKind::kFlush ? EncodeMsg(DSHM_MSG_P_FLUSH, 0, m)
+                                    : Encode(DSHM_MSG_P_RELEASE, 0, &m, sizeof(dshm_p_release));
     chunk.insert(chunk.end(), tail.begin(), tail.end());
     flush();
     if (!rest->empty() && !conn->closed()) {
@@ -230,7 +234,7 @@ void Writer::OnPReleaseAck(Peer *peer, const Frame &f) {
     auto m = f.Fixed<dshm_p_release_ack>();
     Phase("rel-acked", m.client_id, m.status);
     Segment *s = d_.PeerSegment(peer, f, NameOf(m.segment), false);
-    if (!s)
+    if (!s || !d_.FromOwner(peer, f, s, true))
         return;
     // A refused release leaves bytes here that the owner reverted: a page
     // sent whole unchecked would carry them back, so every page is compared

@@ -96,7 +96,7 @@ enum dshm_msg_type {
     DSHM_MSG_UPDATE_ACK     = 0x004a, /* struct dshm_page (no data) */
     DSHM_MSG_CLIENT_GONE    = 0x004b, /* struct dshm_p_lock (lock_id ignored) */
     /* live migration of a VM (docs/protocol.md section 11) */
-    DSHM_MSG_P_FLUSH        = 0x004c, /* struct dshm_p_release, lock_id 0 */
+    DSHM_MSG_P_FLUSH        = 0x004c, /* struct dshm_p_flush */
     DSHM_MSG_P_FLUSH_ACK    = 0x004d, /* struct dshm_p_release_ack, lock_id 0 */
     DSHM_MSG_P_ADOPT        = 0x004e, /* struct dshm_p_adopt */
     DSHM_MSG_P_ADOPTED      = 0x004f, /* struct dshm_p_adopted */
@@ -135,6 +135,7 @@ enum dshm_status {
     DSHM_E_UFFD             = 10, /* the uffd was unusable (features, range) */
     DSHM_E_INTERNAL         = 11,
     DSHM_E_NOT_OWNER        = 12, /* peer request to a non-owner of the segment */
+    DSHM_E_BUSY             = 13, /* too many requests waiting (a bound of section 2) */
 };
 
 /* ------------------------------------------------------------------ */
@@ -220,11 +221,15 @@ struct dshm_ctl_query {
  * dshmd answers MIGRATE_OUT once the VM's writes reached the owner; the
  * destination VM presents the token so that the owner hands the source
  * client's locks (held and queued) to it.  pages/bytes_written: MIGRATE_READY
- * only (what the flush wrote back), 0 in ADOPT. */
+ * only (what the flush wrote back), 0 in ADOPT.  `incarnation` keeps its
+ * name (QEMU stores it under that name) but is the token's secret: a
+ * random 64-bit value the source dshmd draws at MIGRATE_OUT and sends the
+ * owner in P_FLUSH; the owner adopts only with it (docs/protocol.md
+ * section 11). */
 struct dshm_handoff {
     uint32_t host_id;     /* host of the source client */
     uint32_t client_id;   /* the source client's id on that host */
-    uint64_t incarnation; /* that host's dshmd incarnation */
+    uint64_t incarnation; /* the hand-off secret (random, drawn at MIGRATE_OUT) */
     uint32_t pages_written;
     uint32_t bytes_written;
 };
@@ -293,6 +298,18 @@ struct dshm_p_release {
     uint32_t npages;
 };
 
+/* P_FLUSH: closes a migrating client's flush (section 11) as P_RELEASE
+ * closes a release (the same fields first, lock_id 0), with the hand-off
+ * secret of the client's token (dshm_handoff.incarnation). */
+struct dshm_p_flush {
+    char segment[DSHM_SEGNAME_LEN];
+    uint32_t lock_id;     /* 0 */
+    uint32_t host_id;
+    uint32_t client_id;
+    uint32_t npages;
+    uint64_t token;
+};
+
 struct dshm_p_release_ack {
     char segment[DSHM_SEGNAME_LEN];
     uint32_t lock_id;
@@ -316,8 +333,9 @@ struct dshm_pagelist {
 };
 
 /* P_ADOPT (destination host -> owner): rename the holder (from) to (to) in
- * every lock and queue of the segment; the VM identity feeds the ownership
- * policy (section 13). */
+ * every lock and queue of the segment, if (from) migrated out with hand-off
+ * secret `token` (its P_FLUSH); the VM identity feeds the ownership policy
+ * (section 13). */
 struct dshm_p_adopt {
     char segment[DSHM_SEGNAME_LEN];
     uint32_t from_host;
@@ -326,6 +344,7 @@ struct dshm_p_adopt {
     uint32_t to_client;
     char vm_name[DSHM_VMNAME_LEN];
     uint8_t vm_uuid[16];
+    uint64_t token;       /* dshm_handoff.incarnation of the ADOPT */
 };
 
 /* P_ADOPTED (owner -> destination host). */
@@ -480,11 +499,12 @@ DSHM_STATIC_ASSERT(sizeof(struct dshm_page) == 40, "dshm_page");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_p_lock) == 48, "dshm_p_lock");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_writeback) == 40, "dshm_writeback");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_p_release) == 48, "dshm_p_release");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_p_flush) == 56, "dshm_p_flush");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_p_release_ack) == 48, "dshm_p_release_ack");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_pagelist) == 40, "dshm_pagelist");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_handoff) == 24, "dshm_handoff");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_adopted) == 72, "dshm_adopted");
-DSHM_STATIC_ASSERT(sizeof(struct dshm_p_adopt) == 128, "dshm_p_adopt");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_p_adopt) == 136, "dshm_p_adopt");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_p_adopted) == 104, "dshm_p_adopted");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_seg_note) == 40, "dshm_seg_note");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_stats) == 40, "dshm_stats");

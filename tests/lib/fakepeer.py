@@ -107,7 +107,10 @@ class Peer:
                 return body
 
     def release(self, name, lock, client, n, wait=True, typ=P_RELEASE):
-        self.s.sendall(frame(typ, seg(name) + struct.pack("<IIII", lock, self.host_id, client, n), tag=7))
+        body = seg(name) + struct.pack("<IIII", lock, self.host_id, client, n)
+        if typ == P_FLUSH:
+            body += struct.pack("<Q", 0)  # dshm_p_flush.token: no hand-off secret
+        self.s.sendall(frame(typ, body, tag=7))
         if wait:
             return struct.unpack_from("<III", self.await_type(P_RELEASE_ACK), 32)[2]
         return None
