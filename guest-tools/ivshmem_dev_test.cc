@@ -102,7 +102,7 @@ END_TEST
 
 int main() {
     Suite *s = suite_create("guest-tools/ivshmem_dev");
-    TCase *tc = tcase_create("sysfs");
+    TCase *tc = NewTCase("sysfs", 20);
     tcase_add_checked_fixture(tc, Setup, Teardown);
     tcase_add_test(tc, finds_only_ivshmem_sorted);
     tcase_add_test(tc, select_by_index_and_bdf);

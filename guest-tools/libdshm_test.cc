@@ -664,7 +664,7 @@ END_TEST
 
 int main() {
     Suite *s = suite_create("guest-tools/libdshm");
-    TCase *disc = tcase_create("discovery");
+    TCase *disc = NewTCase("discovery", 20);
     tcase_add_checked_fixture(disc, SetupTree, TeardownTree);
     tcase_add_test(disc, list_finds_dsm_devices_only);
     tcase_add_test(disc, open_by_segment_name);
@@ -673,9 +673,8 @@ int main() {
     tcase_add_test(disc, error_strings);
     suite_add_tcase(s, disc);
 
-    TCase *locks = tcase_create("locks");
+    TCase *locks = NewTCase("locks", 30);
     tcase_add_checked_fixture(locks, SetupLock, TeardownLock);
-    tcase_set_timeout(locks, 20);
     tcase_add_test(locks, acquire_release_roundtrip);
     tcase_add_test(locks, refused_acquire);
     tcase_add_test(locks, refused_release);

@@ -82,7 +82,7 @@ END_TEST
 
 int main() {
     Suite *s = suite_create("guest-tools/pattern");
-    TCase *tc = tcase_create("pattern");
+    TCase *tc = NewTCase("pattern", 20);
     tcase_add_test(tc, fill_then_verify_roundtrip);
     tcase_add_test(tc, ranges_agree_with_whole);
     tcase_add_test(tc, verify_reports_first_mismatch);

@@ -333,7 +333,7 @@ END_TEST
 
 int main() {
     Suite *s = suite_create("hostd/config");
-    TCase *tc = tcase_create("config");
+    TCase *tc = NewTCase("config", 20);
     tcase_add_test(tc, parses_a_full_config);
     tcase_add_test(tc, reports_each_problem_precisely);
     tcase_add_test(tc, policy_defaults);

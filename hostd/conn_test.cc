@@ -247,8 +247,7 @@ END_TEST
 
 int main() {
     Suite *s = suite_create("hostd/conn");
-    TCase *tc = tcase_create("output");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = NewTCase("output", 60);
     tcase_add_test(tc, stream_is_bounded_and_ordered);
     tcase_add_test(tc, gather_copies_what_it_cannot_write_and_keeps_order);
     tcase_add_test(tc, when_drained_fires_once_below_low_water);

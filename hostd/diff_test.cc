@@ -521,8 +521,7 @@ END_TEST
 
 int main() {
     Suite *s = suite_create("hostd/diff");
-    TCase *tc = tcase_create("diff");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = NewTCase("diff", 60);
     tcase_add_test(tc, equal_pages_encode_nothing);
     tcase_add_test(tc, random_roundtrips);
     tcase_add_test(tc, edges_of_the_page);

@@ -863,7 +863,7 @@ END_TEST
 
 int main() {
     Suite *s = suite_create("hostd/frame");
-    TCase *ok = tcase_create("accepted");
+    TCase *ok = NewTCase("accepted", 60);
     tcase_add_test(ok, client_session_any_chunking);
     tcase_add_test(ok, partial_frame_waits);
     tcase_add_test(ok, prepare_commit_like_feed);
@@ -871,15 +871,14 @@ int main() {
     tcase_add_test(ok, library_side);
     tcase_add_test(ok, peer_types);
     suite_add_tcase(s, ok);
-    TCase *bad = tcase_create("rejected");
+    TCase *bad = NewTCase("rejected", 30);
     tcase_add_test(bad, sequencing_and_roles);
     tcase_add_test(bad, header_errors);
     tcase_add_test(bad, client_payload_errors);
     tcase_add_test(bad, peer_payload_errors);
     tcase_add_test(bad, fd_rules);
     suite_add_tcase(s, bad);
-    TCase *misc = tcase_create("helpers");
-    tcase_set_timeout(misc, 60);
+    TCase *misc = NewTCase("helpers", 60);
     tcase_add_test(misc, names);
     tcase_add_test(misc, encoding_helpers);
     tcase_add_test(misc, random_garbage_never_crashes);

@@ -317,7 +317,7 @@ END_TEST
 
 int main() {
     Suite *s = suite_create("hostd/lockq");
-    TCase *tc = tcase_create("lockq");
+    TCase *tc = NewTCase("lockq", 30);
     tcase_add_test(tc, fifo_many_waiters);
     tcase_add_test(tc, error_codes);
     tcase_add_test(tc, drop_client_in_middle_of_queue);

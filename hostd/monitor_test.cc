@@ -503,7 +503,7 @@ END_TEST
 
 int main() {
     Suite *s = suite_create("hostd/monitor");
-    TCase *tc = tcase_create("monitor");
+    TCase *tc = NewTCase("monitor", 20);
     tcase_add_test(tc, vm_identity);
     tcase_add_test(tc, activity_sum_and_events);
     tcase_add_test(tc, window_slides_and_totals_stay);

@@ -463,7 +463,7 @@ END_TEST
 
 int main() {
     Suite *s = suite_create("hostd/pages");
-    TCase *tc = tcase_create("state machine");
+    TCase *tc = NewTCase("state machine", 20);
     tcase_add_test(tc, missing_faults_fetch_once_and_queue);
     tcase_add_test(tc, owner_fills_holes_with_zeros);
     tcase_add_test(tc, read_ahead_is_a_fetch_like_any_other);

@@ -100,7 +100,7 @@ END_TEST
 
 int main() {
     Suite *s = suite_create("hostd/status");
-    TCase *tc = tcase_create("status");
+    TCase *tc = NewTCase("status", 10);
     tcase_add_test(tc, ok_is_default_and_cheap);
     tcase_add_test(tc, factories_set_code_and_message);
     tcase_add_test(tc, from_code);

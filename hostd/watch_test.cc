@@ -410,7 +410,7 @@ END_TEST
 
 int main() {
     Suite *s = suite_create("hostd/watch");
-    TCase *tc = tcase_create("watch");
+    TCase *tc = NewTCase("watch", 30);
     tcase_add_test(tc, readable_fd_fires_level_triggered_until_removed);
     tcase_add_test(tc, hup_is_reported_unasked);
     tcase_add_test(tc, watch_removed_during_a_dispatch_is_not_called);
@@ -423,7 +423,7 @@ int main() {
     suite_add_tcase(s, tc);
     // After every plain-watch test: EnableIoThread cannot be undone (it
     // matters when CK_FORK=no runs every test in one process).
-    TCase *tt = tcase_create("io-thread");
+    TCase *tt = NewTCase("io-thread", 30);
     tcase_add_test(tt, io_watch_runs_on_the_io_thread_under_the_loop_mutex);
     tcase_add_test(tt, io_watches_share_one_thread);
     tcase_add_test(tt, io_watch_rewatch_unwatch_and_its_fds);

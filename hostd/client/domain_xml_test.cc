@@ -260,7 +260,7 @@ END_TEST
 
 int main() {
     Suite *s = suite_create("domain_xml");
-    TCase *tc = tcase_create("domain_xml");
+    TCase *tc = NewTCase("domain_xml", 20);
     tcase_add_test(tc, full_domain_with_two_segments);
     tcase_add_test(tc, aliases_are_what_libvirt_keeps);
     tcase_add_test(tc, defaults);

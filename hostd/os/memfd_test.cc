@@ -166,7 +166,7 @@ END_TEST
 
 int main() {
     Suite *s = suite_create("hostd/os/memfd");
-    TCase *tc = tcase_create("memfd");
+    TCase *tc = NewTCase("memfd", 20);
     tcase_add_test(tc, create_sized_sealed_all_holes);
     tcase_add_test(tc, create_rejects_bad_sizes);
     tcase_add_test(tc, read_hole_is_zero_and_stays_hole);

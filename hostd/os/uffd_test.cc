@@ -659,15 +659,13 @@ END_TEST
 
 int main() {
     Suite *s = suite_create("hostd/os/uffd");
-    TCase *api = tcase_create("api");
-    tcase_set_timeout(api, 30);
+    TCase *api = NewTCase("api", 30);
     tcase_add_test(api, create_handshake_and_register);
     tcase_add_test(api, device_fallback_path_works);
     tcase_add_test(api, unknown_feature_is_eopnotsupp);
     tcase_add_test(api, blocking_uffd_polls_pollerr_until_nonblocking);
     suite_add_tcase(s, api);
-    TCase *kernel = tcase_create("kernel-behaviour");
-    tcase_set_timeout(kernel, 30);
+    TCase *kernel = NewTCase("kernel-behaviour", 30);
     tcase_add_test(kernel, missing_fault_copy_wp);
     tcase_add_test(kernel, first_write_faults_wp);
     tcase_add_test(kernel, punch_faults_missing_again);

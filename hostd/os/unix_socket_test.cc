@@ -217,8 +217,7 @@ END_TEST
 
 int main() {
     Suite *s = suite_create("hostd/os/unix_socket");
-    TCase *tc = tcase_create("unix_socket");
-    tcase_set_timeout(tc, 30);
+    TCase *tc = NewTCase("unix_socket", 30);
     tcase_add_test(tc, one_fd_roundtrip);
     tcase_add_test(tc, several_and_no_fds);
     tcase_add_test(tc, bad_send_arguments);

@@ -10,6 +10,17 @@
 
 #include <cstdlib>
 
+// A test case with a deliberate time limit: `seconds` is several times what
+// the case takes in the plain build on an idle machine; Check multiplies it
+// by CK_TIMEOUT_MULTIPLIER (tests/run.sh: 3 for the plain and clang builds,
+// 10 under the sanitizers), so a loaded CI machine does not fail a test on
+// time.  Every test case is made with it: none runs on Check's 4 s default.
+inline TCase *NewTCase(const char *name, double seconds) {
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, seconds);
+    return tc;
+}
+
 inline int RunSuite(Suite *suite) {
     SRunner *runner = srunner_create(suite);
     srunner_run_all(runner, CK_NORMAL);
