@@ -1,7 +1,7 @@
 // fuzz_domain_xml: `dshmctl domain-xml` (hostd/client/domain_xml.h).  The
 // input is the argument list, NUL-separated (as argv cannot hold a NUL),
 // parsed by ParseDomainXmlArgs and built by BuildDomainXml.  Text that is
-// built must be valid UTF-8 and well-formed XML (GLib's GMarkup parses it;
+// built must be valid UTF-8 of XML 1.0 characters and well-formed XML (GLib's GMarkup parses it;
 // a snippet inside a wrapper element), with exactly one <shmem> element per
 // segment; anything else aborts.
 #include <glib.h>
@@ -20,12 +20,12 @@ using namespace dshm;
 
 namespace {
 
-#define CHECK(cond)                                                                 \
-    do {                                                                            \
-        if (!(cond)) {                                                              \
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
             fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                \
-        }                                                                           \
+            abort();                                                                 \
+        }                                                                            \
     } while (0)
 
 struct Count {
@@ -68,14 +68,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     }
     CHECK(g_utf8_validate(xml.data(), xml.size(), nullptr));
-    std::string doc = o.snippet ? "<wrapper xmlns:qemu='" + std::string(kQemuXmlns) + "'>" + xml +
-                                      "</wrapper>"
-                                : xml;
+    for (const char *c = xml.data(); c < xml.data() + xml.size(); c = g_utf8_next_char(c))
+        CHECK(g_utf8_get_char(c) != 0xfffe && g_utf8_get_char(c) != 0xffff);  // not XML Chars
+    std::string doc =
+        o.snippet ? "<wrapper xmlns:qemu='" + std::string(kQemuXmlns) + "'>" + xml + "</wrapper>"
+                  : xml;
     Count count;
     GMarkupParser parser = {};
     parser.start_element = OnStart;
-    GMarkupParseContext *ctx = g_markup_parse_context_new(&parser, G_MARKUP_DEFAULT_FLAGS, &count,
-                                                          nullptr);
+    GMarkupParseContext *ctx =
+        g_markup_parse_context_new(&parser, G_MARKUP_DEFAULT_FLAGS, &count, nullptr);
     GError *err = nullptr;
     gboolean ok = g_markup_parse_context_parse(ctx, doc.data(), doc.size(), &err) &&
                   g_markup_parse_context_end_parse(ctx, &err);
