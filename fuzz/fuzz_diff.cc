@@ -26,12 +26,12 @@ using namespace dshm;
 
 namespace {
 
-#define CHECK(cond)                                                            \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
             fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                           \
-        }                                                                      \
+            abort();                                                                 \
+        }                                                                            \
     } while (0)
 
 void Twin(uint8_t *p) {

@@ -25,10 +25,18 @@
 #include <string>
 
 #include "daemon.h"
-#include "os/unix_socket.h"
 #include "frame.h"
+#include "os/unix_socket.h"
 #include "peers.h"
 #include "watch.h"
+
+// A fresh Daemon per input frees a few large buffers (each connection's
+// 256 KiB read buffer) per input; a smaller quarantine than ASan's 256 MiB
+// keeps the process's memory flat and runs ~30% more inputs a second, and
+// still catches a use after free within an input (a Daemon's life).
+extern "C" const char *__asan_default_options() {
+    return "quarantine_size_mb=16:max_malloc_fill_size=0";
+}
 
 namespace fuzz {
 
@@ -69,7 +77,9 @@ inline const char *Dir() {
     return dir;
 }
 
-inline std::string SocketPath() { return std::string(Dir()) + "/h1.sock"; }
+inline std::string SocketPath() {
+    return std::string(Dir()) + "/h1.sock";
+}
 
 inline Config HostConfig() {
     Config c;
@@ -219,9 +229,9 @@ struct Host {
             memcpy(a.segment, r.segment, sizeof a.segment);
             a.lock_id = r.lock_id;
             a.client_id = r.client_id;
-            out = EncodeMsg(hdr.type == DSHM_MSG_P_RELEASE ? DSHM_MSG_P_RELEASE_ACK
-                                                           : DSHM_MSG_P_FLUSH_ACK,
-                            hdr.tag, a);
+            out = EncodeMsg(
+                hdr.type == DSHM_MSG_P_RELEASE ? DSHM_MSG_P_RELEASE_ACK : DSHM_MSG_P_FLUSH_ACK,
+                hdr.tag, a);
         } else if (hdr.type == DSHM_MSG_FETCH && hdr.len == sizeof(dshm_fetch)) {
             dshm_fetch f;
             memcpy(&f, p, sizeof f);

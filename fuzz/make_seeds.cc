@@ -41,7 +41,9 @@ Bytes Cat(std::initializer_list<Bytes> parts) {
     return out;
 }
 
-Bytes Flag(uint8_t f) { return Bytes{f}; }
+Bytes Flag(uint8_t f) {
+    return Bytes{f};
+}
 
 template <typename T>
 void Seg(T &m, const char *s) {
@@ -198,8 +200,7 @@ void PeerSeeds() {
     const Bytes f = Flag(3);
     auto P = [&](const std::string &n, Bytes b) { Put("fuzz_peer", n, Cat({f, b})); };
     // The stream carrying its own HELLO (flag 0), and a wrong one.
-    Put("fuzz_peer", "hello", Cat({Flag(0), Hello(DSHM_ROLE_PEER, 2, "h2"),
-                                   Fetch("seg", 1, 0)}));
+    Put("fuzz_peer", "hello", Cat({Flag(0), Hello(DSHM_ROLE_PEER, 2, "h2"), Fetch("seg", 1, 0)}));
     Put("fuzz_peer", "hello-wrong-host", Cat({Flag(0), Hello(DSHM_ROLE_PEER, 3, "h3")}));
     // One message of every peer type.
     P("error", [] {
@@ -243,8 +244,8 @@ void PeerSeeds() {
       Cat({PLock(DSHM_MSG_P_ACQUIRE, "seg", 2, 2, 5), Fetch("seg", 4, DSHM_FETCH_WRITE),
            Writeback(DSHM_MSG_WRITEBACK, "seg", 4), PRelease(DSHM_MSG_P_RELEASE, "seg", 2, 2, 5, 1),
            PLock(DSHM_MSG_CLIENT_GONE, "seg", 0, 2, 5)}));
-    P("seq-cut-release", Cat({PLock(DSHM_MSG_P_ACQUIRE, "seg", 2, 2, 5),
-                              Writeback(DSHM_MSG_WRITEBACK, "seg", 4)}));
+    P("seq-cut-release",
+      Cat({PLock(DSHM_MSG_P_ACQUIRE, "seg", 2, 2, 5), Writeback(DSHM_MSG_WRITEBACK, "seg", 4)}));
     P("seq-two-acquirers",
       Cat({PLock(DSHM_MSG_P_ACQUIRE, "seg", 3, 2, 5), PLock(DSHM_MSG_P_ACQUIRE, "seg", 3, 2, 6),
            PRelease(DSHM_MSG_P_RELEASE, "seg", 3, 2, 5, 0)}));
@@ -253,8 +254,9 @@ void PeerSeeds() {
            OwnLocks("rem"), OwnCopysets("rem"), Note(DSHM_MSG_OWN_COMMIT, "rem", 1, 1, "test")}));
     P("seq-adopt", Cat({PLock(DSHM_MSG_P_ACQUIRE, "seg", 1, 3, 4), PAdopt("seg"),
                         PRelease(DSHM_MSG_P_FLUSH, "seg", 0, 2, 5, 0)}));
-    P("seq-excl", Cat({Fetch("seg", 5, DSHM_FETCH_WRITE), PageList(DSHM_MSG_EXCL_REVOKED, "seg", {5}),
-                       PageList(DSHM_MSG_INVAL_ACK, "seg", {5})}));
+    P("seq-excl",
+      Cat({Fetch("seg", 5, DSHM_FETCH_WRITE), PageList(DSHM_MSG_EXCL_REVOKED, "seg", {5}),
+           PageList(DSHM_MSG_INVAL_ACK, "seg", {5})}));
 }
 
 // --- client messages (fuzz_client) ---
@@ -286,8 +288,9 @@ void ClientSeeds() {
         Put("fuzz_client", n, Cat({Flag(flag), b}));
     };
     // The stream doing its own attach (flag 0).
-    C("attach", 0, Cat({Hello(DSHM_ROLE_CLIENT, 0, "vm-q"), Attach("seg"), Uffd(),
-                        LockReq(DSHM_MSG_ACQUIRE, 0, 3), LockReq(DSHM_MSG_RELEASE, 0, 4)}));
+    C("attach", 0,
+      Cat({Hello(DSHM_ROLE_CLIENT, 0, "vm-q"), Attach("seg"), Uffd(),
+           LockReq(DSHM_MSG_ACQUIRE, 0, 3), LockReq(DSHM_MSG_RELEASE, 0, 4)}));
     C("attach-rem", 0, Cat({Hello(DSHM_ROLE_CLIENT, 0, "vm-q"), Attach("rem"), Uffd()}));
     C("attach-unknown", 0, Cat({Hello(DSHM_ROLE_CLIENT, 0, "vm-q"), Attach("nope")}));
     C("lock-before-attach", 0,
@@ -349,7 +352,9 @@ void DiffSeeds() {
     Put("fuzz_diff", "raw", raw);
 }
 
-Bytes Text(const std::string &s) { return Bytes(s.begin(), s.end()); }
+Bytes Text(const std::string &s) {
+    return Bytes(s.begin(), s.end());
+}
 
 void ConfigSeeds() {
     Put("fuzz_config", "full",
@@ -381,11 +386,31 @@ Bytes Args(std::initializer_list<const char *> args) {
 
 void DomainXmlSeeds() {
     Put("fuzz_domain_xml", "full",
-        Args({"--name", "vm-a", "--uuid", "12345678-1234-1234-1234-123456789abc", "--memory=256",
-              "--vcpus", "2", "--type", "qemu", "--emulator", "/opt/qemu/bin/qemu-system-x86_64",
-              "--segment", "seg", "--segment=b.c", "--socket", "/run/dshm/dshmd.sock",
-              "--kernel", "/boot/vmlinuz", "--initrd", "/boot/initrd", "--cmdline",
-              "console=ttyS0 <x> & 'y'", "--disk", "/var/lib/a.qcow2", "--console-log",
+        Args({"--name",
+              "vm-a",
+              "--uuid",
+              "12345678-1234-1234-1234-123456789abc",
+              "--memory=256",
+              "--vcpus",
+              "2",
+              "--type",
+              "qemu",
+              "--emulator",
+              "/opt/qemu/bin/qemu-system-x86_64",
+              "--segment",
+              "seg",
+              "--segment=b.c",
+              "--socket",
+              "/run/dshm/dshmd.sock",
+              "--kernel",
+              "/boot/vmlinuz",
+              "--initrd",
+              "/boot/initrd",
+              "--cmdline",
+              "console=ttyS0 <x> & 'y'",
+              "--disk",
+              "/var/lib/a.qcow2",
+              "--console-log",
               "/tmp/c.log"}));
     Put("fuzz_domain_xml", "snippet", Args({"--snippet", "--segment", "s1", "--segment", "s_2"}));
     Put("fuzz_domain_xml", "escapes", Args({"--name", "a&b<c>\"d'", "--segment", "x"}));

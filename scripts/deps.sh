@@ -12,8 +12,9 @@ PKGS=(
   # our C++ build, unit tests and tools
   build-essential g++ pkg-config meson ninja-build libglib2.0-dev libjson-glib-dev check
   clang-format
-  # the clang build of `make check` (tests/run.sh: -Wthread-safety)
-  clang
+  # the clang build of `make check` (tests/run.sh: -Wthread-safety), and
+  # the fuzz targets (fuzz/: libFuzzer and the sanitizers' runtimes)
+  clang libclang-rt-14-dev
   # QEMU from Debian's source package
   dpkg-dev flex bison python3 python3-venv libpixman-1-dev libfdt-dev zlib1g-dev
   # QEMU firmware at run time
