@@ -257,6 +257,33 @@ void PeerSeeds() {
     P("seq-excl",
       Cat({Fetch("seg", 5, DSHM_FETCH_WRITE), PageList(DSHM_MSG_EXCL_REVOKED, "seg", {5}),
            PageList(DSHM_MSG_INVAL_ACK, "seg", {5})}));
+    // With a local VM (flag bits 2-3): 1 on "rem" waiting for lock 0, 2 on
+    // "seg" holding lock 0, 3 on "rem" idle.  Its client id is 1.
+    auto V = [&](const std::string &n, uint8_t vm, Bytes b) {
+        Put("fuzz_peer", "vm" + std::to_string(vm) + "-" + n, Cat({Flag(3 | vm << 2), b}));
+    };
+    V("grant", 1, PLock(DSHM_MSG_P_GRANT, "rem", 0, 1, 1));
+    V("grant-refused", 1, PLock(DSHM_MSG_P_GRANT, "rem", 0, 1, 1, DSHM_E_OWNER_LOST));
+    V("grant-then-moved", 1,
+      Cat({PLock(DSHM_MSG_P_GRANT, "rem", 0, 1, 1), Note(DSHM_MSG_OWN_MOVING, "rem", 3, 0),
+           Note(DSHM_MSG_OWN_MOVED, "rem", 3, 0, "policy")}));
+    V("queued-behind", 2,
+      Cat({PLock(DSHM_MSG_P_ACQUIRE, "seg", 0, 2, 5), Fetch("seg", 2, DSHM_FETCH_WRITE),
+           PageList(DSHM_MSG_INVAL_ACK, "seg", {2}), PLock(DSHM_MSG_CLIENT_GONE, "seg", 0, 2, 5)}));
+    V("writeback", 2,
+      Cat({PLock(DSHM_MSG_P_ACQUIRE, "seg", 1, 2, 5), Writeback(DSHM_MSG_WRITEBACK, "seg", 3),
+           PRelease(DSHM_MSG_P_RELEASE, "seg", 1, 2, 5, 1)}));
+    V("adopt", 2, Cat({PAdopt("seg"), Stats("seg", 0)}));
+    V("invalidate", 3,
+      Cat({PageList(DSHM_MSG_INVALIDATE, "rem", {0, 1}), Writeback(DSHM_MSG_UPDATE, "rem", 1),
+           PageMsg(DSHM_MSG_PAGE, "rem", 1, 0)}));
+    V("excl", 3,
+      Cat({PageList(DSHM_MSG_EXCL_GRANT, "rem", {2}), PageList(DSHM_MSG_EXCL_REVOKE, "rem", {2})}));
+    V("move-here", 3,
+      Cat({Note(DSHM_MSG_OWN_MOVING, "rem", 1, 0), PageMsg(DSHM_MSG_OWN_PAGE, "rem", 0, 0),
+           OwnLocks("rem"), OwnCopysets("rem"), Note(DSHM_MSG_OWN_COMMIT, "rem", 1, 1, "test"),
+           Fetch("rem", 0, 0)}));
+    V("stats", 3, Stats("rem", DSHM_STATS_MERGED));
 }
 
 // --- client messages (fuzz_client) ---
