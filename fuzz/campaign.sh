@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 secs=3600
 if [ "${1:-}" = -t ]; then secs=$2; shift 2; fi
 targets=("$@")
-[ ${#targets[@]} = 0 ] && targets=(fuzz_peer fuzz_client fuzz_diff fuzz_config fuzz_domain_xml)
+[ ${#targets[@]} = 0 ] && targets=(fuzz_peer fuzz_client fuzz_frame fuzz_diff fuzz_config fuzz_domain_xml)
 bash fuzz/build.sh build/meson-fuzz >/dev/null || { echo "campaign: build failed" >&2; exit 1; }
 out=bench/results/fuzz-$(date -u +%Y%m%d).txt
 work=build/fuzz-campaign
@@ -28,7 +28,8 @@ mkdir -p "$work" bench/results
     echo "build: clang $(clang --version | sed -n '1s/.*version \([0-9.]*\).*/\1/p'), -fsanitize=fuzzer,address,undefined (fuzz/build.sh)"
     echo "one target at a time, one process (-jobs/-workers not used)"
     echo
-    printf '%-16s %8s %12s %9s %7s %7s %8s %s\n' target seconds execs exec/s cov ft corpus crashes
+    echo "cov: edges covered (libFuzzer), of the target's instrumented edges (of: the binary's inline 8-bit counters)"
+    printf '%-16s %8s %12s %9s %7s %7s %7s %8s %s\n' target seconds execs exec/s cov of ft corpus crashes
 } >>"$out"
 for t in "${targets[@]}"; do
     mkdir -p "$work/$t"
@@ -43,10 +44,11 @@ for t in "${targets[@]}"; do
     cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
     ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
     corp=$(sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p' <<<"$last")
+    total=$(sed -n 's/.*(\([0-9]*\) inline 8-bit counters).*/\1/p' "$log" | head -n 1)
     crashes=$(ls "$work/$t-"* 2>/dev/null | wc -l)
     [ $rc = 0 ] || crashes="$crashes (exit $rc)"
-    printf '%-16s %8s %12s %9s %7s %7s %8s %s\n' "$t" "$secs" "${execs:-?}" "${rate:-?}" \
-        "${cov:-?}" "${ft:-?}" "${corp:-?}" "$crashes" >>"$out"
+    printf '%-16s %8s %12s %9s %7s %7s %7s %8s %s\n' "$t" "$secs" "${execs:-?}" "${rate:-?}" \
+        "${cov:-?}" "${total:-?}" "${ft:-?}" "${corp:-?}" "$crashes" >>"$out"
     if [ "${FUZZ_MERGE:-0}" = 1 ]; then
         rm -rf "$work/$t.min" && mkdir -p "$work/$t.min"
         "build/meson-fuzz/fuzz/$t" -merge=1 -max_len=16384 "$work/$t.min" "fuzz/corpus/$t" \

@@ -198,7 +198,11 @@ Bytes OwnCopysets(const char *seg) {
 
 void PeerSeeds() {
     const Bytes f = Flag(3);
-    auto P = [&](const std::string &n, Bytes b) { Put("fuzz_peer", n, Cat({f, b})); };
+    auto P = [&](const std::string &n, Bytes b) {
+        Put("fuzz_peer", n, Cat({f, b}));
+        // fuzz_frame: a peer's stream (end 0), whole and in 3-byte chunks.
+        Put("fuzz_frame", "peer-" + n, Cat({Bytes{0, 0x55, 0}, Hello(DSHM_ROLE_PEER, 2, "h2"), b}));
+    };
     // The stream carrying its own HELLO (flag 0), and a wrong one.
     Put("fuzz_peer", "hello", Cat({Flag(0), Hello(DSHM_ROLE_PEER, 2, "h2"), Fetch("seg", 1, 0)}));
     Put("fuzz_peer", "hello-wrong-host", Cat({Flag(0), Hello(DSHM_ROLE_PEER, 3, "h3")}));
@@ -313,6 +317,12 @@ Bytes Handoff(uint16_t type) {
 void ClientSeeds() {
     auto C = [](const std::string &n, uint8_t flag, Bytes b) {
         Put("fuzz_client", n, Cat({Flag(flag), b}));
+        // fuzz_frame: dshmd reading a client (end 1).
+        if (flag != 0)
+            b = Cat(
+                {flag == 4 ? Hello(DSHM_ROLE_CTL, 0, "dshmctl") : Hello(DSHM_ROLE_CLIENT, 0, "vm"),
+                 b});
+        Put("fuzz_frame", "client-" + n, Cat({Bytes{1, 0, 2}, b}));  // fds with UFFDs
     };
     // The stream doing its own attach (flag 0).
     C("attach", 0,
@@ -345,6 +355,28 @@ void ClientSeeds() {
         C(s + "detach", flag, EncodeEmpty(DSHM_MSG_DETACH, 6));
         C(s + "uffd-again", flag, Uffd());
     }
+}
+
+// --- dshmd's replies to a client (fuzz_frame ends 2 and 3) ---
+
+void ReplySeeds() {
+    const Bytes hello = Hello(DSHM_ROLE_CLIENT, 1, "h1");
+    dshm_attached at = {16 * DSHM_PAGE_SIZE, DSHM_PAGE_SIZE, DSHM_MAX_LOCKS, 1, 1, 0, 0};
+    dshm_lock_reply ok = {0, 0, 1, 8}, failed = {300, DSHM_E_BAD_LOCK, 0, 0};
+    dshm_adopted ad = {};
+    ad.owner_host = 2;
+    // ATTACHED carries the memfd: chunking 0 and fdpos bit 1 give it one.
+    Put("fuzz_frame", "reply-attached",
+        Cat({Bytes{2, 0, 2}, hello, EncodeMsg(DSHM_MSG_ATTACHED, 1, at)}));
+    Put("fuzz_frame", "reply-client",
+        Cat({Bytes{2, 0x2d, 0}, hello, EncodeEmpty(DSHM_MSG_READY, 2),
+             EncodeMsg(DSHM_MSG_GRANTED, 3, ok), EncodeMsg(DSHM_MSG_RELEASED, 4, ok),
+             EncodeMsg(DSHM_MSG_LOCK_FAILED, 5, failed), Handoff(DSHM_MSG_MIGRATE_READY),
+             EncodeMsg(DSHM_MSG_ADOPTED, 6, ad)}));
+    const std::string json = "{\"segments\": []}";
+    Put("fuzz_frame", "reply-ctl",
+        Cat({Bytes{3, 0x07, 0}, Hello(DSHM_ROLE_CTL, 1, "h1"),
+             Encode(DSHM_MSG_CTL_REPLY, 1, json.data(), json.size())}));
 }
 
 // --- diffs (fuzz_diff) ---
@@ -455,6 +487,7 @@ int main(int argc, char **argv) {
     mkdir(g_dir.c_str(), 0755);
     PeerSeeds();
     ClientSeeds();
+    ReplySeeds();
     DiffSeeds();
     ConfigSeeds();
     DomainXmlSeeds();

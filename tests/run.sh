@@ -81,7 +81,7 @@ run_tsan() {
 # directory.  A crash, leak, UBSan report, timeout (10 s per input) or
 # out-of-memory fails "fuzz (TARGET)"; the reproducer is left in
 # build/test-logs/fuzz-TARGET-crash-* (run the target on it to replay it).
-FUZZ_TARGETS=(fuzz_peer fuzz_client fuzz_diff fuzz_config fuzz_domain_xml)
+FUZZ_TARGETS=(fuzz_peer fuzz_client fuzz_frame fuzz_diff fuzz_config fuzz_domain_xml)
 run_fuzz() {
     local dir=build/meson-fuzz start rc t work secs=${FUZZ_SECONDS:-30}
     start=$(date +%s)
