@@ -4,6 +4,7 @@
 #   make          QEMU with our patches, hostd and guest tools, guest image
 #   make check    everything above, then all tests (root)
 #   make demo     everything above, then the demo on simulated hosts (root)
+#   make fuzz     the libFuzzer targets of fuzz/ into build/meson-fuzz (fuzz/README.md)
 #   make clean    our build outputs (keeps the QEMU download and build)
 #   make distclean  all of build/
 #
@@ -19,7 +20,7 @@ QEMU_ROOT := $(BUILD)/qemu
 IMAGES := $(BUILD)/images
 GUEST_TOOLS := $(MESON_BUILD)/guest-tools/dshm-tool $(MESON_BUILD)/guest-tools/dshm-lock
 
-.PHONY: all deps qemu tools images check demo clean distclean qemu-distclean format
+.PHONY: all deps qemu tools images check demo fuzz clean distclean qemu-distclean format
 
 all: qemu tools images
 
@@ -47,6 +48,9 @@ check: deps
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@bash scripts/demo.sh
+
+fuzz:
+	@bash fuzz/build.sh $(BUILD)/meson-fuzz
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h' | grep -v '^include/dshm/wire.h$$')

@@ -14,8 +14,9 @@ PKGS=(
   clang-format
   # sd_notify (hostd/notify.h); t-systemd-unit: systemd-analyze verify, strace
   libsystemd-dev systemd strace
-  # the clang build of `make check` (tests/run.sh: -Wthread-safety)
-  clang
+  # the clang build of `make check` (tests/run.sh: -Wthread-safety), and
+  # the fuzz targets (fuzz/: libFuzzer and the sanitizers' runtimes)
+  clang libclang-rt-14-dev
   # QEMU from Debian's source package
   dpkg-dev flex bison python3 python3-venv libpixman-1-dev libfdt-dev zlib1g-dev
   # QEMU firmware at run time

@@ -9,6 +9,8 @@
 #    clang, and -Werror makes building it the check of the loop mutex's
 #    annotations, hostd/thread_annotations.h); ThreadSanitizer over the
 #    unit tests where the I/O thread and the loop share state (run_tsan).
+#    The libFuzzer targets of fuzz/ (run_fuzz): each runs its whole seed
+#    corpus as regression inputs, then fuzzes for FUZZ_SECONDS (30).
 # 2. Integration tests tests/t-*.sh, each in its own process with a time
 #    limit; their output goes to build/test-logs/NAME.log and is shown when
 #    they fail.  The t-dshm-* tests run the ASan/UBSan dshmd and host tools
@@ -74,12 +76,49 @@ run_tsan() {
     result "unit (tsan)" "$rc" $(($(date +%s) - start))
 }
 
+# The libFuzzer targets (fuzz/README.md), built by fuzz/build.sh into
+# build/meson-fuzz: each runs every input of fuzz/corpus/TARGET once (the
+# regression inputs, crashes found before included), then fuzzes for
+# FUZZ_SECONDS (default 30) from there, new inputs going to a scratch
+# directory.  A crash, leak, UBSan report, timeout (10 s per input) or
+# out-of-memory fails "fuzz (TARGET)"; the reproducer is left in
+# build/test-logs/fuzz-TARGET-crash-* (run the target on it to replay it).
+FUZZ_TARGETS=(fuzz_peer fuzz_client fuzz_frame fuzz_diff fuzz_config fuzz_domain_xml)
+run_fuzz() {
+    local dir=build/meson-fuzz start rc t work secs=${FUZZ_SECONDS:-30}
+    start=$(date +%s)
+    bash fuzz/build.sh "$dir" >"$LOGS/build-fuzz.log" 2>&1 ||
+        { tail -n 40 "$LOGS/build-fuzz.log"; result "fuzz (build)" 1 $(($(date +%s) - start)); return; }
+    echo "== fuzz targets: corpus, then ${secs}s each"
+    for t in "${FUZZ_TARGETS[@]}"; do
+        start=$(date +%s) rc=0
+        work=$(mktemp -d)
+        rm -f "$LOGS/fuzz-$t-"*
+        "$dir/fuzz/$t" -runs=0 -timeout=10 -artifact_prefix="$LOGS/fuzz-$t-" \
+            "fuzz/corpus/$t" >"$LOGS/fuzz-$t.log" 2>&1 || rc=1
+        if [ $rc = 0 ]; then
+            "$dir/fuzz/$t" -max_total_time="$secs" -timeout=10 -max_len=16384 \
+                -dict="fuzz/$t.dict" -artifact_prefix="$LOGS/fuzz-$t-" -print_final_stats=1 \
+                "$work" "fuzz/corpus/$t" >>"$LOGS/fuzz-$t.log" 2>&1 || rc=1
+        fi
+        rm -rf "$work"
+        grep -E '^stat::number_of_executed_units|^#[0-9]+ *DONE' "$LOGS/fuzz-$t.log" | tail -n 2
+        if [ $rc != 0 ]; then
+            grep -E -A12 '^==[0-9]+==ERROR|runtime error|check failed|GLib critical' \
+                "$LOGS/fuzz-$t.log" | head -n 30
+            ls "$LOGS/fuzz-$t-"* 2>/dev/null
+        fi
+        result "fuzz ($t)" "$rc" $(($(date +%s) - start))
+    done
+}
+
 selected=("$@")
 if [ ${#selected[@]} = 0 ]; then
     UNIT_TIMEOUT_FACTOR=3 run_unit build/meson plain
     UNIT_TIMEOUT_FACTOR=10 run_unit build/meson-asan asan-ubsan -Db_sanitize=address,undefined -Db_lundef=false -Dguest_static=false
     UNIT_TIMEOUT_FACTOR=3 CC=clang CXX=clang++ run_unit build/meson-clang clang
     run_tsan
+    run_fuzz
     mapfile -t selected < <(cd tests && ls t-*.sh | sed 's/\.sh$//')
 fi
 

@@ -1,5 +1,7 @@
 #include "domain_xml.h"
 
+#include <glib.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
@@ -24,6 +26,27 @@ bool HasControlChar(std::string_view s) {
     return false;
 }
 
+// What is wrong with a text value for the XML, or nullptr: a control
+// character, or bytes that are not UTF-8 (the text is UTF-8; libvirt's
+// parser rejects such a document), or one of the non-characters U+FFFE and
+// U+FFFF that XML 1.0 does not allow.
+const char *TextProblem(std::string_view s) {
+    if (HasControlChar(s)) {
+        return "contains a control character";
+    }
+    const char *end = nullptr;
+    if (!g_utf8_validate(s.data(), static_cast<gssize>(s.size()), &end)) {
+        return "is not valid UTF-8";
+    }
+    for (const char *p = s.data(); p < s.data() + s.size(); p = g_utf8_next_char(p)) {
+        gunichar c = g_utf8_get_char(p);
+        if (c == 0xfffe || c == 0xffff) {
+            return "contains a character XML does not allow (U+FFFE or U+FFFF)";
+        }
+    }
+    return nullptr;
+}
+
 Status Bad(std::string_view option, std::string_view why) {
     return Status::Proto("--" + std::string(option) + ": " + std::string(why));
 }
@@ -37,8 +60,8 @@ Status CheckPath(std::string_view option, const std::string &p, bool required) {
     if (p[0] != '/') {
         return Bad(option, "'" + p + "' is not an absolute path");
     }
-    if (HasControlChar(p)) {
-        return Bad(option, "contains a control character");
+    if (const char *why = TextProblem(p)) {
+        return Bad(option, why);
     }
     return Status::OK();
 }
@@ -66,8 +89,8 @@ Status Check(const DomainXmlOptions &o) {
         if (o.name.empty()) {
             return Bad("name", "missing (the domain's name is required)");
         }
-        if (HasControlChar(o.name)) {
-            return Bad("name", "contains a control character");
+        if (const char *why = TextProblem(o.name)) {
+            return Bad("name", why);
         }
         if (o.name.find('/') != std::string::npos) {
             return Bad("name", "libvirt domain names may not contain '/'");
@@ -99,8 +122,8 @@ Status Check(const DomainXmlOptions &o) {
         if (o.kernel.empty() && (!o.initrd.empty() || !o.cmdline.empty())) {
             return Bad(o.initrd.empty() ? "cmdline" : "initrd", "needs --kernel");
         }
-        if (HasControlChar(o.cmdline)) {
-            return Bad("cmdline", "contains a control character");
+        if (const char *why = TextProblem(o.cmdline)) {
+            return Bad("cmdline", why);
         }
     } else if (o.segments.empty()) {
         return Bad("snippet", "needs at least one --segment");

@@ -11,7 +11,8 @@
 //     is accepted by libvirt 9.0's schema (virt-xml-validate) and by `virsh define`; `virsh migrate
 //     --live` needs nothing else.
 //   - Every value is checked before it is used: names, paths and the kernel
-//     command line may not contain control characters; domain names may not
+//     command line must be valid UTF-8 without control characters (or
+//     U+FFFE, U+FFFF, which XML does not allow); domain names may not
 //     contain '/'; paths must be absolute; segment names follow
 //     IsValidSegmentName() (frame.h) and may neither repeat nor map to
 //     the same alias (e.g. "a.b" and "a-b"); the UUID, when

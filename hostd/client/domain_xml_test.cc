@@ -170,6 +170,18 @@ START_TEST(rejects_bad_values) {
     ck_assert(Has(with([](DomainXmlOptions &o) { o.initrd = "/i"; }), "--initrd: needs --kernel"));
     ck_assert(Has(with([](DomainXmlOptions &o) { o.cmdline = "x"; }), "--cmdline: needs --kernel"));
     ck_assert(Has(with([](DomainXmlOptions &o) { o.console_log = "/a\tb"; }), "control character"));
+    // Bytes that are not UTF-8, and the non-characters XML 1.0 forbids, would
+    // make the document unparsable (found by fuzz/fuzz_domain_xml).
+    ck_assert(
+        Has(with([](DomainXmlOptions &o) { o.name = "a\xff"; }), "--name: is not valid UTF-8"));
+    ck_assert(
+        Has(with([](DomainXmlOptions &o) { o.disk = "/d\xc3"; }), "--disk: is not valid UTF-8"));
+    ck_assert(Has(with([](DomainXmlOptions &o) { o.socket = "/s\xed\xa0\x80"; }), "UTF-8"));
+    ck_assert(Has(with([](DomainXmlOptions &o) {
+                      o.kernel = "/k";
+                      o.cmdline = "x\xef\xbf\xbe";
+                  }),
+                  "--cmdline: contains a character XML does not allow"));
     ck_assert(Has(with([](DomainXmlOptions &o) { o.disk = "disk.img"; }), "--disk"));
     for (const char *bad :
          {"", ".", "..", "a/b", "a'b", "a<b", "a&b", "a b", "0123456789012345678901234567890123"}) {

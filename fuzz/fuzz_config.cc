@@ -1,0 +1,49 @@
+// fuzz_config: the dshmd.conf parser (hostd/config.h, ParseConfig on the
+// text: GKeyFile, then our checks).  A parse that succeeds must satisfy the
+// documented ranges (host ids < DSHM_MAX_HOSTS, segment sizes positive
+// multiples of DSHM_PAGE_SIZE, segment names valid, listen and peer
+// addresses host:port); nothing may crash or leak.
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "config.h"
+#include "frame.h"
+
+using namespace dshm;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+            abort();                                                                 \
+        }                                                                            \
+    } while (0)
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    const std::string text(reinterpret_cast<const char *>(data), size);
+    Config c;
+    Status st = ParseConfig(text, "fuzz.conf", &c);
+    if (!st.ok()) {
+        CHECK(!st.message().empty());
+        return 0;
+    }
+    CHECK(c.host_id < DSHM_MAX_HOSTS);
+    std::string host;
+    uint16_t port;
+    if (!c.listen.empty())
+        CHECK(SplitHostPort(c.listen, &host, &port));
+    for (const PeerConfig &p : c.peers) {
+        CHECK(p.host_id < DSHM_MAX_HOSTS && p.host_id != c.host_id);
+        if (!p.address.empty())
+            CHECK(SplitHostPort(p.address, &host, &port));
+    }
+    for (const SegmentConfig &s : c.segments) {
+        CHECK(!s.name.empty() && s.name.size() < DSHM_SEGNAME_LEN);
+        CHECK(s.size > 0 && s.size % DSHM_PAGE_SIZE == 0);
+        CHECK(s.owner < DSHM_MAX_HOSTS);
+    }
+    return 0;
+}
