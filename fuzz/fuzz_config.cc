@@ -2,7 +2,9 @@
 // text: GKeyFile, then our checks).  A parse that succeeds must satisfy the
 // documented ranges (host ids < DSHM_MAX_HOSTS, segment sizes positive
 // multiples of DSHM_PAGE_SIZE, segment names valid, listen and peer
-// addresses host:port); nothing may crash or leak.
+// addresses host:port) and FormatConfig's contract: the effective
+// configuration it prints parses back to the same configuration (compared
+// by printing it again); nothing may crash or leak.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -42,8 +44,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     for (const SegmentConfig &s : c.segments) {
         CHECK(!s.name.empty() && s.name.size() < DSHM_SEGNAME_LEN);
+        CHECK(s.name != "." && s.name != "..");
         CHECK(s.size > 0 && s.size % DSHM_PAGE_SIZE == 0);
         CHECK(s.owner < DSHM_MAX_HOSTS);
     }
+    const std::string printed = FormatConfig(c);
+    Config again;
+    st = ParseConfig(printed, "printed.conf", &again);
+    if (!st.ok()) {
+        fprintf(stderr, "FormatConfig's output does not parse: %s\n%s", st.ToString().c_str(),
+                printed.c_str());
+        abort();
+    }
+    CHECK(FormatConfig(again) == printed);
     return 0;
 }
