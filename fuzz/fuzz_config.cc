@@ -11,42 +11,35 @@
 #include <cstdlib>
 #include <string>
 
+#include "fuzz_check.h"
 #include "config.h"
 #include "frame.h"
 
 using namespace dshm;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                 \
-        }                                                                            \
-    } while (0)
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const std::string text(reinterpret_cast<const char *>(data), size);
     Config c;
     Status st = ParseConfig(text, "fuzz.conf", &c);
     if (!st.ok()) {
-        CHECK(!st.message().empty());
+        FUZZ_CHECK(!st.message().empty());
         return 0;
     }
-    CHECK(c.host_id < DSHM_MAX_HOSTS);
+    FUZZ_CHECK(c.host_id < DSHM_MAX_HOSTS);
     std::string host;
     uint16_t port;
     if (!c.listen.empty())
-        CHECK(SplitHostPort(c.listen, &host, &port));
+        FUZZ_CHECK(SplitHostPort(c.listen, &host, &port));
     for (const PeerConfig &p : c.peers) {
-        CHECK(p.host_id < DSHM_MAX_HOSTS && p.host_id != c.host_id);
+        FUZZ_CHECK(p.host_id < DSHM_MAX_HOSTS && p.host_id != c.host_id);
         if (!p.address.empty())
-            CHECK(SplitHostPort(p.address, &host, &port));
+            FUZZ_CHECK(SplitHostPort(p.address, &host, &port));
     }
     for (const SegmentConfig &s : c.segments) {
-        CHECK(!s.name.empty() && s.name.size() < DSHM_SEGNAME_LEN);
-        CHECK(s.name != "." && s.name != "..");
-        CHECK(s.size > 0 && s.size % DSHM_PAGE_SIZE == 0);
-        CHECK(s.owner < DSHM_MAX_HOSTS);
+        FUZZ_CHECK(!s.name.empty() && s.name.size() < DSHM_SEGNAME_LEN);
+        FUZZ_CHECK(s.name != "." && s.name != "..");
+        FUZZ_CHECK(s.size > 0 && s.size % DSHM_PAGE_SIZE == 0);
+        FUZZ_CHECK(s.owner < DSHM_MAX_HOSTS);
     }
     const std::string printed = FormatConfig(c);
     Config again;
@@ -56,6 +49,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 printed.c_str());
         abort();
     }
-    CHECK(FormatConfig(again) == printed);
+    FUZZ_CHECK(FormatConfig(again) == printed);
     return 0;
 }

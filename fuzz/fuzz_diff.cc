@@ -20,19 +20,12 @@
 #include <cstring>
 #include <vector>
 
+#include "fuzz_check.h"
 #include "diff.h"
 
 using namespace dshm;
 
 namespace {
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                 \
-        }                                                                            \
-    } while (0)
 
 void Twin(uint8_t *p) {
     for (size_t i = 0; i < kPageSize; i++)
@@ -54,9 +47,9 @@ void Decode(const uint8_t *data, size_t size) {
     Twin(page);
     memcpy(orig, page, kPageSize);
     const Status applied = ApplyDiff(page, enc, d, diff.size());
-    CHECK(valid.ok() == applied.ok());
+    FUZZ_CHECK(valid.ok() == applied.ok());
     if (!valid.ok()) {
-        CHECK(memcmp(page, orig, kPageSize) == 0);
+        FUZZ_CHECK(memcmp(page, orig, kPageSize) == 0);
         return;
     }
     // Only covered bytes changed: mark the covered set with CopyDiffSpans.
@@ -65,23 +58,23 @@ void Decode(const uint8_t *data, size_t size) {
     CopyDiffSpans(covered, ones, enc, d, diff.size());
     for (size_t i = 0; i < kPageSize; i++) {
         if (!covered[i])
-            CHECK(page[i] == orig[i]);
+            FUZZ_CHECK(page[i] == orig[i]);
     }
     // SwapDiff twice is the identity on page and diff.
     alignas(64) uint8_t page2[kPageSize];
     memcpy(page2, orig, kPageSize);
     std::vector<uint8_t> swap = diff;
     uint8_t *sd = swap.empty() ? ones : swap.data();
-    CHECK(SwapDiff(page2, enc, sd, swap.size()).ok());
-    CHECK(memcmp(page2, page, kPageSize) == 0);
+    FUZZ_CHECK(SwapDiff(page2, enc, sd, swap.size()).ok());
+    FUZZ_CHECK(memcmp(page2, page, kPageSize) == 0);
     // ExtractDiff turns the pre-image back into the applied diff.
     std::vector<uint8_t> pre = swap;
     ExtractDiff(page2, enc, sd, swap.size());
-    CHECK(swap == diff);
+    FUZZ_CHECK(swap == diff);
     memcpy(sd, pre.data(), pre.size());
-    CHECK(SwapDiff(page2, enc, sd, swap.size()).ok());
-    CHECK(memcmp(page2, orig, kPageSize) == 0);
-    CHECK(swap == diff);
+    FUZZ_CHECK(SwapDiff(page2, enc, sd, swap.size()).ok());
+    FUZZ_CHECK(memcmp(page2, orig, kPageSize) == 0);
+    FUZZ_CHECK(swap == diff);
 }
 
 void RoundTrip(uint8_t mode, const uint8_t *data, size_t size) {
@@ -103,29 +96,29 @@ void RoundTrip(uint8_t mode, const uint8_t *data, size_t size) {
     size_t len = 12345;
     const uint16_t enc2 = EncodeDiffTo(page, twin, out, &len);
     const bool all = AllBytesChanged(page, twin);
-    CHECK(all == AllBytesChangedBaseline(page, twin));
+    FUZZ_CHECK(all == AllBytesChangedBaseline(page, twin));
     if (memcmp(page, twin, kPageSize) == 0) {
-        CHECK(enc == 0 && diff.empty() && enc2 == 0 && len == 0);
+        FUZZ_CHECK(enc == 0 && diff.empty() && enc2 == 0 && len == 0);
         return;
     }
-    CHECK(enc == DSHM_ENC_RUNS || enc == DSHM_ENC_MASK || enc == DSHM_ENC_FULL);
-    CHECK((enc == DSHM_ENC_FULL) == all);
-    CHECK(enc2 == enc && len == diff.size() && memcmp(out, diff.data(), len) == 0);
-    CHECK(ValidateDiff(enc, diff.data(), diff.size()).ok());
+    FUZZ_CHECK(enc == DSHM_ENC_RUNS || enc == DSHM_ENC_MASK || enc == DSHM_ENC_FULL);
+    FUZZ_CHECK((enc == DSHM_ENC_FULL) == all);
+    FUZZ_CHECK(enc2 == enc && len == diff.size() && memcmp(out, diff.data(), len) == 0);
+    FUZZ_CHECK(ValidateDiff(enc, diff.data(), diff.size()).ok());
     alignas(64) uint8_t back[kPageSize];
     memcpy(back, twin, kPageSize);
-    CHECK(ApplyDiff(back, enc, diff.data(), diff.size()).ok());
-    CHECK(memcmp(back, page, kPageSize) == 0);
+    FUZZ_CHECK(ApplyDiff(back, enc, diff.data(), diff.size()).ok());
+    FUZZ_CHECK(memcmp(back, page, kPageSize) == 0);
     // Exactly the changed bytes are covered (the one rule of diff.h).
     alignas(64) uint8_t ones[kPageSize], covered[kPageSize] = {};
     memset(ones, 1, kPageSize);
     CopyDiffSpans(covered, ones, enc, diff.data(), diff.size());
     for (size_t i = 0; i < kPageSize; i++)
-        CHECK(covered[i] == (page[i] != twin[i]));
+        FUZZ_CHECK(covered[i] == (page[i] != twin[i]));
     if (SampledAllBytesChanged(page, twin) && all)
-        CHECK(true);
+        FUZZ_CHECK(true);
     if (all)
-        CHECK(SampledAllBytesChanged(page, twin));
+        FUZZ_CHECK(SampledAllBytesChanged(page, twin));
 }
 
 }  // namespace

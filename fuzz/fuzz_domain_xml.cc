@@ -14,19 +14,12 @@
 #include <string>
 #include <vector>
 
+#include "fuzz_check.h"
 #include "domain_xml.h"
 
 using namespace dshm;
 
 namespace {
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                 \
-        }                                                                            \
-    } while (0)
 
 struct Count {
     int shmem = 0;
@@ -64,12 +57,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     std::string xml;
     st = BuildDomainXml(o, &xml);
     if (!st.ok()) {
-        CHECK(xml.empty());
+        FUZZ_CHECK(xml.empty());
         return 0;
     }
-    CHECK(g_utf8_validate(xml.data(), xml.size(), nullptr));
+    FUZZ_CHECK(g_utf8_validate(xml.data(), xml.size(), nullptr));
     for (const char *c = xml.data(); c < xml.data() + xml.size(); c = g_utf8_next_char(c))
-        CHECK(g_utf8_get_char(c) != 0xfffe && g_utf8_get_char(c) != 0xffff);  // not XML Chars
+        FUZZ_CHECK(g_utf8_get_char(c) != 0xfffe && g_utf8_get_char(c) != 0xffff);  // not XML Chars
     std::string doc =
         o.snippet ? "<wrapper xmlns:qemu='" + std::string(kQemuXmlns) + "'>" + xml + "</wrapper>"
                   : xml;
@@ -86,6 +79,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         abort();
     }
     g_markup_parse_context_free(ctx);
-    CHECK(count.shmem == static_cast<int>(o.segments.size()));
+    FUZZ_CHECK(count.shmem == static_cast<int>(o.segments.size()));
     return 0;
 }

@@ -23,19 +23,12 @@
 #include <optional>
 #include <vector>
 
+#include "fuzz_check.h"
 #include "frame.h"
 
 using namespace dshm;
 
 namespace {
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                 \
-        }                                                                            \
-    } while (0)
 
 struct Result {
     std::vector<std::vector<uint8_t>> frames;  // header + payload as received
@@ -63,18 +56,18 @@ void Drain(FrameReader &r, Result *out, std::vector<int> *handed) {
         std::optional<Frame> f;
         Status st = r.Next(&f);
         if (!st.ok()) {
-            CHECK(!f && r.failed());
-            CHECK(st.code() == DSHM_E_PROTO || st.code() == DSHM_E_VERSION);
+            FUZZ_CHECK(!f && r.failed());
+            FUZZ_CHECK(st.code() == DSHM_E_PROTO || st.code() == DSHM_E_VERSION);
             out->failed = true;
             out->code = st.code();
             return;
         }
         if (!f)
             return;
-        CHECK(f->hdr.magic == DSHM_MAGIC && f->hdr.flags == 0);
-        CHECK(f->hdr.len == f->payload.size() && f->hdr.len <= DSHM_MAX_PAYLOAD);
+        FUZZ_CHECK(f->hdr.magic == DSHM_MAGIC && f->hdr.flags == 0);
+        FUZZ_CHECK(f->hdr.len == f->payload.size() && f->hdr.len <= DSHM_MAX_PAYLOAD);
         const bool has_fd = f->hdr.type == DSHM_MSG_ATTACHED || f->hdr.type == DSHM_MSG_UFFD;
-        CHECK(f->fds.size() == (has_fd ? 1u : 0u));
+        FUZZ_CHECK(f->fds.size() == (has_fd ? 1u : 0u));
         std::vector<uint8_t> again =
             Encode(f->hdr.type, f->hdr.tag, f->payload.data(), f->payload.size());
         out->frames.push_back(std::move(again));
@@ -153,25 +146,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     // Same frames, same verdict (unless the chunked reader got an extra fd).
     if (!chunked_fd_moved) {
-        CHECK(whole.failed == chunked.failed && whole.code == chunked.code);
-        CHECK(whole.frames == chunked.frames && whole.nfds == chunked.nfds);
+        FUZZ_CHECK(whole.failed == chunked.failed && whole.code == chunked.code);
+        FUZZ_CHECK(whole.frames == chunked.frames && whole.nfds == chunked.nfds);
     } else {
         // An extra fd changes the verdict from where it arrived: the frames
         // before agree.
         const size_t n = std::min(chunked.frames.size(), whole.frames.size());
         for (size_t k = 0; k + 1 < n; k++)
-            CHECK(chunked.frames[k] == whole.frames[k]);
+            FUZZ_CHECK(chunked.frames[k] == whole.frames[k]);
     }
     // The frames' bytes are the stream's prefix.
     size_t pos = 0;
     for (const auto &f : whole.frames) {
-        CHECK(pos + f.size() <= size && memcmp(data + pos, f.data(), f.size()) == 0);
+        FUZZ_CHECK(pos + f.size() <= size && memcmp(data + pos, f.data(), f.size()) == 0);
         pos += f.size();
     }
     // Every fd not handed out was closed by the readers.
     for (int fd : handed)
         close(fd);
     for (int fd : made)
-        CHECK(fcntl(fd, F_GETFD) == -1 && errno == EBADF);
+        FUZZ_CHECK(fcntl(fd, F_GETFD) == -1 && errno == EBADF);
     return 0;
 }
