@@ -569,6 +569,21 @@ Status LoadConfig(const std::string &path, Config *out) {
     return st;
 }
 
+namespace {
+
+// A string value as a key file holds it: GKeyFile's escapes (\n, \t,
+// \\, a leading space as \s), so that what it reads back is `v` again.
+std::string EscapeValue(const std::string &v) {
+    std::unique_ptr<GKeyFile, KeyFileDeleter> kf(g_key_file_new());
+    g_key_file_set_string(kf.get(), "g", "k", v.c_str());
+    gchar *raw = g_key_file_get_value(kf.get(), "g", "k", nullptr);
+    std::string out = raw ? raw : "";
+    g_free(raw);
+    return out;
+}
+
+}  // namespace
+
 std::string FormatConfig(const Config &c) {
     std::string o =
         "# The effective configuration: keys the file does not set are commented out and\n"
@@ -580,9 +595,9 @@ std::string FormatConfig(const Config &c) {
     auto b = [](bool v) { return std::string(v ? "true" : "false"); };
     o += "[dshmd]\n";
     key("dshmd", "host-id", std::to_string(c.host_id));
-    key("dshmd", "name", c.host_name);
-    key("dshmd", "listen", c.listen);
-    key("dshmd", "socket", c.socket_path);
+    key("dshmd", "name", EscapeValue(c.host_name));
+    key("dshmd", "listen", EscapeValue(c.listen));
+    key("dshmd", "socket", EscapeValue(c.socket_path));
     key("dshmd", "poll-us", std::to_string(c.poll_us));
     key("dshmd", "ack-timeout-ms", std::to_string(c.ack_timeout_ms));
     key("dshmd", "adopt-timeout-ms", std::to_string(c.adopt_timeout_ms));
@@ -602,7 +617,7 @@ std::string FormatConfig(const Config &c) {
     key("policy", "move-ownership", b(p.move_ownership));
     for (const auto &pc : c.peers) {
         o += "\n[peer " + pc.name + "]\nhost-id = " + std::to_string(pc.host_id) +
-             "\naddress = " + pc.address + "\n";
+             "\naddress = " + EscapeValue(pc.address) + "\n";
     }
     for (const auto &s : c.segments) {
         o += "\n[segment " + s.name + "]\nsize = " + FormatSize(s.size) +

@@ -308,6 +308,16 @@ START_TEST(format_round_trips) {
                           "t.conf", &c)
                   .ok());
     ck_assert(FormatConfig(c).find("\nio-thread = false\n") != std::string::npos);
+    // Escapes in values are printed as escapes (found by fuzz_config: a
+    // socket path "/ru\n/dshm/x.sock" was printed with a raw newline).
+    st = ParseConfig("[dshmd]\nhost-id = 1\nlisten = a:1\nsocket = /ru\\n/x\\tz\n" + kSeg,
+                     "t.conf", &c);
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+    ck_assert(c.socket_path == "/ru\n/x\tz");
+    text = FormatConfig(c);
+    st = ParseConfig(text, "formatted", &back);
+    ck_assert_msg(st.ok(), "%s\n%s", st.ToString().c_str(), text.c_str());
+    ck_assert(back.socket_path == c.socket_path);
 }
 END_TEST
 
