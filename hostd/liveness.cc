@@ -78,6 +78,12 @@ void Liveness::Check() {
             it = fetches_.erase(it);
             continue;
         }
+        // During a move the fetch is answered by the old owner or sent
+        // again to the new one at its end (which stamps it anew).
+        if (s->move) {
+            ++it;
+            continue;
+        }
         if (now - st.ns > fetch_ns && !lost.count(st.host)) {
             lost[st.host] = "no PAGE for the FETCH of page " + std::to_string(pg) + " of " +
                             s->cfg.name + " within " + std::to_string(fetch_deadline_ms()) + " ms";
@@ -100,6 +106,10 @@ void Liveness::Check() {
         }
         if (!waiting || !Current(st)) {
             it = releases_.erase(it);
+            continue;
+        }
+        if (c->seg->move) {  // (a release at the old owner completes before its snapshot)
+            ++it;
             continue;
         }
         if (now - st.ns > release_ns && !lost.count(st.host)) {

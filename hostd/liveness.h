@@ -26,6 +26,9 @@
 // and closes its userfaultfd, which releases the vCPUs (protocol.md
 // section 8, "dshmd lost, seen from QEMU").
 //
+// While the segment's ownership moves no deadline is judged (the move's
+// own bounds apply, protocol.md section 13).
+//
 // Requests are stamped when sent on a live connection; one timer checks
 // them every quarter of peer-timeout-ms (so a deadline is met within a
 // quarter of peer-timeout-ms).  A stamp of an earlier connection, or of a
