@@ -56,6 +56,7 @@ struct Peer {
     guint retry_timer = 0;
     int connecting_fd = -1;
     guint connect_watch = 0;
+    guint connect_timer = 0;  // a dial not connected by then is tried again
     Peers *peers = nullptr;
 
     // The connection if the peer is up and it is open, else nullptr.
@@ -98,6 +99,7 @@ class Peers {
     void Redial(Peer *peer, guint ms) REQUIRES(loop_mutex);
     static gboolean OnRetryTimer(gpointer peer);
     static gboolean OnDialReady(gint fd, GIOCondition, gpointer peer);
+    static gboolean OnConnectTimeout(gpointer peer);
     static gboolean OnAccept(gint fd, GIOCondition, gpointer self);
     void AttachConn(Peer *peer, std::unique_ptr<Conn> conn) REQUIRES(loop_mutex);
     void OnIncomingHello(Conn *raw, Frame &&f) REQUIRES(loop_mutex);
