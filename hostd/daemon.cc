@@ -18,6 +18,7 @@
 #include "home.h"
 #include "locker.h"
 #include "marks.h"
+#include "membership.h"
 #include "mover.h"
 #include "notify.h"
 #include "os/memfd.h"
@@ -69,12 +70,14 @@ Daemon::Daemon(Config config) : cfg_(std::move(config)) {
     handoff_ = std::make_unique<Handoff>(*this);
     mover_ = std::make_unique<Mover>(*this);
     agent_ = std::make_unique<Agent>(*this);
+    membership_ = std::make_unique<Membership>(*this);
 }
 
 Daemon::~Daemon() {
     // Clients first (their watches and timers), then the rest, then the
     // segments' mappings.
     clients_.reset();
+    membership_.reset();
     agent_.reset();
     mover_.reset();
     handoff_.reset();
@@ -118,7 +121,9 @@ Status Daemon::Start() {
                 return st;
         }
     }
-    Status st = clients_->Listen();
+    Status st = membership_->Start();
+    if (st.ok())
+        st = clients_->Listen();
     if (st.ok())
         st = peers_->Listen();
     if (!st.ok())
@@ -127,10 +132,10 @@ Status Daemon::Start() {
     agent_->StartTimers();
     g_message(
         "dshmd host %u (%s): peers on %s, clients on %s, %zu segment(s), poll-us %u, "
-        "I/O thread %s",
+        "I/O thread %s, membership %s",
         cfg_.host_id, cfg_.host_name.c_str(), cfg_.listen.empty() ? "(none)" : cfg_.listen.c_str(),
         cfg_.socket_path.c_str(), segments_.size(), cfg_.poll_us,
-        cfg_.UsesIoThread() ? "on" : "off");
+        cfg_.UsesIoThread() ? "on" : "off", MembershipModeName(cfg_.membership));
     return Status::OK();
 }
 
