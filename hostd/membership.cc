@@ -88,16 +88,7 @@ void OnQuorumNotify(quorum_handle_t, uint32_t quorate, uint64_t, uint32_t, uint3
 
 }  // namespace
 
-Membership::Membership(Daemon &d) : d_(d), quorate_(!corosync()) {
-    if (!corosync())
-        return;
-    // Messages for a segment's owner queue until it is up, as with a
-    // configured peer that is down: every owner has a Peer from the start.
-    for (const auto &sc : d_.cfg().segments) {
-        if (sc.owner != d_.host_id())
-            d_.peers().AddMember(sc.owner, "", "");
-    }
-}
+Membership::Membership(Daemon &d) : d_(d), quorate_(!corosync()) {}
 
 Membership::~Membership() {
     if (retry_timer_)
@@ -112,6 +103,12 @@ bool Membership::corosync() const {
 Status Membership::Start() {
     if (!corosync())
         return Status::OK();
+    // Messages for a segment's owner queue until it is up, as with a
+    // configured peer that is down: every owner has a Peer from the start.
+    for (const auto &sc : d_.cfg().segments) {
+        if (sc.owner != d_.host_id())
+            d_.peers().AddMember(sc.owner, "", "");
+    }
     Status st = Connect();
     if (st.ok())
         g_message("membership: corosync, CPG group %s, node %u pid %u", kGroup, self_.nodeid,
