@@ -892,6 +892,7 @@ END_TEST
 // one peer-loss path: its session closes on both sides and its locks at
 // the owner pass on.
 START_TEST(membership_quorum_and_leave) {
+    loop_mutex.AssertHeld();
     Cluster cl;
     Client a, b, w;
     AttachOn(cl, 1, a, "vm-a");
