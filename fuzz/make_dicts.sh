@@ -43,7 +43,7 @@ wire_dict >fuzz_frame.dict
     for k in '[dshmd]' '[policy]' '[peer ' '[segment ' host-id listen socket poll-us \
         ack-timeout-ms adopt-timeout-ms peer-timeout-ms write-ahead-pages io-thread waiter-threads \
         exclusive-pages name window-s report-ms log-s strong-min-events strong-min-share \
-        move-ownership address size owner ' = ' true false 4K 1M 1G :7450 '[::1]'; do
+        move-ownership address size owner membership static corosync ' = ' true false 4K 1M 1G :7450 '[::1]'; do
         echo "\"$k\""
     done
 } >fuzz_config.dict

@@ -22,12 +22,11 @@ struct KeyFileDeleter {
 
 // The keys of each kind of group, in the order FormatConfig prints them.
 const std::vector<std::string> kDshmdKeys = {
-    "host-id",        "name",           "listen",           "socket",
-    "poll-us",        "ack-timeout-ms", "adopt-timeout-ms", "peer-timeout-ms", "write-ahead-pages",
-    "read-ahead-pages",
-    "io-thread",
+    "host-id",          "name",           "listen",           "socket",
+    "poll-us",          "ack-timeout-ms", "adopt-timeout-ms", "peer-timeout-ms",
+    "write-ahead-pages", "read-ahead-pages", "io-thread",
     "waiter-threads",  // the former name of io-thread
-    "exclusive-pages"};
+    "exclusive-pages",  "membership"};
 const std::vector<std::string> kPolicyKeys = {
     "window-s", "report-ms", "log-s", "strong-min-events", "strong-min-share", "move-ownership"};
 const std::vector<std::string> kPeerKeys = {"host-id", "address"};
@@ -319,6 +318,10 @@ class Reader {
 
 }  // namespace
 
+const char *MembershipModeName(MembershipMode m) {
+    return m == MembershipMode::kCorosync ? "corosync" : "static";
+}
+
 size_t EditDistance(const std::string &a, const std::string &b) {
     std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
     for (size_t j = 0; j <= b.size(); j++)
@@ -438,8 +441,17 @@ Status ParseConfig(const std::string &text, const std::string &origin, Config *o
         st = r.GetBool("dshmd", "io-thread", &c.io_thread, given);
     if (st.ok())
         st = r.GetBool("dshmd", "exclusive-pages", &c.exclusive_pages, given);
+    std::string mode;
+    if (st.ok())
+        st = r.Get("dshmd", "membership", false, &mode, given);
     if (!st.ok())
         return st;
+    if (mode == "corosync") {
+        c.membership = MembershipMode::kCorosync;
+    } else if (!mode.empty() && mode != "static") {
+        return Status::Proto(r.Where("dshmd", "membership") + "'" + mode +
+                             "' is not static or corosync");
+    }
     if (c.given.erase("dshmd/waiter-threads"))
         c.given.insert("dshmd/io-thread");
     if (g_key_file_has_group(kf.get(), "policy")) {
@@ -477,11 +489,23 @@ Status ParseConfig(const std::string &text, const std::string &origin, Config *o
     }
     if (c.host_name.empty())
         c.host_name = "host" + std::to_string(c.host_id);
+    const bool corosync = c.membership == MembershipMode::kCorosync;
+    if (corosync && (h.empty() || h == "0.0.0.0" || h == "::" || h == "*")) {
+        return Status::Proto(r.Where("dshmd", "listen") + "'" + c.listen +
+                             "': with membership = corosync this host announces its listen "
+                             "address to the others, so it must be one they can dial, not a "
+                             "wildcard");
+    }
 
     std::set<uint32_t> ids{c.host_id};
     for (const auto &rg : raw) {
         const std::string &g = rg.name;
         if (g.rfind("peer ", 0) == 0) {
+            if (corosync) {
+                return Status::Proto(r.Where(g) +
+                                     "[peer] groups are for membership = static; with corosync "
+                                     "the members of the group announce their addresses");
+            }
             PeerConfig p;
             p.name = g.substr(5);
             st = r.GetU32(g.c_str(), "host-id", true, 0, DSHM_MAX_HOSTS - 1, &p.host_id);
@@ -527,7 +551,7 @@ Status ParseConfig(const std::string &text, const std::string &origin, Config *o
                              "segment to serve");
     }
     for (const auto &s : c.segments) {
-        if (!ids.count(s.owner)) {
+        if (!corosync && !ids.count(s.owner)) {
             return Status::Proto(r.Where(("segment " + s.name).c_str(), "owner") + "host " +
                                  std::to_string(s.owner) + " is neither this host nor a peer");
         }
@@ -609,6 +633,7 @@ std::string FormatConfig(const Config &c) {
     key("dshmd", "read-ahead-pages", std::to_string(c.read_ahead_pages));
     key("dshmd", "io-thread", b(c.io_thread));
     key("dshmd", "exclusive-pages", b(c.exclusive_pages));
+    key("dshmd", "membership", MembershipModeName(c.membership));
     o += std::string("# the I/O thread runs: ") + (c.UsesIoThread() ? "yes" : "no") +
          " (when poll-us is 0 and io-thread true)\n";
     o += "\n[policy]\n";

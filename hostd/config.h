@@ -25,6 +25,14 @@
 //                                    # (and twinned) per write fault, 0..256;
 //                                    # 0: one page per fault (docs/protocol.md §3)
 //
+//   membership = static              # who is alive: static (the [peer] groups
+//                                    # below, a peer is alive while its TCP
+//                                    # session is) or corosync (the members of
+//                                    # the CPG group "dshm", which announce their
+//                                    # addresses; no [peer] groups; votequorum
+//                                    # decides whether this host may grant
+//                                    # locks; protocol.md §8, membership.h)
+//
 //   [policy]                         # optional: access monitor and ownership
 //                                    # policy (monitor.h, docs/policy.md)
 //   window-s = 60                    # sliding window of the monitor, 1..3600 s
@@ -38,7 +46,7 @@
 //   move-ownership = true            # ownership may follow the most active,
 //                                    # strongly linked VM when it migrates
 //
-//   [peer h2]                        # one group per other host
+//   [peer h2]                        # one group per other host (static only)
 //   host-id = 2
 //   address = 198.18.0.2:7450
 //
@@ -47,7 +55,10 @@
 //   owner = 1                        # host id of the initial owner
 //
 // Every host of a cluster lists the same segments with the same size and
-// owner (and should use the same [policy]).
+// owner (and should use the same [policy]).  With membership = corosync a
+// segment's owner may be any host id (the host need not be up yet), and
+// `listen` must be an address the other hosts can dial (not 0.0.0.0 or
+// ::): it is what this host announces in the group.
 //
 // Strictness (GKeyFile alone accepts much that is surely a mistake):
 // parsing checks everything and reports the first problem as
@@ -89,6 +100,11 @@ struct SegmentConfig {
     uint32_t owner = 0;
 };
 
+// Who is alive (protocol.md section 8): the configured peers and their TCP
+// sessions, or the members of the CPG group (membership.h).
+enum class MembershipMode { kStatic, kCorosync };
+const char *MembershipModeName(MembershipMode m);
+
 struct Config {
     uint32_t host_id = 0;
     std::string host_name;  // from the [dshmd] name key, else "host<id>"
@@ -114,6 +130,9 @@ struct Config {
     bool exclusive_pages = true;
     // Whether dshmd runs the I/O thread: only when it never busy-polls.
     bool UsesIoThread() const { return poll_us == 0 && io_thread; }
+    // Key membership; static by default until every integration test runs
+    // on corosync (issue 19).
+    MembershipMode membership = MembershipMode::kStatic;
     PolicyConfig policy;  // [policy]
     std::vector<PeerConfig> peers;
     std::vector<SegmentConfig> segments;

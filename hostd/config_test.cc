@@ -333,6 +333,43 @@ START_TEST(format_round_trips) {
 }
 END_TEST
 
+// membership = static (the default: the [peer] groups) or corosync (no
+// [peer] groups, any owner id, a listen address the others can dial).
+START_TEST(membership_modes) {
+    Config c;
+    ck_assert(ParseConfig(kGood, "t.conf", &c).ok());
+    ck_assert(c.membership == MembershipMode::kStatic);
+    ck_assert(FormatConfig(c).find("\n# membership = static  (default)\n") != std::string::npos);
+    const std::string head = "[dshmd]\nhost-id = 1\nlisten = 198.18.0.1:7450\n";
+    const std::string seg9 = "[segment s]\nsize = 64K\nowner = 9\n";
+    Status st = ParseConfig(head + "membership = corosync\n" + seg9, "t.conf", &c);
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+    ck_assert(c.membership == MembershipMode::kCorosync);
+    std::string text = FormatConfig(c);
+    ck_assert(text.find("\nmembership = corosync\n") != std::string::npos);
+    Config back;
+    ck_assert(ParseConfig(text, "formatted", &back).ok() &&
+              back.membership == MembershipMode::kCorosync);
+    // Static: the owner must be this host or a peer.
+    st = ParseConfig(head + "membership = static\n" + seg9, "t.conf", &c);
+    ck_assert_str_eq(st.message().c_str(),
+                     "t.conf:7: [segment s] owner: host 9 is neither this host nor a peer");
+    st = ParseConfig(head + "membership = Corosync\n" + seg9, "t.conf", &c);
+    ck_assert_str_eq(st.message().c_str(),
+                     "t.conf:4: [dshmd] membership: 'Corosync' is not static or corosync");
+    st = ParseConfig(head + "membership = corosync\n[peer h2]\nhost-id = 2\naddress = b:1\n" + seg9,
+                     "t.conf", &c);
+    ck_assert_msg(st.message().find("t.conf:5: [peer h2]: [peer] groups are for membership = "
+                                    "static") == 0,
+                  "%s", st.message().c_str());
+    st = ParseConfig("[dshmd]\nhost-id = 1\nlisten = 0.0.0.0:7450\nmembership = corosync\n" + seg9,
+                     "t.conf", &c);
+    ck_assert_msg(st.message().find("t.conf:3: [dshmd] listen: '0.0.0.0:7450': with membership = "
+                                    "corosync") == 0,
+                  "%s", st.message().c_str());
+}
+END_TEST
+
 START_TEST(edit_distance) {
     ck_assert_uint_eq(EditDistance("", ""), 0);
     ck_assert_uint_eq(EditDistance("abc", ""), 3);
@@ -368,6 +405,7 @@ int main() {
     tcase_add_test(tc, listen_must_resolve);
     tcase_add_test(tc, format_round_trips);
     tcase_add_test(tc, edit_distance);
+    tcase_add_test(tc, membership_modes);
     suite_add_tcase(s, tc);
     return RunSuite(s);
 }

@@ -5,6 +5,7 @@
 #include "agent.h"
 #include "clients.h"
 #include "daemon.h"
+#include "membership.h"
 #include "peers.h"
 #include "trace.h"
 
@@ -31,6 +32,40 @@ std::string BuildJson(const Daemon &d, uint32_t what, size_t cap, bool *cut) REQ
     json_builder_add_int_value(b, cfg.host_id);
     json_builder_set_member_name(b, "host_name");
     json_builder_add_string_value(b, cfg.host_name.c_str());
+    {
+        // Who is alive and whether this host may grant locks (membership.h).
+        const Membership &m = d.membership();
+        json_builder_set_member_name(b, "membership");
+        json_builder_begin_object(b);
+        json_builder_set_member_name(b, "mode");
+        json_builder_add_string_value(b, MembershipModeName(cfg.membership));
+        json_builder_set_member_name(b, "quorate");
+        json_builder_add_boolean_value(b, m.Quorate());
+        json_builder_set_member_name(b, "corosync_connected");
+        json_builder_add_boolean_value(b, m.connected());
+        json_builder_set_member_name(b, "locks_refused");
+        json_builder_add_int_value(b, m.refused_total());
+        json_builder_set_member_name(b, "summary");
+        json_builder_add_string_value(b, m.Describe().c_str());
+        json_builder_set_member_name(b, "members");
+        json_builder_begin_array(b);
+        for (const auto &[host, mem] : m.members()) {
+            json_builder_begin_object(b);
+            json_builder_set_member_name(b, "host_id");
+            json_builder_add_int_value(b, host);
+            json_builder_set_member_name(b, "name");
+            json_builder_add_string_value(b, mem.name.c_str());
+            json_builder_set_member_name(b, "address");
+            json_builder_add_string_value(b, mem.address.c_str());
+            json_builder_set_member_name(b, "nodeid");
+            json_builder_add_int_value(b, mem.cpg.nodeid);
+            json_builder_set_member_name(b, "pid");
+            json_builder_add_int_value(b, mem.cpg.pid);
+            json_builder_end_object(b);
+        }
+        json_builder_end_array(b);
+        json_builder_end_object(b);
+    }
     if (what == DSHM_CTL_SEGMENTS || what == DSHM_CTL_STATS) {
         json_builder_set_member_name(b, "segments");
         json_builder_begin_array(b);

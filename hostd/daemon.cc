@@ -19,6 +19,7 @@
 #include "liveness.h"
 #include "locker.h"
 #include "marks.h"
+#include "membership.h"
 #include "mover.h"
 #include "notify.h"
 #include "os/memfd.h"
@@ -71,6 +72,7 @@ Daemon::Daemon(Config config) : cfg_(std::move(config)) {
     mover_ = std::make_unique<Mover>(*this);
     agent_ = std::make_unique<Agent>(*this);
     liveness_ = std::make_unique<Liveness>(*this);
+    membership_ = std::make_unique<Membership>(*this);
 }
 
 Daemon::~Daemon() {
@@ -78,6 +80,7 @@ Daemon::~Daemon() {
     // segments' mappings.
     clients_.reset();
     liveness_.reset();
+    membership_.reset();
     agent_.reset();
     mover_.reset();
     handoff_.reset();
@@ -121,7 +124,9 @@ Status Daemon::Start() {
                 return st;
         }
     }
-    Status st = clients_->Listen();
+    Status st = membership_->Start();
+    if (st.ok())
+        st = clients_->Listen();
     if (st.ok())
         st = peers_->Listen();
     if (!st.ok())
@@ -131,10 +136,10 @@ Status Daemon::Start() {
     liveness_->StartTimer();
     g_message(
         "dshmd host %u (%s): peers on %s, clients on %s, %zu segment(s), poll-us %u, "
-        "I/O thread %s",
+        "I/O thread %s, membership %s",
         cfg_.host_id, cfg_.host_name.c_str(), cfg_.listen.empty() ? "(none)" : cfg_.listen.c_str(),
         cfg_.socket_path.c_str(), segments_.size(), cfg_.poll_us,
-        cfg_.UsesIoThread() ? "on" : "off");
+        cfg_.UsesIoThread() ? "on" : "off", MembershipModeName(cfg_.membership));
     return Status::OK();
 }
 

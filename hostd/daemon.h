@@ -16,6 +16,8 @@
 //   Mover     ownership moves (protocol.md section 13)
 //   Agent     the access monitor: records, reports, merged view, policy
 //   Liveness  the deadlines of requests to an owner (a silent one is lost)
+//   Membership  who is alive and whether this host is quorate: static, or
+//             the CPG group of corosync (membership.h)
 //   ctl.h     dshmctl's JSON over a read-only view
 // The roles call each other through the Daemon's accessors, as Ceph's MDS
 // roles do through MDSRank; the state of a role lives in the role, the
@@ -82,6 +84,7 @@ class Handoff;
 class Mover;
 class Agent;
 class Liveness;
+class Membership;
 
 // A one-shot timer on the default context: fn() after `ms` unless
 // g_source_remove()d first.  Its closure is freed either way.
@@ -102,6 +105,8 @@ class Daemon {
     // cleanly instead of killing the process (the default action, exit
     // 143); then creates the sockets and the owned segments' memfds, dials
     // the peers.  A signal that came during Start is handled when Run starts.
+    // With membership = corosync it first joins the group; E_OWNER_LOST
+    // when corosync cannot be reached (dshmd exits kExitUnavailable).
     Status Start() REQUIRES(loop_mutex);
     // Runs the main loop until Quit() (or SIGINT/SIGTERM); tells systemd
     // STOPPING=1 (notify.h) as it leaves.
@@ -180,6 +185,8 @@ class Daemon {
     Mover &mover() { return *mover_; }
     Agent &agent() { return *agent_; }
     Liveness &liveness() { return *liveness_; }
+    Membership &membership() { return *membership_; }
+    const Membership &membership() const { return *membership_; }
     const Peers &peers() const { return *peers_; }
     const Clients &clients() const { return *clients_; }
     const Agent &agent() const { return *agent_; }
@@ -209,6 +216,7 @@ class Daemon {
     std::unique_ptr<Mover> mover_;
     std::unique_ptr<Agent> agent_;
     std::unique_ptr<Liveness> liveness_;
+    std::unique_ptr<Membership> membership_;
 };
 
 }  // namespace dshm

@@ -38,6 +38,7 @@
 #include "frame.h"
 #include "handoff.h"
 #include "lockq.h"
+#include "membership.h"
 #include "msgs.h"
 #include "peers.h"
 #include "watch.h"
@@ -1061,6 +1062,89 @@ START_TEST(adopt_needs_the_secret_of_a_migrated_out_client) {
 }
 END_TEST
 
+// Membership (membership.h), its events played as libcpg and libquorum
+// deliver them.  Without quorum the owner grants no lock: a local ACQUIRE
+// and a remote one get E_NO_QUORUM, and a lock released to a waiter is
+// refused to it (and ends free) instead of granted; with quorum back locks
+// are granted again.  A member that leaves the group is lost through the
+// one peer-loss path: its session closes on both sides and its locks at
+// the owner pass on.
+START_TEST(membership_quorum_and_leave) {
+    loop_mutex.AssertHeld();
+    Cluster cl;
+    Client a, b, w;
+    AttachOn(cl, 1, a, "vm-a");
+    AttachOn(cl, 2, b, "vm-b");
+    AttachOn(cl, 1, w, "vm-w");
+    Membership &m1 = cl.d[1]->membership();
+    Status st;
+    // b holds lock 1; w waits for it.
+    ck_assert(OffLoop([&] { st = b.Acquire(1); }));
+    ck_assert(st.ok());
+    auto a_status = std::make_shared<Status>();
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    std::thread waiter([&w, a_status, done] {
+        *a_status = w.Acquire(1);
+        *done = true;
+        g_main_context_wakeup(nullptr);
+    });
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) {
+        const LocalClient *lw = cl.Local(1, w);
+        return lw && lw->pending.count(1) == 1;
+    }));
+
+    m1.OnQuorum(false);
+    ck_assert(!m1.Quorate());
+    ck_assert(OffLoop([&] { st = a.Acquire(0); }));
+    ck_assert_int_eq(st.code(), DSHM_E_NO_QUORUM);
+    ck_assert(OffLoop([&] { st = b.Acquire(0); }));
+    ck_assert_int_eq(st.code(), DSHM_E_NO_QUORUM);
+    // b releases lock 1: w is refused it, and it ends free.
+    ck_assert(OffLoop([&] { st = b.Release(1); }));
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+    ck_assert(RunUntil([&] { return done->load(); }));
+    waiter.join();
+    ck_assert_int_eq(a_status->code(), DSHM_E_NO_QUORUM);
+    ck_assert(!cl.Seg(1)->home->locks.HolderOf(1));
+    ck_assert_uint_eq(m1.refused_total(), 3);
+
+    m1.OnQuorum(true);
+    ck_assert(OffLoop([&] { st = a.Acquire(0); }));
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+    ck_assert(OffLoop([&] { st = b.Acquire(1); }));
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+
+    // h2 announces itself in h1's group, then its dshmd leaves it.
+    const CpgMember p1{1, 100, 0}, p2{2, 200, 0}, p3{3, 300, 0};
+    m1.SetSelf(p1);
+    m1.OnConfChange({p1, p2, p3}, {}, {p1, p2, p3});
+    MemberAnnounce an = {};
+    an.magic = kAnnounceMagic;
+    an.version = 1;
+    an.type = 1;
+    an.host_id = 2;
+    an.incarnation = cl.d[2]->incarnation();
+    SetName(an.name, "h2");
+    SetName(an.address, "127.0.0.1:9");
+    m1.OnMessage(p2, &an, sizeof an - 1);  // malformed: ignored
+    ck_assert(m1.members().empty());
+    m1.OnMessage(p2, &an, sizeof an);
+    ck_assert_uint_eq(m1.members().size(), 1);
+    ck_assert(m1.members().at(2).address == "127.0.0.1:9");
+    ck_assert(cl.d[1]->peers().Find(2)->up);
+    ck_assert(cl.Seg(1)->home->locks.HolderOf(1).has_value());
+
+    m1.OnConfChange({p1, p3}, {CpgMember{2, 200, 5}}, {});
+    ck_assert(m1.members().empty());
+    ck_assert(!cl.d[1]->peers().Find(2)->up);
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) { return !cl.d[2]->peers().Find(1)->up; }));
+    // The owner's peer-loss path ran: h2's lock is free.
+    ck_assert(!cl.Seg(1)->home->locks.HolderOf(1));
+    ck_assert(OffLoop([&] { st = a.Release(0); }));
+    ck_assert(st.ok());
+}
+END_TEST
+
 int main() {
     Suite *s = suite_create("daemon");
     TCase *tc = NewTCase("roles", 180);
@@ -1082,6 +1166,7 @@ int main() {
     tcase_add_test(tc, silent_owner_release_times_out);
     tcase_add_test(tc, stranded_fault_fails_its_client);
     tcase_add_test(tc, acquire_while_owner_down_fails_and_is_not_replayed);
+    tcase_add_test(tc, membership_quorum_and_leave);
     suite_add_tcase(s, tc);
     return RunSuite(s);
 }

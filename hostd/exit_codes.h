@@ -10,7 +10,8 @@
 //                        or dshmd's configuration file is invalid
 //   3  kExitUnavailable  what the command needs is not there: dshmd cannot be
 //                        reached or refused the request (no such segment), a
-//                        file cannot be read
+//                        file cannot be read, dshmd with membership = corosync
+//                        cannot reach corosync
 //
 // A signal's default action gives 128 + N (143 for SIGTERM): dshmd handles
 // SIGINT and SIGTERM (exit 0 after a clean shutdown) and SIGHUP (reload).

@@ -602,7 +602,7 @@ START_TEST(client_payload_errors) {
         {LockReply(DSHM_MSG_GRANTED, 256, 0), "lock id 256"},
         {LockReply(DSHM_MSG_RELEASED, 1, DSHM_E_PROTO), "where 0 is required"},
         {LockReply(DSHM_MSG_LOCK_FAILED, 1, 0), "status 0 where an error"},
-        {LockReply(DSHM_MSG_LOCK_FAILED, 1, DSHM_E_BUSY + 1), "unknown status 14"},
+        {LockReply(DSHM_MSG_LOCK_FAILED, 1, DSHM_E_NO_QUORUM + 1), "unknown status 15"},
     };
     for (auto &c : lib_cases) {
         Library l(ClientRole::kClient);

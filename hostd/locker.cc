@@ -3,6 +3,7 @@
 #include "clients.h"
 #include "daemon.h"
 #include "handoff.h"
+#include "membership.h"
 #include "msgs.h"
 #include "peers.h"
 
@@ -15,6 +16,8 @@ void Locker::OnAcquire(LocalClient *c, const Frame &f) {
         return;
     const uint32_t lock = *req;
     Segment *s = c->seg;
+    if (!d_.membership().Quorate())
+        return d_.clients().LockFailed(c, lock, f.hdr.tag, NoQuorum());
     c->pending[lock] = PendingLock{false, f.hdr.tag};
     Holder who{d_.host_id(), c->id};
     if (d_.IsOwner(s)) {
@@ -52,6 +55,8 @@ void Locker::OnPAcquire(Peer *peer, const Frame &f) {
         return peer->conn->Fail(Status::Proto("P_ACQUIRE for another host"), f.hdr.type);
     bool now = false;
     Holder who{m.host_id, m.client_id};
+    if (!d_.membership().Quorate())
+        return peer->conn->Send(RefusedGrantMsg(s, m.lock_id, who));
     ForgetMigrated(s, who);
     Status st = s->home->locks.Acquire(m.lock_id, who, &now);
     if (!st.ok()) {
@@ -63,7 +68,29 @@ void Locker::OnPAcquire(Peer *peer, const Frame &f) {
         Grant(s, m.lock_id, who);
 }
 
+std::vector<uint8_t> Locker::RefusedGrantMsg(const Segment *s, uint32_t lock, Holder who) {
+    (void)NoQuorum();  // counted, logged
+    dshm_p_lock m = {};
+    SetName(m.segment, s->cfg.name);
+    m.lock_id = lock;
+    m.host_id = who.host;
+    m.client_id = who.client;
+    m.status = DSHM_E_NO_QUORUM;
+    return EncodeMsg(DSHM_MSG_P_GRANT, 0, m);
+}
+
+Status Locker::NoQuorum() {
+    if (d_.membership().NoteRefusal() == 1) {
+        g_warning("membership: refusing lock requests (E_NO_QUORUM): this host has no quorum");
+    }
+    return Status::NoQuorum("host " + std::to_string(d_.host_id()) +
+                            " has no quorum (its cluster partition is a minority): it grants no "
+                            "lock until quorum is back");
+}
+
 void Locker::Grant(Segment *s, uint32_t lock, Holder who) {
+    if (!d_.membership().Quorate())
+        return RefuseGrants(s, lock, who);
     if (who.host != d_.host_id()) {
         d_.peers().Send(who.host,
                         LockMsg(DSHM_MSG_P_GRANT, s->cfg.name, lock, who.host, who.client));
@@ -79,6 +106,25 @@ void Locker::Grant(Segment *s, uint32_t lock, Holder who) {
     }
     auto it = c->pending.find(lock);
     d_.clients().DeliverGranted(c, lock, it == c->pending.end() ? 0 : it->second.tag);
+}
+
+void Locker::RefuseGrants(Segment *s, uint32_t lock, Holder who) {
+    // The lock passes down its queue, each waiter told E_NO_QUORUM instead
+    // of being granted, until no one waits.
+    for (std::optional<Holder> next = who; next;) {
+        const Holder h = *next;
+        if (h.host != d_.host_id()) {
+            d_.peers().Send(h.host, RefusedGrantMsg(s, lock, h));
+        } else if (LocalClient *c = d_.clients().Find(h.client)) {
+            auto it = c->pending.find(lock);
+            const uint32_t tag = it == c->pending.end() ? 0 : it->second.tag;
+            if (it != c->pending.end())
+                c->pending.erase(it);
+            d_.clients().LockFailed(c, lock, tag, NoQuorum());
+        }
+        next.reset();
+        (void)s->home->locks.Release(lock, h, &next);  // h holds it: cannot fail
+    }
 }
 
 void Locker::OnPGrant(Peer *peer, const Frame &f) {

@@ -10,9 +10,11 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "lockq.h"
 #include "segment.h"
+#include "status.h"
 #include "thread_annotations.h"
 #include "watch.h"
 
@@ -58,6 +60,16 @@ class Locker {
     void OnHostLost(Segment *s, uint32_t host) REQUIRES(loop_mutex);
 
   private:
+    // Without quorum (membership.h): the status a refused request gets
+    // (counted; the first one after quorum was lost is logged), and the
+    // P_GRANT that refuses one of host who.host.
+    Status NoQuorum() REQUIRES(loop_mutex);
+    std::vector<uint8_t> RefusedGrantMsg(const Segment *s, uint32_t lock, Holder who)
+        REQUIRES(loop_mutex);
+    // Grant() without quorum: `who` and every waiter after it are refused
+    // the lock, which ends free.
+    void RefuseGrants(Segment *s, uint32_t lock, Holder who) REQUIRES(loop_mutex);
+
     Daemon &d_;
 };
 

@@ -38,7 +38,8 @@ int main(int argc, char **argv) {
         "restart).");
     g_option_context_set_description(ctx,
                                      "Exit status: 0 ok, 1 could not start, 2 usage or invalid "
-                                     "configuration, 3 configuration file unreadable.\n");
+                                     "configuration, 3 configuration file unreadable or "
+                                     "corosync unreachable (membership = corosync).\n");
     g_option_context_add_main_entries(ctx, entries, nullptr);
     GError *err = nullptr;
     if (!g_option_context_parse(ctx, &argc, &argv, &err)) {
@@ -87,7 +88,8 @@ int main(int argc, char **argv) {
     if (!st.ok()) {
         g_critical("cannot start: %s", st.ToString().c_str());
         dshm::NotifyStatus("cannot start: " + st.message());
-        return dshm::kExitFailed;
+        // E_OWNER_LOST: membership = corosync and corosync is not there.
+        return st.code() == DSHM_E_OWNER_LOST ? dshm::kExitUnavailable : dshm::kExitFailed;
     }
     dshm::NotifyReady("serving " + std::to_string(daemon.cfg().segments.size()) +
                       " segment(s); clients on " + daemon.cfg().socket_path + ", peers on " +

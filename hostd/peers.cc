@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "daemon.h"
+#include "membership.h"
 #include "watch.h"
 
 namespace dshm {
@@ -116,9 +117,44 @@ Status Peers::Listen() {
 
 void Peers::DialAll() {
     for (auto &[id, p] : peers_) {
-        if (id > d_.host_id() && !p->cfg.address.empty())
+        if (id > d_.host_id() && !p->cfg.address.empty() && d_.membership().Admits(id))
             Dial(p.get());
     }
+}
+
+void Peers::AddMember(uint32_t host, const std::string &name, const std::string &address) {
+    auto &p = peers_[host];
+    if (!p) {
+        p = std::make_unique<Peer>();
+        p->cfg.host_id = host;
+        p->cfg.name = "host" + std::to_string(host);
+        p->peers = this;
+    }
+    if (!name.empty())
+        p->cfg.name = name;
+    if (!address.empty())
+        p->cfg.address = address;
+    if (host > d_.host_id() && !p->cfg.address.empty() && !p->conn && !p->retry_timer &&
+        !p->connect_watch && d_.membership().Admits(host))
+        Dial(p.get());
+}
+
+void Peers::Lose(uint32_t host, const std::string &why) {
+    Peer *p = Find(host);
+    if (!p)
+        return;
+    if (p->retry_timer) {
+        g_source_remove(p->retry_timer);
+        p->retry_timer = 0;
+    }
+    if (p->connect_watch) {
+        UnwatchFd(p->connect_watch);
+        p->connect_watch = 0;
+        close(p->connecting_fd);
+        p->connecting_fd = -1;
+    }
+    if (p->conn && !p->conn->closed())
+        p->conn->Close(Status::OwnerLost(why));  // -> OnClosed
 }
 
 Peer *Peers::Find(uint32_t host) {
@@ -182,6 +218,8 @@ gboolean Peers::OnRetryTimer(gpointer pp) {
     loop_mutex.AssertHeld();
     auto *p = static_cast<Peer *>(pp);
     p->retry_timer = 0;
+    if (!p->peers->d_.membership().Admits(p->cfg.host_id))
+        return G_SOURCE_REMOVE;  // left the group meanwhile
     p->peers->Dial(p);
     return G_SOURCE_REMOVE;
 }
@@ -255,6 +293,13 @@ void Peers::OnIncomingHello(Conn *raw, Frame &&f) {
                                        " is not a peer that dials this host"),
                          DSHM_MSG_HELLO);
     }
+    // With corosync, only a member (the incarnation it announced) is a peer.
+    if (!d_.membership().Admits(h.host_id, h.incarnation)) {
+        return raw->Fail(
+            Status::Proto("host " + std::to_string(h.host_id) + " incarnation " +
+                          std::to_string(h.incarnation) + " is not a member of the group (yet)"),
+            DSHM_MSG_HELLO);
+    }
     // A live session is replaced only by a newer incarnation of that host
     // (its dshmd restarted and our side has not seen the old connection
     // close yet).  Anything else claiming the id — a second connection of
@@ -321,6 +366,11 @@ void Peers::OnHello(Peer *peer, const Frame &f) {
                                               ", expected " + std::to_string(peer->cfg.host_id)),
                                 f.hdr.type);
     }
+    if (!d_.membership().Admits(h.host_id, h.incarnation)) {
+        return peer->conn->Fail(Status::Proto("HELLO from host " + std::to_string(h.host_id) +
+                                              ", which is not a member of the group (yet)"),
+                                f.hdr.type);
+    }
     peer->up = true;
     peer->incarnation = h.incarnation;
     peer->connections++;
@@ -344,7 +394,8 @@ void Peers::OnClosed(Peer *peer, const Status &why) {
         d_.OnPeerLost(host);
     // Messages queued while the peer was not up stay queued for the next
     // connection.
-    if (host > d_.host_id() && !peer->retry_timer && !peer->cfg.address.empty())
+    if (host > d_.host_id() && !peer->retry_timer && !peer->cfg.address.empty() &&
+        d_.membership().Admits(host))
         Redial(peer, 200);
 }
 

@@ -94,6 +94,18 @@ class Peers {
     // Sends on the live connection, else queues for the next one.
     void Send(uint32_t host, std::vector<uint8_t> msg) REQUIRES(loop_mutex);
 
+    // membership = corosync (membership.h): host `host` announced itself
+    // with `name` and data-path `address` (empty ones: a Peer only, for a
+    // segment's owner before it is a member): makes or updates its Peer and
+    // dials it when this host dials it.  Peers dial and accept only hosts
+    // that Membership::Admits.
+    void AddMember(uint32_t host, const std::string &name, const std::string &address)
+        REQUIRES(loop_mutex);
+    // Host `host` left the group: its session, if any, is closed (the one
+    // peer-loss path, OnClosed -> Daemon::OnPeerLost, when it was up) and
+    // it is not dialled again until it is admitted again.
+    void Lose(uint32_t host, const std::string &why) REQUIRES(loop_mutex);
+
   private:
     void Dial(Peer *peer) REQUIRES(loop_mutex);
     void Redial(Peer *peer, guint ms) REQUIRES(loop_mutex);

@@ -30,6 +30,9 @@ PKGS=(
   libvirt-clients libxml2-utils
   # t-testbed's TCP listeners (busybox nc; the guest image's busybox is separate)
   busybox
+  # membership = corosync (hostd/membership.h): the cluster engine on every
+  # simulated host (tests/lib/testbed.sh) and the libraries dshmd links
+  corosync libcpg-dev libquorum-dev libvotequorum-dev libcmap-dev
 )
 
 changed=0

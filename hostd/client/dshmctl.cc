@@ -282,6 +282,10 @@ int main(int argc, char **argv) {
     JsonObject *root = json_node_get_object(json_parser_get_root(parser));
     printf("host %lld (%s)\n", Int(root, "host_id"),
            json_object_get_string_member(root, "host_name"));
+    if (json_object_has_member(root, "membership")) {
+        JsonObject *m = json_object_get_object_member(root, "membership");
+        printf("membership: %s\n", json_object_get_string_member(m, "summary"));
+    }
     if (what == "advise") {
         PrintAdvice(root);
         g_object_unref(parser);

@@ -12,7 +12,8 @@
  *   2  USAGE           bad command line (unknown command or option, missing
  *                      or malformed value), or dshmd's configuration invalid
  *   3  UNAVAILABLE     what the command needs is not there: dshmd cannot be
- *                      reached, no such segment or device, a file unreadable
+ *                      reached, no such segment or device, a file unreadable,
+ *                      dshmd with membership = corosync cannot reach corosync
  *   4  TIMEOUT         a lock (or a wait) timed out
  *   5  REFUSED         dshmd refused the request (its status is printed,
  *                      e.g. E_OWNER_LOST)

@@ -136,6 +136,7 @@ enum dshm_status {
     DSHM_E_INTERNAL         = 11,
     DSHM_E_NOT_OWNER        = 12, /* peer request to a non-owner of the segment */
     DSHM_E_BUSY             = 13, /* too many requests waiting (a bound of section 2) */
+    DSHM_E_NO_QUORUM        = 14, /* this host's cluster partition has no quorum */
 };
 
 /* ------------------------------------------------------------------ */

@@ -5,6 +5,9 @@
 #       writes a dshmd.conf for h1..hN (peers: all other hosts) and starts
 #       dshmd on each; waits until every host sees every peer connected.
 #       DSHM_CONF_hN in the environment: more [dshmd] lines for hN alone.
+#       DSHM_MEMBERSHIP=corosync (default static): corosync runs on h1..hN
+#       (tb_corosync_start, unless it runs there already) and each dshmd
+#       has membership = corosync and no [peer] groups.
 #       DSHMD_TRACE=1 / DSHMD_PHASES=1 in the environment: each dshmd writes
 #       $TB_STATE/hN/trace.log (page events) / phases.log (release phases).
 #       It sets no variable and prints nothing.  What it leaves, on each hN:
@@ -32,16 +35,23 @@ DSHM_ATTACH=$DSHM_HOST_BUILD/hostd/client/dshm-attach
 DSHMCTL=$DSHM_HOST_BUILD/hostd/client/dshmctl
 DSHM_PORT=7450
 DSHM_SOCK=/run/dshm/dshmd.sock
+DSHM_MEMBERSHIP=${DSHM_MEMBERSHIP:-static}
 
 ds_cluster() {
-    local n=$1 segs=$2 extra=${3:-} i j k spec own name size owner out ok
+    local n=$1 segs=$2 extra=${3:-} i j k spec own name size owner out ok need=()
+    if [ "$DSHM_MEMBERSHIP" = corosync ]; then
+        for i in $(seq 1 "$n"); do
+            [ -n "${_TB_COROSYNC_UP[h$i]:-}" ] || need+=("h$i")
+        done
+        [ ${#need[@]} = 0 ] || tb_corosync_start "${need[@]}"
+    fi
     for i in $(seq 1 "$n"); do
         own=DSHM_CONF_h$i
         {
-            printf '[dshmd]\nhost-id = %s\nname = h%s\nlisten = %s\nsocket = %s\n%b\n%b\n' \
-                "$i" "$i" "$(ds_peer_addr "h$i")" "$DSHM_SOCK" "${!own:-}" "$extra"
+            printf '[dshmd]\nhost-id = %s\nname = h%s\nlisten = %s\nsocket = %s\nmembership = %s\n%b\n%b\n' \
+                "$i" "$i" "$(ds_peer_addr "h$i")" "$DSHM_SOCK" "$DSHM_MEMBERSHIP" "${!own:-}" "$extra"
             for j in $(seq 1 "$n"); do
-                [ "$j" = "$i" ] && continue
+                [ "$j" = "$i" ] || [ "$DSHM_MEMBERSHIP" = corosync ] && continue
                 printf '[peer h%s]\nhost-id = %s\naddress = %s\n' "$j" "$j" "$(ds_peer_addr "h$j")"
             done
             for spec in $segs; do

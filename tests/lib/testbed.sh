@@ -11,9 +11,10 @@
 #   - a mount namespace (private propagation) with its own /run, /dev/shm,
 #     /etc/hosts, /etc/hostname, /etc/passwd and /etc/group (copies of the
 #     machine's with the libvirt-qemu user and the kvm group added when
-#     missing: libvirtd looks them up before it reads qemu.conf) and libvirt
+#     missing: libvirtd looks them up before it reads qemu.conf), libvirt
 #     directories (/etc/libvirt, /var/lib/libvirt, /var/log/libvirt,
-#     /var/cache/libvirt), backed by $TB_STATE/hI/;
+#     /var/cache/libvirt) and corosync's (/etc/corosync, /var/lib/corosync,
+#     /var/log/corosync), backed by $TB_STATE/hI/;
 #   - a UTS namespace with hostname hI.
 # Nothing of the testbed lives in the root network namespace.
 #
@@ -27,6 +28,10 @@
 #   tb_log h2 NAME             # $TB_STATE/h2/NAME.log
 #   tb_pid_of h2 PATTERN       # host-local pid of the newest process matching PATTERN
 #   tb_addr h2                 # $TB_NET.2 (198.18.0.2 by default)
+#   tb_corosync_start h1 h2 h3 # corosync 3 on those hosts (below); waits until
+#                              #   each is quorate and sees all of them
+#   tb_corosync_wait_quorate H N [SECS]  # H's corosync quorate with N members
+#   tb_link_down h2 / tb_link_up h2      # cut h2 off (its veth in the lab) / heal
 #   tb_teardown                # also runs on EXIT, INT, TERM
 #
 # Teardown runs on every exit path (normal exit, failed assertion under set -e,
@@ -147,6 +152,7 @@ _tb_add_host() {
     ip -n "$ns" link set eth0 up
 
     mkdir -p "$dir"/{etc-libvirt,var-lib-libvirt,var-log-libvirt,var-cache-libvirt}
+    mkdir -p "$dir"/{etc-corosync,var-lib-corosync,var-log-corosync}
     [ -d /etc/libvirt ] && cp -a /etc/libvirt/. "$dir/etc-libvirt/"
     cp "$TB_STATE/hosts" "$dir/hosts"
     echo "$h" >"$dir/hostname"
@@ -164,7 +170,8 @@ _tb_add_host() {
             mount --bind "$d/hostname" /etc/hostname
             mount --bind "$d/passwd" /etc/passwd
             mount --bind "$d/group" /etc/group
-            for m in etc/libvirt var/lib/libvirt var/log/libvirt var/cache/libvirt; do
+            for m in etc/libvirt var/lib/libvirt var/log/libvirt var/cache/libvirt \
+                etc/corosync var/lib/corosync var/log/corosync; do
                 mkdir -p "/$m" 2>/dev/null || true
                 [ -d "/$m" ] && mount --bind "$d/${m//\//-}" "/$m"
             done
@@ -306,6 +313,78 @@ _tb_sanitizer_reports() {
     done
     return $found
 }
+
+# ---------------------------------------------------------------- corosync
+#
+# Corosync 3 on testbed hosts, as on a real cluster (issue 19): knet,
+# aes256/sha256 with one authkey per testbed ($TB_STATE/authkey, made by
+# tb_corosync_start), votequorum, token TB_COROSYNC_TOKEN ms (default
+# 1000).  The nodelist is every host of the testbed (h1..hN, node id I,
+# ring0 $TB_NET.I), so a host started later joins the same cluster and
+# quorum is a majority of all N (two_node with N = 2).  Each host's
+# corosync.conf is in $TB_STATE/hI/etc-corosync (its /etc/corosync), its
+# log in var-log-corosync/corosync.log; the process is the spawned
+# "corosync" (tb_kill hI corosync KILL: the host is lost).  It dies with
+# its host at teardown.
+TB_COROSYNC_TOKEN=${TB_COROSYNC_TOKEN:-1000}
+
+_tb_corosync_conf() {
+    local n=${#TB_HOSTS[@]} i
+    printf 'totem {\n  version: 2\n  cluster_name: %s\n  transport: knet\n' "$TB_PREFIX"
+    printf '  crypto_cipher: aes256\n  crypto_hash: sha256\n  token: %s\n}\n' "$TB_COROSYNC_TOKEN"
+    printf 'nodelist {\n'
+    for i in $(seq 1 "$n"); do
+        printf '  node {\n    ring0_addr: %s\n    name: h%s\n    nodeid: %s\n  }\n' "$TB_NET.$i" "$i" "$i"
+    done
+    printf '}\nquorum {\n  provider: corosync_votequorum\n'
+    [ "$n" = 2 ] && printf '  two_node: 1\n'
+    printf '}\nlogging {\n  to_logfile: yes\n  logfile: /var/log/corosync/corosync.log\n'
+    printf '  to_stderr: no\n  to_syslog: no\n  timestamp: hires\n}\n'
+}
+
+# tb_corosync_start HOST...: writes each HOST's /etc/corosync (corosync.conf,
+# authkey), starts corosync there and waits (30 s) until each is quorate
+# and sees every host started so far.
+declare -A _TB_COROSYNC_UP=()  # hosts started (a restart counts once)
+tb_corosync_start() {
+    local h
+    command -v corosync >/dev/null || _tb_die "corosync missing (make deps)"
+    if [ ! -f "$TB_STATE/authkey" ]; then
+        corosync-keygen -k "$TB_STATE/authkey" >/dev/null 2>&1 || _tb_die "corosync-keygen failed"
+    fi
+    for h in "$@"; do
+        _tb_corosync_conf >"$TB_STATE/$h/etc-corosync/corosync.conf"
+        install -m 0400 "$TB_STATE/authkey" "$TB_STATE/$h/etc-corosync/authkey"
+        tb_spawn "$h" corosync corosync -f
+        _TB_COROSYNC_UP[$h]=1
+    done
+    for h in "$@"; do
+        tb_corosync_wait_quorate "$h" "${#_TB_COROSYNC_UP[@]}" 30 ||
+            _tb_die "corosync on $h: not quorate with ${#_TB_COROSYNC_UP[@]} members within 30 s: $(tb_run "$h" corosync-quorumtool -s 2>&1 | tr '\n' ' ')"
+    done
+}
+
+# _tb_quorate HOST N: HOST's corosync is quorate and has N members.
+_tb_quorate() {
+    local out
+    out=$(tb_run "$1" corosync-quorumtool -s 2>/dev/null) || true
+    grep -Eq '^Quorate: +Yes' <<<"$out" && grep -Eq "^Nodes: +$2\$" <<<"$out"
+}
+# tb_corosync_wait_quorate HOST N [SECS]: polls until HOST is quorate with
+# N members (SECS, default 30); 1 if it is not by then.
+tb_corosync_wait_quorate() {
+    local deadline=$(($(date +%s) + ${3:-30}))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        _tb_quorate "$1" "$2" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# tb_link_down HOST / tb_link_up HOST: HOST's veth in the lab namespace
+# down (HOST is cut off from every other host) / up again.
+tb_link_down() { ip -n "$TB_PREFIX-lab" link set "v-$1" down; }
+tb_link_up() { ip -n "$TB_PREFIX-lab" link set "v-$1" up; }
 
 # tb_leftovers: prints what a testbed left behind (nothing when clean).
 tb_leftovers() {
