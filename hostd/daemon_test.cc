@@ -24,9 +24,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cinttypes>
 #include <cstdio>
-#include <cerrno>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -41,6 +41,7 @@
 #include "frame.h"
 #include "handoff.h"
 #include "lockq.h"
+#include "mover.h"
 #include "msgs.h"
 #include "peers.h"
 #include "watch.h"
@@ -175,6 +176,7 @@ struct ClusterOptions {
     uint32_t report_ms = 0;
     int read_ahead = -1;
     uint64_t seg_size = kSegSize;
+    uint32_t owner = 1;  // the segment's configured owner (a forged host may be it)
 };
 
 // Three hosts h1..h3; h1 owns segment "seg".  With `forged` > 0, hosts
@@ -210,7 +212,7 @@ struct Cluster {
                 if (j != i)
                     c.peers.push_back(PeerConfig{"h" + std::to_string(j), uint32_t(j), ""});
             }
-            c.segments.push_back(SegmentConfig{"seg", o.seg_size, 1});
+            c.segments.push_back(SegmentConfig{"seg", o.seg_size, o.owner});
             d[i] = std::make_unique<Daemon>(std::move(c));
             Status st = d[i]->Start();
             ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
@@ -695,6 +697,49 @@ START_TEST(idle_64g_segment_costs_no_per_page_memory) {
 }
 END_TEST
 
+// Bounded resources (protocol.md section 2): the lock table a move brings
+// (OWN_LOCKS, before OWN_COMMIT) holds at most what a table can hold; an
+// old owner that sends more fails its connection instead of growing the
+// new owner's list.
+START_TEST(own_locks_of_a_move_are_bounded) {
+    loop_mutex.AssertHeld();
+    Cluster cl({.nforged = 1, .owner = 4});
+    Forged &f = cl.Fake(2, 4);
+    dshm_seg_note mv = {};
+    SetName(mv.segment, "seg");
+    mv.host_id = 2;  // h2 becomes the owner
+    f.Send(EncodeMsg(DSHM_MSG_OWN_MOVING, 0, mv));
+    ck_assert(
+        RunUntil([&]() REQUIRES(loop_mutex) { return f.Count(DSHM_MSG_OWN_MOVING_ACK) == 1; }));
+    std::vector<dshm_lock_entry> entries(DSHM_MAX_LOCK_ENTRIES);
+    for (uint32_t i = 0; i < entries.size(); i++)
+        entries[i] = dshm_lock_entry{i % DSHM_MAX_LOCKS, 4, i, 0};
+    dshm_pagelist pl = {};
+    SetName(pl.segment, "seg");
+    pl.count = DSHM_MAX_LOCK_ENTRIES;
+    const std::vector<uint8_t> msg = EncodeMsg(DSHM_MSG_OWN_LOCKS, 0, pl, entries.data(),
+                                               entries.size() * sizeof(dshm_lock_entry));
+    const size_t nmsgs = Mover::kMaxLockEntries / DSHM_MAX_LOCK_ENTRIES + 2;
+    // Sent until h2 closes the connection (no SIGPIPE: MSG_NOSIGNAL).
+    bool refused = false;
+    for (size_t i = 0; i < nmsgs && !refused; i++) {
+        for (size_t off = 0; off < msg.size() && !refused;) {
+            ssize_t n = send(f.fd, msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
+            if (n > 0)
+                off += static_cast<size_t>(n);
+            else if (n < 0 && errno == EAGAIN)
+                g_main_context_iteration(nullptr, FALSE);
+            else
+                refused = true;  // EPIPE, ECONNRESET: closed by h2
+        }
+    }
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) { return f.closed; }));
+    ck_assert_uint_eq(f.Count(DSHM_MSG_ERROR), 1);
+    const Segment *s = cl.Seg(2);
+    ck_assert(!s->move || !s->move->in || s->move->in->locks.size() <= Mover::kMaxLockEntries);
+}
+END_TEST
+
 // A second connection claiming a host that has a live session: refused
 // unless its incarnation is newer (the host restarted); the real session
 // goes on meanwhile.
@@ -945,6 +990,7 @@ int main() {
     tcase_add_test(tc, read_ahead_off);
     tcase_add_test(tc, ctl_reply_of_large_merged_view_is_truncated);
     tcase_add_test(tc, idle_64g_segment_costs_no_per_page_memory);
+    tcase_add_test(tc, own_locks_of_a_move_are_bounded);
     tcase_add_test(tc, second_hello_does_not_end_a_live_session);
     tcase_add_test(tc, owner_messages_from_a_non_owner_are_refused);
     tcase_add_test(tc, no_reports_queued_for_a_down_owner);

@@ -225,8 +225,7 @@ class PageTable {
     // writing the page meanwhile took the applied bytes into its twin).
     // Several in-flight write-backs of one page are reverted newest first.
     // REQUIRES: a matching ApplyInFlight.
-    void RevertInFlight(uint32_t p, uint16_t encoding, uint8_t *data, size_t len,
-                        uint8_t *content);
+    void RevertInFlight(uint32_t p, uint16_t encoding, uint8_t *data, size_t len, uint8_t *content);
     uint32_t inflight(uint32_t p) const { return Get(p).inflight; }
     // The hosts to invalidate for a release of p by `writer` (the copy set
     // minus `self` and `writer`); the writer joins the copy set.  Hosts leave
@@ -326,7 +325,7 @@ class PageTable {
     std::vector<std::unique_ptr<uint8_t[]>> spare_twins_;
 
     uint32_t npages_;
-    std::vector<std::unique_ptr<Page[]>> chunks_;  // null: every page idle
+    std::vector<std::unique_ptr<Page[]>> chunks_;                // null: every page idle
     std::unordered_map<uint32_t, std::vector<Waiter>> waiters_;  // non-empty queues only
     size_t nchunks_ = 0;
     uint32_t nfetching_ = 0;  // pages in kFetching

@@ -416,7 +416,7 @@ START_TEST(in_flight_revert_restores_only_its_bytes) {
     ck_assert_uint_eq(t.inflight(0), 2);
     // A local client starts writing: its twin holds both applied releases.
     t.OnWriteFault(0, true, m.p());
-    m.p()[517] = 0xee;  // a byte neither release covers
+    m.p()[517] = 0xee;                                     // a byte neither release covers
     t.RevertInFlight(0, ea, da.data(), da.size(), m.p());  // A refused
     ck_assert_uint_eq(t.inflight(0), 1);
     Mem want = orig;

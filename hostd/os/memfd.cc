@@ -104,7 +104,8 @@ Result<std::vector<bool>> PresentPages(int fd, uint64_t npages) {
 
 Result<uint64_t> CountPresentPages(int fd, uint64_t npages) {
     uint64_t n = 0;
-    auto r = ForEachPresentRun(fd, npages, [&n](uint64_t first, uint64_t end) { n += end - first; });
+    auto r =
+        ForEachPresentRun(fd, npages, [&n](uint64_t first, uint64_t end) { n += end - first; });
     if (!r.ok())
         return r.error();
     return n;
