@@ -651,19 +651,67 @@ START_TEST(ctl_reply_of_large_merged_view_is_truncated) {
 }
 END_TEST
 
-// This process's resident memory (VmRSS), in bytes.
-uint64_t ResidentBytes() {
+// This process's resident memory (VmRSS; peak: VmHWM), in bytes.
+uint64_t ResidentBytes(bool peak = false) {
     FILE *f = fopen("/proc/self/status", "r");
     ck_assert_ptr_nonnull(f);
     char line[256];
     uint64_t kb = 0;
     while (fgets(line, sizeof line, f)) {
-        if (sscanf(line, "VmRSS: %" SCNu64, &kb) == 1)
+        if (sscanf(line, peak ? "VmHWM: %" SCNu64 : "VmRSS: %" SCNu64, &kb) == 1)
             break;
     }
     fclose(f);
     return kb << 10;
 }
+
+// Sends msg whole on fd, running the loop while the socket is full; false
+// once the other side closed (EPIPE, ECONNRESET; no SIGPIPE).
+bool SendUnlessClosed(int fd, const std::vector<uint8_t> &msg) {
+    for (size_t off = 0; off < msg.size();) {
+        ssize_t n = send(fd, msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
+        if (n > 0)
+            off += static_cast<size_t>(n);
+        else if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            g_main_context_iteration(nullptr, FALSE);
+        else
+            return false;
+    }
+    return true;
+}
+
+// A peer that never reads (protocol.md section 2, "dshmd's memory under
+// abuse"): it sends FETCHes whose PAGEs pile up in the owner's output queue
+// until the queue's bound (64 MiB) closes the connection.  The owner's
+// peak resident memory grows by the bound and a little more, whatever the
+// peer sends after.
+START_TEST(peer_that_never_reads_is_cut_off_at_the_queue_bound) {
+    loop_mutex.AssertHeld();
+    const uint32_t npages = 32768;  // 128 MiB of PAGEs asked for, holes: served as zeros
+    Cluster cl({.nforged = 1, .seg_size = uint64_t(npages) * kPage});
+    Forged &f = cl.Fake(1, 4);
+    g_source_remove(f.watch);  // from here on it never reads
+    f.watch = 0;
+    const uint64_t peak_before = ResidentBytes(true);
+    dshm_fetch fe = {};
+    SetName(fe.segment, "seg");
+    bool open = true;
+    uint32_t sent = 0;
+    for (; sent < npages && open; sent++) {
+        fe.page = sent;
+        open = SendUnlessClosed(f.fd, EncodeMsg(DSHM_MSG_FETCH, sent, fe));
+    }
+    ck_assert_msg(!open || RunUntil([&]() REQUIRES(loop_mutex) {
+        const Peer *p = cl.d[1]->peers().Find(4);
+        return p && !p->Live();
+    }),
+                  "the owner kept a connection that never reads open (%u FETCHes)", sent);
+    ck_assert_uint_lt(sent, npages);  // cut off before all of them
+    const uint64_t grown = ResidentBytes(true) - std::min(peak_before, ResidentBytes(true));
+    ck_assert_msg(grown < Conn::kMaxQueuedBytes + (uint64_t(32) << 20),
+                  "peak resident memory grew by %" PRIu64 " MiB", grown >> 20);
+}
+END_TEST
 
 // Idle metadata (protocol.md section 2): a 64 GiB segment costs its hosts
 // memory in proportion to the pages in use, not to its size.  Three
@@ -720,18 +768,7 @@ START_TEST(own_locks_of_a_move_are_bounded) {
     const std::vector<uint8_t> msg = EncodeMsg(DSHM_MSG_OWN_LOCKS, 0, pl, entries.data(),
                                                entries.size() * sizeof(dshm_lock_entry));
     const size_t nmsgs = Mover::kMaxLockEntries / DSHM_MAX_LOCK_ENTRIES + 2;
-    // Sent until h2 closes the connection (no SIGPIPE: MSG_NOSIGNAL).
-    bool refused = false;
-    for (size_t i = 0; i < nmsgs && !refused; i++) {
-        for (size_t off = 0; off < msg.size() && !refused;) {
-            ssize_t n = send(f.fd, msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
-            if (n > 0)
-                off += static_cast<size_t>(n);
-            else if (n < 0 && errno == EAGAIN)
-                g_main_context_iteration(nullptr, FALSE);
-            else
-                refused = true;  // EPIPE, ECONNRESET: closed by h2
-        }
+    for (size_t i = 0; i < nmsgs && SendUnlessClosed(f.fd, msg); i++) {
     }
     ck_assert(RunUntil([&]() REQUIRES(loop_mutex) { return f.closed; }));
     ck_assert_uint_eq(f.Count(DSHM_MSG_ERROR), 1);
@@ -991,6 +1028,7 @@ int main() {
     tcase_add_test(tc, ctl_reply_of_large_merged_view_is_truncated);
     tcase_add_test(tc, idle_64g_segment_costs_no_per_page_memory);
     tcase_add_test(tc, own_locks_of_a_move_are_bounded);
+    tcase_add_test(tc, peer_that_never_reads_is_cut_off_at_the_queue_bound);
     tcase_add_test(tc, second_hello_does_not_end_a_live_session);
     tcase_add_test(tc, owner_messages_from_a_non_owner_are_refused);
     tcase_add_test(tc, no_reports_queued_for_a_down_owner);
