@@ -45,6 +45,7 @@
 #include "msgs.h"
 #include "peers.h"
 #include "watch.h"
+#include "writer.h"
 
 // check.h defines a fail() macro: it must follow the C++ headers.
 #include "../tests/unit/check_main.h"
@@ -745,6 +746,90 @@ START_TEST(idle_64g_segment_costs_no_per_page_memory) {
 }
 END_TEST
 
+// A release larger than a connection may queue is streamed, not buffered
+// whole (protocol.md section 2): 8192 pages rewritten whole (32 MiB of
+// WRITEBACKs, four times Conn::kStreamQueueBytes) leave the releasing host
+// one chunk at a time, diffed as the queue drains; every byte arrives.
+START_TEST(large_release_is_streamed_not_buffered) {
+    loop_mutex.AssertHeld();
+    const uint32_t npages = 8192;
+    Cluster cl({.read_ahead = 0, .seg_size = uint64_t(npages) * kPage});
+    Client a, b, c;
+    AttachThree(cl, a, b, c);
+    Status acq, rel;
+    ReleaseInfo info;
+    ck_assert(OffLoop([&] {
+        acq = b.Acquire(0);
+        if (!acq.ok())
+            return;
+        for (uint32_t pg = 0; pg < npages; pg++)
+            memset(const_cast<uint8_t *>(b.data()) + uint64_t(pg) * kPage, uint8_t(pg % 255 + 1),
+                   kPage);
+        rel = b.Release(0, &info);
+    }));
+    ck_assert_msg(acq.ok() && rel.ok(), "%s %s", acq.ToString().c_str(), rel.ToString().c_str());
+    ck_assert_uint_eq(info.pages_written, npages);
+    ck_assert_uint_eq(cl.Stats(1).writebacks_applied, npages);
+    // Held on h2 at once: one chunk (and a page, and the P_RELEASE), not
+    // the 24 MiB past the stream threshold.
+    ck_assert_uint_gt(cl.d[2]->writer().rest_peak(), 0);
+    ck_assert_uint_le(cl.d[2]->writer().rest_peak(), Writer::kWritebackChunk + 2 * kPage);
+    std::vector<uint8_t> got(kPage);
+    for (uint32_t pg : {0u, 4095u, npages - 1}) {
+        ck_assert(OffLoop([&] {
+            memcpy(got.data(), const_cast<const uint8_t *>(c.data()) + uint64_t(pg) * kPage, kPage);
+        }));
+        ck_assert(std::all_of(got.begin(), got.end(),
+                              [pg](uint8_t x) { return x == uint8_t(pg % 255 + 1); }));
+        ck_assert(OffLoop([&] {
+            memcpy(got.data(), const_cast<const uint8_t *>(a.data()) + uint64_t(pg) * kPage, kPage);
+        }));
+        ck_assert_uint_eq(got[kPage - 1], uint8_t(pg % 255 + 1));
+    }
+}
+END_TEST
+
+// The owner's connection lost while a release's rest is streamed: the
+// release fails, and the pages not diffed yet go back to the client's
+// dirty set with their twins (its next release carries them), never left
+// twinned and dirty for nobody.
+START_TEST(large_release_cut_off_gives_its_rest_back) {
+    loop_mutex.AssertHeld();
+    const uint32_t npages = 8192;
+    Cluster cl({.read_ahead = 0, .seg_size = uint64_t(npages) * kPage});
+    Client a, b;
+    AttachOn(cl, 1, a, "vm-a");
+    AttachOn(cl, 2, b, "vm-b");
+    Status acq;
+    ck_assert(OffLoop([&] {
+        acq = b.Acquire(0);
+        for (uint32_t pg = 0; acq.ok() && pg < npages; pg++)
+            memset(const_cast<uint8_t *>(b.data()) + uint64_t(pg) * kPage, 0x5a, kPage);
+    }));
+    ck_assert(acq.ok());
+    auto rel = std::make_shared<Status>();
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    std::thread releaser([&b, rel, done] {
+        *rel = b.Release(0);
+        *done = true;
+        g_main_context_wakeup(nullptr);
+    });
+    const Segment *s2 = cl.Seg(2);
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) { return cl.d[2]->writer().rest_pending(s2); }));
+    cl.d[2]->peers().Find(1)->conn->Close(Status::Internal("cut by the test"));
+    ck_assert(RunUntil([&] { return done->load(); }));
+    releaser.join();
+    ck_assert(!rel->ok());
+    const LocalClient *lb = cl.Local(2, b);
+    ck_assert_ptr_nonnull(lb);
+    ck_assert_uint_gt(lb->dirty.size(), 0);
+    ck_assert_uint_lt(lb->dirty.size(), npages);
+    ck_assert_uint_eq(s2->pages->twinned_pages(), lb->dirty.size());
+    for (uint32_t pg : lb->dirty)
+        ck_assert_uint_eq(s2->pages->dirtiers(pg), 1);
+}
+END_TEST
+
 // Bounded resources (protocol.md section 2): the lock table a move brings
 // (OWN_LOCKS, before OWN_COMMIT) holds at most what a table can hold; an
 // old owner that sends more fails its connection instead of growing the
@@ -1028,6 +1113,8 @@ int main() {
     tcase_add_test(tc, ctl_reply_of_large_merged_view_is_truncated);
     tcase_add_test(tc, idle_64g_segment_costs_no_per_page_memory);
     tcase_add_test(tc, own_locks_of_a_move_are_bounded);
+    tcase_add_test(tc, large_release_is_streamed_not_buffered);
+    tcase_add_test(tc, large_release_cut_off_gives_its_rest_back);
     tcase_add_test(tc, peer_that_never_reads_is_cut_off_at_the_queue_bound);
     tcase_add_test(tc, second_hello_does_not_end_a_live_session);
     tcase_add_test(tc, owner_messages_from_a_non_owner_are_refused);
