@@ -55,7 +55,7 @@ for b in "${BUILDS[@]}"; do
     src=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["directories"]["source"])' \
         "$b/meson-info/meson-info.json" 2>/dev/null || echo "?")
     commit=$(git -C "$src" describe --always --dirty 2>/dev/null || echo "?")
-    echo "# build: $b (source $src, commit $commit)"
+    echo "# build: $b (source $src, commit $commit now; dshmd built $(date -u -r "$b/hostd/dshmd" +%FT%TZ))"
 done
 echo "# segment size: $SIZE, queries: $QUERIES, repetitions: $REPS"
 
