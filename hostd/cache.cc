@@ -451,13 +451,9 @@ void Cache::DropLocalCopy(Segment *s) {
         if (owner && owner->Live())
             return;
     }
-    uint64_t unused = 0;
-    for (uint32_t pg = 0; pg < s->npages; pg++) {
-        if (s->pages->dirtiers(pg))
-            return;  // cannot happen without clients; never lose a write
-        unused += s->pages->ahead(pg);
-    }
-    s->stats.read_ahead_unused += unused;
+    if (s->pages->twinned_pages() > 0)
+        return;  // cannot happen without clients; never lose a write
+    s->stats.read_ahead_unused += s->pages->ahead_pages();
     munmap(s->map, s->cfg.size);
     s->map = nullptr;
     s->memfd.reset();
@@ -472,12 +468,7 @@ void Cache::OnOwnerLost(Segment *s) {
     // Invalidations may be missed while disconnected: drop every clean copy
     // and every mark; fail lock requests in flight.
     s->pages->DropExcl(-1);
-    std::vector<uint32_t> clean;
-    for (uint32_t pg = 0; pg < s->npages; pg++) {
-        if (s->pages->state(pg) == PageTable::kValid && s->pages->dirtiers(pg) == 0)
-            clean.push_back(pg);
-    }
-    PunchLocal(s, clean);
+    PunchLocal(s, s->pages->CleanValid());
     for (uint32_t cid : std::vector<uint32_t>(s->clients)) {  // (a failed adopt may close one)
         LocalClient *c = d_.clients().Find(cid);
         if (!c)

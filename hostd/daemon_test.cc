@@ -22,8 +22,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cinttypes>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -39,9 +42,11 @@
 #include "handoff.h"
 #include "lockq.h"
 #include "membership.h"
+#include "mover.h"
 #include "msgs.h"
 #include "peers.h"
 #include "watch.h"
+#include "writer.h"
 
 // check.h defines a fail() macro: it must follow the C++ headers.
 #include "../tests/unit/check_main.h"
@@ -184,7 +189,7 @@ struct ClusterOptions {
     uint32_t report_ms = 0;
     int read_ahead = -1;
     uint64_t seg_size = kSegSize;
-    uint32_t owner = 1;            // of "seg": a forged host for an owner that never answers
+    uint32_t owner = 1;            // of "seg" (a forged host may be it, e.g. one that never answers)
     uint32_t peer_timeout_ms = 0;  // (0: the default)
     uint32_t ack_timeout_ms = 0;   // (0: the default)
 };
@@ -662,6 +667,230 @@ START_TEST(ctl_reply_of_large_merged_view_is_truncated) {
     ck_assert(OffLoop([&] { st = CtlQuery(cl.Sock(1), DSHM_CTL_PEERS, &peers); }));
     ck_assert(st.ok());
     ck_assert(peers.find("truncated") == std::string::npos);
+}
+END_TEST
+
+// ASan keeps freed blocks in quarantine and pads every block: resident
+// memory bounds are looser under it.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr uint64_t kRssFactor = 2;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr uint64_t kRssFactor = 2;
+#else
+constexpr uint64_t kRssFactor = 1;
+#endif
+#else
+constexpr uint64_t kRssFactor = 1;
+#endif
+
+// This process's resident memory (VmRSS; peak: VmHWM), in bytes.
+uint64_t ResidentBytes(bool peak = false) {
+    FILE *f = fopen("/proc/self/status", "r");
+    ck_assert_ptr_nonnull(f);
+    char line[256];
+    uint64_t kb = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, peak ? "VmHWM: %" SCNu64 : "VmRSS: %" SCNu64, &kb) == 1)
+            break;
+    }
+    fclose(f);
+    return kb << 10;
+}
+
+// Sends msg whole on fd, running the loop while the socket is full; false
+// once the other side closed (EPIPE, ECONNRESET; no SIGPIPE).
+bool SendUnlessClosed(int fd, const std::vector<uint8_t> &msg) {
+    for (size_t off = 0; off < msg.size();) {
+        ssize_t n = send(fd, msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
+        if (n > 0)
+            off += static_cast<size_t>(n);
+        else if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            g_main_context_iteration(nullptr, FALSE);
+        else
+            return false;
+    }
+    return true;
+}
+
+// A peer that never reads (protocol.md section 2, "dshmd's memory under
+// abuse"): it sends FETCHes whose PAGEs pile up in the owner's output queue
+// until the queue's bound (64 MiB) closes the connection.  The owner's
+// peak resident memory grows by the bound and a little more, whatever the
+// peer sends after.
+START_TEST(peer_that_never_reads_is_cut_off_at_the_queue_bound) {
+    loop_mutex.AssertHeld();
+    const uint32_t npages = 32768;  // 128 MiB of PAGEs asked for, holes: served as zeros
+    Cluster cl({.nforged = 1, .seg_size = uint64_t(npages) * kPage});
+    Forged &f = cl.Fake(1, 4);
+    g_source_remove(f.watch);  // from here on it never reads
+    f.watch = 0;
+    const uint64_t peak_before = ResidentBytes(true);
+    dshm_fetch fe = {};
+    SetName(fe.segment, "seg");
+    bool open = true;
+    uint32_t sent = 0;
+    for (; sent < npages && open; sent++) {
+        fe.page = sent;
+        open = SendUnlessClosed(f.fd, EncodeMsg(DSHM_MSG_FETCH, sent, fe));
+    }
+    ck_assert_msg(!open || RunUntil([&]() REQUIRES(loop_mutex) {
+        const Peer *p = cl.d[1]->peers().Find(4);
+        return p && !p->Live();
+    }),
+                  "the owner kept a connection that never reads open (%u FETCHes)", sent);
+    ck_assert_uint_lt(sent, npages);  // cut off before all of them
+    const uint64_t grown = ResidentBytes(true) - std::min(peak_before, ResidentBytes(true));
+    ck_assert_msg(grown < kRssFactor * Conn::kMaxQueuedBytes + (uint64_t(32) << 20),
+                  "peak resident memory grew by %" PRIu64 " MiB", grown >> 20);
+}
+END_TEST
+
+// Idle metadata (protocol.md section 2): a 64 GiB segment costs its hosts
+// memory in proportion to the pages in use, not to its size.  Three
+// daemons in this process, each with the segment (16 M pages), one client
+// per host faulting and writing a few pages, the counters dshmctl shows
+// queried on each: together under 64 MiB.  (The per-page table of 56
+// bytes a page cost 900 MB per host and 13-29 s to build.)
+START_TEST(idle_64g_segment_costs_no_per_page_memory) {
+    loop_mutex.AssertHeld();
+    const uint64_t before = ResidentBytes();
+    Cluster cl({.read_ahead = 0, .seg_size = uint64_t(64) << 30});
+    Client a, b, c;
+    AttachThree(cl, a, b, c);
+    const uint32_t last = cl.Seg(1)->npages - 1;
+    ck_assert_uint_eq(WriteUnderLock(b, 0, {0, 7, last}, 42), 3);
+    ck_assert_uint_eq(ReadOff(c, last), 42);
+    for (int i = 1; i <= kHosts; i++) {
+        std::string json;
+        Status st;
+        ck_assert(OffLoop([&] { st = CtlQuery(cl.Sock(i), DSHM_CTL_SEGMENTS, &json); }));
+        ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+    }
+    // Kept as the states change, equal to a count of the pages touched.
+    ck_assert_uint_eq(cl.Seg(2)->pages->valid_pages(), 3);  // b wrote them: still valid
+    ck_assert_uint_eq(cl.Seg(3)->pages->valid_pages(), 1);
+    ck_assert_uint_eq(cl.Seg(1)->pages->copies(), 4);  // h2: 3 pages, h3: 1
+    ck_assert_uint_le(cl.Seg(1)->pages->chunks(), 3);
+    const uint64_t grown = ResidentBytes() - std::min(before, ResidentBytes());
+    ck_assert_msg(grown < kRssFactor * (uint64_t(64) << 20),
+                  "resident memory grew by %" PRIu64 " MiB", grown >> 20);
+}
+END_TEST
+
+// A release larger than a connection may queue is streamed, not buffered
+// whole (protocol.md section 2): 8192 pages rewritten whole (32 MiB of
+// WRITEBACKs, four times Conn::kStreamQueueBytes) leave the releasing host
+// one chunk at a time, diffed as the queue drains; every byte arrives.
+START_TEST(large_release_is_streamed_not_buffered) {
+    loop_mutex.AssertHeld();
+    const uint32_t npages = 8192;
+    Cluster cl({.read_ahead = 0, .seg_size = uint64_t(npages) * kPage});
+    Client a, b, c;
+    AttachThree(cl, a, b, c);
+    Status acq, rel;
+    ReleaseInfo info;
+    ck_assert(OffLoop([&] {
+        acq = b.Acquire(0);
+        if (!acq.ok())
+            return;
+        for (uint32_t pg = 0; pg < npages; pg++)
+            memset(const_cast<uint8_t *>(b.data()) + uint64_t(pg) * kPage, uint8_t(pg % 255 + 1),
+                   kPage);
+        rel = b.Release(0, &info);
+    }));
+    ck_assert_msg(acq.ok() && rel.ok(), "%s %s", acq.ToString().c_str(), rel.ToString().c_str());
+    ck_assert_uint_eq(info.pages_written, npages);
+    ck_assert_uint_eq(cl.Stats(1).writebacks_applied, npages);
+    // Held on h2 at once: one chunk (and a page, and the P_RELEASE), not
+    // the 24 MiB past the stream threshold.
+    ck_assert_uint_gt(cl.d[2]->writer().rest_peak(), 0);
+    ck_assert_uint_le(cl.d[2]->writer().rest_peak(), Writer::kWritebackChunk + 2 * kPage);
+    std::vector<uint8_t> got(kPage);
+    for (uint32_t pg : {0u, 4095u, npages - 1}) {
+        ck_assert(OffLoop([&] {
+            memcpy(got.data(), const_cast<const uint8_t *>(c.data()) + uint64_t(pg) * kPage, kPage);
+        }));
+        ck_assert(std::all_of(got.begin(), got.end(),
+                              [pg](uint8_t x) { return x == uint8_t(pg % 255 + 1); }));
+        ck_assert(OffLoop([&] {
+            memcpy(got.data(), const_cast<const uint8_t *>(a.data()) + uint64_t(pg) * kPage, kPage);
+        }));
+        ck_assert_uint_eq(got[kPage - 1], uint8_t(pg % 255 + 1));
+    }
+}
+END_TEST
+
+// The owner's connection lost while a release's rest is streamed: the
+// release fails, and the pages not diffed yet go back to the client's
+// dirty set with their twins (its next release carries them), never left
+// twinned and dirty for nobody.
+START_TEST(large_release_cut_off_gives_its_rest_back) {
+    loop_mutex.AssertHeld();
+    const uint32_t npages = 8192;
+    Cluster cl({.read_ahead = 0, .seg_size = uint64_t(npages) * kPage});
+    Client a, b;
+    AttachOn(cl, 1, a, "vm-a");
+    AttachOn(cl, 2, b, "vm-b");
+    Status acq;
+    ck_assert(OffLoop([&] {
+        acq = b.Acquire(0);
+        for (uint32_t pg = 0; acq.ok() && pg < npages; pg++)
+            memset(const_cast<uint8_t *>(b.data()) + uint64_t(pg) * kPage, 0x5a, kPage);
+    }));
+    ck_assert(acq.ok());
+    auto rel = std::make_shared<Status>();
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    std::thread releaser([&b, rel, done] {
+        *rel = b.Release(0);
+        *done = true;
+        g_main_context_wakeup(nullptr);
+    });
+    const Segment *s2 = cl.Seg(2);
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) { return cl.d[2]->writer().rest_pending(s2); }));
+    cl.d[2]->peers().Find(1)->conn->Close(Status::Internal("cut by the test"));
+    ck_assert(RunUntil([&] { return done->load(); }));
+    releaser.join();
+    ck_assert(!rel->ok());
+    const LocalClient *lb = cl.Local(2, b);
+    ck_assert_ptr_nonnull(lb);
+    ck_assert_uint_gt(lb->dirty.size(), 0);
+    ck_assert_uint_lt(lb->dirty.size(), npages);
+    ck_assert_uint_eq(s2->pages->twinned_pages(), lb->dirty.size());
+    for (uint32_t pg : lb->dirty)
+        ck_assert_uint_eq(s2->pages->dirtiers(pg), 1);
+}
+END_TEST
+
+// Bounded resources (protocol.md section 2): the lock table a move brings
+// (OWN_LOCKS, before OWN_COMMIT) holds at most what a table can hold; an
+// old owner that sends more fails its connection instead of growing the
+// new owner's list.
+START_TEST(own_locks_of_a_move_are_bounded) {
+    loop_mutex.AssertHeld();
+    Cluster cl({.nforged = 1, .owner = 4});
+    Forged &f = cl.Fake(2, 4);
+    dshm_seg_note mv = {};
+    SetName(mv.segment, "seg");
+    mv.host_id = 2;  // h2 becomes the owner
+    f.Send(EncodeMsg(DSHM_MSG_OWN_MOVING, 0, mv));
+    ck_assert(
+        RunUntil([&]() REQUIRES(loop_mutex) { return f.Count(DSHM_MSG_OWN_MOVING_ACK) == 1; }));
+    std::vector<dshm_lock_entry> entries(DSHM_MAX_LOCK_ENTRIES);
+    for (uint32_t i = 0; i < entries.size(); i++)
+        entries[i] = dshm_lock_entry{i % DSHM_MAX_LOCKS, 4, i, 0};
+    dshm_pagelist pl = {};
+    SetName(pl.segment, "seg");
+    pl.count = DSHM_MAX_LOCK_ENTRIES;
+    const std::vector<uint8_t> msg = EncodeMsg(DSHM_MSG_OWN_LOCKS, 0, pl, entries.data(),
+                                               entries.size() * sizeof(dshm_lock_entry));
+    const size_t nmsgs = Mover::kMaxLockEntries / DSHM_MAX_LOCK_ENTRIES + 2;
+    for (size_t i = 0; i < nmsgs && SendUnlessClosed(f.fd, msg); i++) {
+    }
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) { return f.closed; }));
+    ck_assert_uint_eq(f.Count(DSHM_MSG_ERROR), 1);
+    const Segment *s = cl.Seg(2);
+    ck_assert(!s->move || !s->move->in || s->move->in->locks.size() <= Mover::kMaxLockEntries);
 }
 END_TEST
 
@@ -1157,6 +1386,11 @@ int main() {
     tcase_add_test(tc, read_ahead_random_access_none);
     tcase_add_test(tc, read_ahead_off);
     tcase_add_test(tc, ctl_reply_of_large_merged_view_is_truncated);
+    tcase_add_test(tc, idle_64g_segment_costs_no_per_page_memory);
+    tcase_add_test(tc, own_locks_of_a_move_are_bounded);
+    tcase_add_test(tc, large_release_is_streamed_not_buffered);
+    tcase_add_test(tc, large_release_cut_off_gives_its_rest_back);
+    tcase_add_test(tc, peer_that_never_reads_is_cut_off_at_the_queue_bound);
     tcase_add_test(tc, second_hello_does_not_end_a_live_session);
     tcase_add_test(tc, owner_messages_from_a_non_owner_are_refused);
     tcase_add_test(tc, no_reports_queued_for_a_down_owner);

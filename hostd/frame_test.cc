@@ -630,6 +630,10 @@ START_TEST(peer_payload_errors) {
     mask[0] = 0x07;             // 3 bits, 2 data bytes
     Bytes runs = {4, 0, 0, 0};  // zero-length run
     Bytes inval_bad = PageList(DSHM_MSG_INVALIDATE, 3, 2);
+    Bytes long_runs;  // 922 one-byte runs at even offsets: valid, 4610 bytes
+    for (uint16_t off = 0; long_runs.size() <= dshm::kMaxEncodedDiff; off += 2)
+        long_runs.insert(long_runs.end(), {uint8_t(off), uint8_t(off >> 8), 1, 0, 0xee});
+    ck_assert(dshm::ValidateDiff(DSHM_ENC_RUNS, long_runs.data(), long_runs.size()).ok());
     struct {
         Bytes msg;
         const char *why;
@@ -655,6 +659,11 @@ START_TEST(peer_payload_errors) {
         {Writeback(DSHM_ENC_FULL, Bytes(4095)), "FULL diff of 4095 bytes"},
         {Writeback(7, Bytes(100)), "unknown diff encoding 7"},
         {Writeback(DSHM_ENC_RUNS, Bytes(dshm::kRunsMaxSize + 1)), "WRITEBACK payload of"},
+        // A valid RUNS diff longer than the MASK diff of the same bytes: no
+        // encoder sends it (the smallest wins); refused by its length, so
+        // that buffered write-backs stay near a page a page.
+        {Writeback(DSHM_ENC_RUNS, long_runs), "WRITEBACK payload of"},
+        {Writeback(DSHM_ENC_RUNS, long_runs, DSHM_MSG_UPDATE), "UPDATE payload of"},
         {inval_bad, "count 3 inconsistent with length 48"},
         {PageList(DSHM_MSG_INVALIDATE, 0, 0), "INVALIDATE payload of 40"},
         {PageList(DSHM_MSG_EXCL_GRANT, 0, 0), "EXCL_GRANT payload of 40"},

@@ -76,8 +76,8 @@ void Handoff::MaybeFlush(LocalClient *c) {
     uint32_t pages = 0, bytes = 0;
     d_.writer().SendWritebacks(c, ReleaseKind::kFlush, 0, &pages, &bytes);
     if (LocalClient *still = d_.clients().Find(id); still && still->mig.flushing) {
-        still->mig.flush_pages = pages;
-        still->mig.flush_bytes = bytes;
+        still->mig.flush_pages += pages;  // (a stream adds its part when it ends)
+        still->mig.flush_bytes += bytes;
         d_.liveness().ReleaseSent(still, Liveness::kFlush);
     }
 }

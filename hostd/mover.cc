@@ -265,6 +265,13 @@ void Mover::OnOwnLocks(Peer *peer, const Frame &f) {
     if (!s || !FromOwnerToMe(peer, f, s))
         return;
     auto extra = f.Extra(sizeof m);
+    // No more entries than a lock table can hold (a holder per lock and its
+    // waiters, protocol.md section 2): an old owner cannot grow this list
+    // without limit before its OWN_COMMIT.
+    if (s->move->in->locks.size() + m.count > kMaxLockEntries) {
+        return peer->conn->Fail(Status::Proto("OWN_LOCKS: more entries than a lock table holds"),
+                                f.hdr.type);
+    }
     for (uint32_t i = 0; i < m.count; i++) {
         dshm_lock_entry e;
         memcpy(&e, extra.data() + i * sizeof e, sizeof e);

@@ -31,6 +31,10 @@ struct Peer;
 
 class Mover {
   public:
+    // The most lock-table entries a move may carry (OWN_LOCKS): one holder
+    // per lock and every waiter a table admits (lockq.h).
+    static constexpr size_t kMaxLockEntries = DSHM_MAX_LOCKS + LockTable::kMaxWaiters;
+
     explicit Mover(Daemon &d) : d_(d) {}
     Mover(const Mover &) = delete;
     Mover &operator=(const Mover &) = delete;

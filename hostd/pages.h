@@ -21,6 +21,17 @@
 //   - on the owner, excl(p) >= 0 => no other host is in p's copy set
 //     unless a revoke of the mark is under way (the daemon keeps it so).
 //
+// Cost: proportional to the pages in use, not to the segment's size
+// (docs/protocol.md section 2).  Per-page state lives in chunks of
+// kChunkPages pages allocated when one of their pages first leaves the
+// idle state (owner: kValid, clean, no copies; elsewhere: kInvalid); an
+// untouched chunk is a null pointer (8 bytes per 2 MiB of segment) and
+// reads as idle.  Wait queues are kept per waiting page in a hash map.
+// Lookups stay O(1); the counters dshmctl shows (valid pages, twins,
+// copies, marks, pages read ahead) are kept as the states change, and the
+// walks (Fetching, DropExcl, DropHost, ForgetClient, CleanValid) visit the
+// allocated chunks or the waiting pages only.
+//
 // Thread safety: none of its own (a plain value, unannotated inside).  In
 // dshmd a PageTable belongs to its segment, which the loop mutex guards
 // (watch.h): it is used by whichever thread holds the loop mutex, the loop
@@ -30,6 +41,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 #include "status.h"
@@ -78,13 +90,32 @@ class PageTable {
     // All pages kValid when `owner`, else kInvalid.
     PageTable(uint32_t npages, bool owner);
 
-    uint32_t size() const { return static_cast<uint32_t>(pages_.size()); }
-    State state(uint32_t p) const { return pages_[p].state; }
-    uint32_t dirtiers(uint32_t p) const { return pages_[p].ndirtiers; }
-    const uint8_t *twin(uint32_t p) const { return pages_[p].twin.get(); }
-    uint64_t copyset(uint32_t p) const { return pages_[p].copyset; }
-    size_t waiters(uint32_t p) const { return pages_[p].waiters.size(); }
-    const std::vector<Waiter> &WaitersOf(uint32_t p) const { return pages_[p].waiters; }
+    uint32_t size() const { return npages_; }
+    State state(uint32_t p) const { return Get(p).state; }
+    uint32_t dirtiers(uint32_t p) const { return Get(p).ndirtiers; }
+    const uint8_t *twin(uint32_t p) const { return Get(p).twin.get(); }
+    uint64_t copyset(uint32_t p) const { return Get(p).copyset; }
+    size_t waiters(uint32_t p) const {
+        auto it = waiters_.find(p);
+        return it == waiters_.end() ? 0 : it->second.size();
+    }
+    // The faults waiting for page p (an empty list when none).
+    const std::vector<Waiter> &WaitersOf(uint32_t p) const {
+        static const std::vector<Waiter> kNone;
+        auto it = waiters_.find(p);
+        return it == waiters_.end() ? kNone : it->second;
+    }
+
+    // --- counts, kept as states change (O(1); dshmctl) ---
+    uint32_t valid_pages() const { return nvalid_; }    // pages in kValid
+    uint32_t twinned_pages() const { return ntwins_; }  // pages with a twin (dirty here)
+    uint64_t copies() const { return ncopies_; }        // sum of the copy sets' sizes
+    uint32_t marked_pages() const { return nexcl_; }    // pages with excl() >= 0
+    uint32_t ahead_pages() const { return nahead_; }    // pages with ahead() set
+    // Chunks of per-page state allocated (each covers kChunkPages pages).
+    size_t chunks() const { return nchunks_; }
+    static constexpr uint32_t kChunkShift = 9;
+    static constexpr uint32_t kChunkPages = 1u << kChunkShift;
 
     // --- faults ---
     enum class MissingAction {
@@ -124,12 +155,13 @@ class PageTable {
     // treat it exactly as a demand fetch.
     bool StartAheadFetch(uint32_t p);
     // Whether p was read ahead and no client is known to have used it yet.
-    bool ahead(uint32_t p) const { return pages_[p].ahead; }
+    bool ahead(uint32_t p) const { return Get(p).ahead; }
     // Clears the flag; returns whether it was set.
     bool TakeAhead(uint32_t p) {
-        const bool was = pages_[p].ahead;
-        pages_[p].ahead = false;
-        return was;
+        if (!Get(p).ahead)
+            return false;
+        SetAhead(&Mut(p), false);
+        return true;
     }
 
     // --- releases ---
@@ -199,9 +231,8 @@ class PageTable {
     // writing the page meanwhile took the applied bytes into its twin).
     // Several in-flight write-backs of one page are reverted newest first.
     // REQUIRES: a matching ApplyInFlight.
-    void RevertInFlight(uint32_t p, uint16_t encoding, uint8_t *data, size_t len,
-                        uint8_t *content);
-    uint32_t inflight(uint32_t p) const { return pages_[p].inflight; }
+    void RevertInFlight(uint32_t p, uint16_t encoding, uint8_t *data, size_t len, uint8_t *content);
+    uint32_t inflight(uint32_t p) const { return Get(p).inflight; }
     // The hosts to invalidate for a release of p by `writer` (the copy set
     // minus `self` and `writer`); the writer joins the copy set.  Hosts leave
     // it only through LeftCopyset.
@@ -217,9 +248,12 @@ class PageTable {
     // The host that holds p's exclusive mark, as this host knows it (-1:
     // none).  On the owner: the host it granted the mark to.  On another
     // host: its own id while it holds the mark (Punched drops it).
-    int excl(uint32_t p) const { return pages_[p].excl; }
+    int excl(uint32_t p) const { return Get(p).excl; }
     // REQUIRES: host < DSHM_MAX_HOSTS, or -1.
-    void SetExcl(uint32_t p, int host) { pages_[p].excl = static_cast<int8_t>(host); }
+    void SetExcl(uint32_t p, int host) {
+        if (host >= 0 || Get(p).excl >= 0)
+            SetMark(&Mut(p), host);
+    }
     // Drops the marks `host` holds (-1: every mark); returns their pages.
     std::vector<uint32_t> DropExcl(int host);
 
@@ -235,28 +269,77 @@ class PageTable {
     // present.size() == size().
     void BecomeNonOwner(const std::vector<bool> &present);
 
+    // The pages in kValid with no dirtier (non-owner), ascending.
+    std::vector<uint32_t> CleanValid() const;
+
   private:
     struct Page {
-        State state = kInvalid;
+        uint64_t copyset = 0;
+        std::unique_ptr<uint8_t[]> twin;
         uint16_t ndirtiers = 0;
         uint16_t inflight = 0;  // write-backs applied, verdict pending
-        std::unique_ptr<uint8_t[]> twin;
-        uint64_t copyset = 0;
+        State state = kInvalid;
         int8_t excl = -1;    // see excl()
         bool ahead = false;  // see ahead()
-        std::vector<Waiter> waiters;
     };
+    // An untouched page as an owner (kValid) and as another host sees it.
+    static const Page kIdleOwner, kIdleOther;
+    const Page &Get(uint32_t p) const {
+        const std::unique_ptr<Page[]> &c = chunks_[p >> kChunkShift];
+        if (c)
+            return c[p & (kChunkPages - 1)];
+        return owner_ ? kIdleOwner : kIdleOther;
+    }
+    // The page's state, its chunk allocated (idle pages) if it was not.
+    Page &Mut(uint32_t p) {
+        std::unique_ptr<Page[]> &c = chunks_[p >> kChunkShift];
+        if (!c)
+            Allocate(&c);
+        return c[p & (kChunkPages - 1)];
+    }
+    void Allocate(std::unique_ptr<Page[]> *c);
+    // Calls fn(p, page) for each page of the allocated chunks.
+    template <typename Fn>
+    void ForEachAllocated(Fn fn) {
+        for (size_t c = 0; c < chunks_.size(); c++) {
+            if (!chunks_[c])
+                continue;
+            const uint32_t first = static_cast<uint32_t>(c << kChunkShift);
+            const uint32_t n = std::min<uint32_t>(kChunkPages, npages_ - first);
+            for (uint32_t i = 0; i < n; i++)
+                fn(first + i, chunks_[c][i]);
+        }
+    }
+    template <typename Fn>
+    void ForEachAllocated(Fn fn) const {
+        const_cast<PageTable *>(this)->ForEachAllocated(
+            [&fn](uint32_t p, Page &pg) { fn(p, static_cast<const Page &>(pg)); });
+    }
+    // Setters that keep the counts.
+    void SetState(Page *pg, State st);
+    void SetCopyset(Page *pg, uint64_t cs);
+    void SetMark(Page *pg, int host);
+    void SetAhead(Page *pg, bool ahead);
+
     // Twins come from and go back to a free list (a release frees as many
     // twins as its next critical section takes again: malloc and free of
     // each were ~7% of a large release's CPU).  It keeps at most
     // kMaxSpareTwins (4 MiB) per segment.
     static constexpr size_t kMaxSpareTwins = 1024;
-    std::unique_ptr<uint8_t[]> TakeTwin();
+    void TakeTwin(Page *pg);  // pg->twin becomes a (stale) page buffer
     void DropTwin(Page *pg);  // pg->twin becomes null
     std::vector<std::unique_ptr<uint8_t[]>> spare_twins_;
 
-    std::vector<Page> pages_;
+    uint32_t npages_;
+    std::vector<std::unique_ptr<Page[]>> chunks_;                // null: every page idle
+    std::unordered_map<uint32_t, std::vector<Waiter>> waiters_;  // non-empty queues only
+    size_t nchunks_ = 0;
     uint32_t nfetching_ = 0;  // pages in kFetching
+    uint32_t nvalid_ = 0;     // pages in kValid
+    uint32_t ntwins_ = 0;
+    uint64_t ncopies_ = 0;
+    uint32_t nexcl_ = 0;
+    uint32_t nahead_ = 0;
     bool owner_;
 };
 

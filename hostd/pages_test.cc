@@ -416,7 +416,7 @@ START_TEST(in_flight_revert_restores_only_its_bytes) {
     ck_assert_uint_eq(t.inflight(0), 2);
     // A local client starts writing: its twin holds both applied releases.
     t.OnWriteFault(0, true, m.p());
-    m.p()[517] = 0xee;  // a byte neither release covers
+    m.p()[517] = 0xee;                                     // a byte neither release covers
     t.RevertInFlight(0, ea, da.data(), da.size(), m.p());  // A refused
     ck_assert_uint_eq(t.inflight(0), 1);
     Mem want = orig;
@@ -461,6 +461,65 @@ START_TEST(page_set_dedupes_and_clears) {
 }
 END_TEST
 
+// Idle metadata: a table of a 64 GiB segment allocates nothing per page
+// until pages are used, and its counts equal a walk of the pages.
+START_TEST(idle_pages_cost_nothing_and_counts_are_kept) {
+    const uint32_t n = uint32_t((uint64_t(64) << 30) / DSHM_PAGE_SIZE);
+    for (bool owner : {false, true}) {
+        dshm::PageTable t(n, owner);
+        ck_assert_uint_eq(t.chunks(), 0);
+        ck_assert_uint_eq(t.valid_pages(), owner ? n : 0);
+        ck_assert_int_eq(t.state(n - 1), owner ? PageTable::kValid : PageTable::kInvalid);
+        ck_assert(t.Fetching().empty());
+        ck_assert(t.DropExcl(-1).empty());
+        t.DropHost(2);
+        t.ForgetClient(1);
+        ck_assert_uint_eq(t.chunks(), 0);  // reading and no-op walks allocate nothing
+    }
+    // A non-owner: a few pages through their states; the counts follow.
+    dshm::PageTable t(n, false);
+    Mem m;
+    ck_assert(t.OnMissingFault(5, 1, 0) == PageTable::MissingAction::kFetch);
+    ck_assert(t.StartAheadFetch(6));
+    ck_assert(t.StartAheadFetch(n - 1));
+    ck_assert_uint_eq(t.fetching(), 3);
+    ck_assert(t.Fetching() == (std::vector<uint32_t>{5, 6, n - 1}));
+    ck_assert_uint_eq(t.waiters(5), 1);
+    ck_assert_uint_eq(t.TakeWaiters(5).size(), 1);
+    t.Installed(5, true);
+    t.Installed(6, true);
+    t.Installed(n - 1, false);
+    ck_assert_uint_eq(t.valid_pages(), 2);
+    ck_assert_uint_eq(t.ahead_pages(), 1);  // 6; n-1 went with its failed fetch
+    ck_assert(t.TakeAhead(6));
+    ck_assert_uint_eq(t.ahead_pages(), 0);
+    t.OnWriteFault(5, true, m.p());
+    ck_assert_uint_eq(t.twinned_pages(), 1);
+    t.SetExcl(5, 1);
+    ck_assert_uint_eq(t.marked_pages(), 1);
+    ck_assert(t.CleanValid() == (std::vector<uint32_t>{6}));
+    std::vector<uint8_t> d;
+    t.ReleaseDirty(5, m.p(), &d);
+    ck_assert_uint_eq(t.twinned_pages(), 0);
+    ck_assert(t.OnInvalidate(6) == PageTable::InvalAction::kPunch);
+    t.Punched(5);
+    ck_assert_uint_eq(t.valid_pages(), 0);
+    ck_assert_uint_eq(t.marked_pages(), 0);
+    ck_assert_uint_eq(t.chunks(), 2);  // pages 5, 6 and n-1: two chunks
+    // The owner's copy sets.
+    dshm::PageTable o(n, true);
+    o.ServeFetch(3, 2, m.p());
+    o.ServeFetch(3, 4, m.p());
+    o.InvalidationTargets(n - 1, 1, 2);
+    ck_assert_uint_eq(o.copies(), 3);
+    o.DropHost(2);
+    ck_assert_uint_eq(o.copies(), 1);
+    o.LeftCopyset(3, 4);
+    ck_assert_uint_eq(o.copies(), 0);
+    ck_assert_uint_eq(o.chunks(), 2);
+}
+END_TEST
+
 int main() {
     Suite *s = suite_create("hostd/pages");
     TCase *tc = NewTCase("state machine", 20);
@@ -483,6 +542,7 @@ int main() {
     tcase_add_test(tc, page_set_dedupes_and_clears);
     tcase_add_test(tc, whole_page_is_borrowed_only_from_a_sole_dirtier);
     tcase_add_test(tc, marks_send_whole_unchecked_and_drop);
+    tcase_add_test(tc, idle_pages_cost_nothing_and_counts_are_kept);
     suite_add_tcase(s, tc);
     return RunSuite(s);
 }

@@ -8,6 +8,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -40,7 +42,8 @@ enum class ReleaseKind { kRelease, kFlush };
 
 class Writer {
   public:
-    explicit Writer(Daemon &d) : d_(d) {}
+    explicit Writer(Daemon &d);
+    ~Writer();
     Writer(const Writer &) = delete;
     Writer &operator=(const Writer &) = delete;
 
@@ -57,17 +60,29 @@ class Writer {
     // data is written from the segment, Conn::SendGather, before this
     // returns); frames go to the owner in chunks of kWritebackChunk
     // bytes as they fill, so the owner receives the first pages while the
-    // rest are diffed; once Conn::kStreamQueueBytes are queued, the rest is
-    // handed to the connection as a stream (Conn::SendStream) sent as it
-    // drains; then P_RELEASE (or P_FLUSH: `kind`).  Accounts the
-    // write-back; *pages and *bytes = pages and diff bytes written back.
+    // rest are diffed; once Conn::kStreamQueueBytes are queued, the pages
+    // left are handed to the connection as a stream (Conn::SendStream) that
+    // diffs them as it drains (Rest: a release of any size holds one chunk
+    // here at a time); then P_RELEASE (or P_FLUSH: `kind`).  Accounts the
+    // write-back; *pages and *bytes = pages and diff bytes written back so
+    // far (the stream adds the rest to c's request when it ends).
     // The caller records its pending request BEFORE the call: losing the
     // owner during the burst fails it (Cache::OnOwnerLost), and the rest of
-    // the burst is then dropped, not queued for the next connection.  c may
-    // be gone when this returns (a client closed by a failed send).
+    // the burst is then dropped, not queued for the next connection (its
+    // pages not diffed yet go back to c's dirty set).  c may be gone when
+    // this returns (a client closed by a failed send).
     static constexpr size_t kWritebackChunk = 256u << 10;
     void SendWritebacks(LocalClient *c, ReleaseKind kind, uint32_t lock, uint32_t *pages,
                         uint32_t *bytes) REQUIRES(loop_mutex);
+    // The most bytes of WRITEBACKs a release's rest held at once (one chunk,
+    // kWritebackChunk and a page, unless another release of the segment
+    // made it diff everything left at once): for the tests.
+    size_t rest_peak() const REQUIRES(loop_mutex) { return rest_peak_; }
+    // Whether a release's rest of s is still being streamed.
+    bool rest_pending(const Segment *s) const REQUIRES(loop_mutex) {
+        auto it = rests_.find(s);
+        return it != rests_.end() && !it->second.expired();
+    }
 
   private:
     // Write-protects c's dirty pages (Invariant W), one ioctl per run of
@@ -77,7 +92,17 @@ class Writer {
     // Counts a write-back of c (segment and client counters, access monitor).
     void AccountWriteback(LocalClient *c, uint64_t pages, uint64_t bytes) REQUIRES(loop_mutex);
 
+    // The pages of a release left to diff once its connection's queue is
+    // full, diffed as it drains (writer.cc).
+    struct Rest;
+    // Diffs now whatever a rest of s has left (a new release of s must not
+    // overtake it).
+    void FinishRest(Segment *s) REQUIRES(loop_mutex);
+
     Daemon &d_;
+    std::shared_ptr<bool> alive_;  // false once destroyed (a Rest may outlive it)
+    std::map<const Segment *, std::weak_ptr<Rest>> rests_;
+    size_t rest_peak_ = 0;
 };
 
 }  // namespace dshm

@@ -66,8 +66,10 @@ Result<bool> PageIsPresent(int fd, uint64_t offset) {
     return static_cast<uint64_t>(data) == offset;
 }
 
-Result<std::vector<bool>> PresentPages(int fd, uint64_t npages) {
-    std::vector<bool> present(npages, false);
+namespace {
+// Calls fn(first, end) for each run [first, end) of present pages.
+template <typename Fn>
+VoidResult ForEachPresentRun(int fd, uint64_t npages, Fn fn) {
     const uint64_t end = npages * kPageSize;
     for (uint64_t off = 0; off < end;) {
         off_t data = lseek(fd, static_cast<off_t>(off), SEEK_DATA);
@@ -80,11 +82,33 @@ Result<std::vector<bool>> PresentPages(int fd, uint64_t npages) {
         if (hole < 0)
             return OsError::FromErrno(errno, "lseek(SEEK_HOLE) offset=" + Hex(uint64_t(data)));
         const uint64_t last = std::min<uint64_t>(static_cast<uint64_t>(hole), end);
-        for (uint64_t p = static_cast<uint64_t>(data) / kPageSize; p * kPageSize < last; p++)
-            present[p] = true;
+        if (static_cast<uint64_t>(data) >= last)
+            break;
+        fn(static_cast<uint64_t>(data) / kPageSize, (last + kPageSize - 1) / kPageSize);
         off = last;
     }
+    return Ok();
+}
+}  // namespace
+
+Result<std::vector<bool>> PresentPages(int fd, uint64_t npages) {
+    std::vector<bool> present(npages, false);
+    auto r = ForEachPresentRun(fd, npages, [&present](uint64_t first, uint64_t end) {
+        for (uint64_t p = first; p < end; p++)
+            present[p] = true;
+    });
+    if (!r.ok())
+        return r.error();
     return present;
+}
+
+Result<uint64_t> CountPresentPages(int fd, uint64_t npages) {
+    uint64_t n = 0;
+    auto r =
+        ForEachPresentRun(fd, npages, [&n](uint64_t first, uint64_t end) { n += end - first; });
+    if (!r.ok())
+        return r.error();
+    return n;
 }
 
 VoidResult ReadPage(int fd, uint64_t offset, void *buf) {

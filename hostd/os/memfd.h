@@ -50,6 +50,8 @@ Result<bool> PageIsPresent(int fd, uint64_t offset);
 // call per page (a 256 MiB segment has 65536 pages).  Same rules as
 // PageIsPresent.
 Result<std::vector<bool>> PresentPages(int fd, uint64_t npages);
+// How many of them: the same walk, without a vector of npages entries.
+Result<uint64_t> CountPresentPages(int fd, uint64_t npages);
 
 // Reads the kPageSize bytes at `offset` into `buf` with pread (looping over
 // short reads).  A hole reads as zeros and stays a hole.  Fails with EIO if
