@@ -192,7 +192,7 @@ START_TEST(strict_unknown_groups_and_keys) {
           "t.conf:7: [segment s] sise: unknown key; did you mean 'size'?");
     // Nothing close: the known keys.
     StrEq(ErrorOf(head + "[segment s]\nsize = 4K\nowner = 1\ncolour = red\n"),
-          "t.conf:7: [segment s] colour: unknown key; known: size, owner");
+          "t.conf:7: [segment s] colour: unknown key; known: size, owner, allow");
     StrEq(ErrorOf(head + "[segmnet s]\nsize = 4K\nowner = 1\n"),
           "t.conf:4: [segmnet s]: unknown group; did you mean '[segment s]'? "
           "(groups: [dshmd], [policy], [peer NAME], [segment NAME])");

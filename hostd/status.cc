@@ -37,12 +37,14 @@ const char *StatusCodeName(uint32_t code) {
             return "E_NOT_OWNER";
         case DSHM_E_BUSY:
             return "E_BUSY";
+        case DSHM_E_AUTH:
+            return "E_AUTH";
     }
     return "E_UNKNOWN";
 }
 
 bool IsKnownStatusCode(uint32_t code) {
-    return code <= DSHM_E_BUSY;
+    return code <= DSHM_E_AUTH;
 }
 
 Status Status::FromCode(uint32_t code, std::string_view msg) {
