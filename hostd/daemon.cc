@@ -126,7 +126,7 @@ Status Daemon::Start() {
             "auth = off: peers are NOT authenticated; any process that reaches %s can read and "
             "overwrite every segment (docs/protocol.md section 14)",
             cfg_.listen.empty() ? "the peer port" : cfg_.listen.c_str());
-    } else if (cfg_.auth_key.empty()) {
+    } else if (cfg_.auth_key.empty() && !cfg_.peers.empty()) {
         Status k = LoadAuthKey(cfg_.auth_key_file, &cfg_.auth_key);
         if (!k.ok())
             return k;

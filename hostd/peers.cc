@@ -288,9 +288,13 @@ void Peers::AttachConn(Peer *peer, std::unique_ptr<Conn> conn) {
     peer->up = false;
     peer->hs.reset();
     Conn *raw = peer->conn.get();
-    const std::string where = raw->label().find(" from ") != std::string::npos
-                                  ? raw->label().substr(raw->label().find(" from ") + 6)
-                                  : "";
+    // The address the label names ("... from ADDR" accepted, "... at ADDR"
+    // dialled), kept for the log.
+    const std::string &l = raw->label();
+    const size_t from = l.find(" from "), at = l.find(" at ");
+    const std::string where = from != std::string::npos ? l.substr(from + 6)
+                              : at != std::string::npos ? l.substr(at + 4)
+                                                        : "";
     raw->set_label("peer " + peer->cfg.name + (where.empty() ? "" : " at " + where));
     raw->Start(
         [this, peer, raw](Frame &&f) REQUIRES(loop_mutex) {
