@@ -234,6 +234,7 @@ struct ClusterOptions {
     uint32_t report_ms = 0;
     int read_ahead = -1;
     uint64_t seg_size = kSegSize;
+    std::vector<std::string> allow = {};  // of "seg" (none: any client)
 };
 
 // Three hosts h1..h3; h1 owns segment "seg".  With `forged` > 0, hosts
@@ -269,7 +270,7 @@ struct Cluster {
                 if (j != i)
                     c.peers.push_back(PeerConfig{"h" + std::to_string(j), uint32_t(j), ""});
             }
-            c.segments.push_back(SegmentConfig{"seg", o.seg_size, 1, {}});
+            c.segments.push_back(SegmentConfig{"seg", o.seg_size, 1, o.allow});
             c.auth_key = TestKey();
             d[i] = std::make_unique<Daemon>(std::move(c));
             Status st = d[i]->Start();
@@ -1081,6 +1082,33 @@ START_TEST(auth_replayed_proof_is_refused) {
 }
 END_TEST
 
+// A segment's allow list (protocol.md section 14): only a client whose
+// ATTACH names an allowed VM UUID gets the memfd, on the owner and
+// elsewhere; another UUID, or none, is refused (E_AUTH) and attaches
+// nothing.
+START_TEST(attach_only_with_an_allowed_uuid) {
+    loop_mutex.AssertHeld();
+    const std::string vm = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    Cluster cl({.allow = {vm}});
+    for (int h : {1, 2}) {
+        for (const std::string &uuid : {std::string(), std::string("1b4e28ba-2fa1-11d2-883f-0016d3cca427")}) {
+            Client x;
+            Status st;
+            ck_assert(OffLoop([&] { st = x.Attach(cl.Sock(h), "seg", "intruder", uuid); }));
+            ck_assert_int_eq(st.code(), DSHM_E_AUTH);
+            ck_assert(x.data() == nullptr);
+        }
+        ck_assert(cl.Seg(h)->clients.empty());
+    }
+    Client ok;
+    Status st;
+    ck_assert(OffLoop([&] { st = ok.Attach(cl.Sock(2), "seg", "vm", vm); }));
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+    ck_assert_uint_eq(cl.Seg(2)->clients.size(), 1);
+    ck_assert(cl.Local(2, ok)->uuid[0] == 0x0f);
+}
+END_TEST
+
 int main() {
     Suite *s = suite_create("daemon");
     TCase *tc = NewTCase("roles", 180);
@@ -1102,6 +1130,7 @@ int main() {
     tcase_add_test(tc, auth_no_proof_is_refused);
     tcase_add_test(tc, auth_message_before_auth_is_refused);
     tcase_add_test(tc, auth_replayed_proof_is_refused);
+    tcase_add_test(tc, attach_only_with_an_allowed_uuid);
     suite_add_tcase(s, tc);
     return RunSuite(s);
 }

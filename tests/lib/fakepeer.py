@@ -10,7 +10,7 @@ Connects to the dshmd at HOST:PORT, says HELLO as peer HOST_ID (a host of
 that daemon's configuration whose own dshmd is not running, and whose id is
 lower: lower ids dial higher ones) and authenticates (docs/protocol.md
 section 2.1: AUTH_CHALLENGE, then AUTH_PROOF with the key of FILE, by
-default the testbed's, $TB_STATE/authkey), prints "ok hello", then reads
+default $DSHM_AUTHKEY, the testbed's: tests/lib/dshmd.sh), prints "ok hello", then reads
 commands from stdin, one per line, and answers each with one line.  With
 --no-key it sends HELLO and AUTH_CHALLENGE but no proof, prints "ok hello"
 all the same, and goes on as if authenticated: whatever it sends is what
@@ -217,7 +217,7 @@ class Peer:
 
 def main():
     args = sys.argv[1:]
-    key_file = os.path.join(os.environ.get("TB_STATE", "."), "authkey")
+    key_file = os.environ.get("DSHM_AUTHKEY", "authkey")
     no_key = False
     while args and args[0].startswith("--"):
         if args[0] == "--no-key":
