@@ -12,7 +12,7 @@
 #       config $TB_STATE/hN/dshmd.conf, its local socket $DSHM_SOCK (inside
 #       hN), and its peer port at ds_peer_addr hN.
 #       Every host's dshmd.conf names the testbed's key (ds_authkey) as
-#       auth-key-file unless its lines set auth-key-file or auth.
+#       auth-key-file unless its lines set auth-key-file.
 #   ds_authkey                           the testbed's key file (made once)
 #   ds_peer_addr HOST                    ADDR:PORT of HOST's dshmd for peers
 #   ds_attach HOST SEGMENT ARGS...       run dshm-attach on HOST
@@ -50,9 +50,10 @@ ds_cluster() {
     key=$(ds_authkey)
     for i in $(seq 1 "$n"); do
         own=DSHM_CONF_h$i
-        # Every host gets the testbed's key unless its lines name another.
+        # Every host gets the testbed's key unless its lines name another
+        # (with auth = off it is not read).
         keyline="auth-key-file = $key"
-        case "${!own:-}$extra" in *auth-key-file* | *"auth = "*) keyline= ;; esac
+        case "${!own:-}$extra" in *auth-key-file*) keyline= ;; esac
         {
             printf '[dshmd]\nhost-id = %s\nname = h%s\nlisten = %s\nsocket = %s\n%s\n%b\n%b\n' \
                 "$i" "$i" "$(ds_peer_addr "h$i")" "$DSHM_SOCK" "$keyline" "${!own:-}" "$extra"
