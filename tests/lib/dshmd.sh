@@ -42,12 +42,11 @@ ds_authkey() {
     [ -s "$TB_STATE/authkey" ] || "$DSHMCTL" keygen "$TB_STATE/authkey" >&2
     echo "$TB_STATE/authkey"
 }
-# fakepeer.py's key (its default): the testbed's.
-export DSHM_AUTHKEY=$TB_STATE/authkey
 
 ds_cluster() {
     local n=$1 segs=$2 extra=${3:-} i j k spec own name size owner out ok key keyline
     key=$(ds_authkey)
+    export DSHM_AUTHKEY=$key  # fakepeer.py's key (its default): the testbed's
     for i in $(seq 1 "$n"); do
         own=DSHM_CONF_h$i
         # Every host gets the testbed's key unless its lines name another
