@@ -87,6 +87,13 @@ inline std::string SocketPath() {
     return std::string(Dir()) + "/h1.sock";
 }
 
+// The cluster's key of the harness's daemons (they check every peer's
+// proof, auth.h): the harness proves it, the fuzzer's streams cannot.
+inline const std::vector<uint8_t> &FuzzKey() {
+    static const std::vector<uint8_t> key(32, 0x46);
+    return key;
+}
+
 inline Config HostConfig() {
     Config c;
     c.host_id = 1;
@@ -100,13 +107,6 @@ inline Config HostConfig() {
     c.segments.push_back(SegmentConfig{"far", kSegSize, 3, {}});
     c.auth_key = FuzzKey();
     return c;
-}
-
-// The cluster's key of the harness's daemons (they check every peer's
-// proof, auth.h): the harness proves it, the fuzzer's streams cannot.
-inline const std::vector<uint8_t> &FuzzKey() {
-    static const std::vector<uint8_t> key(32, 0x46);
-    return key;
 }
 
 // A peer's HELLO as host `host` would send it.
