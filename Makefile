@@ -5,6 +5,8 @@
 #   make check    everything above, then all tests (root)
 #   make demo     everything above, then the demo on simulated hosts (root)
 #   make fuzz     the libFuzzer targets of fuzz/ into build/meson-fuzz (fuzz/README.md)
+#   make install  hostd, host tools, guest tools, unit, man pages, completion
+#                 (PREFIX=/usr/local, DESTDIR= for staging; README "Install")
 #   make clean    our build outputs (keeps the QEMU download and build)
 #   make distclean  all of build/
 #
@@ -20,7 +22,7 @@ QEMU_ROOT := $(BUILD)/qemu
 IMAGES := $(BUILD)/images
 GUEST_TOOLS := $(MESON_BUILD)/guest-tools/dshm-tool $(MESON_BUILD)/guest-tools/dshm-lock
 
-.PHONY: all deps qemu tools images check demo fuzz clean distclean qemu-distclean format
+.PHONY: all deps qemu tools images check demo fuzz install clean distclean qemu-distclean format
 
 all: qemu tools images
 
@@ -48,6 +50,15 @@ check: deps
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@bash scripts/demo.sh
+
+# FHS layout below PREFIX (sbin/dshmd, bin/dshmctl and dshm-attach,
+# libexec/dshm/guest for the static guest tools, etc/dshm, the systemd unit
+# directory, share/man, bash-completion); DESTDIR stages it.
+PREFIX ?= /usr/local
+install: tools
+	@meson configure $(MESON_BUILD) --prefix=$(PREFIX) >/dev/null
+	@ninja -C $(MESON_BUILD)
+	@meson install -C $(MESON_BUILD) --no-rebuild $(if $(DESTDIR),--destdir '$(DESTDIR)')
 
 fuzz:
 	@bash fuzz/build.sh $(BUILD)/meson-fuzz

@@ -27,16 +27,17 @@ using namespace dshm::guest;
 
 namespace {
 
+// Exit statuses: include/dshm/exit_codes.h (the table of every dshm tool).
 enum Exit {
-    kOk = 0,
-    kSystem = 1,
-    kUsageError = 2,
-    kNoSegment = 3,
-    kTimeout = 4,
-    kRefused = 5,
-    kDeviceDown = 6,
-    kReleaseFailed = 7,
-    kNotHeld = 8,
+    kOk = DSHM_EXIT_OK,
+    kSystem = DSHM_EXIT_FAILED,
+    kUsageError = DSHM_EXIT_USAGE,
+    kNoSegment = DSHM_EXIT_UNAVAILABLE,
+    kTimeout = DSHM_EXIT_TIMEOUT,
+    kRefused = DSHM_EXIT_REFUSED,
+    kDeviceDown = DSHM_EXIT_DEVICE_DOWN,
+    kReleaseFailed = DSHM_EXIT_RELEASE_FAILED,
+    kNotHeld = DSHM_EXIT_NOT_HELD,
 };
 
 const char kUsage[] =
@@ -62,13 +63,14 @@ const char kUsage[] =
     "  status       the segment and every lock that is not FREE in this VM.\n"
     "\n"
     "options:\n"
+    "  --version         print the version and exit\n"
     "  -l, --lock N      lock id, 0..NLOCKS-1 (default 0)\n"
     "  -t, --timeout SEC give up after SEC seconds (decimals allowed; default: wait\n"
     "                    forever).  On timeout the request stays queued at dshmd: the\n"
     "                    next user of the lock in this VM adopts the grant, or\n"
     "                    `release --force` returns it.\n"
     "\n"
-    "exit status:\n"
+    "exit status (the table of every dshm tool, dshm(7)):\n"
     "  0    success (with -- COMMAND: COMMAND exited 0)\n"
     "  1    system error (not root? /run/dshm not writable?)\n"
     "  2    usage error, or lock id out of range\n"
@@ -90,30 +92,7 @@ int Usage(const std::string &msg) {
     return kUsageError;
 }
 
-int ExitFor(int rc) {
-    switch (rc) {
-        case DSHM_SUCCESS:
-            return kOk;
-        case DSHM_ERR_INVAL:
-        case DSHM_ERR_BAD_LOCK:
-            return kUsageError;
-        case DSHM_ERR_NO_DEVICE:
-        case DSHM_ERR_NOT_DSM:
-        case DSHM_ERR_VERSION:
-            return kNoSegment;
-        case DSHM_ERR_TIMEOUT:
-            return kTimeout;
-        case DSHM_ERR_REFUSED:
-            return kRefused;
-        case DSHM_ERR_NOT_READY:
-        case DSHM_ERR_DEV_FAILED:
-            return kDeviceDown;
-        case DSHM_ERR_NOT_HELD:
-            return kNotHeld;
-        default:
-            return kSystem;
-    }
-}
+int ExitFor(int rc) { return ExitStatusFor(rc); }
 
 int Report(int rc, const char *what) {
     fprintf(stderr, "dshm-lock: %s: %s\n", what,
@@ -208,6 +187,12 @@ int main(int argc, char **argv) {
         fputs(kUsage, stdout);
         return kOk;
     }
+    if (!strcmp(argv[1], "--version")) {
+        printf("dshm-lock %s\n", DSHM_VERSION);
+        return kOk;
+    }
+    if (argv[1][0] == '-')
+        return Usage(std::string("unknown option '") + argv[1] + "' (the first argument is the SEGMENT)");
     std::string segment = argv[1], sub;
     uint32_t lock = 0;
     int timeout_ms = -1;

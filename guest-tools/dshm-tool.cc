@@ -17,9 +17,11 @@
 // DEV is a list index, a PCI address, or the segment name of a dshm (dsm=on)
 // device; `-d DEV`, `--segment NAME` or a bare DEV after the command.
 //
-// Exit status: 0 success, 1 the check failed (verify mismatch, wait timed
-// out, count saw a stale value), 2 usage error, 3 device or system error,
-// 4 a lock timed out, 5 a lock was refused by dshmd.
+// Exit status (include/dshm/exit_codes.h, the table of every dshm tool): 0
+// success, 1 failed (verify mismatch, wait timed out, count saw a stale value,
+// a system call failed), 2 usage error, 3 no such device or segment, 4 a
+// lock timed out, 5 a lock was refused by dshmd, 6 the device is not
+// attached to dshmd or lost it.
 #include <time.h>
 #include <unistd.h>
 
@@ -40,8 +42,13 @@ using namespace dshm::guest;
 
 namespace {
 
-constexpr int kExitOk = 0, kExitCheckFailed = 1, kExitUsage = 2, kExitSystem = 3,
-              kExitLockTimeout = 4, kExitLockRefused = 5;
+constexpr int kExitOk = DSHM_EXIT_OK, kExitCheckFailed = DSHM_EXIT_FAILED,
+              kExitSystem = DSHM_EXIT_FAILED, kExitUsage = DSHM_EXIT_USAGE,
+              kExitNoDevice = DSHM_EXIT_UNAVAILABLE;
+
+// The commands, for the unknown-command check made before any device lookup.
+const char *const kCommands[] = {"list", "regs", "reg-write", "count", "fill", "verify",
+                                 "checksum", "dump", "peek", "poke", "wait"};
 
 const char kUsage[] =
     "usage: dshm-tool COMMAND [options]\n"
@@ -73,9 +80,11 @@ const char kUsage[] =
     "  --length N         length of the range (default: to the end of BAR2)\n"
     "  --timeout S        seconds for wait (default 30), per lock operation for\n"
     "                     count (default 60)\n"
+    "  --version          print the version and exit\n"
     "\n"
-    "exit status: 0 ok, 1 check failed (verify, wait, count --exclusive), 2 usage,\n"
-    "3 device or system error, 4 lock timed out, 5 lock refused by dshmd\n";
+    "exit status (the table of every dshm tool, dshm(7)): 0 ok, 1 failed (verify,\n"
+    "wait, count --exclusive, or a system error), 2 usage, 3 no such device or\n"
+    "segment, 4 lock timed out, 5 lock refused by dshmd, 6 device not attached\n";
 
 int Usage(const std::string &msg) {
     if (!msg.empty())
@@ -102,6 +111,11 @@ std::optional<Args> Parse(int argc, char **argv, std::string *err) {
         return std::nullopt;
     }
     a.command = argv[1];
+    if (std::none_of(std::begin(kCommands), std::end(kCommands),
+                     [&](const char *c) { return a.command == c; })) {
+        *err = "unknown command '" + a.command + "'";
+        return std::nullopt;
+    }
     for (int i = 2; i < argc; i++) {
         std::string arg = argv[i], name, value;
         if (arg == "-d") {
@@ -320,9 +334,7 @@ int Regs(const Args &a, const IvshmemDevice &dev) {
 
 int LockExit(int rc) {
     fprintf(stderr, "dshm-tool: count: %s\n", *dshm_errmsg() ? dshm_errmsg() : dshm_strerror(rc));
-    return rc == DSHM_ERR_TIMEOUT   ? kExitLockTimeout
-           : rc == DSHM_ERR_REFUSED ? kExitLockRefused
-                                    : kExitSystem;
+    return ExitStatusFor(rc);
 }
 
 double Percentile(const std::vector<double> &sorted, double p) {
@@ -362,7 +374,7 @@ int Count(const Args &a, const IvshmemDevice &pci) {
     if (int rc = OpenDevice(pci, OpenOptions(), &dev)) {
         fprintf(stderr, "dshm-tool: count: %s\n",
                 *dshm_errmsg() ? dshm_errmsg() : dshm_strerror(rc));
-        return kExitSystem;
+        return ExitStatusFor(rc);
     }
     if (off % 8 || off + 8 > dshm_size(dev)) {
         dshm_close(dev);
@@ -471,7 +483,7 @@ int Run(const Args &a) {
     const IvshmemDevice *dev = Select(a, devs, &err);
     if (!dev) {
         fprintf(stderr, "dshm-tool: %s\n", err.c_str());
-        return kExitSystem;
+        return kExitNoDevice;
     }
     if (a.command == "regs")
         return Regs(a, *dev);
@@ -588,6 +600,10 @@ int main(int argc, char **argv) {
     if (argc >= 2 &&
         (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help"))) {
         fputs(kUsage, stdout);
+        return kExitOk;
+    }
+    if (argc >= 2 && !strcmp(argv[1], "--version")) {
+        printf("dshm-tool %s\n", DSHM_VERSION);
         return kExitOk;
     }
     std::string err;

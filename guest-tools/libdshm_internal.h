@@ -11,9 +11,37 @@
 #include <vector>
 
 #include "dshm.h"
+#include "dshm/exit_codes.h"
 #include "ivshmem_dev.h"
 
 namespace dshm::guest {
+
+// The exit status (include/dshm/exit_codes.h) for a libdshm error code:
+// the one mapping of dshm-lock and dshm-tool.
+inline int ExitStatusFor(int rc) {
+    switch (rc) {
+        case DSHM_SUCCESS:
+            return DSHM_EXIT_OK;
+        case DSHM_ERR_INVAL:
+        case DSHM_ERR_BAD_LOCK:
+            return DSHM_EXIT_USAGE;
+        case DSHM_ERR_NO_DEVICE:
+        case DSHM_ERR_NOT_DSM:
+        case DSHM_ERR_VERSION:
+            return DSHM_EXIT_UNAVAILABLE;
+        case DSHM_ERR_TIMEOUT:
+            return DSHM_EXIT_TIMEOUT;
+        case DSHM_ERR_REFUSED:
+            return DSHM_EXIT_REFUSED;
+        case DSHM_ERR_NOT_READY:
+        case DSHM_ERR_DEV_FAILED:
+            return DSHM_EXIT_DEVICE_DOWN;
+        case DSHM_ERR_NOT_HELD:
+            return DSHM_EXIT_NOT_HELD;
+        default:
+            return DSHM_EXIT_FAILED;
+    }
+}
 
 // Where libdshm looks for devices and keeps its guest-local lock files.
 struct OpenOptions {

@@ -11,6 +11,7 @@
 #include "clients.h"
 #include "daemon.h"
 #include "handoff.h"
+#include "liveness.h"
 #include "marks.h"
 #include "mover.h"
 #include "msgs.h"
@@ -224,6 +225,7 @@ uint32_t Cache::WriteAhead(LocalClient *c, uint32_t pg) {
 void Cache::SendFetch(Segment *s, uint32_t pg) {
     s->stats.fetches_sent++;
     d_.peers().Send(s->owner, FetchMsg(s->cfg.name, pg));
+    d_.liveness().FetchSent(s, pg);
 }
 
 void Cache::RefetchPending(Segment *s) {

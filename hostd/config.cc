@@ -24,7 +24,8 @@ struct KeyFileDeleter {
 const std::vector<std::string> kDshmdKeys = {
     "host-id",        "name",           "listen",           "socket",
     "socket-mode",    "socket-group",   "auth",             "auth-key-file",
-    "poll-us",        "ack-timeout-ms", "adopt-timeout-ms", "write-ahead-pages", "read-ahead-pages",
+    "poll-us",        "ack-timeout-ms", "adopt-timeout-ms", "peer-timeout-ms", "write-ahead-pages",
+    "read-ahead-pages",
     "io-thread",
     "waiter-threads",  // the former name of io-thread
     "exclusive-pages"};
@@ -450,6 +451,8 @@ Status ParseConfig(const std::string &text, const std::string &origin, Config *o
         st = r.GetU32("dshmd", "adopt-timeout-ms", false, 100, 3600000, &c.adopt_timeout_ms, given);
     }
     if (st.ok())
+        st = r.GetU32("dshmd", "peer-timeout-ms", false, 100, 3600000, &c.peer_timeout_ms, given);
+    if (st.ok())
         st = r.GetU32("dshmd", "write-ahead-pages", false, 0, 256, &c.write_ahead_pages, given);
     if (st.ok())
         st = r.GetU32("dshmd", "read-ahead-pages", false, 0, 1024, &c.read_ahead_pages, given);
@@ -659,6 +662,7 @@ std::string FormatConfig(const Config &c) {
     key("dshmd", "poll-us", std::to_string(c.poll_us));
     key("dshmd", "ack-timeout-ms", std::to_string(c.ack_timeout_ms));
     key("dshmd", "adopt-timeout-ms", std::to_string(c.adopt_timeout_ms));
+    key("dshmd", "peer-timeout-ms", std::to_string(c.peer_timeout_ms));
     key("dshmd", "write-ahead-pages", std::to_string(c.write_ahead_pages));
     key("dshmd", "read-ahead-pages", std::to_string(c.read_ahead_pages));
     key("dshmd", "io-thread", b(c.io_thread));

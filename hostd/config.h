@@ -24,6 +24,11 @@
 //   socket-mode = 0600               # mode of `socket` (octal, 0600..0777)
 //   socket-group = kvm               # group of `socket` (name or gid; default:
 //                                    # dshmd's)
+//   peer-timeout-ms = 10000          # a peer whose TCP connection goes unanswered
+//                                    # (keepalive, TCP_USER_TIMEOUT) or that owes
+//                                    # an answer (FETCH, P_RELEASE) too long is
+//                                    # lost, as at a close (100..3600000;
+//                                    # docs/protocol.md section 8)
 //   write-ahead-pages = 16           # a client writing pages in sequence gets
 //                                    # up to this many more pages made writable
 //                                    # (and twinned) per write fault, 0..256;
@@ -116,6 +121,10 @@ struct Config {
     uint32_t poll_us = 0;
     uint32_t ack_timeout_ms = 10000;
     uint32_t adopt_timeout_ms = 30000;
+    // Liveness of a peer (protocol.md section 8): keepalive and
+    // TCP_USER_TIMEOUT of its connection, and the deadlines of the requests
+    // sent to it (Liveness).
+    uint32_t peer_timeout_ms = 10000;
     uint32_t write_ahead_pages = 16;
     // A non-owner fetches up to this many pages ahead of a sequential
     // reader's fault (0 = off; at most 1024; protocol.md section 3).

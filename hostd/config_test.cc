@@ -113,6 +113,7 @@ START_TEST(policy_defaults) {
     Status st = ParseConfig(kGood, "test.conf", &c);
     ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
     ck_assert_uint_eq(c.adopt_timeout_ms, 30000);
+    ck_assert_uint_eq(c.peer_timeout_ms, 10000);
     ck_assert_uint_eq(c.policy.window_s, 60);
     ck_assert_uint_eq(c.policy.report_ms, 1000);
     ck_assert_uint_eq(c.policy.log_s, 60);
@@ -179,6 +180,17 @@ START_TEST(policy_errors) {
           "t.conf:5: [policy] strong-min-event: unknown key; did you mean 'strong-min-events'?");
     StrEq(ErrorOf("[dshmd]\nhost-id = 1\nlisten = a:1\nadopt-timeout-ms = 10\n"),
           "t.conf:4: [dshmd] adopt-timeout-ms: '10' is not a number in 100..3600000");
+    StrEq(ErrorOf("[dshmd]\nhost-id = 1\nlisten = a:1\npeer-timeout-ms = 99\n"),
+          "t.conf:4: [dshmd] peer-timeout-ms: '99' is not a number in 100..3600000");
+    ck_assert(ErrorOf("[dshmd]\nhost-id = 1\nlisten = a:1\npeer-timeout-ms =\n")
+                  .find("t.conf:4: [dshmd] peer-timeout-ms: empty value") == 0);
+    StrEq(ErrorOf("[dshmd]\nhost-id = 1\nlisten = a:1\npeer-timeout = 5000\n"),
+          "t.conf:4: [dshmd] peer-timeout: unknown key; did you mean 'peer-timeout-ms'?");
+    Config pt;
+    Status pst = ParseConfig("[dshmd]\nhost-id = 1\nlisten = a:1\npeer-timeout-ms = 2500\n" + kSeg,
+                             "t.conf", &pt);
+    ck_assert_msg(pst.ok(), "%s", pst.ToString().c_str());
+    ck_assert_uint_eq(pt.peer_timeout_ms, 2500);
 }
 END_TEST
 
@@ -348,8 +360,8 @@ START_TEST(format_round_trips) {
     for (const char *line :
          {"\nhost-id = 1\n", "\n# name = host1  (default)\n", "\nsocket = /run/dshm/x.sock\n",
           "\npoll-us = 50\n", "\n# ack-timeout-ms = 10000  (default)\n",
-          "\n# io-thread = true  (default)\n", "\nlog-s = 5\n",
-          "\n# strong-min-share = 0.25  (default)\n",
+          "\n# peer-timeout-ms = 10000  (default)\n", "\n# io-thread = true  (default)\n",
+          "\nlog-s = 5\n", "\n# strong-min-share = 0.25  (default)\n",
           "\n[peer h2]\nhost-id = 2\naddress = 198.18.0.2:7450\n",
           "\n[segment big.seg_1]\nsize = 256M\nowner = 1\n"}) {
         ck_assert_msg(text.find(line) != std::string::npos, "'%s' not in:\n%s", line, text.c_str());

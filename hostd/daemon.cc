@@ -17,6 +17,7 @@
 #include "clients.h"
 #include "handoff.h"
 #include "home.h"
+#include "liveness.h"
 #include "locker.h"
 #include "marks.h"
 #include "mover.h"
@@ -70,12 +71,14 @@ Daemon::Daemon(Config config) : cfg_(std::move(config)) {
     handoff_ = std::make_unique<Handoff>(*this);
     mover_ = std::make_unique<Mover>(*this);
     agent_ = std::make_unique<Agent>(*this);
+    liveness_ = std::make_unique<Liveness>(*this);
 }
 
 Daemon::~Daemon() {
     // Clients first (their watches and timers), then the rest, then the
     // segments' mappings.
     clients_.reset();
+    liveness_.reset();
     agent_.reset();
     mover_.reset();
     handoff_.reset();
@@ -138,6 +141,7 @@ Status Daemon::Start() {
         return st;
     peers_->DialAll();
     agent_->StartTimers();
+    liveness_->StartTimer();
     g_message(
         "dshmd host %u (%s): peers on %s, clients on %s, %zu segment(s), poll-us %u, "
         "I/O thread %s",

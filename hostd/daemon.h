@@ -15,6 +15,7 @@
 //   Handoff   live migration: MIGRATE_OUT, flush, ADOPT, tombstones
 //   Mover     ownership moves (protocol.md section 13)
 //   Agent     the access monitor: records, reports, merged view, policy
+//   Liveness  the deadlines of requests to an owner (a silent one is lost)
 //   ctl.h     dshmctl's JSON over a read-only view
 // The roles call each other through the Daemon's accessors, as Ceph's MDS
 // roles do through MDSRank; the state of a role lives in the role, the
@@ -80,6 +81,7 @@ class Marks;
 class Handoff;
 class Mover;
 class Agent;
+class Liveness;
 
 // A one-shot timer on the default context: fn() after `ms` unless
 // g_source_remove()d first.  Its closure is freed either way.
@@ -177,6 +179,7 @@ class Daemon {
     Handoff &handoff() { return *handoff_; }
     Mover &mover() { return *mover_; }
     Agent &agent() { return *agent_; }
+    Liveness &liveness() { return *liveness_; }
     const Peers &peers() const { return *peers_; }
     const Clients &clients() const { return *clients_; }
     const Agent &agent() const { return *agent_; }
@@ -205,6 +208,7 @@ class Daemon {
     std::unique_ptr<Handoff> handoff_;
     std::unique_ptr<Mover> mover_;
     std::unique_ptr<Agent> agent_;
+    std::unique_ptr<Liveness> liveness_;
 };
 
 }  // namespace dshm

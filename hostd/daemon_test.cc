@@ -66,6 +66,17 @@ bool RunUntil(const std::function<bool()> &done) {
     return done();
 }
 
+// Runs the loop until done() or for `ms`, whichever comes first.
+bool RunFor(uint32_t ms, const std::function<bool()> &done) {
+    const gint64 deadline = g_get_monotonic_time() + gint64(ms) * 1000;
+    guint timer = g_timeout_add(
+        10, [](gpointer) -> gboolean { return G_SOURCE_CONTINUE; }, nullptr);
+    while (!done() && g_get_monotonic_time() < deadline)
+        g_main_context_iteration(nullptr, TRUE);
+    g_source_remove(timer);
+    return done();
+}
+
 // Runs fn on a thread of its own while the loop runs here; false if it did
 // not end within RunUntil's limit (the thread is then left behind).
 bool OffLoop(std::function<void()> fn) {
@@ -235,6 +246,9 @@ struct ClusterOptions {
     int read_ahead = -1;
     uint64_t seg_size = kSegSize;
     std::vector<std::string> allow = {};  // of "seg" (none: any client)
+    uint32_t owner = 1;            // of "seg": a forged host for an owner that never answers
+    uint32_t peer_timeout_ms = 0;  // (0: the default)
+    uint32_t ack_timeout_ms = 0;   // (0: the default)
 };
 
 // Three hosts h1..h3; h1 owns segment "seg".  With `forged` > 0, hosts
@@ -266,11 +280,15 @@ struct Cluster {
                 c.read_ahead_pages = static_cast<uint32_t>(o.read_ahead);
             if (o.report_ms)
                 c.policy.report_ms = o.report_ms;
+            if (o.peer_timeout_ms)
+                c.peer_timeout_ms = o.peer_timeout_ms;
+            if (o.ack_timeout_ms)
+                c.ack_timeout_ms = o.ack_timeout_ms;
             for (int j = 1; j <= kHosts + nforged; j++) {
                 if (j != i)
                     c.peers.push_back(PeerConfig{"h" + std::to_string(j), uint32_t(j), ""});
             }
-            c.segments.push_back(SegmentConfig{"seg", o.seg_size, 1, o.allow});
+            c.segments.push_back(SegmentConfig{"seg", o.seg_size, o.owner, o.allow});
             c.auth_key = TestKey();
             d[i] = std::make_unique<Daemon>(std::move(c));
             Status st = d[i]->Start();
@@ -897,6 +915,166 @@ START_TEST(held_back_bounded_and_failed_when_owner_lost) {
 }
 END_TEST
 
+// --- liveness (protocol.md section 8) ---
+
+namespace {
+// fn on a thread of its own, joined by the destructor (the loop must have
+// let it finish: Wait); done once it returned.
+struct Worker {
+    std::shared_ptr<std::atomic<bool>> done = std::make_shared<std::atomic<bool>>(false);
+    std::thread t;
+    explicit Worker(std::function<void()> fn)
+        : t([fn = std::move(fn), d = done] {
+              fn();
+              *d = true;
+              g_main_context_wakeup(nullptr);
+          }) {}
+    ~Worker() {
+        if (t.joinable())
+            t.join();
+    }
+    bool Wait(uint32_t ms) {
+        return RunFor(ms, [&] { return done->load(); });
+    }
+};
+
+std::vector<uint8_t> PageMsg(uint32_t pg, uint64_t v) {
+    dshm_page m = {};
+    SetName(m.segment, "seg");
+    m.page = pg;
+    std::vector<uint8_t> data(kPage, 0);
+    memcpy(data.data(), &v, sizeof v);
+    return Encode(DSHM_MSG_PAGE, 0, &m, sizeof m, data.data(), data.size());
+}
+constexpr uint32_t kPeerTimeoutMs = 500;
+}  // namespace
+
+// An owner that is connected but never answers a FETCH (a hung dshmd; TCP
+// alone would wait for ever) is lost after 2 x peer-timeout-ms, through
+// the close path; the fault waits (no zero page) and its fetch goes again
+// on the owner's next connection, whose PAGE completes it.
+START_TEST(silent_owner_fetch_times_out) {
+    loop_mutex.AssertHeld();
+    Cluster cl({.nforged = 1, .owner = 4, .peer_timeout_ms = kPeerTimeoutMs});
+    Client c;
+    AttachOn(cl, 3, c, "vm-c");
+    Forged &owner = cl.Fake(3, 4);
+    uint64_t got = 0;
+    const gint64 t0 = g_get_monotonic_time();
+    Worker reader([&] { got = Read(c, 5); });
+    ck_assert(RunFor(10000, [&] { return owner.Count(DSHM_MSG_FETCH) == 1; }));
+    // The owner never answers: h3 gives up on it (ERROR, close).
+    ck_assert_msg(RunFor(10000, [&] { return owner.closed; }), "h3 still waits for the owner");
+    const gint64 ms = (g_get_monotonic_time() - t0) / 1000;
+    ck_assert_int_ge(ms, 2 * kPeerTimeoutMs);
+    ck_assert(owner.in.back().hdr.type == DSHM_MSG_ERROR);
+    ck_assert(!cl.d[3]->peers().Find(4)->up);
+    ck_assert(!reader.done->load());  // the fault waits: no zero page
+    // The owner's next connection: the fetch goes again and is answered.
+    Forged &again = cl.Forge(3, 4, 2);
+    ck_assert(RunFor(10000, [&] { return again.Count(DSHM_MSG_FETCH) >= 1; }));
+    again.Send(PageMsg(5, 0x5555));
+    ck_assert(reader.Wait(10000));
+    ck_assert_uint_eq(got, 0x5555);
+}
+END_TEST
+
+// A fault whose owner stays unreachable: after the owner was declared lost
+// (2 x peer-timeout-ms without a PAGE) and peer-timeout-ms more without a
+// new connection, h3 fails the client (ERROR E_OWNER_LOST, closed), which
+// makes QEMU release its vCPUs; the page is never filled with zeros.
+START_TEST(stranded_fault_fails_its_client) {
+    loop_mutex.AssertHeld();
+    Cluster cl({.nforged = 1, .owner = 4, .peer_timeout_ms = kPeerTimeoutMs});
+    // Left behind on purpose: its fault is never resolved, and its thread
+    // ends with the test's process.
+    auto *c = new Client;
+    AttachOn(cl, 3, *c, "vm-c");
+    const uint32_t id = c->client_id();
+    Forged &owner = cl.Fake(3, 4);
+    const gint64 t0 = g_get_monotonic_time();
+    std::thread([c] { sink = Read(*c, 5); }).detach();
+    ck_assert(RunFor(10000, [&] { return owner.Count(DSHM_MSG_FETCH) == 1; }));
+    auto gone = [&]() REQUIRES(loop_mutex) { return cl.d[3]->clients().Find(id) == nullptr; };
+    ck_assert_msg(RunFor(10000, gone), "the client still waits for an owner that is gone");
+    const gint64 ms = (g_get_monotonic_time() - t0) / 1000;
+    ck_assert(owner.closed);
+    ck_assert_int_ge(ms, 3 * kPeerTimeoutMs);
+    ck_assert_int_ne(cl.State(3, 5), PageTable::kValid);
+}
+END_TEST
+
+// A release whose owner never acknowledges it fails with E_OWNER_LOST after
+// ack-timeout-ms + peer-timeout-ms (the owner was declared lost), instead
+// of holding its client for ever.
+START_TEST(silent_owner_release_times_out) {
+    loop_mutex.AssertHeld();
+    Cluster cl(
+        {.nforged = 1, .owner = 4, .peer_timeout_ms = kPeerTimeoutMs, .ack_timeout_ms = 200});
+    Client c;
+    AttachOn(cl, 3, c, "vm-c");
+    Forged &owner = cl.Fake(3, 4);
+    Status acq, rel;
+    Worker w([&] {
+        acq = c.Acquire(0);
+        if (!acq.ok())
+            return;
+        Write(c, 2, 0x2222);
+        rel = c.Release(0);
+    });
+    ck_assert(RunFor(10000, [&] { return owner.Count(DSHM_MSG_P_ACQUIRE) == 1; }));
+    owner.Send(LockMsg(DSHM_MSG_P_GRANT, "seg", 0, 3, c.client_id()));
+    ck_assert(RunFor(10000, [&] { return owner.Count(DSHM_MSG_FETCH) == 1; }));
+    owner.Send(PageMsg(2, 0));
+    ck_assert(RunFor(10000, [&] { return owner.Count(DSHM_MSG_P_RELEASE) == 1; }));
+    const gint64 t0 = g_get_monotonic_time();
+    ck_assert_msg(w.Wait(10000), "the release still waits for the owner");
+    const gint64 ms = (g_get_monotonic_time() - t0) / 1000;
+    ck_assert_msg(acq.ok(), "%s", acq.ToString().c_str());
+    ck_assert_int_eq(rel.code(), DSHM_E_OWNER_LOST);
+    ck_assert_int_ge(ms, 200 + kPeerTimeoutMs - 50);
+    ck_assert(RunFor(10000, [&] { return owner.closed; }));
+}
+END_TEST
+
+// An ACQUIRE while the owner is not connected fails at once with
+// E_OWNER_LOST and is not queued: on the owner's next connection nothing
+// replays it, so the lock is not granted to a client that was told it
+// failed (another host's client gets it at once).
+START_TEST(acquire_while_owner_down_fails_and_is_not_replayed) {
+    loop_mutex.AssertHeld();
+    Cluster cl;
+    Client b, c;
+    AttachOn(cl, 2, b, "vm-b");
+    AttachOn(cl, 3, c, "vm-c");
+    cl.d[3]->peers().Find(1)->conn->Close(Status::OK());
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) {
+        return !cl.d[1]->peers().Find(3)->up && !cl.d[3]->peers().Find(1)->up;
+    }));
+    Status st;
+    {
+        Worker w([&] { st = c.Acquire(5); });
+        ck_assert_msg(w.Wait(5000), "an ACQUIRE with the owner down waits");
+    }
+    ck_assert_int_eq(st.code(), DSHM_E_OWNER_LOST);
+    ck_assert_uint_eq(cl.d[3]->peers().Find(1)->queued.size(), 0);
+    // The owner comes back.
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    ck_assert(cl.d[1]->peers().Attach(3, os::UniqueFd(sv[0])));
+    ck_assert(cl.d[3]->peers().Attach(1, os::UniqueFd(sv[1])));
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) {
+        return cl.d[1]->peers().Find(3)->up && cl.d[3]->peers().Find(1)->up;
+    }));
+    Status sb;
+    {
+        Worker w([&] { sb = b.Acquire(5); });
+        ck_assert_msg(w.Wait(5000), "lock 5 was granted to the client told it failed");
+    }
+    ck_assert_msg(sb.ok(), "%s", sb.ToString().c_str());
+}
+END_TEST
+
 // ADOPT renames only a client that migrated out, with its token's secret:
 // a token made up from a live client's host and id (its host's
 // incarnation, as tokens carried before) used to steal its locks.
@@ -1126,6 +1304,10 @@ int main() {
     tcase_add_test(tc, no_reports_queued_for_a_down_owner);
     tcase_add_test(tc, held_back_bounded_and_failed_when_owner_lost);
     tcase_add_test(tc, adopt_needs_the_secret_of_a_migrated_out_client);
+    tcase_add_test(tc, silent_owner_fetch_times_out);
+    tcase_add_test(tc, silent_owner_release_times_out);
+    tcase_add_test(tc, stranded_fault_fails_its_client);
+    tcase_add_test(tc, acquire_while_owner_down_fails_and_is_not_replayed);
     tcase_add_test(tc, auth_wrong_key_is_refused);
     tcase_add_test(tc, auth_no_proof_is_refused);
     tcase_add_test(tc, auth_message_before_auth_is_refused);

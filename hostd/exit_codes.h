@@ -1,5 +1,6 @@
-// The exit statuses of dshm's host tools: dshmd, dshmctl, dshm-attach (one
-// table, also in README.md "Exit statuses").
+// The exit statuses of dshm's host tools (dshmd, dshmctl, dshm-attach): the
+// C++ names of the one table of include/dshm/exit_codes.h, which the guest
+// tools share (and dshm(7) documents).  The host tools use 0..3:
 //
 //   0  kExitOk           success
 //   1  kExitFailed       the command ran and failed: a check failed
@@ -15,11 +16,13 @@
 // SIGINT and SIGTERM (exit 0 after a clean shutdown) and SIGHUP (reload).
 #pragma once
 
+#include "dshm/exit_codes.h"
+
 namespace dshm {
 
-inline constexpr int kExitOk = 0;
-inline constexpr int kExitFailed = 1;
-inline constexpr int kExitUsage = 2;
-inline constexpr int kExitUnavailable = 3;
+inline constexpr int kExitOk = DSHM_EXIT_OK;
+inline constexpr int kExitFailed = DSHM_EXIT_FAILED;
+inline constexpr int kExitUsage = DSHM_EXIT_USAGE;
+inline constexpr int kExitUnavailable = DSHM_EXIT_UNAVAILABLE;
 
 }  // namespace dshm

@@ -9,6 +9,7 @@
 #include "clients.h"
 #include "daemon.h"
 #include "home.h"
+#include "liveness.h"
 #include "locker.h"
 #include "mover.h"
 #include "peers.h"
@@ -77,6 +78,7 @@ void Handoff::MaybeFlush(LocalClient *c) {
     if (LocalClient *still = d_.clients().Find(id); still && still->mig.flushing) {
         still->mig.flush_pages = pages;
         still->mig.flush_bytes = bytes;
+        d_.liveness().ReleaseSent(still, Liveness::kFlush);
     }
 }
 

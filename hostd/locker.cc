@@ -29,7 +29,18 @@ void Locker::OnAcquire(LocalClient *c, const Frame &f) {
             Grant(s, lock, who);
         return;
     }
-    d_.peers().Send(s->owner, LockMsg(DSHM_MSG_P_ACQUIRE, s->cfg.name, lock, who.host, who.client));
+    // Never queued for an owner that is not connected: it fails now.  (A
+    // P_ACQUIRE queued for the next connection, e.g. one held back during
+    // a move that ended with the owner's loss, was granted there after
+    // OnOwnerLost had answered E_OWNER_LOST: the owner then kept the lock
+    // for a client that believed it failed; protocol.md section 8.)
+    Peer *op = d_.peers().Find(s->owner);
+    if (!op || !op->Live()) {
+        c->pending.erase(lock);
+        return d_.clients().LockFailed(c, lock, f.hdr.tag,
+                                       Status::OwnerLost("owner host not connected"));
+    }
+    op->Live()->Send(LockMsg(DSHM_MSG_P_ACQUIRE, s->cfg.name, lock, who.host, who.client));
 }
 
 void Locker::OnPAcquire(Peer *peer, const Frame &f) {

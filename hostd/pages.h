@@ -84,6 +84,7 @@ class PageTable {
     const uint8_t *twin(uint32_t p) const { return pages_[p].twin.get(); }
     uint64_t copyset(uint32_t p) const { return pages_[p].copyset; }
     size_t waiters(uint32_t p) const { return pages_[p].waiters.size(); }
+    const std::vector<Waiter> &WaitersOf(uint32_t p) const { return pages_[p].waiters; }
 
     // --- faults ---
     enum class MissingAction {

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -18,9 +19,32 @@ namespace {
 // A connection that has not completed its HELLO by then is dropped.
 constexpr guint kHelloDeadlineMs = 2000;
 
-void SetNoDelay(int fd) {
+// A dial that has not connected by then is abandoned and tried again: a
+// SYN lost to a partition is otherwise retried with exponential back-off
+// for about two minutes, and the connection would come back that late
+// after the path healed.  Never longer than peer-timeout-ms.
+constexpr uint32_t kConnectDeadlineMs = 3000;
+
+// TCP_NODELAY, and the liveness of a peer's connection (protocol.md
+// section 8): keepalive probes after a third of peer-timeout-ms idle, then
+// every sixth, and TCP_USER_TIMEOUT = peer-timeout-ms, which bounds both
+// data left unacknowledged and unanswered probes: a peer partitioned away
+// errors the socket (ETIMEDOUT) within about peer-timeout-ms whether or
+// not anything is being sent, and the close path (OnClosed) declares it
+// lost.  Best effort: a socket that is not TCP (a test's socketpair)
+// refuses them, harmlessly.
+void SetPeerSocketOptions(int fd, uint32_t peer_timeout_ms) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    int idle = std::max<int>(1, static_cast<int>(peer_timeout_ms / 3000));
+    int intvl = std::max<int>(1, static_cast<int>(peer_timeout_ms / 6000));
+    int cnt = 6;
+    unsigned int user_timeout = peer_timeout_ms;
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
 }
 
 // Resolves host:port to a sockaddr (numeric or via the resolver).
@@ -77,6 +101,8 @@ Peers::~Peers() {
             g_source_remove(p->retry_timer);
         if (p->connect_watch)
             UnwatchFd(p->connect_watch);
+        if (p->connect_timer)
+            g_source_remove(p->connect_timer);
         if (p->connecting_fd >= 0)
             close(p->connecting_fd);
     }
@@ -139,12 +165,32 @@ void Peers::Dial(Peer *peer) {
         return Redial(peer, 1000);
     }
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    // Before connect: TCP_USER_TIMEOUT also bounds the SYN's retries.
+    SetPeerSocketOptions(fd, d_.cfg().peer_timeout_ms);
     if (connect(fd, reinterpret_cast<sockaddr *>(&ss), len) < 0 && errno != EINPROGRESS) {
         close(fd);
         return Redial(peer, 200);
     }
     peer->connecting_fd = fd;
     peer->connect_watch = WatchFd(fd, G_IO_OUT, &Peers::OnDialReady, peer);
+    peer->connect_timer = g_timeout_add(std::min(kConnectDeadlineMs, d_.cfg().peer_timeout_ms),
+                                        &Peers::OnConnectTimeout, peer);
+}
+
+gboolean Peers::OnConnectTimeout(gpointer pp) {
+    loop_mutex.AssertHeld();
+    auto *p = static_cast<Peer *>(pp);
+    p->connect_timer = 0;
+    if (p->connect_watch) {
+        UnwatchFd(p->connect_watch);
+        p->connect_watch = 0;
+    }
+    if (p->connecting_fd >= 0) {
+        close(p->connecting_fd);
+        p->connecting_fd = -1;
+    }
+    p->peers->Redial(p, 200);
+    return G_SOURCE_REMOVE;
 }
 
 gboolean Peers::OnRetryTimer(gpointer pp) {
@@ -160,6 +206,10 @@ gboolean Peers::OnDialReady(gint fd, GIOCondition, gpointer pp) {
     auto *p = static_cast<Peer *>(pp);
     p->connect_watch = 0;
     p->connecting_fd = -1;
+    if (p->connect_timer) {
+        g_source_remove(p->connect_timer);
+        p->connect_timer = 0;
+    }
     int err = 0;
     socklen_t el = sizeof err;
     getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
@@ -168,7 +218,6 @@ gboolean Peers::OnDialReady(gint fd, GIOCondition, gpointer pp) {
         p->peers->Redial(p, 200);
         return G_SOURCE_REMOVE;
     }
-    SetNoDelay(fd);
     p->peers->AttachConn(p, PeerConn(fd, "peer " + p->cfg.name + " at " + p->cfg.address));
     return G_SOURCE_REMOVE;
 }
@@ -180,7 +229,7 @@ gboolean Peers::OnAccept(gint lfd, GIOCondition, gpointer self) {
         int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0)
             break;
-        SetNoDelay(fd);
+        SetPeerSocketOptions(fd, ps->d_.cfg().peer_timeout_ms);
         ps->Accept(os::UniqueFd(fd));
     }
     return G_SOURCE_CONTINUE;

@@ -65,6 +65,7 @@ struct Peer {
     guint retry_timer = 0;
     int connecting_fd = -1;
     guint connect_watch = 0;
+    guint connect_timer = 0;  // a dial not connected by then is tried again
     Peers *peers = nullptr;
 
     // The connection if the peer is up and it is open, else nullptr.
@@ -107,6 +108,7 @@ class Peers {
     void Redial(Peer *peer, guint ms) REQUIRES(loop_mutex);
     static gboolean OnRetryTimer(gpointer peer);
     static gboolean OnDialReady(gint fd, GIOCondition, gpointer peer);
+    static gboolean OnConnectTimeout(gpointer peer);
     static gboolean OnAccept(gint fd, GIOCondition, gpointer self);
     // Makes `conn` peer's connection; unless it is authenticated already
     // (an accepted one), sends our HELLO and AUTH_CHALLENGE.

@@ -12,6 +12,7 @@
 #include "daemon.h"
 #include "diff.h"
 #include "home.h"
+#include "liveness.h"
 #include "peers.h"
 #include "trace.h"
 
@@ -85,6 +86,16 @@ void Writer::OnRelease(LocalClient *c, const Frame &f) {
                                ReleaseKind::kRelease);
         return;
     }
+    // No owner to send it to (it was lost, and with it this host's locks,
+    // while this request was held back): it fails now, sending nothing, its
+    // pages still dirty here; never queued for a later connection, where
+    // the owner would refuse it anyway (protocol.md section 8).
+    Peer *op = d_.peers().Find(s->owner);
+    if (!op || !op->Live()) {
+        c->held.erase(lock);
+        return d_.clients().LockFailed(c, lock, f.hdr.tag,
+                                       Status::OwnerLost("owner host not connected"));
+    }
     // Pending before the burst: an owner lost during it fails the release.
     c->pending[lock] = PendingLock{true, f.hdr.tag, 0, 0};
     const uint32_t id = c->id;
@@ -95,6 +106,7 @@ void Writer::OnRelease(LocalClient *c, const Frame &f) {
         if (it != still->pending.end() && it->second.release) {
             it->second.pages = pages;
             it->second.bytes = bytes;
+            d_.liveness().ReleaseSent(still, lock);
         }
     }
 }

@@ -12,6 +12,8 @@ PKGS=(
   # our C++ build, unit tests and tools
   build-essential g++ pkg-config meson ninja-build libglib2.0-dev libjson-glib-dev check
   clang-format
+  # man pages (docs/man, scdoc sources) and bash completion (t-host-cli)
+  scdoc bash-completion
   # sd_notify (hostd/notify.h); t-systemd-unit: systemd-analyze verify, strace
   libsystemd-dev systemd strace
   # the clang build of `make check` (tests/run.sh: -Wthread-safety), and
