@@ -6,8 +6,11 @@
 // end the stream is closed, so the roles' peer-loss paths run too.
 //
 // Input: one flag byte, then the stream.
-//   bit 0: the harness sends host 2's HELLO first (the stream then starts
-//          with the messages after it); otherwise the stream must carry it.
+//   bit 0: the harness authenticates host 2 first (HELLO, AUTH_CHALLENGE,
+//          AUTH_PROOF with the daemon's key: the stream then starts with the
+//          messages after them); otherwise the stream must carry its own
+//          handshake, whose proof cannot verify (the daemon's nonce is
+//          random): such a stream reaches no role (protocol.md section 2.1).
 //   bit 1: host 3 is connected and up as well.
 //   bits 2-3: a local VM (harness.h's Client, attached as libdshm-client
 //          does, client id 1) before the stream: 0 none; 1 on "rem" (owned
@@ -30,15 +33,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     data++;
     size--;
     Host h;
-    h.Connect(2, false);
+    h.Connect(2, flags & 1);
     if (flags & 2)
         h.Connect(3, true);
     h.Pump();
-    if (flags & 1) {
-        auto hello = PeerHello(2);
-        h.Write(h.peer[2], hello.data(), hello.size());
-        h.Pump();
-    }
     const int vm = (flags >> 2) & 3;
     std::optional<Client> c;
     if (vm) {

@@ -25,8 +25,10 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "auth.h"
 #include "daemon.h"
 #include "frame.h"
 #include "os/uffd.h"
@@ -85,6 +87,13 @@ inline std::string SocketPath() {
     return std::string(Dir()) + "/h1.sock";
 }
 
+// The cluster's key of the harness's daemons (they check every peer's
+// proof, auth.h): the harness proves it, the fuzzer's streams cannot.
+inline const std::vector<uint8_t> &FuzzKey() {
+    static const std::vector<uint8_t> key(32, 0x46);
+    return key;
+}
+
 inline Config HostConfig() {
     Config c;
     c.host_id = 1;
@@ -93,16 +102,17 @@ inline Config HostConfig() {
     c.io_thread = false;
     c.peers.push_back(PeerConfig{"h2", 2, ""});
     c.peers.push_back(PeerConfig{"h3", 3, ""});
-    c.segments.push_back(SegmentConfig{"seg", kSegSize, 1});
-    c.segments.push_back(SegmentConfig{"rem", kSegSize, 2});
-    c.segments.push_back(SegmentConfig{"far", kSegSize, 3});
+    c.segments.push_back(SegmentConfig{"seg", kSegSize, 1, {}});
+    c.segments.push_back(SegmentConfig{"rem", kSegSize, 2, {}});
+    c.segments.push_back(SegmentConfig{"far", kSegSize, 3, {}});
+    c.auth_key = FuzzKey();
     return c;
 }
 
 // A peer's HELLO as host `host` would send it.
 inline std::vector<uint8_t> PeerHello(uint32_t host) {
     dshm_hello h = {};
-    h.version = DSHM_PROTO_VERSION;
+    h.version = DSHM_PEER_VERSION;
     h.role = DSHM_ROLE_PEER;
     h.host_id = host;
     h.incarnation = 1000 + host;
@@ -162,8 +172,11 @@ struct Host {
         Pump();  // nothing of the daemon may be left to run
     }
 
-    // Connects peer `host` through a socketpair (Peers::Attach); sends its
-    // HELLO when `hello`.
+    // Connects peer `host` through a socketpair (Peers::Attach); when
+    // `hello`, authenticates it as a real peer would: its HELLO,
+    // AUTH_CHALLENGE and the AUTH_PROOF for the daemon's challenge (which
+    // the daemon sent at Attach), so the stream that follows reaches the
+    // roles.
     void Connect(uint32_t host, bool hello) REQUIRES(loop_mutex) {
         int sv[2];
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
@@ -171,10 +184,37 @@ struct Host {
         if (!d->peers().Attach(host, os::UniqueFd(sv[0])))
             abort();
         peer[host] = sv[1];
-        if (hello) {
-            auto m = PeerHello(host);
-            Write(sv[1], m.data(), m.size());
+        if (hello)
+            Authenticate(host);
+    }
+    void Authenticate(uint32_t host) REQUIRES(loop_mutex) {
+        FrameReader r(Channel::kPeer, Receiver::kDaemon, ClientRole::kUnknown);
+        uint8_t buf[4096];
+        ssize_t n = recv(peer[host], buf, sizeof buf, MSG_DONTWAIT);
+        if (n <= 0)
+            abort();
+        r.Feed(buf, static_cast<size_t>(n));
+        std::optional<Frame> hf, cf;
+        if (!r.Next(&hf).ok() || !hf || !r.Next(&cf).ok() || !cf ||
+            cf->hdr.type != DSHM_MSG_AUTH_CHALLENGE) {
+            fprintf(stderr, "harness: no HELLO and AUTH_CHALLENGE from the daemon\n");
+            abort();
         }
+        const uint64_t inc = 1000 + host;
+        AuthNonce ours{}, theirs{};
+        ours.fill(0x5a);
+        memcpy(theirs.data(), cf->Fixed<dshm_auth_challenge>().nonce, theirs.size());
+        dshm_auth_challenge c;
+        memcpy(c.nonce, ours.data(), ours.size());
+        dshm_auth_proof p;
+        const AuthMac mac = AuthProof(FuzzKey(), host, d->host_id(), inc, d->incarnation(), ours,
+                                      theirs);
+        memcpy(p.mac, mac.data(), mac.size());
+        std::vector<uint8_t> m = PeerHello(host);
+        for (const auto &x : {EncodeMsg(DSHM_MSG_AUTH_CHALLENGE, 0, c),
+                              EncodeMsg(DSHM_MSG_AUTH_PROOF, 0, p)})
+            m.insert(m.end(), x.begin(), x.end());
+        Write(peer[host], m.data(), m.size());
     }
 
     // Runs the loop and drains the peers' output until nothing happens.

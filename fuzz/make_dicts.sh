@@ -21,6 +21,7 @@ wire_dict() {
     sed -n 's/^ *DSHM_ROLE_\([A-Z]*\) *= *\([0-9]*\),.*/\1 \2/p' "$WIRE" |
         while read -r name val; do echo "role_${name}=$(le16 "$val")"; done
     echo "version=$(le16 "$(sed -n 's/^#define DSHM_PROTO_VERSION *\([0-9]*\)u.*/\1/p' "$WIRE")")"
+    echo "peer_version=$(le16 "$(sed -n 's/^#define DSHM_PEER_VERSION *\([0-9]*\)u.*/\1/p' "$WIRE")")"
     echo "inval_kept=$(le32 0x80000000)"
     echo "page_size=$(le32 4096)"
     echo "seg_size=$(le32 65536)"
@@ -43,7 +44,9 @@ wire_dict >fuzz_frame.dict
     for k in '[dshmd]' '[policy]' '[peer ' '[segment ' host-id listen socket poll-us \
         ack-timeout-ms adopt-timeout-ms peer-timeout-ms write-ahead-pages io-thread waiter-threads \
         exclusive-pages name window-s report-ms log-s strong-min-events strong-min-share \
-        move-ownership address size owner membership static corosync ' = ' true false 4K 1M 1G :7450 '[::1]'; do
+        move-ownership address size owner membership static corosync auth auth-key-file \
+        socket-mode socket-group allow \
+        0600 0660 0f8fad5b-d9cb-469f-a165-70867728950e ';' ' = ' true false 4K 1M 1G :7450 '[::1]'; do
         echo "\"$k\""
     done
 } >fuzz_config.dict

@@ -54,12 +54,26 @@ void Seg(T &m, const char *s) {
 
 Bytes Hello(uint16_t role, uint32_t host, const char *name) {
     dshm_hello h = {};
-    h.version = DSHM_PROTO_VERSION;
+    h.version = role == DSHM_ROLE_PEER ? DSHM_PEER_VERSION : DSHM_PROTO_VERSION;
     h.role = role;
     h.host_id = host;
     h.incarnation = 1002;
     SetName(h.name, name);
     return EncodeMsg(DSHM_MSG_HELLO, 0, h);
+}
+
+// The authentication handshake after a peer's HELLO (protocol.md section
+// 2.1): a challenge and a proof (which no daemon verifies: fuzz_frame takes
+// it as verified, fuzz_peer's daemon refuses it).
+Bytes Challenge(uint8_t fill) {
+    dshm_auth_challenge c;
+    memset(c.nonce, fill, sizeof c.nonce);
+    return EncodeMsg(DSHM_MSG_AUTH_CHALLENGE, 0, c);
+}
+Bytes Proof(uint8_t fill) {
+    dshm_auth_proof p;
+    memset(p.mac, fill, sizeof p.mac);
+    return EncodeMsg(DSHM_MSG_AUTH_PROOF, 0, p);
 }
 
 Bytes Fetch(const char *seg, uint32_t pg, uint32_t flags) {
@@ -201,11 +215,23 @@ void PeerSeeds() {
     auto P = [&](const std::string &n, Bytes b) {
         Put("fuzz_peer", n, Cat({f, b}));
         // fuzz_frame: a peer's stream (end 0), whole and in 3-byte chunks.
-        Put("fuzz_frame", "peer-" + n, Cat({Bytes{0, 0x55, 0}, Hello(DSHM_ROLE_PEER, 2, "h2"), b}));
+        Put("fuzz_frame", "peer-" + n,
+            Cat({Bytes{0, 0x55, 0}, Hello(DSHM_ROLE_PEER, 2, "h2"), Challenge(1), Proof(2), b}));
     };
-    // The stream carrying its own HELLO (flag 0), and a wrong one.
-    Put("fuzz_peer", "hello", Cat({Flag(0), Hello(DSHM_ROLE_PEER, 2, "h2"), Fetch("seg", 1, 0)}));
+    // The stream carrying its own HELLO and handshake (flag 0: its proof
+    // does not verify, nothing after it is served), a wrong host, and the
+    // handshake's messages out of order.
+    Put("fuzz_peer", "hello",
+        Cat({Flag(0), Hello(DSHM_ROLE_PEER, 2, "h2"), Challenge(1), Proof(2), Fetch("seg", 1, 0)}));
     Put("fuzz_peer", "hello-wrong-host", Cat({Flag(0), Hello(DSHM_ROLE_PEER, 3, "h3")}));
+    Put("fuzz_peer", "fetch-before-proof",
+        Cat({Flag(0), Hello(DSHM_ROLE_PEER, 2, "h2"), Challenge(1), Fetch("seg", 1, 0)}));
+    Put("fuzz_peer", "proof-before-challenge",
+        Cat({Flag(0), Hello(DSHM_ROLE_PEER, 2, "h2"), Proof(2), Challenge(1)}));
+    Put("fuzz_frame", "peer-before-auth",
+        Cat({Bytes{0, 0x55, 0}, Hello(DSHM_ROLE_PEER, 2, "h2"), Fetch("seg", 1, 0)}));
+    P("challenge-after-auth", Challenge(3));
+    P("proof-after-auth", Proof(4));
     // One message of every peer type.
     P("error", [] {
         dshm_error e = {DSHM_E_PROTO, 0, 0};
@@ -427,6 +453,11 @@ void ConfigSeeds() {
              "[segment counters]\nsize = 1M\nowner = 2\n"
              "[segment big.seg_1]\nsize = 256M\nowner = 1\n"));
     Put("fuzz_config", "minimal", Text("[dshmd]\nhost-id = 0\nlisten = h:1\n"));
+    Put("fuzz_config", "auth-clients",
+        Text("[dshmd]\nhost-id = 1\nlisten = a:2\nauth = off\nauth-key-file = /etc/dshm/k\n"
+             "socket-mode = 0660\nsocket-group = kvm\n"
+             "[segment a]\nsize = 4K\nowner = 1\n"
+             "allow = 0f8fad5b-d9cb-469f-a165-70867728950e;1B4E28BA-2FA1-11D2-883F-0016D3CCA427\n"));
     Put("fuzz_config", "sizes",
         Text("[dshmd]\nhost-id = 1\nlisten = a:2\nwaiter-threads = 0\n"
              "[segment a]\nsize = 4096\nowner = 1\n[segment b]\nsize = 4K\nowner = 1\n"

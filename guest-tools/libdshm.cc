@@ -766,6 +766,7 @@ const char *dshm_status_name(uint32_t status) {
         "OK",         "E_PROTO",    "E_VERSION",      "E_NO_SEGMENT", "E_BAD_LOCK",
         "E_NOT_HELD", "E_PENDING",  "E_ALREADY_HELD", "E_OWNER_LOST", "E_NOT_ATTACHED",
         "E_UFFD",     "E_INTERNAL", "E_NOT_OWNER",    "E_BUSY",       "E_NO_QUORUM",
+        "E_AUTH",
     };
     if (status < sizeof kNames / sizeof kNames[0])
         return kNames[status];

@@ -379,6 +379,7 @@ START_TEST(error_strings) {
     ck_assert_str_eq(dshm_status_name(DSHM_E_OWNER_LOST), "E_OWNER_LOST");
     ck_assert_str_eq(dshm_status_name(DSHM_E_BUSY), "E_BUSY");
     ck_assert_str_eq(dshm_status_name(DSHM_E_NO_QUORUM), "E_NO_QUORUM");
+    ck_assert_str_eq(dshm_status_name(DSHM_E_AUTH), "E_AUTH");
     ck_assert_str_eq(dshm_status_name(99), "status 99");
     ck_assert_str_eq(dshm_lock_state_name(DSHM_LOCK_HELD), "HELD");
     ck_assert_str_eq(dshm_lock_state_name(uint32_t(DSHM_LOCK_ERROR) | DSHM_E_PENDING),

@@ -1,10 +1,12 @@
 #include "clients.h"
 
+#include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -53,17 +55,42 @@ Status Clients::Listen() {
     if (connect(fd.get(), reinterpret_cast<sockaddr *>(&sa), sizeof sa) == 0)
         return Status::Internal("another dshmd is listening on " + path);
     fd.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    const Config &cfg = d_.cfg();
+    gid_t gid = gid_t(-1);
+    if (!cfg.socket_group.empty()) {
+        const struct group *g = getgrnam(cfg.socket_group.c_str());
+        guint64 n = 0;
+        if (g)
+            gid = g->gr_gid;
+        else if (g_ascii_string_to_unsigned(cfg.socket_group.c_str(), 10, 0, G_MAXUINT32 - 1, &n,
+                                            nullptr))
+            gid = static_cast<gid_t>(n);
+        else
+            return Status::Internal("socket-group: no group '" + cfg.socket_group + "'");
+    }
     unlink(path.c_str());
-    // The socket is created 0660 (the umask covers bind: no window in which
-    // others could connect); at start-up, before any thread but this one
-    // creates files, so the process-wide umask change is safe.
-    const mode_t old_mask = umask(0117);
+    // The socket is created owner-only (the umask covers bind: no window in
+    // which others could connect), then given its group, then its mode
+    // (socket-mode, default 0600); at start-up, before any thread but this
+    // one creates files, so the process-wide umask change is safe.
+    const mode_t old_mask = umask(0177);
     const int brc = bind(fd.get(), reinterpret_cast<sockaddr *>(&sa), sizeof sa);
     const int berr = errno;
     umask(old_mask);
     if (brc < 0 || listen(fd.get(), 64) < 0)
         return Status::Internal("listen on " + path + ": " + strerror(brc < 0 ? berr : errno));
-    chmod(path.c_str(), 0660);
+    if (gid != gid_t(-1) && chown(path.c_str(), uid_t(-1), gid) < 0)
+        return Status::Internal("socket-group " + cfg.socket_group + ": chown " + path + ": " +
+                                strerror(errno));
+    if (chmod(path.c_str(), cfg.socket_mode) < 0)
+        return Status::Internal("socket-mode: chmod " + path + ": " + strerror(errno));
+    for (const auto &sc : cfg.segments) {
+        if (sc.allow.empty()) {
+            g_warning("segment %s has no allow list: any local process that may open %s can "
+                      "attach it (docs/protocol.md section 14)",
+                      sc.name.c_str(), path.c_str());
+        }
+    }
     listen_ = std::move(fd);
     listen_watch_ = WatchFd(listen_.get(), G_IO_IN, &Clients::OnAccept, this);
     return Status::OK();
@@ -170,6 +197,24 @@ void Clients::OnAttach(LocalClient *c, const Frame &f) {
         return c->conn->Fail(Status::NoSegment("no segment '" + std::string(NameOf(a.segment)) +
                                                "' on host " + d_.cfg().host_name),
                              f.hdr.type);
+    }
+    if (!s->cfg.allow.empty()) {
+        // The VM UUID the client names (QEMU: its -uuid), as 8-4-4-4-12.
+        char id[37];
+        const uint8_t *u = a.vm_uuid;
+        snprintf(id, sizeof id,
+                 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0],
+                 u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
+                 u[14], u[15]);
+        if (std::find(s->cfg.allow.begin(), s->cfg.allow.end(), id) == s->cfg.allow.end()) {
+            g_warning("%s (pid %d, uid %d, gid %d): refused segment %s: VM UUID %s is not in its "
+                      "allow list",
+                      c->conn->label().c_str(), int(c->cred.pid), int(c->cred.uid),
+                      int(c->cred.gid), s->cfg.name.c_str(), id);
+            return c->conn->Fail(Status::Auth("VM UUID " + std::string(id) +
+                                              " may not attach segment " + s->cfg.name),
+                                 f.hdr.type);
+        }
     }
     Status st = d_.EnsureMemfd(s);
     if (!st.ok())

@@ -22,15 +22,17 @@ struct KeyFileDeleter {
 
 // The keys of each kind of group, in the order FormatConfig prints them.
 const std::vector<std::string> kDshmdKeys = {
-    "host-id",          "name",           "listen",           "socket",
-    "poll-us",          "ack-timeout-ms", "adopt-timeout-ms", "peer-timeout-ms",
-    "write-ahead-pages", "read-ahead-pages", "io-thread",
+    "host-id",        "name",           "listen",           "socket",
+    "socket-mode",    "socket-group",   "auth",             "auth-key-file",
+    "poll-us",        "ack-timeout-ms", "adopt-timeout-ms", "peer-timeout-ms", "write-ahead-pages",
+    "read-ahead-pages",
+    "io-thread",
     "waiter-threads",  // the former name of io-thread
     "exclusive-pages",  "membership"};
 const std::vector<std::string> kPolicyKeys = {
     "window-s", "report-ms", "log-s", "strong-min-events", "strong-min-share", "move-ownership"};
 const std::vector<std::string> kPeerKeys = {"host-id", "address"};
-const std::vector<std::string> kSegmentKeys = {"size", "owner"};
+const std::vector<std::string> kSegmentKeys = {"size", "owner", "allow"};
 
 // "did you mean 'x'?" for the closest of `known` when it is close enough,
 // else the list of known names.
@@ -420,6 +422,29 @@ Status ParseConfig(const std::string &text, const std::string &origin, Config *o
         st = r.Get("dshmd", "listen", true, &c.listen, given);
     if (st.ok())
         st = r.Get("dshmd", "socket", false, &c.socket_path, given);
+    std::string mode;
+    if (st.ok())
+        st = r.Get("dshmd", "socket-mode", false, &mode, given);
+    if (st.ok() && !mode.empty()) {
+        guint64 m = 0;
+        if (mode.find_first_not_of("01234567") != std::string::npos ||
+            !g_ascii_string_to_unsigned(mode.c_str(), 8, 0, 0777, &m, nullptr) ||
+            (m & 0600) != 0600) {
+            st = Status::Proto(r.Where("dshmd", "socket-mode") + "'" + mode +
+                               "' is not an octal mode in 0600..0777 (the owner reads and writes)");
+        }
+        c.socket_mode = static_cast<uint32_t>(m);
+    }
+    if (st.ok())
+        st = r.Get("dshmd", "socket-group", false, &c.socket_group, given);
+    if (st.ok())
+        st = r.GetBool("dshmd", "auth", &c.auth, given);
+    if (st.ok())
+        st = r.Get("dshmd", "auth-key-file", false, &c.auth_key_file, given);
+    if (st.ok() && c.auth_key_file[0] != '/') {
+        st = Status::Proto(r.Where("dshmd", "auth-key-file") + "'" + c.auth_key_file +
+                           "' is not an absolute path");
+    }
     if (st.ok())
         st = r.Get("dshmd", "name", false, &c.host_name, given);
     if (st.ok())
@@ -441,15 +466,15 @@ Status ParseConfig(const std::string &text, const std::string &origin, Config *o
         st = r.GetBool("dshmd", "io-thread", &c.io_thread, given);
     if (st.ok())
         st = r.GetBool("dshmd", "exclusive-pages", &c.exclusive_pages, given);
-    std::string mode;
+    std::string membership;
     if (st.ok())
-        st = r.Get("dshmd", "membership", false, &mode, given);
+        st = r.Get("dshmd", "membership", false, &membership, given);
     if (!st.ok())
         return st;
-    if (mode == "corosync") {
+    if (membership == "corosync") {
         c.membership = MembershipMode::kCorosync;
-    } else if (!mode.empty() && mode != "static") {
-        return Status::Proto(r.Where("dshmd", "membership") + "'" + mode +
+    } else if (!membership.empty() && membership != "static") {
+        return Status::Proto(r.Where("dshmd", "membership") + "'" + membership +
                              "' is not static or corosync");
     }
     if (c.given.erase("dshmd/waiter-threads"))
@@ -534,8 +559,31 @@ Status ParseConfig(const std::string &text, const std::string &origin, Config *o
             st = r.Get(g.c_str(), "size", true, &size);
             if (st.ok())
                 st = r.GetU32(g.c_str(), "owner", true, 0, DSHM_MAX_HOSTS - 1, &s.owner);
+            std::string allow;
+            if (st.ok())
+                st = r.Get(g.c_str(), "allow", false, &allow);
             if (!st.ok())
                 return st;
+            gchar **uuids = g_strsplit(allow.c_str(), ";", -1);
+            for (gchar **u = uuids; *u; u++) {
+                std::string id = g_strstrip(*u);
+                if (id.empty())
+                    continue;
+                if (!g_uuid_string_is_valid(id.c_str())) {
+                    g_strfreev(uuids);
+                    return Status::Proto(r.Where(g.c_str(), "allow") + "'" + id +
+                                         "' is not a UUID (8-4-4-4-12 hex digits; list them "
+                                         "separated by ';')");
+                }
+                for (char &ch : id)
+                    ch = static_cast<char>(g_ascii_tolower(ch));
+                s.allow.push_back(id);
+            }
+            g_strfreev(uuids);
+            if (!allow.empty() && s.allow.empty()) {
+                return Status::Proto(r.Where(g.c_str(), "allow") +
+                                     "no UUID in the list (remove the key to allow any client)");
+            }
             auto v = ParseSize(size);
             if (!v || *v == 0 || *v % DSHM_PAGE_SIZE != 0 || *v > (64ull << 30)) {
                 return Status::Proto(r.Where(g.c_str(), "size") + "'" + size +
@@ -625,6 +673,17 @@ std::string FormatConfig(const Config &c) {
     key("dshmd", "name", EscapeValue(c.host_name));
     key("dshmd", "listen", EscapeValue(c.listen));
     key("dshmd", "socket", EscapeValue(c.socket_path));
+    {
+        char m[8];
+        snprintf(m, sizeof m, "%04o", unsigned(c.socket_mode));
+        key("dshmd", "socket-mode", m);
+    }
+    if (c.socket_group.empty())
+        o += "# socket-group = GROUP  (default: dshmd's group)\n";
+    else
+        key("dshmd", "socket-group", EscapeValue(c.socket_group));
+    key("dshmd", "auth", b(c.auth));
+    key("dshmd", "auth-key-file", EscapeValue(c.auth_key_file));
     key("dshmd", "poll-us", std::to_string(c.poll_us));
     key("dshmd", "ack-timeout-ms", std::to_string(c.ack_timeout_ms));
     key("dshmd", "adopt-timeout-ms", std::to_string(c.adopt_timeout_ms));
@@ -651,6 +710,10 @@ std::string FormatConfig(const Config &c) {
     for (const auto &s : c.segments) {
         o += "\n[segment " + s.name + "]\nsize = " + FormatSize(s.size) +
              "\nowner = " + std::to_string(s.owner) + "\n";
+        std::string allow;
+        for (const auto &u : s.allow)
+            allow += (allow.empty() ? "" : ";") + u;
+        o += allow.empty() ? "# allow = (any local client)\n" : "allow = " + allow + "\n";
     }
     return o;
 }

@@ -15,6 +15,15 @@
 //   adopt-timeout-ms = 30000         # how long the locks of a VM that migrated
 //                                    # away are kept for its destination, ms
 //                                    # (100..3600000)
+//   auth = true                      # peers prove the shared key at HELLO
+//                                    # (docs/protocol.md §2.1); false: any
+//                                    # process that reaches `listen` is a peer
+//                                    # (logged as a warning at every start)
+//   auth-key-file = /etc/dshm/authkey  # the cluster's key: the same file on
+//                                    # every host, mode 0600 (auth.h)
+//   socket-mode = 0600               # mode of `socket` (octal, 0600..0777)
+//   socket-group = kvm               # group of `socket` (name or gid; default:
+//                                    # dshmd's)
 //   peer-timeout-ms = 10000          # a peer whose TCP connection goes unanswered
 //                                    # (keepalive, TCP_USER_TIMEOUT) or that owes
 //                                    # an answer (FETCH, P_RELEASE) too long is
@@ -53,6 +62,10 @@
 //   [segment counters]               # one group per segment this host serves
 //   size = 1M                        # bytes, multiple of 4096 (K/M/G suffixes)
 //   owner = 1                        # host id of the initial owner
+//   allow = UUID;UUID                # optional: only local clients whose
+//                                    # ATTACH names one of these VM UUIDs
+//                                    # (QEMU's -uuid) may attach; without it
+//                                    # any client of the socket may (warned)
 //
 // Every host of a cluster lists the same segments with the same size and
 // owner (and should use the same [policy]).  With membership = corosync a
@@ -98,6 +111,9 @@ struct SegmentConfig {
     std::string name;
     uint64_t size = 0;
     uint32_t owner = 0;
+    // VM UUIDs (lower-case 8-4-4-4-12) a local client's ATTACH must name;
+    // empty: any client (protocol.md section 14).
+    std::vector<std::string> allow;
 };
 
 // Who is alive (protocol.md section 8): the configured peers and their TCP
@@ -110,6 +126,14 @@ struct Config {
     std::string host_name;  // from the [dshmd] name key, else "host<id>"
     std::string listen;     // host:port
     std::string socket_path = "/run/dshm/dshmd.sock";
+    uint32_t socket_mode = 0600;
+    std::string socket_group;  // name or gid; empty: dshmd's own
+    // Peer authentication (auth.h, protocol.md section 2.1).
+    bool auth = true;
+    std::string auth_key_file = "/etc/dshm/authkey";
+    // Not a key of the file: the key itself, read from auth_key_file by
+    // Daemon::Start (NoAuthKey() with auth off) unless set before (tests).
+    std::vector<uint8_t> auth_key;
     uint32_t poll_us = 0;
     uint32_t ack_timeout_ms = 10000;
     uint32_t adopt_timeout_ms = 30000;

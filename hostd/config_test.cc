@@ -2,6 +2,8 @@
 #include "config.h"
 
 #include <string>
+#include <utility>
+#include <vector>
 
 // check.h defines a fail() macro: it must follow the C++ headers.
 #include "../tests/unit/check_main.h"
@@ -204,7 +206,7 @@ START_TEST(strict_unknown_groups_and_keys) {
           "t.conf:7: [segment s] sise: unknown key; did you mean 'size'?");
     // Nothing close: the known keys.
     StrEq(ErrorOf(head + "[segment s]\nsize = 4K\nowner = 1\ncolour = red\n"),
-          "t.conf:7: [segment s] colour: unknown key; known: size, owner");
+          "t.conf:7: [segment s] colour: unknown key; known: size, owner, allow");
     StrEq(ErrorOf(head + "[segmnet s]\nsize = 4K\nowner = 1\n"),
           "t.conf:4: [segmnet s]: unknown group; did you mean '[segment s]'? "
           "(groups: [dshmd], [policy], [peer NAME], [segment NAME])");
@@ -298,6 +300,58 @@ START_TEST(listen_must_resolve) {
 END_TEST
 
 // FormatConfig prints every key, marks the defaults, and parses back.
+// The keys of authentication and of local clients: auth, auth-key-file,
+// socket-mode, socket-group ([dshmd]) and allow ([segment]); their
+// defaults, their errors, and that FormatConfig prints them back.
+START_TEST(auth_and_local_client_keys) {
+    Config c, back;
+    Status st = ParseConfig(kGood, "t.conf", &c);
+    ck_assert(st.ok());
+    ck_assert(c.auth);
+    StrEq(c.auth_key_file, "/etc/dshm/authkey");
+    ck_assert_uint_eq(c.socket_mode, 0600);
+    ck_assert(c.socket_group.empty());
+    ck_assert(c.segments[0].allow.empty());
+    const std::string text =
+        "[dshmd]\nhost-id = 1\nlisten = a:1\nauth = off\nauth-key-file = /k/ey\n"
+        "socket-mode = 0660\nsocket-group = kvm\n"
+        "[segment s]\nsize = 4K\nowner = 1\n"
+        "allow = 0F8FAD5B-D9CB-469F-A165-70867728950E; 1b4e28ba-2fa1-11d2-883f-0016d3cca427;\n";
+    st = ParseConfig(text, "t.conf", &c);
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+    ck_assert(!c.auth);
+    StrEq(c.auth_key_file, "/k/ey");
+    ck_assert_uint_eq(c.socket_mode, 0660);
+    StrEq(c.socket_group, "kvm");
+    ck_assert_uint_eq(c.segments[0].allow.size(), 2);
+    StrEq(c.segments[0].allow[0], "0f8fad5b-d9cb-469f-a165-70867728950e");
+    const std::string out = FormatConfig(c);
+    for (const char *line : {"\nauth = false\n", "\nauth-key-file = /k/ey\n", "\nsocket-mode = 0660\n",
+                             "\nsocket-group = kvm\n",
+                             "\nallow = 0f8fad5b-d9cb-469f-a165-70867728950e;"
+                             "1b4e28ba-2fa1-11d2-883f-0016d3cca427\n"}) {
+        ck_assert_msg(out.find(line) != std::string::npos, "'%s' not in:\n%s", line, out.c_str());
+    }
+    st = ParseConfig(out, "formatted", &back);
+    ck_assert_msg(st.ok(), "%s\n%s", st.ToString().c_str(), out.c_str());
+    ck_assert(FormatConfig(back) == out);
+    const std::string seg = "[segment s]\nsize = 4K\nowner = 1\n";
+    for (const auto &[bad, why] : std::vector<std::pair<std::string, std::string>>{
+             {"[dshmd]\nhost-id = 1\nlisten = a:1\nsocket-mode = 0644x\n" + seg, "octal mode"},
+             {"[dshmd]\nhost-id = 1\nlisten = a:1\nsocket-mode = 1777\n" + seg, "octal mode"},
+             {"[dshmd]\nhost-id = 1\nlisten = a:1\nsocket-mode = 0400\n" + seg, "owner reads"},
+             {"[dshmd]\nhost-id = 1\nlisten = a:1\nauth = maybe\n" + seg, "true or false"},
+             {"[dshmd]\nhost-id = 1\nlisten = a:1\nauth-key-file = key\n" + seg, "absolute"},
+             {"[dshmd]\nhost-id = 1\nlisten = a:1\n" + seg + "allow = vm-1\n", "not a UUID"},
+             {"[dshmd]\nhost-id = 1\nlisten = a:1\n" + seg + "allow = ;\n", "no UUID"},
+         }) {
+        st = ParseConfig(bad, "t.conf", &c);
+        ck_assert_msg(!st.ok() && st.message().find(why) != std::string::npos, "%s: %s",
+                      bad.c_str(), st.ToString().c_str());
+    }
+}
+END_TEST
+
 START_TEST(format_round_trips) {
     Config c, back;
     Status st = ParseConfig(std::string(kGood) + "[policy]\nlog-s = 5\n", "t.conf", &c);
@@ -404,6 +458,7 @@ int main() {
     tcase_add_test(tc, strict_duplicates);
     tcase_add_test(tc, listen_must_resolve);
     tcase_add_test(tc, format_round_trips);
+    tcase_add_test(tc, auth_and_local_client_keys);
     tcase_add_test(tc, edit_distance);
     tcase_add_test(tc, membership_modes);
     suite_add_tcase(s, tc);

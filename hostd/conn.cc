@@ -382,7 +382,9 @@ void Conn::SetHelloDeadline(guint ms) {
             loop_mutex.AssertHeld();
             auto *self = static_cast<Conn *>(p);
             self->hello_timer_ = 0;
-            if (self->frames_in_ == 0)
+            if (self->reader_.channel() == Channel::kPeer && !self->reader_.authenticated())
+                self->Fail(Status::Auth(self->label_ + ": not authenticated in time"));
+            else if (self->frames_in_ == 0)
                 self->Fail(Status::Proto(self->label_ + ": no complete HELLO in time"));
             return G_SOURCE_REMOVE;
         },

@@ -77,8 +77,9 @@ class Conn {
     void SendGather(std::span<const struct iovec> iov) REQUIRES(loop_mutex);
 
     // Closes the connection (E_PROTO) if no complete frame has arrived
-    // within `ms`: a peer or client that connects and never finishes its
-    // HELLO does not hold a connection forever.
+    // within `ms` (on a peer connection: if it is not authenticated by
+    // then): a peer or client that connects and never finishes its HELLO
+    // does not hold a connection forever.
     void SetHelloDeadline(guint ms) REQUIRES(loop_mutex);
 
     // Batching: between Cork() and Uncork(), Send() only queues (up to
@@ -123,6 +124,10 @@ class Conn {
     const std::string &label() const REQUIRES(loop_mutex) { return label_; }
     void set_label(std::string l) REQUIRES(loop_mutex) { label_ = std::move(l); }
     ClientRole role() const REQUIRES(loop_mutex) { return reader_.role(); }
+    // A peer connection whose AUTH_PROOF was just delivered and verified:
+    // its reader accepts the peer's other messages from now on (frame.h).
+    void SetAuthenticated() REQUIRES(loop_mutex) { reader_.SetAuthenticated(); }
+    bool authenticated() const REQUIRES(loop_mutex) { return reader_.authenticated(); }
     uint64_t bytes_in() const REQUIRES(loop_mutex) { return bytes_in_; }
     uint64_t bytes_out() const REQUIRES(loop_mutex) { return bytes_out_; }
 

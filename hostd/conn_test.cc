@@ -52,10 +52,13 @@ struct Pair {
                                       ClientRole::kUnknown, "test");
         conn->Start([](Frame &&) {}, [this](const Status &) { closes++; });
         dshm_hello h = {};
-        h.version = DSHM_PROTO_VERSION;
+        h.version = DSHM_PEER_VERSION;
         h.role = DSHM_ROLE_PEER;
         h.host_id = 1;
         conn->Send(EncodeMsg(DSHM_MSG_HELLO, 0, h));
+        // The handshake as the reader wants it (the proof is not checked here).
+        conn->Send(EncodeMsg(DSHM_MSG_AUTH_CHALLENGE, 0, dshm_auth_challenge{}));
+        conn->Send(EncodeMsg(DSHM_MSG_AUTH_PROOF, 0, dshm_auth_proof{}));
     }
     ~Pair() {
         if (far >= 0)
@@ -84,6 +87,8 @@ struct Pair {
                 ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
                 if (!f)
                     break;
+                if (f->hdr.type == DSHM_MSG_AUTH_PROOF)
+                    reader.SetAuthenticated();
                 if (f->hdr.type != DSHM_MSG_PAGE)
                     continue;
                 pages.push_back(f->hdr.tag);

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "agent.h"
+#include "auth.h"
 #include "cache.h"
 #include "clients.h"
 #include "handoff.h"
@@ -123,6 +124,19 @@ Status Daemon::Start() {
             if (!st.ok())
                 return st;
         }
+    }
+    // The peers' key (auth.h) before the first peer connection.
+    if (!cfg_.auth) {
+        cfg_.auth_key = NoAuthKey();
+        g_warning(
+            "auth = off: peers are NOT authenticated; any process that reaches %s can read and "
+            "overwrite every segment (docs/protocol.md section 14)",
+            cfg_.listen.empty() ? "the peer port" : cfg_.listen.c_str());
+    } else if (cfg_.auth_key.empty() &&
+               (!cfg_.peers.empty() || cfg_.membership == MembershipMode::kCorosync)) {
+        Status k = LoadAuthKey(cfg_.auth_key_file, &cfg_.auth_key);
+        if (!k.ok())
+            return k;
     }
     Status st = membership_->Start();
     if (st.ok())

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "agent.h"
+#include "auth.h"
 #include "clients.h"
 #include "dshm_client.h"
 #include "frame.h"
@@ -109,22 +110,90 @@ void Write(Client &c, uint32_t pg, uint64_t v) {
     memcpy(const_cast<uint8_t *>(c.data()) + uint64_t(pg) * kPage, &v, 8);
 }
 
+// The cluster's key in these tests.
+const std::vector<uint8_t> &TestKey() {
+    static const std::vector<uint8_t> key(32, 0x6b);
+    return key;
+}
+
+std::vector<uint8_t> HelloMsg(uint32_t host, uint64_t incarnation) {
+    dshm_hello h = {};
+    h.version = DSHM_PEER_VERSION;
+    h.role = DSHM_ROLE_PEER;
+    h.host_id = host;
+    h.incarnation = incarnation;
+    SetName(h.name, "h" + std::to_string(host));
+    return EncodeMsg(DSHM_MSG_HELLO, 0, h);
+}
+
 // A forged peer: host f as the test plays it on its connection to one
 // daemon.  The test writes raw frames (Send) and reads what the daemon
 // sends (`in`, validated by a FrameReader as a dshmd would); `closed` once
-// the daemon closed the connection.
+// the daemon closed the connection.  Start() sends HELLO and
+// AUTH_CHALLENGE; the daemon's AUTH_CHALLENGE is answered with the proof
+// made with `key` (none when `prove` is false), and the daemon's proof is
+// checked (`daemon_proved`) before the reader takes the daemon's other
+// messages.
 struct Forged {
     int fd = -1;
     guint watch = 0;
     bool closed = false;
     FrameReader reader{Channel::kPeer, Receiver::kDaemon, ClientRole::kUnknown};
     std::vector<Frame> in;
+    // The handshake as host `host` with `incarnation`, to daemon `daemon`.
+    std::vector<uint8_t> key = TestKey();
+    bool prove = true;
+    uint32_t host = 0, daemon = 0;
+    uint64_t incarnation = 0, daemon_incarnation = 0;
+    AuthNonce nonce{}, daemon_nonce{};
+    bool daemon_proved = false;
+    std::vector<uint8_t> proof_sent;  // our AUTH_PROOF as sent
 
     ~Forged() {
         if (watch)
             g_source_remove(watch);
         if (fd >= 0)
             close(fd);
+    }
+    // Watches `sock` and sends HELLO and AUTH_CHALLENGE (nonce: `fill`
+    // repeated) as host h to daemon host d.
+    void Start(int sock, uint32_t h, uint64_t inc, uint32_t d, uint8_t fill = 0x11) {
+        fd = sock;
+        host = h;
+        incarnation = inc;
+        daemon = d;
+        nonce.fill(fill);
+        watch = g_unix_fd_add(fd, G_IO_IN, &Forged::OnReadable, this);
+        Send(HelloMsg(h, inc));
+        dshm_auth_challenge c;
+        memcpy(c.nonce, nonce.data(), nonce.size());
+        Send(EncodeMsg(DSHM_MSG_AUTH_CHALLENGE, 0, c));
+    }
+    std::vector<uint8_t> Proof() const {
+        dshm_auth_proof p;
+        AuthMac mac =
+            AuthProof(key, host, daemon, incarnation, daemon_incarnation, nonce, daemon_nonce);
+        memcpy(p.mac, mac.data(), mac.size());
+        return EncodeMsg(DSHM_MSG_AUTH_PROOF, 0, p);
+    }
+    void OnFrame(Frame &&f) {
+        if (f.hdr.type == DSHM_MSG_HELLO) {
+            daemon_incarnation = f.Fixed<dshm_hello>().incarnation;
+        } else if (f.hdr.type == DSHM_MSG_AUTH_CHALLENGE) {
+            memcpy(daemon_nonce.data(), f.Fixed<dshm_auth_challenge>().nonce, daemon_nonce.size());
+            if (prove) {
+                proof_sent = Proof();
+                Send(proof_sent);
+            }
+        } else if (f.hdr.type == DSHM_MSG_AUTH_PROOF) {
+            const AuthMac want = AuthProof(TestKey(), daemon, host, daemon_incarnation,
+                                           incarnation, daemon_nonce, nonce);
+            daemon_proved = ConstantTimeEqual(f.Fixed<dshm_auth_proof>().mac, want.data(),
+                                              want.size());
+            if (daemon_proved)
+                reader.SetAuthenticated();
+        }
+        in.push_back(std::move(f));
     }
     static gboolean OnReadable(gint fd, GIOCondition, gpointer p) {
         auto *fg = static_cast<Forged *>(p);
@@ -143,18 +212,21 @@ struct Forged {
             fg->reader.Feed(buf, static_cast<size_t>(n));
             std::optional<Frame> f;
             while (fg->reader.Next(&f).ok() && f)
-                fg->in.push_back(std::move(*f));
+                fg->OnFrame(std::move(*f));
         }
     }
-    // Writes msg whole (the loop runs while the socket is full).
+    // Writes msg whole (the loop runs while the socket is full).  A
+    // connection the daemon closed (EPIPE, ECONNRESET) ends it quietly.
     void Send(const std::vector<uint8_t> &msg) {
         size_t off = 0;
         while (off < msg.size()) {
-            ssize_t n = write(fd, msg.data() + off, msg.size() - off);
+            ssize_t n = send(fd, msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
             if (n > 0) {
                 off += static_cast<size_t>(n);
             } else if (n < 0 && errno == EAGAIN) {
                 g_main_context_iteration(nullptr, FALSE);
+            } else if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+                return;
             } else {
                 ck_abort_msg("writing a forged frame: %s", strerror(errno));
             }
@@ -169,16 +241,6 @@ struct Forged {
     }
 };
 
-std::vector<uint8_t> HelloMsg(uint32_t host, uint64_t incarnation) {
-    dshm_hello h = {};
-    h.version = DSHM_PROTO_VERSION;
-    h.role = DSHM_ROLE_PEER;
-    h.host_id = host;
-    h.incarnation = incarnation;
-    SetName(h.name, "h" + std::to_string(host));
-    return EncodeMsg(DSHM_MSG_HELLO, 0, h);
-}
-
 // How a test's Cluster is made.  io_thread: as below; nforged: hosts
 // kHosts+1.. that are raw sockets the test writes; report_ms: the access
 // monitor's report interval (0: the default); read_ahead: read-ahead-pages
@@ -189,6 +251,7 @@ struct ClusterOptions {
     uint32_t report_ms = 0;
     int read_ahead = -1;
     uint64_t seg_size = kSegSize;
+    std::vector<std::string> allow = {};  // of "seg" (none: any client)
     uint32_t owner = 1;            // of "seg" (a forged host may be it, e.g. one that never answers)
     uint32_t peer_timeout_ms = 0;  // (0: the default)
     uint32_t ack_timeout_ms = 0;   // (0: the default)
@@ -231,7 +294,8 @@ struct Cluster {
                 if (j != i)
                     c.peers.push_back(PeerConfig{"h" + std::to_string(j), uint32_t(j), ""});
             }
-            c.segments.push_back(SegmentConfig{"seg", o.seg_size, o.owner});
+            c.segments.push_back(SegmentConfig{"seg", o.seg_size, o.owner, o.allow});
+            c.auth_key = TestKey();
             d[i] = std::make_unique<Daemon>(std::move(c));
             Status st = d[i]->Start();
             ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
@@ -271,11 +335,13 @@ struct Cluster {
         ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
         ck_assert(d[i]->peers().Attach(f, os::UniqueFd(sv[0])));
         auto fg = std::make_unique<Forged>();
-        fg->fd = sv[1];
-        fg->watch = g_unix_fd_add(sv[1], G_IO_IN, &Forged::OnReadable, fg.get());
-        fg->Send(HelloMsg(f, incarnation));
+        fg->Start(sv[1], f, incarnation, i);
         Forged &out = *fg;
         forged[{i, f}] = std::move(fg);
+        // Authenticated both ways before the test forges anything.
+        ck_assert(RunUntil([&]() REQUIRES(loop_mutex) {
+            return out.daemon_proved && d[i]->peers().Find(f)->up;
+        }));
         return out;
     }
     Forged &Fake(int i, int f) { return *forged.at({i, f}); }
@@ -913,9 +979,7 @@ START_TEST(second_hello_does_not_end_a_live_session) {
         ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
         cl.d[3]->peers().Accept(os::UniqueFd(sv[0]));
         Forged fake;
-        fake.fd = sv[1];
-        fake.watch = g_unix_fd_add(sv[1], G_IO_IN, &Forged::OnReadable, &fake);
-        fake.Send(HelloMsg(1, claimed));
+        fake.Start(sv[1], 1, claimed, 3);
         ck_assert(RunUntil([&] { return fake.closed; }));
         ck_assert_ptr_eq(p1->conn.get(), live);
         ck_assert(p1->Live());
@@ -928,9 +992,7 @@ START_TEST(second_hello_does_not_end_a_live_session) {
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
     cl.d[3]->peers().Accept(os::UniqueFd(sv[0]));
     Forged fake;
-    fake.fd = sv[1];
-    fake.watch = g_unix_fd_add(sv[1], G_IO_IN, &Forged::OnReadable, &fake);
-    fake.Send(HelloMsg(1, inc + 1));
+    fake.Start(sv[1], 1, inc + 1, 3);
     ck_assert(RunUntil([&]() REQUIRES(loop_mutex) { return p1->incarnation == inc + 1; }));
     ck_assert(p1->conn.get() != live);
     ck_assert(!fake.closed);
@@ -1374,6 +1436,170 @@ START_TEST(membership_quorum_and_leave) {
 }
 END_TEST
 
+// Peer authentication (protocol.md section 2.1).  What a connection that
+// did not prove the key sends right behind its handshake: a FETCH of
+// page 0, a WRITEBACK of 0xff into it with its P_RELEASE, a P_ACQUIRE of
+// lock 0 and a catch-up OWN_MOVED naming itself.  None may reach a
+// handler: h1 (the owner) sends no PAGE and no P_GRANT, page 0 stays as
+// released, lock 0 stays free, the owner stays h1, and the forged host is
+// never up.
+std::vector<uint8_t> Intrusion() {
+    dshm_writeback w = {};
+    SetName(w.segment, "seg");
+    w.page = 0;
+    w.encoding = DSHM_ENC_RUNS;
+    const uint8_t run[] = {0, 0, 8, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    dshm_p_release r = {};
+    SetName(r.segment, "seg");
+    r.host_id = 4;
+    r.client_id = 1;
+    r.npages = 1;
+    std::vector<uint8_t> out;
+    for (const auto &m :
+         {FetchMsg("seg", 0), EncodeMsg(DSHM_MSG_WRITEBACK, 0, w, run, sizeof run),
+          EncodeMsg(DSHM_MSG_P_RELEASE, 0, r), LockMsg(DSHM_MSG_P_ACQUIRE, "seg", 0, 4, 1),
+          SegNoteMsg(DSHM_MSG_OWN_MOVED, "seg", 4, 0, "forged")}) {
+        out.insert(out.end(), m.begin(), m.end());
+    }
+    return out;
+}
+
+// Asserts that forged host 4 on `fake` got nothing from h1 and changed
+// nothing there (page 0 holds `page0`).
+// `connections`: host 4's sessions at h1 before (none more).
+void ExpectNothingGot(Cluster &cl, Forged &fake, uint64_t page0, uint64_t connections)
+    REQUIRES(loop_mutex) {
+    ck_assert(RunUntil([&] { return fake.closed; }));
+    ck_assert_uint_eq(fake.Count(DSHM_MSG_PAGE), 0);
+    ck_assert_uint_eq(fake.Count(DSHM_MSG_P_GRANT), 0);
+    ck_assert_uint_eq(fake.Count(DSHM_MSG_P_RELEASE_ACK), 0);
+    ck_assert(!cl.d[1]->peers().Find(4)->up);
+    ck_assert_uint_eq(cl.d[1]->peers().Find(4)->connections, connections);
+    uint64_t v;
+    memcpy(&v, cl.Seg(1)->map, 8);
+    ck_assert_uint_eq(v, page0);
+    ck_assert_uint_eq(cl.Seg(1)->owner, 1);
+    ck_assert(cl.d[1]->IsOwner(cl.Seg(1)));
+    ck_assert_uint_eq(cl.Stats(1).writebacks_applied, 0);
+}
+
+// A connection of host 4 to h1 without its HELLO sent yet.
+int Dial4(Cluster &cl) REQUIRES(loop_mutex) {
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    ck_assert(cl.d[1]->peers().Attach(4, os::UniqueFd(sv[0])));
+    return sv[1];
+}
+
+// Another key: the proof does not verify; what follows it in the same
+// write is not served either (it was already in h1's read buffer).
+START_TEST(auth_wrong_key_is_refused) {
+    loop_mutex.AssertHeld();
+    Cluster cl({.nforged = 1});
+    cl.forged.clear();  // the authenticated host 4s: closed
+    const uint64_t n = cl.d[1]->peers().Find(4)->connections;
+    Client a;
+    AttachOn(cl, 1, a, "vm-a");
+    WriteUnderLock(a, 1, {0}, 0x1234);  // the owner's own write
+    Forged fake;
+    fake.key = std::vector<uint8_t>(32, 0x6c);
+    fake.Start(Dial4(cl), 4, 7, 1);
+    ck_assert(RunUntil([&] { return !fake.proof_sent.empty() || fake.closed; }));
+    fake.Send(Intrusion());
+    ExpectNothingGot(cl, fake, 0x1234, n);
+    ck_assert(fake.daemon_proved);  // h1 proved itself: the key of the test is h1's
+    ck_assert_uint_eq(fake.Count(DSHM_MSG_ERROR), 1);
+    ck_assert_int_eq(fake.in.back().Fixed<dshm_error>().status, DSHM_E_AUTH);
+}
+END_TEST
+
+// No key: a HELLO and a challenge but no proof, then the data path.
+START_TEST(auth_no_proof_is_refused) {
+    loop_mutex.AssertHeld();
+    Cluster cl({.nforged = 1});
+    cl.forged.clear();
+    const uint64_t n = cl.d[1]->peers().Find(4)->connections;
+    Forged fake;
+    fake.prove = false;
+    fake.Start(Dial4(cl), 4, 7, 1);
+    fake.Send(Intrusion());
+    ExpectNothingGot(cl, fake, 0, n);
+    ck_assert_int_eq(fake.in.back().Fixed<dshm_error>().status, DSHM_E_AUTH);
+}
+END_TEST
+
+// A message before the handshake is over: straight after HELLO (no
+// challenge), so not even h1's challenge is answered.
+START_TEST(auth_message_before_auth_is_refused) {
+    loop_mutex.AssertHeld();
+    Cluster cl({.nforged = 1});
+    cl.forged.clear();
+    const uint64_t n = cl.d[1]->peers().Find(4)->connections;
+    Forged fake;
+    fake.prove = false;
+    int fd = Dial4(cl);
+    fake.fd = fd;
+    fake.watch = g_unix_fd_add(fd, G_IO_IN, &Forged::OnReadable, &fake);
+    fake.Send(HelloMsg(4, 7));
+    fake.Send(Intrusion());
+    ExpectNothingGot(cl, fake, 0, n);
+}
+END_TEST
+
+// A proof recorded on one connection, replayed on the next with the same
+// HELLO and nonce: h1's nonce is new, so it does not verify.
+START_TEST(auth_replayed_proof_is_refused) {
+    loop_mutex.AssertHeld();
+    Cluster cl({.nforged = 1});
+    Forged &first = cl.Fake(1, 4);  // authenticated with the key
+    const std::vector<uint8_t> recorded = first.proof_sent;
+    ck_assert(!recorded.empty());
+    cl.forged.clear();
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) { return !cl.d[1]->peers().Find(4)->up; }));
+    const uint64_t connections = cl.d[1]->peers().Find(4)->connections;
+    Forged fake;
+    fake.prove = false;
+    fake.Start(Dial4(cl), 4, 1, 1);  // Forge's incarnation and nonce
+    fake.Send(recorded);
+    fake.Send(Intrusion());
+    ck_assert(RunUntil([&] { return fake.closed; }));
+    ck_assert_uint_eq(fake.Count(DSHM_MSG_PAGE), 0);
+    ck_assert(!cl.d[1]->peers().Find(4)->up);
+    ck_assert_uint_eq(cl.d[1]->peers().Find(4)->connections, connections);
+    uint64_t v;
+    memcpy(&v, cl.Seg(1)->map, 8);
+    ck_assert_uint_eq(v, 0);
+    ck_assert_int_eq(fake.in.back().Fixed<dshm_error>().status, DSHM_E_AUTH);
+}
+END_TEST
+
+// A segment's allow list (protocol.md section 14): only a client whose
+// ATTACH names an allowed VM UUID gets the memfd, on the owner and
+// elsewhere; another UUID, or none, is refused (E_AUTH) and attaches
+// nothing.
+START_TEST(attach_only_with_an_allowed_uuid) {
+    loop_mutex.AssertHeld();
+    const std::string vm = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    Cluster cl({.allow = {vm}});
+    for (int h : {1, 2}) {
+        for (const std::string &uuid : {std::string(), std::string("1b4e28ba-2fa1-11d2-883f-0016d3cca427")}) {
+            Client x;
+            Status st;
+            ck_assert(OffLoop([&] { st = x.Attach(cl.Sock(h), "seg", "intruder", uuid); }));
+            ck_assert_int_eq(st.code(), DSHM_E_AUTH);
+            ck_assert(x.data() == nullptr);
+        }
+        ck_assert(cl.Seg(h)->clients.empty());
+    }
+    Client ok;
+    Status st;
+    ck_assert(OffLoop([&] { st = ok.Attach(cl.Sock(2), "seg", "vm", vm); }));
+    ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
+    ck_assert_uint_eq(cl.Seg(2)->clients.size(), 1);
+    ck_assert(cl.Local(2, ok)->uuid[0] == 0x0f);
+}
+END_TEST
+
 int main() {
     Suite *s = suite_create("daemon");
     TCase *tc = NewTCase("roles", 180);
@@ -1401,6 +1627,11 @@ int main() {
     tcase_add_test(tc, stranded_fault_fails_its_client);
     tcase_add_test(tc, acquire_while_owner_down_fails_and_is_not_replayed);
     tcase_add_test(tc, membership_quorum_and_leave);
+    tcase_add_test(tc, auth_wrong_key_is_refused);
+    tcase_add_test(tc, auth_no_proof_is_refused);
+    tcase_add_test(tc, auth_message_before_auth_is_refused);
+    tcase_add_test(tc, auth_replayed_proof_is_refused);
+    tcase_add_test(tc, attach_only_with_an_allowed_uuid);
     suite_add_tcase(s, tc);
     return RunSuite(s);
 }

@@ -104,6 +104,10 @@ constexpr TypeRule kRules[] = {
      sizeof(dshm_seg_note) + DSHM_ERROR_TEXT_MAX, 0},
     {DSHM_MSG_OWN_MOVED, "OWN_MOVED", kToPeer, sizeof(dshm_seg_note),
      sizeof(dshm_seg_note) + DSHM_ERROR_TEXT_MAX, 0},
+    {DSHM_MSG_AUTH_CHALLENGE, "AUTH_CHALLENGE", kToPeer, sizeof(dshm_auth_challenge),
+     sizeof(dshm_auth_challenge), 0},
+    {DSHM_MSG_AUTH_PROOF, "AUTH_PROOF", kToPeer, sizeof(dshm_auth_proof), sizeof(dshm_auth_proof),
+     0},
 };
 
 const TypeRule *RuleOf(uint16_t type) {
@@ -524,6 +528,21 @@ Status FrameReader::CheckHeader(const dshm_hdr &hdr, size_t fds_here) const {
     if (hello_seen_ && hdr.type == DSHM_MSG_HELLO) {
         return Status::Proto("second HELLO");
     }
+    if (channel_ == Channel::kPeer && hello_seen_ && hdr.type != DSHM_MSG_ERROR) {
+        // The authentication handshake, in order: nothing else before the
+        // receiver has checked the proof (SetAuthenticated).
+        const uint16_t want = stage_ == PeerStage::kChallenge ? DSHM_MSG_AUTH_CHALLENGE
+                              : stage_ == PeerStage::kProof   ? DSHM_MSG_AUTH_PROOF
+                                                              : 0;
+        if (stage_ != PeerStage::kUp && hdr.type != want) {
+            return Status::Auth(name + " before authentication" +
+                                (want ? " (expected " + MsgTypeName(want) + ")" : ""));
+        }
+        if (stage_ == PeerStage::kUp &&
+            (hdr.type == DSHM_MSG_AUTH_CHALLENGE || hdr.type == DSHM_MSG_AUTH_PROOF)) {
+            return Status::Proto(name + " after authentication");
+        }
+    }
     uint8_t stream;
     if (channel_ == Channel::kPeer) {
         stream = kToPeer;
@@ -574,7 +593,7 @@ Status FrameReader::Next(std::optional<Frame> *frame) {
     const auto where = [this] { return "message at stream offset " + std::to_string(pos_) + ": "; };
     Status s = CheckHeader(hdr, fds_here);
     if (!s.ok()) {
-        return Fail(Status::Proto(where() + s.message()));
+        return Fail(Status::FromCode(s.code(), where() + s.message()));
     }
     if (fds_here < fds_.size() && fds_[fds_here].pos < end) {
         return Fail(Status::Proto(where() + "fd attached inside the message"));
@@ -587,10 +606,13 @@ Status FrameReader::Next(std::optional<Frame> *frame) {
     std::vector<uint8_t> payload(body, body + hdr.len);
     if (hdr.type == DSHM_MSG_HELLO) {
         const auto h = Get<dshm_hello>(payload);
-        if (h.version != DSHM_PROTO_VERSION) {
-            return Fail(Status::Version(where() + "HELLO version " + std::to_string(h.version) +
-                                        ", this side speaks " +
-                                        std::to_string(DSHM_PROTO_VERSION)));
+        const uint16_t version =
+            channel_ == Channel::kPeer ? DSHM_PEER_VERSION : DSHM_PROTO_VERSION;
+        if (h.version != version) {
+            return Fail(Status::Version(
+                where() + "HELLO version " + std::to_string(h.version) + ", this side speaks " +
+                std::to_string(version) +
+                (channel_ == Channel::kPeer ? " (peer version 3: authenticated peers)" : "")));
         }
         std::string err = CheckNul(h.name, sizeof h.name, "name");
         if (err.empty()) {
@@ -615,6 +637,11 @@ Status FrameReader::Next(std::optional<Frame> *frame) {
             role_ = h.role == DSHM_ROLE_CTL ? ClientRole::kCtl : ClientRole::kClient;
         }
         hello_seen_ = true;
+        stage_ = PeerStage::kChallenge;
+    } else if (hdr.type == DSHM_MSG_AUTH_CHALLENGE) {
+        stage_ = PeerStage::kProof;
+    } else if (hdr.type == DSHM_MSG_AUTH_PROOF) {
+        stage_ = PeerStage::kVerdict;
     } else {
         std::string err = CheckPayload(hdr.type, payload);
         if (!err.empty()) {
@@ -633,6 +660,11 @@ Status FrameReader::Next(std::optional<Frame> *frame) {
     pos_ = end;
     frame->emplace(std::move(f));
     return Status::OK();
+}
+
+void FrameReader::SetAuthenticated() {
+    assert(channel_ == Channel::kPeer && stage_ == PeerStage::kVerdict);
+    stage_ = PeerStage::kUp;
 }
 
 // ------------------------------------------------------------- helpers

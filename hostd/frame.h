@@ -31,8 +31,13 @@
 //     dshmd -> client types 0x0020..0x0027 but CTL_REPLY); for
 //     ClientRole::kCtl: CTL_REPLY.
 //   Channel::kPeer: dshmd reading dshmd (both ends alike).  Accepts HELLO
-//     (role DSHM_ROLE_PEER), ERROR and the peer types 0x0040..0x005b (FETCH
-//     to EXCL_REVOKED, wire.h).
+//     (role DSHM_ROLE_PEER, version DSHM_PEER_VERSION), then exactly one
+//     AUTH_CHALLENGE, then exactly one AUTH_PROOF, then nothing until the
+//     caller, having checked the proof, calls SetAuthenticated(); from then
+//     on the peer types 0x0040..0x005b (FETCH to EXCL_REVOKED, wire.h).
+//     ERROR is accepted at any point.  So no segment byte, lock or
+//     ownership message of an unauthenticated peer gets past the reader
+//     (E_AUTH "... before authentication"), whatever its handlers do.
 //
 // File descriptors: SCM_RIGHTS fds are attached to the first byte of the
 // message carrying them (wire.h).  The caller passes the fds of each recvmsg
@@ -168,6 +173,11 @@ class FrameReader {
     ClientRole role() const { return role_; }
     Channel channel() const { return channel_; }
     bool hello_seen() const { return hello_seen_; }
+    // Channel::kPeer: the AUTH_PROOF was yielded and the caller verified it:
+    // the peer's other messages are accepted from the next frame on.
+    // REQUIRES: the last frame yielded was the AUTH_PROOF.
+    void SetAuthenticated();
+    bool authenticated() const { return stage_ == PeerStage::kUp; }
     // Bytes fed but not yet returned as frames.
     size_t buffered() const { return size_ - head_; }
 
@@ -185,6 +195,9 @@ class FrameReader {
     const Receiver receiver_;
     ClientRole role_;
     bool hello_seen_ = false;
+    // Channel::kPeer: where the authentication handshake is.
+    enum class PeerStage { kHello, kChallenge, kProof, kVerdict, kUp };
+    PeerStage stage_ = PeerStage::kHello;
     Status error_;
 
     // Makes room for `len` more bytes at size_ (dropping consumed bytes

@@ -41,9 +41,11 @@ Bytes Cat(std::initializer_list<Bytes> parts) {
     return out;
 }
 
-Bytes Hello(uint16_t role, uint32_t host = 0, uint16_t version = DSHM_PROTO_VERSION) {
+// version 0: the channel's (DSHM_PEER_VERSION for role PEER).
+Bytes Hello(uint16_t role, uint32_t host = 0, uint16_t version = 0) {
     dshm_hello h{};
-    h.version = version;
+    h.version = version ? version
+                        : role == DSHM_ROLE_PEER ? DSHM_PEER_VERSION : DSHM_PROTO_VERSION;
     h.role = role;
     h.host_id = host;
     h.incarnation = 42;
@@ -106,11 +108,23 @@ struct Library {
     }
 };
 
+Bytes Challenge() {
+    return EncodeMsg(DSHM_MSG_AUTH_CHALLENGE, 0, dshm_auth_challenge{});
+}
+Bytes Proof() {
+    return EncodeMsg(DSHM_MSG_AUTH_PROOF, 0, dshm_auth_proof{});
+}
+
+// A peer stream past its handshake (HELLO, AUTH_CHALLENGE, AUTH_PROOF and
+// the receiver's SetAuthenticated).
 struct Peer {
     FrameReader r{Channel::kPeer, Receiver::kDaemon, ClientRole::kUnknown};
     Peer() {
-        Fed f = FeedAll(r, Hello(DSHM_ROLE_PEER, 3));
+        Fed f = FeedAll(r, Cat({Hello(DSHM_ROLE_PEER, 3), Challenge(), Proof()}));
         ck_assert_msg(f.status.ok(), "%s", f.status.ToString().c_str());
+        ck_assert_uint_eq(f.frames.size(), 3);
+        ck_assert(!r.authenticated());
+        r.SetAuthenticated();
     }
 };
 
@@ -425,6 +439,56 @@ END_TEST
 
 // ------------------------------------------------------------- rejected
 
+// The peer handshake (frame.h): after HELLO exactly AUTH_CHALLENGE, then
+// AUTH_PROOF, then nothing until SetAuthenticated; ERROR at any point.  A
+// FETCH (a page), a P_ACQUIRE (a lock), an OWN_MOVED (ownership) or a
+// WRITEBACK before it is refused with E_AUTH at its header.
+START_TEST(peer_handshake_order) {
+    const Bytes hello = Hello(DSHM_ROLE_PEER, 3);
+    dshm_fetch fe{};
+    ck_assert(SetName(fe.segment, "s"));
+    const Bytes fetch = EncodeMsg(DSHM_MSG_FETCH, 1, fe);
+    for (const Bytes &early : {fetch, EncodeMsg(DSHM_MSG_P_ACQUIRE, 1, PLock(0, 0)),
+                               EncodeMsg(DSHM_MSG_OWN_MOVED, 1, dshm_seg_note{})}) {
+        for (const Bytes &before : {hello, Cat({hello, Challenge()}),
+                                    Cat({hello, Challenge(), Proof()})}) {
+            FrameReader r(Channel::kPeer, Receiver::kDaemon, ClientRole::kUnknown);
+            Fed f = FeedAll(r, before);
+            ck_assert_msg(f.status.ok(), "%s", f.status.ToString().c_str());
+            ExpectReject(r, early, "before authentication", DSHM_E_AUTH);
+        }
+    }
+    {
+        // A header announcing a huge WRITEBACK is refused without its payload.
+        FrameReader r(Channel::kPeer, Receiver::kDaemon, ClientRole::kUnknown);
+        Bytes wb = EncodeMsg(DSHM_MSG_WRITEBACK, 1, dshm_writeback{});
+        ExpectReject(r, Cat({hello, Bytes(wb.begin(), wb.begin() + 16)}), "before authentication",
+                     DSHM_E_AUTH);
+    }
+    {
+        // Out of order: a proof before the challenge, a second challenge.
+        FrameReader r(Channel::kPeer, Receiver::kDaemon, ClientRole::kUnknown);
+        ExpectReject(r, Cat({hello, Proof()}), "AUTH_PROOF before authentication", DSHM_E_AUTH);
+        FrameReader r2(Channel::kPeer, Receiver::kDaemon, ClientRole::kUnknown);
+        ExpectReject(r2, Cat({hello, Challenge(), Challenge()}), "expected AUTH_PROOF",
+                     DSHM_E_AUTH);
+    }
+    {
+        // ERROR during the handshake; after it, no second handshake.
+        FrameReader r(Channel::kPeer, Receiver::kDaemon, ClientRole::kUnknown);
+        Fed f = FeedAll(r, Cat({hello, Challenge(), ErrorMsg(DSHM_E_AUTH, 0)}));
+        ck_assert(f.status.ok());
+        ck_assert_uint_eq(f.frames.size(), 3);
+        Peer p;
+        ck_assert(p.r.authenticated());
+        Fed g = FeedAll(p.r, fetch);
+        ck_assert(g.status.ok());
+        ck_assert_uint_eq(g.frames.size(), 1);
+        ExpectReject(p.r, Challenge(), "after authentication");
+    }
+}
+END_TEST
+
 START_TEST(sequencing_and_roles) {
     {
         FrameReader r(Channel::kClient, Receiver::kDaemon, ClientRole::kUnknown);
@@ -445,7 +509,7 @@ START_TEST(sequencing_and_roles) {
     ExpectReject(d.r, Hello(DSHM_ROLE_CLIENT), "second HELLO");
     {
         FrameReader r(Channel::kClient, Receiver::kDaemon, ClientRole::kUnknown);
-        ExpectReject(r, Hello(DSHM_ROLE_PEER), "role");
+        ExpectReject(r, Hello(DSHM_ROLE_PEER, 0, DSHM_PROTO_VERSION), "role");
     }
     {
         FrameReader r(Channel::kClient, Receiver::kDaemon, ClientRole::kUnknown);
@@ -453,7 +517,7 @@ START_TEST(sequencing_and_roles) {
     }
     {
         FrameReader r(Channel::kPeer, Receiver::kDaemon, ClientRole::kUnknown);
-        ExpectReject(r, Hello(DSHM_ROLE_CLIENT, 1), "not PEER");
+        ExpectReject(r, Hello(DSHM_ROLE_CLIENT, 1, DSHM_PEER_VERSION), "not PEER");
     }
     {
         FrameReader r(Channel::kPeer, Receiver::kDaemon, ClientRole::kUnknown);
@@ -465,8 +529,14 @@ START_TEST(sequencing_and_roles) {
     }
     {
         FrameReader r(Channel::kPeer, Receiver::kDaemon, ClientRole::kUnknown);
-        const std::string other = "version " + std::to_string(DSHM_PROTO_VERSION + 1);
-        ExpectReject(r, Hello(DSHM_ROLE_PEER, 1, DSHM_PROTO_VERSION + 1), other.c_str(),
+        const std::string other = "version " + std::to_string(DSHM_PEER_VERSION + 1);
+        ExpectReject(r, Hello(DSHM_ROLE_PEER, 1, DSHM_PEER_VERSION + 1), other.c_str(),
+                     DSHM_E_VERSION);
+    }
+    {
+        // A peer of version 2 (no authentication) is refused at its HELLO.
+        FrameReader r(Channel::kPeer, Receiver::kDaemon, ClientRole::kUnknown);
+        ExpectReject(r, Hello(DSHM_ROLE_PEER, 1, DSHM_PROTO_VERSION), "version 2",
                      DSHM_E_VERSION);
     }
     {
@@ -602,7 +672,7 @@ START_TEST(client_payload_errors) {
         {LockReply(DSHM_MSG_GRANTED, 256, 0), "lock id 256"},
         {LockReply(DSHM_MSG_RELEASED, 1, DSHM_E_PROTO), "where 0 is required"},
         {LockReply(DSHM_MSG_LOCK_FAILED, 1, 0), "status 0 where an error"},
-        {LockReply(DSHM_MSG_LOCK_FAILED, 1, DSHM_E_NO_QUORUM + 1), "unknown status 15"},
+        {LockReply(DSHM_MSG_LOCK_FAILED, 1, DSHM_E_AUTH + 1), "unknown status 16"},
     };
     for (auto &c : lib_cases) {
         Library l(ClientRole::kClient);
@@ -882,6 +952,7 @@ int main() {
     suite_add_tcase(s, ok);
     TCase *bad = NewTCase("rejected", 30);
     tcase_add_test(bad, sequencing_and_roles);
+    tcase_add_test(bad, peer_handshake_order);
     tcase_add_test(bad, header_errors);
     tcase_add_test(bad, client_payload_errors);
     tcase_add_test(bad, peer_payload_errors);

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 
+#include "auth.h"
 #include "config.h"
 #include "daemon.h"
 #include "exit_codes.h"
@@ -69,7 +70,16 @@ int main(int argc, char **argv) {
         cfg.given.insert("dshmd/poll-us");
     }
     if (check_only) {
-        printf("# %s: valid\n%s", path.c_str(), dshm::FormatConfig(cfg).c_str());
+        // The peers' key too (not part of the file's validity): dshmd
+        // would not start without it.
+        std::vector<uint8_t> key;
+        if (cfg.auth && !cfg.peers.empty() &&
+            !(st = dshm::LoadAuthKey(cfg.auth_key_file, &key)).ok()) {
+            fprintf(stderr, "dshmd: warning: dshmd will not start: %s\n", st.message().c_str());
+        }
+        printf("# %s: valid%s\n%s", path.c_str(),
+               cfg.auth ? "" : " (auth = off: peers are not authenticated)",
+               dshm::FormatConfig(cfg).c_str());
         return dshm::kExitOk;
     }
     // A release moves megabytes through short-lived buffers (WRITEBACK

@@ -65,6 +65,21 @@ bool Resolve(const std::string &addr, sockaddr_storage *out, socklen_t *len) {
     return true;
 }
 
+// "ADDRESS:PORT" of a connected socket's other end (for the log).
+std::string RemoteAddress(int fd) {
+    sockaddr_storage ss = {};
+    socklen_t len = sizeof ss;
+    char host[NI_MAXHOST], serv[NI_MAXSERV];
+    if (getpeername(fd, reinterpret_cast<sockaddr *>(&ss), &len) < 0 ||
+        (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) ||
+        getnameinfo(reinterpret_cast<sockaddr *>(&ss), len, host, sizeof host, serv, sizeof serv,
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+        return "a local socket";
+    }
+    return ss.ss_family == AF_INET6 ? "[" + std::string(host) + "]:" + serv
+                                    : std::string(host) + ":" + serv;
+}
+
 std::unique_ptr<Conn> PeerConn(int fd, const std::string &label) {
     return std::make_unique<Conn>(os::UniqueFd(fd), Channel::kPeer, Receiver::kDaemon,
                                   ClientRole::kUnknown, label);
@@ -241,7 +256,7 @@ gboolean Peers::OnDialReady(gint fd, GIOCondition, gpointer pp) {
         p->peers->Redial(p, 200);
         return G_SOURCE_REMOVE;
     }
-    p->peers->AttachConn(p, PeerConn(fd, "peer " + p->cfg.name));
+    p->peers->AttachConn(p, PeerConn(fd, "peer " + p->cfg.name + " at " + p->cfg.address));
     return G_SOURCE_REMOVE;
 }
 
@@ -259,16 +274,20 @@ gboolean Peers::OnAccept(gint lfd, GIOCondition, gpointer self) {
 }
 
 void Peers::Accept(os::UniqueFd fd) {
-    // Unidentified until its HELLO names a configured peer.
-    std::unique_ptr<Conn> conn = PeerConn(fd.release(), "incoming peer");
+    // Unidentified until its HELLO names a configured peer and its proof
+    // verifies.
+    const std::string addr = RemoteAddress(fd.get());
+    std::unique_ptr<Conn> conn = PeerConn(fd.release(), "incoming peer connection from " + addr);
     Conn *raw = conn.get();
     unidentified_.push_back(std::move(conn));
-    raw->Start([this, raw](Frame &&f) REQUIRES(loop_mutex) { OnIncomingHello(raw, std::move(f)); },
-               [this, raw](const Status &why) REQUIRES(loop_mutex) {
-                   if (!why.ok())
-                       g_warning("incoming peer connection: %s", why.ToString().c_str());
-                   d_.DeferDelete(TakeUnidentified(raw));
-               });
+    auto hs = std::make_shared<Handshake>(d_.cfg().auth_key, d_.host_id(), d_.incarnation());
+    raw->Start(
+        [this, raw, hs](Frame &&f) REQUIRES(loop_mutex) { OnIncoming(raw, *hs, std::move(f)); },
+        [this, raw](const Status &why) REQUIRES(loop_mutex) {
+            if (!why.ok())
+                g_warning("%s: %s", raw->label().c_str(), why.ToString().c_str());
+            d_.DeferDelete(TakeUnidentified(raw));
+        });
     raw->SetHelloDeadline(kHelloDeadlineMs);
 }
 
@@ -283,39 +302,59 @@ std::unique_ptr<Conn> Peers::TakeUnidentified(Conn *raw) {
     return nullptr;
 }
 
-void Peers::OnIncomingHello(Conn *raw, Frame &&f) {
-    if (f.hdr.type != DSHM_MSG_HELLO)
+void Peers::OnIncoming(Conn *raw, Handshake &hs, Frame &&f) {
+    if (f.hdr.type == DSHM_MSG_ERROR)
         return raw->Close(Status::OK());
-    auto h = f.Fixed<dshm_hello>();
-    Peer *p = Find(h.host_id);
-    if (!p || h.host_id >= d_.host_id()) {
-        return raw->Fail(Status::Proto("host id " + std::to_string(h.host_id) +
+    if (f.hdr.type == DSHM_MSG_AUTH_CHALLENGE)
+        return raw->Send(hs.OnChallenge(f));
+    const uint32_t host = f.hdr.type == DSHM_MSG_HELLO ? f.Fixed<dshm_hello>().host_id
+                                                       : hs.peer_host();
+    const uint64_t incarnation = f.hdr.type == DSHM_MSG_HELLO
+                                     ? f.Fixed<dshm_hello>().incarnation
+                                     : hs.peer_incarnation();
+    Peer *p = Find(host);
+    if (!p || host >= d_.host_id()) {
+        return raw->Fail(Status::Proto("host id " + std::to_string(host) +
                                        " is not a peer that dials this host"),
                          DSHM_MSG_HELLO);
     }
     // With corosync, only a member (the incarnation it announced) is a peer.
-    if (!d_.membership().Admits(h.host_id, h.incarnation)) {
+    if (!d_.membership().Admits(host, incarnation)) {
         return raw->Fail(
-            Status::Proto("host " + std::to_string(h.host_id) + " incarnation " +
-                          std::to_string(h.incarnation) + " is not a member of the group (yet)"),
+            Status::Proto("host " + std::to_string(host) + " incarnation " +
+                          std::to_string(incarnation) + " is not a member of the group (yet)"),
             DSHM_MSG_HELLO);
     }
     // A live session is replaced only by a newer incarnation of that host
     // (its dshmd restarted and our side has not seen the old connection
     // close yet).  Anything else claiming the id — a second connection of
     // the same dshmd, an older one, an impersonator — is refused: it must
-    // not end the real session (protocol.md section 2).
-    if (p->Live() && h.incarnation <= p->incarnation) {
+    // not end the real session (protocol.md section 2).  Checked at the
+    // HELLO and again once authenticated.
+    if (p->Live() && incarnation <= p->incarnation) {
         g_warning("peer %s (host %u): refusing a second connection (incarnation %" G_GUINT64_FORMAT
                   ", the live session's %" G_GUINT64_FORMAT ")",
-                  p->cfg.name.c_str(), p->cfg.host_id, static_cast<guint64>(h.incarnation),
+                  p->cfg.name.c_str(), p->cfg.host_id, static_cast<guint64>(incarnation),
                   static_cast<guint64>(p->incarnation));
-        return raw->Fail(Status::Proto("host " + std::to_string(h.host_id) +
+        return raw->Fail(Status::Proto("host " + std::to_string(host) +
                                        " has a live session of the same or a newer incarnation"),
-                         DSHM_MSG_HELLO);
+                         f.hdr.type);
     }
+    if (f.hdr.type == DSHM_MSG_HELLO) {
+        hs.OnHello(f.Fixed<dshm_hello>());
+        raw->Send(HelloMsg());
+        return raw->Send(hs.ChallengeMsg());
+    }
+    // AUTH_PROOF (the reader yields nothing else here).
+    Status st = hs.Verify(f);
+    if (!st.ok()) {
+        g_warning("%s (claims to be peer %s, host %u): %s; closed", raw->label().c_str(),
+                  p->cfg.name.c_str(), host, st.message().c_str());
+        return raw->Fail(Status::Auth("authentication failed"), f.hdr.type);
+    }
+    raw->SetAuthenticated();
     AttachConn(p, TakeUnidentified(raw));
-    OnFrame(p, std::move(f));
+    PeerUp(p, incarnation);
 }
 
 bool Peers::Attach(uint32_t host, os::UniqueFd fd) {
@@ -326,13 +365,31 @@ bool Peers::Attach(uint32_t host, os::UniqueFd fd) {
     return true;
 }
 
+std::vector<uint8_t> Peers::HelloMsg() const {
+    dshm_hello h = {};
+    h.version = DSHM_PEER_VERSION;
+    h.role = DSHM_ROLE_PEER;
+    h.host_id = d_.host_id();
+    h.incarnation = d_.incarnation();
+    SetName(h.name, d_.cfg().host_name.substr(0, DSHM_VMNAME_LEN - 1));
+    return EncodeMsg(DSHM_MSG_HELLO, 0, h);
+}
+
 void Peers::AttachConn(Peer *peer, std::unique_ptr<Conn> conn) {
     if (peer->conn)
         peer->conn->Close(Status::OK());  // the peer restarted: the old session is over
     peer->conn = std::move(conn);
     peer->up = false;
-    peer->conn->set_label("peer " + peer->cfg.name);
+    peer->hs.reset();
     Conn *raw = peer->conn.get();
+    // The address the label names ("... from ADDR" accepted, "... at ADDR"
+    // dialled), kept for the log.
+    const std::string &l = raw->label();
+    const size_t from = l.find(" from "), at = l.find(" at ");
+    const std::string where = from != std::string::npos ? l.substr(from + 6)
+                              : at != std::string::npos ? l.substr(at + 4)
+                                                        : "";
+    raw->set_label("peer " + peer->cfg.name + (where.empty() ? "" : " at " + where));
     raw->Start(
         [this, peer, raw](Frame &&f) REQUIRES(loop_mutex) {
             if (peer->conn.get() == raw)
@@ -342,21 +399,43 @@ void Peers::AttachConn(Peer *peer, std::unique_ptr<Conn> conn) {
             if (peer->conn.get() == raw)
                 OnClosed(peer, why);
         });
-    dshm_hello h = {};
-    h.version = DSHM_PROTO_VERSION;
-    h.role = DSHM_ROLE_PEER;
-    h.host_id = d_.host_id();
-    h.incarnation = d_.incarnation();
-    SetName(h.name, d_.cfg().host_name.substr(0, DSHM_VMNAME_LEN - 1));
-    raw->Send(EncodeMsg(DSHM_MSG_HELLO, 0, h));
+    if (raw->authenticated())
+        return;  // accepted: the handshake is done
+    peer->hs = std::make_unique<Handshake>(d_.cfg().auth_key, d_.host_id(), d_.incarnation());
+    raw->Send(HelloMsg());
+    raw->Send(peer->hs->ChallengeMsg());
+    raw->SetHelloDeadline(kHelloDeadlineMs);
 }
 
 void Peers::OnFrame(Peer *peer, Frame &&f) {
-    if (f.hdr.type == DSHM_MSG_HELLO)
-        return OnHello(peer, f);
-    if (!peer->up)
-        return peer->conn->Fail(Status::Proto("message before HELLO"), f.hdr.type);
-    d_.RoutePeerFrame(peer, std::move(f));
+    if (peer->up)
+        return d_.RoutePeerFrame(peer, std::move(f));
+    // The handshake: the reader yields HELLO, AUTH_CHALLENGE, AUTH_PROOF in
+    // this order, or an ERROR, and nothing else before SetAuthenticated.
+    switch (f.hdr.type) {
+        case DSHM_MSG_HELLO:
+            return OnHello(peer, f);
+        case DSHM_MSG_AUTH_CHALLENGE:
+            return peer->conn->Send(peer->hs->OnChallenge(f));
+        case DSHM_MSG_AUTH_PROOF: {
+            Status st = peer->hs->Verify(f);
+            if (!st.ok()) {
+                g_warning("%s: %s; closed", peer->conn->label().c_str(), st.message().c_str());
+                return peer->conn->Fail(Status::Auth("authentication failed"), f.hdr.type);
+            }
+            peer->conn->SetAuthenticated();
+            return PeerUp(peer, peer->hs->peer_incarnation());
+        }
+        case DSHM_MSG_ERROR: {
+            const auto e = f.Fixed<dshm_error>();
+            const auto text = f.Extra(sizeof e);
+            return peer->conn->Close(
+                Status::FromCode(e.status, "refused by the peer before the session started: " +
+                                               std::string(text.begin(), text.end())));
+        }
+        default:
+            return peer->conn->Fail(Status::Auth("message before authentication"), f.hdr.type);
+    }
 }
 
 void Peers::OnHello(Peer *peer, const Frame &f) {
@@ -371,11 +450,17 @@ void Peers::OnHello(Peer *peer, const Frame &f) {
                                               ", which is not a member of the group (yet)"),
                                 f.hdr.type);
     }
+    peer->hs->OnHello(h);
+}
+
+void Peers::PeerUp(Peer *peer, uint64_t incarnation) {
+    peer->hs.reset();
     peer->up = true;
-    peer->incarnation = h.incarnation;
+    peer->incarnation = incarnation;
     peer->connections++;
     peer->heard.clear();
-    g_message("peer %s (host %u) up", peer->cfg.name.c_str(), peer->cfg.host_id);
+    g_message("peer %s (host %u) up (%s)", peer->cfg.name.c_str(), peer->cfg.host_id,
+              d_.cfg().auth ? "authenticated" : "auth = off: NOT authenticated");
     d_.OnPeerUp(peer);
     auto q = std::move(peer->queued);
     peer->queued.clear();
@@ -394,9 +479,11 @@ void Peers::OnClosed(Peer *peer, const Status &why) {
         d_.OnPeerLost(host);
     // Messages queued while the peer was not up stay queued for the next
     // connection.
+    // After a refused authentication (a wrong key will not get right by
+    // itself) less often, so that the logs stay readable.
     if (host > d_.host_id() && !peer->retry_timer && !peer->cfg.address.empty() &&
         d_.membership().Admits(host))
-        Redial(peer, 200);
+        Redial(peer, why.code() == DSHM_E_AUTH ? 2000 : 200);
 }
 
 }  // namespace dshm

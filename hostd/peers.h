@@ -1,14 +1,21 @@
 // Peers: the peer transport of dshmd.  One TCP connection per pair of
 // hosts: the host with the smaller id dials, the other accepts; each side
-// sends HELLO (its host id, incarnation and name) first.  A connection is
-// "up" once the peer's HELLO arrived and named the expected host.
+// sends HELLO (its host id, incarnation and name) and AUTH_CHALLENGE
+// first, and AUTH_PROOF once it has the other's (auth.h, protocol.md
+// section 2.1).  A connection is "up" once the peer's HELLO named the
+// expected host and its AUTH_PROOF verified; a proof that does not verify
+// closes the connection with a log line naming the address, and nothing
+// the peer sent reaches Daemon's router (the FrameReader lets nothing else
+// through before SetAuthenticated).  An accepted connection is
+// unidentified, and touches no session, until it is authenticated.
 //
 //   - Send(host, msg) sends on the live connection, or queues the message
 //     until the next connection is up (messages are never dropped here; a
 //     role that must not send on a later connection checks Live() first).
-//   - On HELLO: Daemon::OnPeerUp (the roles' catch-up), then the queue.
-//     An incoming HELLO for a host with a live session replaces it only
-//     with a greater incarnation (Accept); else the newcomer is refused.
+//   - Once authenticated: Daemon::OnPeerUp (the roles' catch-up), then the
+//     queue.  An incoming connection for a host with a live session
+//     replaces it only with a greater incarnation, once authenticated
+//     (Accept); a same or older one is refused at its HELLO.
 //   - On a close: Daemon::OnPeerLost (the roles, in the order documented
 //     there), then a redial after 200 ms when this host dials the peer.
 //   - Frames of an up peer go to Daemon::RoutePeerFrame.
@@ -29,6 +36,7 @@
 #include <set>
 #include <vector>
 
+#include "auth.h"
 #include "config.h"
 #include "conn.h"
 #include "os/result.h"
@@ -45,7 +53,8 @@ struct Segment;
 struct Peer {
     PeerConfig cfg;
     std::unique_ptr<Conn> conn;
-    bool up = false;  // HELLO received on conn
+    bool up = false;  // HELLO received and authenticated on conn
+    std::unique_ptr<Handshake> hs;  // conn's, until it is up
     uint64_t incarnation = 0;
     uint64_t connections = 0;  // HELLOs received: which connection a request came on
     // Segments this connection (since its HELLO) carried a message about,
@@ -113,8 +122,13 @@ class Peers {
     static gboolean OnDialReady(gint fd, GIOCondition, gpointer peer);
     static gboolean OnConnectTimeout(gpointer peer);
     static gboolean OnAccept(gint fd, GIOCondition, gpointer self);
+    // Makes `conn` peer's connection; unless it is authenticated already
+    // (an accepted one), sends our HELLO and AUTH_CHALLENGE.
     void AttachConn(Peer *peer, std::unique_ptr<Conn> conn) REQUIRES(loop_mutex);
-    void OnIncomingHello(Conn *raw, Frame &&f) REQUIRES(loop_mutex);
+    std::vector<uint8_t> HelloMsg() const REQUIRES(loop_mutex);
+    void OnIncoming(Conn *raw, Handshake &hs, Frame &&f) REQUIRES(loop_mutex);
+    // peer's connection authenticated: up, OnPeerUp, the queue.
+    void PeerUp(Peer *peer, uint64_t incarnation) REQUIRES(loop_mutex);
     std::unique_ptr<Conn> TakeUnidentified(Conn *raw) REQUIRES(loop_mutex);
     void OnFrame(Peer *peer, Frame &&f) REQUIRES(loop_mutex);
     void OnHello(Peer *peer, const Frame &f) REQUIRES(loop_mutex);

@@ -39,12 +39,14 @@ const char *StatusCodeName(uint32_t code) {
             return "E_BUSY";
         case DSHM_E_NO_QUORUM:
             return "E_NO_QUORUM";
+        case DSHM_E_AUTH:
+            return "E_AUTH";
     }
     return "E_UNKNOWN";
 }
 
 bool IsKnownStatusCode(uint32_t code) {
-    return code <= DSHM_E_NO_QUORUM;
+    return code <= DSHM_E_AUTH;
 }
 
 Status Status::FromCode(uint32_t code, std::string_view msg) {

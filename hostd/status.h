@@ -60,6 +60,7 @@ class [[nodiscard]] Status {
     static Status NotOwner(std::string_view msg) { return Status(DSHM_E_NOT_OWNER, msg); }
     static Status Busy(std::string_view msg) { return Status(DSHM_E_BUSY, msg); }
     static Status NoQuorum(std::string_view msg) { return Status(DSHM_E_NO_QUORUM, msg); }
+    static Status Auth(std::string_view msg) { return Status(DSHM_E_AUTH, msg); }
 
     // A status with an arbitrary code, e.g. one received on the wire.  A code
     // outside enum dshm_status becomes E_INTERNAL (the message says so);

@@ -38,6 +38,7 @@ START_TEST(factories_set_code_and_message) {
         {Status::NotOwner("m"), DSHM_E_NOT_OWNER, "E_NOT_OWNER"},
         {Status::Busy("m"), DSHM_E_BUSY, "E_BUSY"},
         {Status::NoQuorum("m"), DSHM_E_NO_QUORUM, "E_NO_QUORUM"},
+        {Status::Auth("m"), DSHM_E_AUTH, "E_AUTH"},
     };
     for (const auto &c : cases) {
         ck_assert(!c.s.ok());

@@ -69,6 +69,14 @@ t_assert_file_match "$work/out" "<server path='$work/x.sock'/>" "domain-xml with
 t_assert_eq "$(run_rc "$work/out" "$work/err" "$DSHMCTL" domain-xml --help)" 0 "dshmctl domain-xml --help"
 t_assert_eq "$(run_rc "$work/out" "$work/err" "$DSHMD" stray)" 2 "dshmd with an argument"
 
+t_step "dshmctl keygen: a new key of 32 bytes, mode 0600, never over an existing file"
+t_assert_eq "$(run_rc "$work/out" "$work/err" "$DSHMCTL" keygen "$work/key")" 0 "dshmctl keygen ($(cat "$work/err"))"
+t_assert_eq "$(stat -c '%s %a' "$work/key")" "32 600" "the key's size and mode"
+cp "$work/key" "$work/key.first"
+t_assert_eq "$(run_rc "$work/out" "$work/err" "$DSHMCTL" keygen "$work/key")" 3 "dshmctl keygen over an existing file"
+cmp -s "$work/key" "$work/key.first" || t_fail "keygen changed an existing key"
+t_assert_eq "$(run_rc "$work/out" "$work/err" "$DSHMCTL" keygen)" 2 "dshmctl keygen without FILE"
+
 t_step "dshmd --check-config: the whole configuration, or the problem"
 example=$TOP/data/dshmd.conf.example
 t_assert_eq "$(run_rc "$work/out" "$work/err" "$DSHMD" --check-config --config "$example")" 0 \

@@ -1,7 +1,7 @@
 // dshm-attach: attach to a segment through the local dshmd, as QEMU does,
 // and work on it.  Used by tests and benchmarks, and handy for operators.
 //
-//   dshm-attach [--socket PATH] [--name NAME] SEGMENT COMMAND [args]
+//   dshm-attach [--socket PATH] [--name NAME] [--uuid UUID] SEGMENT COMMAND [args]
 //
 // Commands:
 //   count --offset N --iterations K [--lock L] [--exclusive 1]
@@ -198,6 +198,7 @@ int main(int argc, char **argv) {
     const char *const kValued[][3] = {
         {"socket", "dshmd's client socket (default /run/dshm/dshmd.sock)", "PATH"},
         {"name", "this client's name, as dshmctl shows it (default dshm-attach)", "NAME"},
+        {"uuid", "the VM UUID the ATTACH names (a segment's allow list checks it)", "UUID"},
         {"offset", "byte offset in the segment (K/M/G suffixes)", "N"},
         {"length", "length in bytes (fill, verify)", "LEN"},
         {"pattern", "seed of the pattern (fill, verify)", "SEED"},
@@ -262,7 +263,7 @@ int main(int argc, char **argv) {
     };
 
     Client c;
-    Status st = c.Attach(socket, pos[0], name);
+    Status st = c.Attach(socket, pos[0], name, opt.count("uuid") ? opt["uuid"] : "");
     if (!st.ok()) {
         fprintf(stderr, "dshm-attach: %s\n", st.ToString().c_str());
         return dshm::kExitUnavailable;

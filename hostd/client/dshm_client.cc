@@ -1,5 +1,6 @@
 #include "dshm_client.h"
 
+#include <glib.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -97,9 +98,21 @@ Status Client::Receive(Frame *out) {
 }
 
 Status Client::Attach(const std::string &socket_path, const std::string &segment,
-                      const std::string &name) {
+                      const std::string &name, const std::string &uuid) {
     if (!IsValidSegmentName(segment))
         return Status::NoSegment("invalid segment name '" + segment + "'");
+    uint8_t vm_uuid[16] = {};
+    if (!uuid.empty()) {
+        std::string hex;
+        for (char ch : uuid) {
+            if (ch != '-')
+                hex += ch;
+        }
+        if (!g_uuid_string_is_valid(uuid.c_str()) || hex.size() != 32)
+            return Status::Proto("'" + uuid + "' is not a UUID");
+        for (size_t i = 0; i < 16; i++)
+            vm_uuid[i] = static_cast<uint8_t>(std::stoul(hex.substr(2 * i, 2), nullptr, 16));
+    }
     Status st = ConnectUnix(socket_path, &sock_);
     if (!st.ok())
         return st;
@@ -115,6 +128,7 @@ Status Client::Attach(const std::string &socket_path, const std::string &segment
     dshm_attach a = {};
     SetName(a.segment, segment);
     SetName(a.vm_name, name.substr(0, DSHM_VMNAME_LEN - 1));
+    memcpy(a.vm_uuid, vm_uuid, sizeof a.vm_uuid);
     st = Send(EncodeMsg(DSHM_MSG_ATTACH, next_tag_++, a));
     if (st.ok())
         st = Receive(&f);

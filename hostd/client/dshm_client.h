@@ -43,8 +43,10 @@ class Client {
     Client &operator=(const Client &) = delete;
 
     // Attaches to `segment` through the dshmd listening on `socket_path`.
+    // `uuid`: the VM UUID the ATTACH names (8-4-4-4-12 hex, as QEMU's -uuid;
+    // empty: all zero, unknown), which a segment's `allow` list checks.
     Status Attach(const std::string &socket_path, const std::string &segment,
-                  const std::string &name);
+                  const std::string &name, const std::string &uuid = "");
 
     Status Acquire(uint32_t lock);
     Status Release(uint32_t lock, ReleaseInfo *info = nullptr);

@@ -22,6 +22,7 @@
 #include <string>
 
 #include "domain_xml.h"
+#include "auth.h"
 #include "dshm_client.h"
 #include "exit_codes.h"
 
@@ -33,6 +34,9 @@ constexpr char kCommands[] =
     "  peers      the other hosts and their connections\n"
     "  stats      both, plus the access monitor and the owner's classification\n"
     "  advise     which VM would gain from moving to which host, ranked\n"
+    "  keygen FILE  writes a new cluster key for peer authentication (32 random\n"
+    "             bytes, mode 0600; FILE must not exist): copy it to every host as\n"
+    "             auth-key-file (default /etc/dshm/authkey; no dshmd needed)\n"
     "  domain-xml --name NAME [--segment SEG]... [options]\n"
     "             libvirt domain XML for a VM with dshm segments (no dshmd needed;\n"
     "             dshmctl domain-xml --help lists its options)";
@@ -41,6 +45,7 @@ int Usage(const std::string &why) {
     fprintf(stderr,
             "dshmctl: %s\n"
             "usage: dshmctl [--socket PATH] segments|peers|stats|advise [--json]\n"
+            "       dshmctl keygen FILE\n"
             "       dshmctl [--socket PATH] domain-xml --name NAME [--segment SEG]... "
             "[options]\n"
             "(dshmctl --help for more)\n",
@@ -245,15 +250,29 @@ int main(int argc, char **argv) {
             return Usage("--json is not an option of domain-xml");
         return DomainXml(argc - sub - 1, argv + sub + 1, socket);
     }
-    std::string what;
+    std::string what, file;
     for (int i = 1; i < nargs; i++) {
         if (argv[i][0] == '-' && strcmp(argv[i], "--") != 0)
             return Usage(std::string("unknown option ") + argv[i]);
         if (!strcmp(argv[i], "--"))
             continue;
+        if (what == "keygen" && file.empty()) {
+            file = argv[i];
+            continue;
+        }
         if (!what.empty())
             return Usage(std::string("unexpected argument '") + argv[i] + "'");
         what = argv[i];
+    }
+    if (what == "keygen") {
+        if (file.empty())
+            return Usage("keygen needs a FILE");
+        dshm::Status st = dshm::WriteNewAuthKey(file);
+        if (!st.ok()) {
+            fprintf(stderr, "dshmctl: keygen: %s\n", st.message().c_str());
+            return dshm::kExitUnavailable;
+        }
+        return dshm::kExitOk;
     }
     if (what.empty())
         return Usage("no command");

@@ -36,6 +36,13 @@ extern "C" {
 
 #define DSHM_MAGIC            0x4d485344u /* "DSHM" as little-endian bytes */
 #define DSHM_PROTO_VERSION    2u
+/* The peer channel's HELLO carries its own version: 3 added the
+ * authentication handshake (AUTH_CHALLENGE, AUTH_PROOF) that must follow
+ * it, so a dshmd of version 2, which sends none, is refused with E_VERSION
+ * instead of failing later.  The client channel is unchanged (version 2). */
+#define DSHM_PEER_VERSION     3u
+#define DSHM_AUTH_NONCE_LEN   32u  /* bytes of an AUTH_CHALLENGE nonce */
+#define DSHM_AUTH_PROOF_LEN   32u  /* bytes of an AUTH_PROOF (HMAC-SHA256) */
 #define DSHM_PAGE_SIZE        4096u
 #define DSHM_PAGE_SHIFT       12u
 #define DSHM_SEGNAME_LEN      32u  /* segment names: 1..31 chars + NUL */
@@ -115,6 +122,10 @@ enum dshm_msg_type {
     DSHM_MSG_EXCL_GRANT     = 0x0059, /* struct dshm_pagelist + u32 pages[count] */
     DSHM_MSG_EXCL_REVOKE    = 0x005a, /* struct dshm_pagelist + u32 pages[count] */
     DSHM_MSG_EXCL_REVOKED   = 0x005b, /* struct dshm_pagelist + u32 pages[count] */
+    /* peer authentication (section 2.1; peer version 3): right after HELLO,
+     * each way; no other peer message before both proofs checked */
+    DSHM_MSG_AUTH_CHALLENGE = 0x005c, /* struct dshm_auth_challenge */
+    DSHM_MSG_AUTH_PROOF     = 0x005d, /* struct dshm_auth_proof */
 };
 
 /* ------------------------------------------------------------------ */
@@ -137,6 +148,7 @@ enum dshm_status {
     DSHM_E_NOT_OWNER        = 12, /* peer request to a non-owner of the segment */
     DSHM_E_BUSY             = 13, /* too many requests waiting (a bound of section 2) */
     DSHM_E_NO_QUORUM        = 14, /* this host's cluster partition has no quorum */
+    DSHM_E_AUTH             = 15, /* peer authentication failed; a client not allowed */
 };
 
 /* ------------------------------------------------------------------ */
@@ -156,6 +168,22 @@ struct dshm_hello {
     uint32_t host_id;   /* peers: the sender's host id; clients: 0 */
     uint64_t incarnation; /* peers: changes each time dshmd starts */
     char name[DSHM_VMNAME_LEN]; /* host name, or client/VM name */
+};
+
+/* AUTH_CHALLENGE: the sender's fresh random nonce (getrandom), sent right
+ * after its HELLO on every peer connection. */
+struct dshm_auth_challenge {
+    uint8_t nonce[DSHM_AUTH_NONCE_LEN];
+};
+
+/* AUTH_PROOF: HMAC-SHA256 keyed with the cluster's key over
+ *   "dshm peer auth v3\0" || sender host id (u32) || receiver host id (u32)
+ *   || sender incarnation (u64) || receiver incarnation (u64)
+ *   || sender nonce || receiver nonce
+ * (integers little-endian; ids and incarnations as the two HELLOs said),
+ * sent once the other side's HELLO and AUTH_CHALLENGE arrived. */
+struct dshm_auth_proof {
+    uint8_t mac[DSHM_AUTH_PROOF_LEN];
 };
 
 /* ERROR: the sender is about to close the connection (or refuses a request). */
@@ -489,6 +517,8 @@ enum dshm_lock_state {
 DSHM_STATIC_ASSERT(sizeof(struct dshm_hdr) == 16, "dshm_hdr");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_hello) == 80, "dshm_hello");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_error) == 8, "dshm_error");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_auth_challenge) == 32, "dshm_auth_challenge");
+DSHM_STATIC_ASSERT(sizeof(struct dshm_auth_proof) == 32, "dshm_auth_proof");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_attach) == 112, "dshm_attach");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_attached) == 40, "dshm_attached");
 DSHM_STATIC_ASSERT(sizeof(struct dshm_uffd) == 16, "dshm_uffd");

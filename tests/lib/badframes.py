@@ -22,7 +22,10 @@ def frame(typ, payload=b"", length=None, tag=1, magic=MAGIC, flags=0):
     return struct.pack("<IHHII", magic, typ, flags, len(payload) if length is None else length, tag) + payload
 
 
-def hello(role, host_id=0, version=2, name=b"badframes"):
+def hello(role, host_id=0, version=None, name=b"badframes"):
+    # The peer channel speaks version 3 (authenticated peers), the client channel 2.
+    if version is None:
+        version = 3 if role == 2 else 2
     return frame(T["HELLO"], struct.pack("<HHIQ64s", version, role, host_id, 7, name))
 
 

@@ -14,6 +14,9 @@
 #       the spawned process "dshmd" (tb_log/tb_kill/tb_alive hN dshmd), its
 #       config $TB_STATE/hN/dshmd.conf, its local socket $DSHM_SOCK (inside
 #       hN), and its peer port at ds_peer_addr hN.
+#       Every host's dshmd.conf names the testbed's key (ds_authkey) as
+#       auth-key-file unless its lines set auth-key-file.
+#   ds_authkey                           the testbed's key file (made once)
 #   ds_peer_addr HOST                    ADDR:PORT of HOST's dshmd for peers
 #   ds_attach HOST SEGMENT ARGS...       run dshm-attach on HOST
 #   ds_ctl HOST ARGS...                  run dshmctl on HOST
@@ -37,19 +40,32 @@ DSHM_PORT=7450
 DSHM_SOCK=/run/dshm/dshmd.sock
 DSHM_MEMBERSHIP=${DSHM_MEMBERSHIP:-static}
 
+# ds_authkey: the testbed's cluster key (peer authentication), made once
+# per testbed with dshmctl keygen; prints its path.
+ds_authkey() {
+    [ -s "$TB_STATE/authkey" ] || "$DSHMCTL" keygen "$TB_STATE/authkey" >&2
+    echo "$TB_STATE/authkey"
+}
+
 ds_cluster() {
-    local n=$1 segs=$2 extra=${3:-} i j k spec own name size owner out ok need=()
+    local n=$1 segs=$2 extra=${3:-} i j k spec own name size owner out ok key keyline need=()
     if [ "$DSHM_MEMBERSHIP" = corosync ]; then
         for i in $(seq 1 "$n"); do
             [ -n "${_TB_COROSYNC_UP[h$i]:-}" ] || need+=("h$i")
         done
         [ ${#need[@]} = 0 ] || tb_corosync_start "${need[@]}"
     fi
+    key=$(ds_authkey)
+    export DSHM_AUTHKEY=$key  # fakepeer.py's key (its default): the testbed's
     for i in $(seq 1 "$n"); do
         own=DSHM_CONF_h$i
+        # Every host gets the testbed's key unless its lines name another
+        # (with auth = off it is not read).
+        keyline="auth-key-file = $key"
+        case "${!own:-}$extra" in *auth-key-file*) keyline= ;; esac
         {
-            printf '[dshmd]\nhost-id = %s\nname = h%s\nlisten = %s\nsocket = %s\nmembership = %s\n%b\n%b\n' \
-                "$i" "$i" "$(ds_peer_addr "h$i")" "$DSHM_SOCK" "$DSHM_MEMBERSHIP" "${!own:-}" "$extra"
+            printf '[dshmd]\nhost-id = %s\nname = h%s\nlisten = %s\nsocket = %s\nmembership = %s\n%s\n%b\n%b\n' \
+                "$i" "$i" "$(ds_peer_addr "h$i")" "$DSHM_SOCK" "$DSHM_MEMBERSHIP" "$keyline" "${!own:-}" "$extra"
             for j in $(seq 1 "$n"); do
                 [ "$j" = "$i" ] || [ "$DSHM_MEMBERSHIP" = corosync ] && continue
                 printf '[peer h%s]\nhost-id = %s\naddress = %s\n' "$j" "$j" "$(ds_peer_addr "h$j")"

@@ -4,12 +4,18 @@ one does, but stops where a test tells it to (a release cut off half-way,
 a release by a host that does not hold the lock); or acts as a segment's
 owner that serves fetches and sends invalidations the test makes up.
 
-usage: fakepeer.py HOST:PORT HOST_ID
+usage: fakepeer.py [--key FILE | --no-key] HOST:PORT HOST_ID
 
 Connects to the dshmd at HOST:PORT, says HELLO as peer HOST_ID (a host of
 that daemon's configuration whose own dshmd is not running, and whose id is
-lower: lower ids dial higher ones), prints "ok hello", then reads commands
-from stdin, one per line, and answers each with one line:
+lower: lower ids dial higher ones) and authenticates (docs/protocol.md
+section 2.1: AUTH_CHALLENGE, then AUTH_PROOF with the key of FILE, by
+default $DSHM_AUTHKEY, the testbed's: tests/lib/dshmd.sh), prints "ok hello", then reads
+commands from stdin, one per line, and answers each with one line.  With
+--no-key it sends HELLO and AUTH_CHALLENGE but no proof, prints "ok hello"
+all the same, and goes on as if authenticated: whatever it sends is what
+an intruder without the key sends (its frames reach no handler), and
+`frames`/`counts` show what it receives.
 
   wb SEG PAGE OFFSET VALUE   WRITEBACK of one u64 (a RUNS diff)     -> ok
   wbfull SEG PAGE VALUE      WRITEBACK of a page of u64 VALUE (FULL) -> ok
@@ -37,12 +43,22 @@ from stdin, one per line, and answers each with one line:
   flush-ack SEG CLIENT STATUS   as the segment's owner: P_FLUSH_ACK -> ok
   frames MS                  reads frames for MS milliseconds -> ok TYPE... (hex,
                              in order of arrival)
+  fetch SEG PAGE             FETCH of that page (not waiting)  -> ok
+  intrude SEG PAGE VALUE     in one write: FETCH of PAGE, WRITEBACK of u64
+                             VALUE at its offset 0 with its P_RELEASE (lock 0,
+                             client 1), P_ACQUIRE of lock 1   -> ok
+  counts MS                  reads frames for MS milliseconds (or until
+                             dshmd closes) -> ok pages=N errors=N closed=0|1
+                             auth=S (S: the status of an ERROR, else 0)
   connect                    dials again (after dshmd closed) -> ok hello
   close                      closes the connection and exits -> ok
 
 Frames the daemon sends otherwise are read and ignored.  The layouts follow
 include/dshm/wire.h.
 """
+import hashlib
+import hmac
+import os
 import socket
 import struct
 import sys
@@ -54,23 +70,74 @@ P_FLUSH, P_FLUSH_ACK = 0x4c, 0x4d
 P_ACQUIRE, P_GRANT, INVALIDATE, INVAL_ACK = 0x42, 0x43, 0x47, 0x48
 EXCL_GRANT, EXCL_REVOKE, EXCL_REVOKED = 0x59, 0x5a, 0x5b
 ROLE_PEER, ENC_RUNS, ENC_FULL, PAGE = 2, 1, 3, 4096
+HELLO, ERROR, AUTH_CHALLENGE, AUTH_PROOF = 0x01, 0x02, 0x5c, 0x5d
+AUTH_CONTEXT = b"dshm peer auth v3\0"
 
 
 def seg(name):
     return struct.pack("<32s", name.encode())
 
 
+def proof(key, sender, receiver, sender_inc, receiver_inc, sender_nonce, receiver_nonce):
+    """AUTH_PROOF's MAC (include/dshm/wire.h, dshm_auth_proof)."""
+    msg = AUTH_CONTEXT + struct.pack("<IIQQ", sender, receiver, sender_inc, receiver_inc)
+    return hmac.new(key, msg + sender_nonce + receiver_nonce, hashlib.sha256).digest()
+
+
 class Peer:
-    def __init__(self, addr, host_id):
+    INCARNATION = 7  # what badframes.hello() says
+
+    def __init__(self, addr, host_id, key):
         self.addr = addr
         self.host_id = host_id
+        self.key = key  # None: no proof
         self.connect()
 
     def connect(self):
         host, port = self.addr.rsplit(":", 1)
         self.s = socket.create_connection((host, int(port)), timeout=10)
         self.buf = b""
-        self.s.sendall(hello(ROLE_PEER, self.host_id, name=b"fakepeer"))
+        nonce = os.urandom(32)
+        self.s.sendall(hello(ROLE_PEER, self.host_id, name=b"fakepeer") + frame(AUTH_CHALLENGE, nonce, tag=0))
+        if self.key is None:
+            return
+        # The daemon's HELLO and AUTH_CHALLENGE, then our proof; its proof.
+        typ, body = self.next_frame()
+        if typ != HELLO:
+            raise EOFError("no HELLO from dshmd (type 0x%02x)" % typ)
+        daemon, daemon_inc = struct.unpack_from("<IQ", body, 4)
+        typ, body = self.next_frame()
+        if typ != AUTH_CHALLENGE:
+            raise EOFError("no AUTH_CHALLENGE from dshmd (type 0x%02x)" % typ)
+        daemon_nonce = body[:32]
+        mac = proof(self.key, self.host_id, daemon, self.INCARNATION, daemon_inc, nonce, daemon_nonce)
+        self.s.sendall(frame(AUTH_PROOF, mac, tag=0))
+        # The daemon's proof came right after its challenge (it had ours):
+        # whether it proves our key (not, with another key: the daemon then
+        # refuses ours, which `counts` shows).
+        typ, body = self.next_frame()
+        want = proof(self.key, daemon, self.host_id, daemon_inc, self.INCARNATION, daemon_nonce, nonce)
+        self.daemon_proved = typ == AUTH_PROOF and hmac.compare_digest(body[:32], want)
+
+    def counts(self, ms):
+        """What arrives within ms (or until dshmd closes)."""
+        pages = errors = closed = status = 0
+        self.s.settimeout(ms / 1000.0)
+        try:
+            while True:
+                typ, body = self.next_frame()
+                if typ in (PAGE_MSG, 0x54):  # PAGE, OWN_PAGE
+                    pages += 1
+                elif typ == ERROR:
+                    errors += 1
+                    status = struct.unpack_from("<I", body)[0]
+        except socket.timeout:
+            pass
+        except (EOFError, OSError):
+            closed = 1
+        finally:
+            self.s.settimeout(10)
+        return f"pages={pages} errors={errors} closed={closed} auth={status}"
 
     def next_frame(self, want_tag=False):
         while True:
@@ -149,7 +216,22 @@ class Peer:
 
 
 def main():
-    peer = Peer(sys.argv[1], int(sys.argv[2]))
+    args = sys.argv[1:]
+    key_file = os.environ.get("DSHM_AUTHKEY", "authkey")
+    no_key = False
+    while args and args[0].startswith("--"):
+        if args[0] == "--no-key":
+            no_key = True
+            args = args[1:]
+        elif args[0] == "--key":
+            key_file, args = args[1], args[2:]
+        else:
+            sys.exit(f"fakepeer.py: unknown option {args[0]}")
+    key = None
+    if not no_key:
+        with open(key_file, "rb") as f:
+            key = f.read()
+    peer = Peer(args[0], int(args[1]), key)
     print("ok hello", flush=True)
     for line in sys.stdin:
         w = line.split()
@@ -196,6 +278,20 @@ def main():
                 print(f"ok page={peer.serve(int(w[1]))}", flush=True)
             elif w[0] == "inval":
                 print(f"ok {peer.inval(w[1], [int(x) for x in w[2:]])}", flush=True)
+            elif w[0] == "fetch":
+                peer.s.sendall(frame(FETCH, seg(w[1]) + struct.pack("<II", int(w[2]), 0), tag=3))
+                print("ok", flush=True)
+            elif w[0] == "intrude":
+                name, page, val = w[1], int(w[2]), int(w[3])
+                peer.s.sendall(
+                    frame(FETCH, seg(name) + struct.pack("<II", page, 0), tag=3)
+                    + frame(WRITEBACK, seg(name) + struct.pack("<IHH", page, ENC_RUNS, 0)
+                            + struct.pack("<HHQ", 0, 8, val), tag=0)
+                    + frame(P_RELEASE, seg(name) + struct.pack("<IIII", 0, peer.host_id, 1, 1), tag=7)
+                    + frame(P_ACQUIRE, seg(name) + struct.pack("<IIII", 1, peer.host_id, 1, 0), tag=0))
+                print("ok", flush=True)
+            elif w[0] == "counts":
+                print("ok " + peer.counts(int(w[1])), flush=True)
             elif w[0] == "connect":
                 peer.connect()
                 print("ok hello", flush=True)
