@@ -7,6 +7,8 @@
 #   make fuzz     the libFuzzer targets of fuzz/ into build/meson-fuzz (fuzz/README.md)
 #   make install  hostd, host tools, guest tools, unit, man pages, completion
 #                 (PREFIX=/usr/local, DESTDIR= for staging; README "Install")
+#   make deb      Debian packages dshm, dshm-qemu, dshm-guest-tools into
+#                 build/deb (debian/, scripts/make-deb.sh), checked by lintian
 #   make clean    our build outputs (keeps the QEMU download and build)
 #   make distclean  all of build/
 #
@@ -22,7 +24,7 @@ QEMU_ROOT := $(BUILD)/qemu
 IMAGES := $(BUILD)/images
 GUEST_TOOLS := $(MESON_BUILD)/guest-tools/dshm-tool $(MESON_BUILD)/guest-tools/dshm-lock
 
-.PHONY: all deps qemu tools images check demo fuzz install clean distclean qemu-distclean format
+.PHONY: all deps qemu tools images check demo fuzz install deb clean distclean qemu-distclean format
 
 all: qemu tools images
 
@@ -59,6 +61,9 @@ install: tools
 	@meson configure $(MESON_BUILD) --prefix=$(PREFIX) >/dev/null
 	@ninja -C $(MESON_BUILD)
 	@meson install -C $(MESON_BUILD) --no-rebuild $(if $(DESTDIR),--destdir '$(DESTDIR)')
+
+deb: qemu
+	@bash scripts/make-deb.sh $(BUILD)/deb
 
 fuzz:
 	@bash fuzz/build.sh $(BUILD)/meson-fuzz

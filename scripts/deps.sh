@@ -14,6 +14,8 @@ PKGS=(
   clang-format
   # man pages (docs/man, scdoc sources) and bash completion (t-host-cli)
   scdoc bash-completion
+  # make deb: Debian packages (debian/) and their check
+  debhelper fakeroot lintian
   # sd_notify (hostd/notify.h); t-systemd-unit: systemd-analyze verify, strace
   libsystemd-dev systemd strace
   # the clang build of `make check` (tests/run.sh: -Wthread-safety), and

@@ -32,10 +32,12 @@
 # DSHM_HOST_BUILD: the meson build whose dshmd and host tools run (default
 # the plain build; tests/run.sh points the t-dshm-* tests at the ASan/UBSan
 # build, and tb_teardown fails a test whose logs hold a sanitizer report).
+# DSHMD, DSHM_ATTACH, DSHMCTL in the environment: those binaries instead
+# (t-packages: the installed ones).
 DSHM_HOST_BUILD=${DSHM_HOST_BUILD:-$MESON_BUILD}
-DSHMD=$DSHM_HOST_BUILD/hostd/dshmd
-DSHM_ATTACH=$DSHM_HOST_BUILD/hostd/client/dshm-attach
-DSHMCTL=$DSHM_HOST_BUILD/hostd/client/dshmctl
+DSHMD=${DSHMD:-$DSHM_HOST_BUILD/hostd/dshmd}
+DSHM_ATTACH=${DSHM_ATTACH:-$DSHM_HOST_BUILD/hostd/client/dshm-attach}
+DSHMCTL=${DSHMCTL:-$DSHM_HOST_BUILD/hostd/client/dshmctl}
 DSHM_PORT=7450
 DSHM_SOCK=/run/dshm/dshmd.sock
 DSHM_MEMBERSHIP=${DSHM_MEMBERSHIP:-static}
