@@ -33,7 +33,10 @@ ds_wait_peer h2 h1 no
 t_step "without the key: HELLO refused, no page, the WRITEBACK changes nothing"
 ds_script_spawn h1 nokey python3 "$TOP/tests/lib/fakepeer.py" --no-key "$H2" 1
 ds_ask_ok nokey "intrude seg 0 999" >/dev/null
-t_assert_eq "$(ds_ask nokey "counts 3000")" "ok pages=0 errors=1 closed=1 auth=14" \
+# The status an ERROR refusing the key carries: wire.h's DSHM_E_AUTH.
+e_auth=$(sed -n 's/^ *DSHM_E_AUTH *= *\([0-9]*\),.*/\1/p' "$TOP/include/dshm/wire.h")
+[ -n "$e_auth" ] || t_fail "DSHM_E_AUTH not found in include/dshm/wire.h"
+t_assert_eq "$(ds_ask nokey "counts 3000")" "ok pages=0 errors=1 closed=1 auth=$e_auth" \
     "what the fake peer without the key received (no PAGE; ERROR E_AUTH, closed)"
 t_wait_until 5 grep -q "incoming peer connection from $H1_IP:[0-9]*: .*FETCH before authentication" "$log2" ||
     t_fail "h2 did not log the refusal with the address ($(grep -i auth "$log2" | tail -3))"
@@ -46,7 +49,7 @@ head -c 32 /dev/urandom >"$TB_STATE/otherkey"
 chmod 600 "$TB_STATE/otherkey"
 ds_script_spawn h1 badkey python3 "$TOP/tests/lib/fakepeer.py" --key "$TB_STATE/otherkey" "$H2" 1
 ds_ask_ok badkey "intrude seg 0 999" >/dev/null
-t_assert_eq "$(ds_ask badkey "counts 3000")" "ok pages=0 errors=1 closed=1 auth=14" \
+t_assert_eq "$(ds_ask badkey "counts 3000")" "ok pages=0 errors=1 closed=1 auth=$e_auth" \
     "what the fake peer with another key received"
 t_wait_until 5 grep -q "from $H1_IP:[0-9]* (claims to be peer h1, host 1): authentication failed" "$log2" ||
     t_fail "h2 did not log the failed proof with the address"
