@@ -27,7 +27,9 @@
 source "$(dirname "$0")/lib/common.sh"
 source "$TOP/tests/lib/dshmd.sh"
 work=$(mktemp -d /tmp/t-host-cli.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+cpid=
+# A dshmd the completion step starts is killed on every exit path.
+trap '[ -z "$cpid" ] || kill "$cpid" 2>/dev/null; rm -rf "$work"' EXIT
 version=$(meson introspect --projectinfo "$MESON_BUILD" | python3 -c 'import json, sys; print(json.load(sys.stdin)["version"])')
 
 # run_rc OUT ERR CMD...: runs CMD, stdout to OUT, stderr to ERR; echoes its status.
@@ -169,6 +171,7 @@ t_assert_eq "$(complete_words dshmctl --socket "$work/c.sock" domain-xml --segme
     "dshmctl --socket S domain-xml --segment <TAB>"
 kill "$cpid"
 wait "$cpid" || true
+cpid=
 
 t_step "make install DESTDIR=: sbin, bin, libexec/dshm/guest, sysconfdir/dshm, the unit, man pages, completion"
 dest=$work/dest
