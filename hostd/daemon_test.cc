@@ -356,6 +356,40 @@ struct Cluster {
     }
 };
 
+// A client's ACQUIRE that waits at the owner: c.Acquire(lock) runs on a
+// thread of its own (it blocks until granted or refused) while the loop
+// runs here.
+struct QueuedAcquire {
+    std::shared_ptr<Status> status = std::make_shared<Status>();
+    std::shared_ptr<std::atomic<bool>> done = std::make_shared<std::atomic<bool>>(false);
+    std::thread t;
+    ~QueuedAcquire() {
+        if (t.joinable())
+            t.detach();  // a failed assertion left it blocked
+    }
+    bool ended() const { return done->load(); }
+    // Runs the loop until the ACQUIRE has returned; its status.
+    Status Wait() {
+        ck_assert(RunUntil([&] { return done->load(); }));
+        t.join();
+        return *status;
+    }
+};
+
+// Starts c.Acquire(lock) and returns once host i's dshmd has it pending.
+void QueueAcquire(Cluster &cl, int i, Client &c, uint32_t lock, QueuedAcquire *q)
+    REQUIRES(loop_mutex) {
+    q->t = std::thread([&c, lock, status = q->status, done = q->done] {
+        *status = c.Acquire(lock);
+        *done = true;
+        g_main_context_wakeup(nullptr);
+    });
+    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) {
+        const LocalClient *l = cl.Local(i, c);
+        return l && l->pending.count(lock) == 1;
+    }));
+}
+
 // A client of host i attached to "seg" (on a thread: ATTACH waits for the loop).
 void AttachOn(Cluster &cl, int i, Client &c, const char *name) {
     Status st;
@@ -476,18 +510,9 @@ START_TEST(lost_host) {
     Status held;
     ck_assert(OffLoop([&] { held = b.Acquire(2); }));
     ck_assert(held.ok());
-    auto granted = std::make_shared<std::atomic<bool>>(false);
-    auto a_status = std::make_shared<Status>();
-    std::thread waiter([&a, granted, a_status] {
-        *a_status = a.Acquire(2);
-        *granted = true;
-        g_main_context_wakeup(nullptr);
-    });
-    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) {
-        const LocalClient *la = cl.Local(1, a);
-        return la && la->pending.count(2) == 1;
-    }));
-    ck_assert(!granted->load());
+    QueuedAcquire qa;
+    QueueAcquire(cl, 1, a, 2, &qa);
+    ck_assert(!qa.ended());
     LocalClient *lb = cl.Local(2, b);
     ck_assert_ptr_nonnull(lb);
 
@@ -498,9 +523,8 @@ START_TEST(lost_host) {
     }));
 
     // Owner side: the lost host's lock passes to the next in line.
-    ck_assert(RunUntil([&] { return granted->load(); }));
-    waiter.join();
-    ck_assert_msg(a_status->ok(), "%s", a_status->ToString().c_str());
+    const Status a_status = qa.Wait();
+    ck_assert_msg(a_status.ok(), "%s", a_status.ToString().c_str());
     // Cache side: the clean copy is punched, the lock is no longer held.
     ck_assert_int_eq(cl.State(2, 8), PageTable::kInvalid);
     ck_assert(lb->held.empty());
@@ -1022,17 +1046,8 @@ START_TEST(owner_messages_from_a_non_owner_are_refused) {
     Status held;
     ck_assert(OffLoop([&] { held = a.Acquire(3); }));
     ck_assert(held.ok());
-    auto b_status = std::make_shared<Status>();
-    auto granted = std::make_shared<std::atomic<bool>>(false);
-    std::thread waiter([&b, b_status, granted] {
-        *b_status = b.Acquire(3);
-        *granted = true;
-        g_main_context_wakeup(nullptr);
-    });
-    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) {
-        const LocalClient *lb = cl.Local(2, b);
-        return lb && lb->pending.count(3) == 1;
-    }));
+    QueuedAcquire qb;
+    QueueAcquire(cl, 2, b, 3, &qb);
     const uint32_t bid = b.client_id();
 
     dshm_writeback u = {};
@@ -1076,15 +1091,14 @@ START_TEST(owner_messages_from_a_non_owner_are_refused) {
     const LocalClient *lb = cl.Local(2, b);
     ck_assert(!lb->held.count(3));
     ck_assert_uint_eq(lb->pending.count(3), 1);
-    ck_assert(!granted->load());
+    ck_assert(!qb.ended());
     ck_assert_uint_eq(ReadOff(b, 0), 0);
     // The real owner's grant still comes.
     Status rel;
     ck_assert(OffLoop([&] { rel = a.Release(3); }));
     ck_assert(rel.ok());
-    ck_assert(RunUntil([&] { return granted->load(); }));
-    waiter.join();
-    ck_assert_msg(b_status->ok(), "%s", b_status->ToString().c_str());
+    const Status b_status = qb.Wait();
+    ck_assert_msg(b_status.ok(), "%s", b_status.ToString().c_str());
 }
 END_TEST
 
@@ -1379,17 +1393,8 @@ START_TEST(membership_quorum_and_leave) {
     // b holds lock 1; w waits for it.
     ck_assert(OffLoop([&] { st = b.Acquire(1); }));
     ck_assert(st.ok());
-    auto a_status = std::make_shared<Status>();
-    auto done = std::make_shared<std::atomic<bool>>(false);
-    std::thread waiter([&w, a_status, done] {
-        *a_status = w.Acquire(1);
-        *done = true;
-        g_main_context_wakeup(nullptr);
-    });
-    ck_assert(RunUntil([&]() REQUIRES(loop_mutex) {
-        const LocalClient *lw = cl.Local(1, w);
-        return lw && lw->pending.count(1) == 1;
-    }));
+    QueuedAcquire qw;
+    QueueAcquire(cl, 1, w, 1, &qw);
 
     m1.OnQuorum(false);
     ck_assert(!m1.Quorate());
@@ -1400,9 +1405,7 @@ START_TEST(membership_quorum_and_leave) {
     // b releases lock 1: w is refused it, and it ends free.
     ck_assert(OffLoop([&] { st = b.Release(1); }));
     ck_assert_msg(st.ok(), "%s", st.ToString().c_str());
-    ck_assert(RunUntil([&] { return done->load(); }));
-    waiter.join();
-    ck_assert_int_eq(a_status->code(), DSHM_E_NO_QUORUM);
+    ck_assert_int_eq(qw.Wait().code(), DSHM_E_NO_QUORUM);
     ck_assert(!cl.Seg(1)->home->locks.HolderOf(1));
     ck_assert_uint_eq(m1.refused_total(), 3);
 
